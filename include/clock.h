@@ -1,0 +1,51 @@
+/* clock: the daemon's one source of time, and the time formats of its records. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define USEC_PER_SEC  ((uint64_t) 1000000)
+#define USEC_PER_MSEC ((uint64_t) 1000)
+
+/*
+ * KNEEWRAP_TIME_SCALE=N makes the daemon's time run N times faster than the wall clock,
+ * from the moment clock_setup() runs: a 15-minute session lasts 9 s at N=100, and is
+ * still recorded as 900 s. For simulations and tests only; no rule's bound changes.
+ * Returns the scale (1 when unset), or -EINVAL for a value that is not 1..100000.
+ */
+int clock_setup(void);
+unsigned clock_scale(void);
+
+/* Scaled clocks. Monotonic for timers; real (Unix epoch) for records. */
+uint64_t clock_mono_usec(void);
+int64_t clock_real_usec(void);
+static inline int64_t clock_real_sec(void) { return clock_real_usec() / (int64_t) USEC_PER_SEC; }
+
+/* A duration on the scaled clock, as a wall-clock wait (rounded up, at least 1 µs). */
+uint64_t clock_wait_usec(uint64_t scaled_usec);
+
+/* Converts a scaled monotonic deadline to the real CLOCK_MONOTONIC value sd-event wants. */
+uint64_t clock_mono_to_real_usec(uint64_t scaled_mono_usec);
+
+/*
+ * ISO 8601 with the local UTC offset, seconds resolution: "2026-11-21T15:04:05+01:00".
+ * buf must hold CLOCK_ISO_MAX bytes. Returns buf.
+ */
+#define CLOCK_ISO_MAX 32
+char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]);
+
+/*
+ * Parses "YYYY-MM-DD" (date_only set) or "YYYY-MM-DDTHH:MM[:SS]" with an optional "Z" or
+ * "+HH:MM"/"-HH:MM" offset (local time when absent). A date alone resolves to the end of
+ * that local day, the cautious reading of therapy rule R2. Returns 0 or -EINVAL.
+ */
+int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only);
+
+/*
+ * The end of a local calendar day, i.e. the start of the next one, honouring DST (a day is
+ * 23, 24 or 25 hours long). Reads the process time zone (TZ). Returns 0 or -EINVAL.
+ */
+int clock_local_day_end(int year, int month, int day, int64_t *ret_unix_sec);
+
+/* The local calendar date of an instant, as "YYYY-MM-DD" (11 bytes). */
+char *clock_format_date(int64_t unix_sec, char buf[static 11]);

@@ -1,0 +1,59 @@
+/* config: kneewrapd.conf, read with inih, every value checked against its bounds. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "rules.h"
+
+#define CONFIG_MAX_ALLOW 64
+
+typedef enum MqttProtocol {
+        MQTT_PROTOCOL_V311,
+        MQTT_PROTOCOL_V5,
+} MqttProtocol;
+
+typedef struct Config {
+        /* [daemon] */
+        int log_level;                    /* syslog level, default LOG_INFO */
+
+        /* [bluetooth] */
+        char *adapter;                    /* "hciN" or an address; NULL: the first powered one */
+        bool auto_adopt;                  /* default no */
+        char allow[CONFIG_MAX_ALLOW][18]; /* normalised addresses */
+        unsigned n_allow;
+        bool power_on;                    /* power the adapter on when it is off; default yes */
+
+        /* [mqtt] */
+        char *mqtt_host;                  /* NULL: MQTT disabled */
+        uint16_t mqtt_port;               /* 1883, or 8883 with TLS when not set */
+        char *base_topic;                 /* "kneewrap" */
+        char *discovery_prefix;           /* "homeassistant" */
+        char *client_id;                  /* NULL: "kneewrap-<hostname>" */
+        char *username;
+        char *password_file;              /* or a systemd credential named "mqtt-password" */
+        char *tls_ca_file;
+        char *tls_cert_file;
+        char *tls_key_file;
+        uint16_t keepalive;               /* seconds, 60 */
+        MqttProtocol protocol;            /* 3.1.1 unless "5" */
+
+        /* [therapy]: the defaults a clinic's per-wrap prescription may override */
+        RulesPrescription therapy;
+
+        /* [store] */
+        char *store_path;                 /* /var/lib/kneewrap/kneewrap.db */
+} Config;
+
+/* Fills the built-in defaults. */
+void config_init(Config *c);
+void config_done(Config *c);
+
+/*
+ * Loads `path` over the defaults. Every problem is printed to `errors` (may be NULL) as
+ * "file:line: [section] key: why", one line each, and counted. Returns 0 when the file
+ * is valid, -EINVAL when it has errors (the Config is then left at the defaults and must
+ * not be used), or -errno when it cannot be read.
+ */
+int config_load(Config *c, const char *path, FILE *errors);

@@ -1,0 +1,67 @@
+/* manager: the daemon's one object; it owns the event loop and wires every module to it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "record.h"
+#include "rules.h"
+#include "store.h"
+
+typedef struct Bluez Bluez;       /* ble/bluez.c: the BlueZ client */
+typedef struct Mqtt Mqtt;         /* mqtt/mqtt.c: the MQTT client */
+typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;                 /* the system bus: BlueZ, and our own API */
+
+        char *config_path;
+        Config config;
+
+        Store *store;                /* NULL while the store cannot be opened */
+        int store_error;             /* the last store error (negative errno), 0 when healthy */
+        sd_event_source *store_retry;
+
+        Bluez *bluez;
+        Mqtt *mqtt;                  /* NULL when [mqtt] host is not set */
+
+        Wrap *wraps;                 /* adopted wraps, a list (at most a few dozen) */
+        unsigned n_wraps;
+
+        int64_t adoption_until;      /* Unix seconds (scaled clock); adoption open while now < it */
+
+        uint64_t started_usec;       /* monotonic, for uptime */
+        uint64_t malformed;          /* GATT values rejected by the wire codec */
+        uint64_t mqtt_reconnects;
+
+        bool ready;                  /* READY=1 sent */
+} Manager;
+
+int manager_new(const char *config_path, Manager **ret);
+Manager *manager_free(Manager *m);
+int manager_run(Manager *m);
+
+/* STATUS= for people: what works, what does not. Call after any change worth reading. */
+void manager_update_status(Manager *m);
+
+/* Scaled time, read once per event-loop iteration. */
+int64_t manager_now(Manager *m);
+
+/*
+ * The one door. Every interface (the wrap's button, MQTT, D-Bus, kneewrapctl) asks through
+ * these, and every one goes through the therapy rules. Each returns 0 (the request was
+ * decided; a refusal is a decision, recorded and reported) or a negative errno, and fills
+ * *ret_error, when given, with a message for the asker.
+ */
+int manager_request_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source,
+                          SessionRecord *ret_record, const char **ret_error);
+int manager_request_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error);
+int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error);
+int manager_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error);
+int manager_set_prescription(Manager *m, const char *wrap, const RulesPrescription *rx, const char **ret_error);
+int manager_open_adoption(Manager *m, unsigned seconds);
+int manager_remove_wrap(Manager *m, const char *wrap, const char **ret_error);

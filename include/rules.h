@@ -1,0 +1,206 @@
+/* rules: therapy rules R1–R9 (shared/therapy-rules.md) as pure functions of (state, event, now). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Nothing in this module reads a clock, touches a file or keeps a global: every input is
+ * an argument, so every safety decision can be tested in microseconds. Times are Unix
+ * seconds (int64_t, whatever the width of time_t); temperatures are hundredths of a °C.
+ */
+
+#define RULES_DAY_S                 ((int64_t) 86400)
+
+/* Bounds. A clinic may prescribe inside them; nobody may go outside them. */
+#define RULES_COLD_MIN_S            600     /* R1: 10 minutes */
+#define RULES_COLD_MAX_S            900     /* R1: 15 minutes, never passed */
+#define RULES_COLD_DEFAULT_S        900
+#define RULES_HEAT_MIN_S            60      /* the wrap firmware's shortest session */
+#define RULES_HEAT_MAX_S            1200    /* R4: 20 minutes */
+#define RULES_HEAT_DEFAULT_S        900
+#define RULES_COLD_SETPOINT_MIN     800     /* 8 °C */
+#define RULES_COLD_SETPOINT_MAX     1500    /* 15 °C */
+#define RULES_COLD_SETPOINT_DEFAULT 1000
+#define RULES_HEAT_SETPOINT_MIN     3800
+#define RULES_HEAT_SETPOINT_MAX     4200
+#define RULES_HEAT_SETPOINT_DEFAULT 4000
+#define RULES_HEAT_WAIT_MIN_S       (7 * 86400)      /* R2: never shorter */
+#define RULES_HEAT_WAIT_MAX_S       (365 * 86400)
+#define RULES_COLD_REST_MIN_S       3600             /* R6: never shorter */
+#define RULES_COLD_REST_MAX_S       (24 * 3600)
+#define RULES_COMPLIANT_COLD_S      600              /* R7 */
+#define RULES_SKIN_COLD_MIN         800              /* R5: below 8 °C in cold */
+#define RULES_SKIN_HEAT_MAX         4300             /* R5: above 43 °C in heat */
+#define RULES_PAIN_ALERT_DAYS       28               /* R8 */
+#define RULES_PAIN_OVERDUE_DAYS     42
+#define RULES_PAIN_WINDOW_DAYS      7
+#define RULES_PAIN_IMPROVEMENT      2                /* points */
+
+/* The same numbers as the wire (wrap-profile.md). */
+typedef enum TherapyMode {
+        THERAPY_NONE = 0,
+        THERAPY_COLD = 1,
+        THERAPY_HEAT = 2,
+} TherapyMode;
+
+typedef enum RequestSource {
+        SOURCE_BUTTON,
+        SOURCE_MQTT,
+        SOURCE_CLI,
+        SOURCE_DBUS,
+} RequestSource;
+
+typedef enum DenyReason {
+        DENY_HEAT_TOO_SOON = 1,
+        DENY_REST_INTERVAL = 2,
+        DENY_SESSION_ACTIVE = 3,
+        DENY_OTHER = 4,
+} DenyReason;
+
+typedef enum StopReason {
+        STOP_USER = 0,
+        STOP_COMPLETED = 1,
+        STOP_SAFETY = 2,
+        STOP_SHUTDOWN = 3,
+} StopReason;
+
+typedef struct RulesPrescription {
+        uint32_t cold_s;
+        int32_t cold_setpoint;   /* 0.01 °C */
+        uint32_t heat_s;
+        int32_t heat_setpoint;   /* 0.01 °C */
+        uint32_t heat_wait_s;
+        uint32_t cold_rest_s;
+} RulesPrescription;
+
+void rules_prescription_default(RulesPrescription *rx);
+
+/*
+ * Checks every field against the bounds above. Returns 0, or -ERANGE with the first field
+ * out of bounds named in *ret_field ("cold_s", ...) and a reason in *ret_why (static
+ * strings). Values are refused, never clamped.
+ */
+int rules_prescription_check(const RulesPrescription *rx, const char **ret_field, const char **ret_why);
+
+typedef struct RulesState {
+        RulesPrescription rx;
+
+        /* The most recent unresolved injury (R2, R3, R8). */
+        bool has_injury;
+        int64_t injury_at;       /* R2's instant: a date-only injury is the end of that local day */
+        int64_t injury_from;     /* when it began: the same, or the start of that local day */
+
+        /* The end of the last cold session that ran (R6). */
+        bool has_last_cold;
+        int64_t last_cold_end;
+
+        /* The session now running on the wrap, if any. */
+        bool active;
+        TherapyMode active_mode;
+        int64_t active_started;
+        uint32_t active_duration_s;
+} RulesState;
+
+typedef enum RulesEventType {
+        RULES_EVENT_START,       /* someone asks for a session: .mode */
+        RULES_EVENT_STOP,        /* someone asks to stop (the stop button, a command) */
+        RULES_EVENT_TICK,        /* time passed: is the prescribed end reached? */
+        RULES_EVENT_SKIN,        /* a skin temperature reading: .skin */
+        RULES_EVENT_FAULT,       /* the wrap's status: .fault_flags, .fault_state */
+} RulesEventType;
+
+typedef struct RulesEvent {
+        RulesEventType type;
+        TherapyMode mode;
+        int32_t skin;            /* 0.01 °C */
+        uint8_t fault_flags;     /* Therapy Status byte 10 */
+        bool fault_state;        /* Therapy Status state 4 */
+} RulesEvent;
+
+typedef enum RulesAction {
+        RULES_NONE,
+        RULES_START,
+        RULES_DENY,
+        RULES_STOP,
+} RulesAction;
+
+typedef struct RulesDecision {
+        RulesAction action;
+        /* RULES_START */
+        TherapyMode mode;
+        int32_t setpoint;
+        uint32_t duration_s;
+        /* RULES_DENY */
+        DenyReason deny;
+        uint16_t minutes_left;   /* rounded up; 0 = unknown */
+        /* RULES_STOP */
+        StopReason stop;
+        /* RULES_START, or RULES_NONE on a tick during a session: when STOP is due */
+        int64_t deadline;
+        const char *why;         /* for people: the rule and the reason, static */
+} RulesDecision;
+
+RulesDecision rules_decide(const RulesState *s, const RulesEvent *ev, int64_t now);
+
+/* R2/R3: is heat allowed now, and from when (*ret_from is now when allowed). */
+bool rules_heat_allowed(const RulesState *s, int64_t now, int64_t *ret_from);
+
+/* R7: a cold session that ran at least 10 minutes is compliant; nothing else is. */
+bool rules_compliant(TherapyMode mode, uint32_t duration_s);
+
+/* Days since injury_from, in tenths, never negative; false with no injury. */
+bool rules_days_since_injury(const RulesState *s, int64_t now, int32_t *ret_tenths);
+
+/* The pain diary. */
+typedef enum DiaryWhere {
+        WHERE_FRONT,             /* front / kneecap */
+        WHERE_INNER,
+        WHERE_OUTER,
+        WHERE_BACK,
+        WHERE_BELOW,             /* below the kneecap */
+        _WHERE_MAX,
+} DiaryWhere;
+
+enum {
+        DIARY_SWELLING   = 1 << 0,
+        DIARY_POP        = 1 << 1,
+        DIARY_GIVING_WAY = 1 << 2,
+        DIARY_CATCHING   = 1 << 3,
+};
+
+typedef struct DiaryEntry {
+        int64_t at;
+        uint8_t score;           /* 0..10 */
+        DiaryWhere where;
+        uint8_t flags;
+} DiaryEntry;
+
+typedef enum AlertKind {
+        ALERT_NONE = 0,
+        ALERT_SEE_PHYSIO = 1 << 0,          /* R8 at 28 days */
+        ALERT_SEE_PHYSIO_OVERDUE = 1 << 1,  /* R8 at 42 days */
+        ALERT_RED_FLAG = 1 << 2,            /* R9, urgent */
+        ALERT_SAFETY_STOP = 1 << 3,         /* R5, raised by the daemon with the STOP */
+} AlertKind;
+
+/* R9: an entry with swelling after a pop raises ALERT_RED_FLAG at once. */
+AlertKind rules_diary_alert(const DiaryEntry *e);
+
+/*
+ * R8: given every diary entry since injury_from (any order) and the R8 alerts already raised
+ * for this injury (a mask of ALERT_SEE_PHYSIO / ALERT_SEE_PHYSIO_OVERDUE), returns the alert
+ * to raise now, or ALERT_NONE.
+ */
+AlertKind rules_persisting_pain(const RulesState *s, const DiaryEntry *entries, size_t n,
+                                unsigned already_raised, int64_t now);
+
+/* Names used in records, MQTT and the command line. */
+const char *therapy_mode_to_string(TherapyMode m);          /* "cold", "heat", "none" */
+int therapy_mode_from_string(const char *s);                /* -EINVAL */
+const char *request_source_to_string(RequestSource s);      /* "button", "mqtt", "cli", "dbus" */
+const char *deny_reason_to_string(DenyReason r);            /* "heat_too_soon", ... "other" */
+const char *diary_where_to_string(DiaryWhere w);            /* "front", "inner", "outer", "back", "below" */
+int diary_where_from_string(const char *s);
+const char *alert_kind_to_string(AlertKind a);              /* "see_physio", "see_physio_overdue", "red_flag", "safety_stop" */

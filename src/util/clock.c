@@ -1,0 +1,181 @@
+/* clock: scaled monotonic and real clocks, and the ISO 8601 forms used in records. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "util.h"
+
+/* Process-wide by nature: the scale is fixed once at start, before any timer exists. */
+static unsigned scale = 1;
+static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
+static int64_t real0;                /* real CLOCK_REALTIME at setup */
+
+static uint64_t now_usec(clockid_t id) {
+        struct timespec ts;
+        clock_gettime(id, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+int clock_setup(void) {
+        const char *e = getenv("KNEEWRAP_TIME_SCALE");
+        int64_t v = 1;
+
+        if (e && *e) {
+                if (parse_int64(e, &v) < 0 || v < 1 || v > 100000)
+                        return -EINVAL;
+        }
+        scale = (unsigned) v;
+        mono0 = mono0_real = now_usec(CLOCK_MONOTONIC);
+        real0 = (int64_t) now_usec(CLOCK_REALTIME);
+        return (int) scale;
+}
+
+unsigned clock_scale(void) {
+        return scale;
+}
+
+uint64_t clock_mono_usec(void) {
+        uint64_t n = now_usec(CLOCK_MONOTONIC);
+        if (scale == 1 || mono0_real == 0)
+                return n;
+        return mono0 + (n - mono0_real) * scale;
+}
+
+int64_t clock_real_usec(void) {
+        int64_t n = (int64_t) now_usec(CLOCK_REALTIME);
+        if (scale == 1 || mono0_real == 0)
+                return n;
+        /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
+        return real0 + (int64_t) ((now_usec(CLOCK_MONOTONIC) - mono0_real) * scale);
+}
+
+uint64_t clock_wait_usec(uint64_t scaled_usec) {
+        uint64_t w = (scaled_usec + scale - 1) / scale;
+        return w ? w : 1;
+}
+
+uint64_t clock_mono_to_real_usec(uint64_t scaled_mono_usec) {
+        if (scale == 1 || mono0_real == 0)
+                return scaled_mono_usec;
+        if (scaled_mono_usec <= mono0)
+                return mono0_real;
+        return mono0_real + clock_wait_usec(scaled_mono_usec - mono0);
+}
+
+char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]) {
+        time_t t = (time_t) unix_sec;
+        struct tm tm;
+        size_t n;
+        long off;
+
+        if ((int64_t) t != unix_sec || !localtime_r(&t, &tm) ||
+            (n = strftime(buf, CLOCK_ISO_MAX - 7, "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
+                snprintf(buf, CLOCK_ISO_MAX, "invalid");
+                return buf;
+        }
+        off = labs(tm.tm_gmtoff) / 60;
+        snprintf(buf + n, CLOCK_ISO_MAX - n, "%c%02d:%02d",
+                 tm.tm_gmtoff < 0 ? '-' : '+', (int) (off / 60 % 100), (int) (off % 60));
+        return buf;
+}
+
+char *clock_format_date(int64_t unix_sec, char buf[static 11]) {
+        time_t t = (time_t) unix_sec;
+        struct tm tm;
+
+        if (!localtime_r(&t, &tm) || strftime(buf, 11, "%Y-%m-%d", &tm) == 0)
+                snprintf(buf, 11, "invalid");
+        return buf;
+}
+
+static bool valid_date(int y, int m, int d) {
+        static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+        if (y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1)
+                return false;
+        return d <= mdays[m - 1] + (m == 2 && leap);
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+        y -= m <= 2;
+        int64_t era = (y >= 0 ? y : y - 399) / 400;
+        unsigned yoe = (unsigned) (y - era * 400);
+        unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        return era * 146097 + (int64_t) doe - 719468;
+}
+
+static int local_to_unix(int y, int mo, int d, int h, int mi, int s, int64_t *ret) {
+        struct tm tm = {
+                .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
+                .tm_hour = h, .tm_min = mi, .tm_sec = s, .tm_isdst = -1,
+        };
+        time_t t = mktime(&tm);
+        if (t == (time_t) -1)
+                return -EINVAL;
+        *ret = (int64_t) t;
+        return 0;
+}
+
+int clock_local_day_end(int year, int month, int day, int64_t *ret_unix_sec) {
+        int64_t next;
+
+        if (!valid_date(year, month, day))
+                return -EINVAL;
+        /* The next calendar day, found in UTC arithmetic so no DST can skip it. */
+        next = days_from_civil(year, (unsigned) month, (unsigned) day) + 1;
+        time_t t = (time_t) (next * 86400);
+        struct tm tm;
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        return local_to_unix(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, 0, 0, 0, ret_unix_sec);
+}
+
+int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
+        int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+        const char *p;
+
+        if (!s || sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10 || !valid_date(y, mo, d))
+                return -EINVAL;
+        p = s + n;
+        if (*p == '\0') {
+                if (ret_date_only)
+                        *ret_date_only = true;
+                return clock_local_day_end(y, mo, d, ret_unix_sec);
+        }
+        if (*p != 'T' && *p != ' ')
+                return -EINVAL;
+        p++;
+        if (sscanf(p, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5)
+                return -EINVAL;
+        p += n;
+        if (*p == ':') {
+                if (sscanf(p + 1, "%2d%n", &sec, &n) != 1 || n != 2)
+                        return -EINVAL;
+                p += 3;
+        }
+        if (h > 23 || mi > 59 || sec > 60)
+                return -EINVAL;
+        if (ret_date_only)
+                *ret_date_only = false;
+        if (*p == '\0')
+                return local_to_unix(y, mo, d, h, mi, sec, ret_unix_sec);
+
+        int64_t base = days_from_civil(y, (unsigned) mo, (unsigned) d) * 86400 + h * 3600 + mi * 60 + sec;
+        if (streq(p, "Z")) {
+                *ret_unix_sec = base;
+                return 0;
+        }
+        int oh, om;
+        if ((*p != '+' && *p != '-') || sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5 ||
+            p[1 + n] != '\0' || oh > 23 || om > 59)
+                return -EINVAL;
+        int64_t off = oh * 3600 + om * 60;
+        *ret_unix_sec = *p == '+' ? base - off : base + off;
+        return 0;
+}

@@ -1,0 +1,118 @@
+/* Unit tests for util: clock formats, DST-aware day ends, ids and strict parsing. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "clock.h"
+#include "util.h"
+
+static void set_tz(const char *tz) {
+        setenv("TZ", tz, 1);
+        tzset();
+}
+
+static void test_iso_format_offset(void **state) {
+        char buf[CLOCK_ISO_MAX];
+
+        set_tz("Europe/Berlin");
+        assert_string_equal(clock_format_iso(1795183445, buf), "2026-11-20T15:04:05+01:00");
+        assert_string_equal(clock_format_iso(1782000000, buf), "2026-06-21T02:00:00+02:00");
+        set_tz("UTC");
+        assert_string_equal(clock_format_iso(1795183445, buf), "2026-11-20T14:04:05+00:00");
+        set_tz("America/St_Johns");
+        assert_string_equal(clock_format_iso(1795183445, buf), "2026-11-20T10:34:05-03:30");
+}
+
+static void test_parse_iso(void **state) {
+        int64_t t;
+        bool date_only;
+
+        set_tz("UTC");
+        assert_int_equal(clock_parse_iso("2026-11-20T14:04:05Z", &t, &date_only), 0);
+        assert_int_equal(t, 1795183445);
+        assert_false(date_only);
+        assert_int_equal(clock_parse_iso("2026-11-20T15:04:05+01:00", &t, NULL), 0);
+        assert_int_equal(t, 1795183445);
+        assert_int_equal(clock_parse_iso("2026-11-20", &t, &date_only), 0);
+        assert_true(date_only);
+        assert_int_equal(t, 1795219200); /* 2026-11-21T00:00Z: the end of that day */
+        assert_int_equal(clock_parse_iso("2026-02-30", &t, NULL), -EINVAL);
+        assert_int_equal(clock_parse_iso("2026-11-20T25:00", &t, NULL), -EINVAL);
+        assert_int_equal(clock_parse_iso("2026-11-20x", &t, NULL), -EINVAL);
+        assert_int_equal(clock_parse_iso("20261120", &t, NULL), -EINVAL);
+        assert_int_equal(clock_parse_iso("2026-11-20T14:04:05+01", &t, NULL), -EINVAL);
+}
+
+static void test_day_end_dst(void **state) {
+        int64_t a, b;
+
+        /* Europe/Berlin: 2026-03-29 has 23 hours, 2026-10-25 has 25. */
+        set_tz("Europe/Berlin");
+        assert_int_equal(clock_local_day_end(2026, 3, 28, &a), 0);
+        assert_int_equal(clock_local_day_end(2026, 3, 29, &b), 0);
+        assert_int_equal(b - a, 23 * 3600);
+        assert_int_equal(clock_local_day_end(2026, 10, 24, &a), 0);
+        assert_int_equal(clock_local_day_end(2026, 10, 25, &b), 0);
+        assert_int_equal(b - a, 25 * 3600);
+        assert_int_equal(clock_local_day_end(2026, 12, 31, &a), 0);
+        assert_int_equal(a, 1798758000); /* 2027-01-01T00:00+01:00 */
+        set_tz("UTC");
+}
+
+static void test_ids(void **state) {
+        char a[BDADDR_STR_MAX], id[WRAP_ID_MAX], u1[UUID_STR_MAX], u2[UUID_STR_MAX];
+
+        assert_int_equal(bdaddr_normalize("aa:bb:cc:00:11:2f", a), 0);
+        assert_string_equal(a, "AA:BB:CC:00:11:2F");
+        assert_int_equal(bdaddr_normalize("AA:BB:CC:00:11", a), -EINVAL);
+        assert_int_equal(bdaddr_normalize("AA:BB:CC:00:11:GG", a), -EINVAL);
+        assert_int_equal(wrap_id_from_address("AA:BB:CC:00:11:2F", id), 0);
+        assert_string_equal(id, "wrap_aabbcc00112f");
+        assert_int_equal(uuid_generate_str(u1), 0);
+        assert_int_equal(uuid_generate_str(u2), 0);
+        assert_int_equal(strlen(u1), 36);
+        assert_int_equal(u1[14], '4');
+        assert_string_not_equal(u1, u2);
+}
+
+static void test_parse(void **state) {
+        int64_t v;
+        int32_t c;
+        bool b;
+
+        assert_int_equal(parse_int64("42", &v), 0);
+        assert_int_equal(v, 42);
+        assert_int_equal(parse_int64("42x", &v), -EINVAL);
+        assert_int_equal(parse_int64(" 42", &v), -EINVAL);
+        assert_int_equal(parse_int64("", &v), -EINVAL);
+        assert_int_equal(parse_int64("99999999999999999999", &v), -ERANGE);
+        assert_int_equal(parse_decimal_centi("10", &c), 0);
+        assert_int_equal(c, 1000);
+        assert_int_equal(parse_decimal_centi("10.5", &c), 0);
+        assert_int_equal(c, 1050);
+        assert_int_equal(parse_decimal_centi("-3.25", &c), 0);
+        assert_int_equal(c, -325);
+        assert_int_equal(parse_decimal_centi("10.555", &c), -EINVAL);
+        assert_int_equal(parse_decimal_centi("1.", &c), -EINVAL);
+        assert_int_equal(parse_decimal_centi("abc", &c), -EINVAL);
+        assert_int_equal(parse_bool("Yes", &b), 0);
+        assert_true(b);
+        assert_int_equal(parse_bool("off", &b), 0);
+        assert_false(b);
+        assert_int_equal(parse_bool("maybe", &b), -EINVAL);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_iso_format_offset),
+                cmocka_unit_test(test_parse_iso),
+                cmocka_unit_test(test_day_end_dst),
+                cmocka_unit_test(test_ids),
+                cmocka_unit_test(test_parse),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
