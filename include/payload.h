@@ -1,0 +1,29 @@
+/* payload: every MQTT JSON payload, built and parsed here only (jansson). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "record.h"
+#include "rules.h"
+#include "store.h"
+
+/*
+ * Builders return 0 and a malloc'd string (or OutboxMsg fields), or -ENOMEM. They read no
+ * clock: times come in as arguments and are written as ISO 8601 with the local offset.
+ */
+
+/* A session record with exactly the fields of therapy-rules.md. */
+int payload_session(const SessionRecord *rec, char **ret_json);
+
+/* The outbox message for a finished session: <base>/<wrap>/session, QoS 1, not retained. */
+int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *ret);
+
+/* An alert (R5 safety stop, R8, R9) for <base>/<wrap>/alert, QoS 1, not retained.
+ * detail: a sentence for people; session_id may be NULL. */
+int payload_alert_msg(const Config *c, const char *wrap, AlertKind kind, int64_t at,
+                      const char *detail, const char *session_id, OutboxMsg *ret);
+
+/* Frees the strings of an OutboxMsg built here. */
+void outbox_msg_done(OutboxMsg *m);
