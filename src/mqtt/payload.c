@@ -1,0 +1,210 @@
+/* payload: the session-record and alert JSON that goes through the outbox to MQTT (jansson). */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "payload.h"
+#include "util.h"
+
+/*
+ * %.15g prints every value that has at most 15 significant decimal digits exactly as
+ * written (36.55 stays 36.55, never 36.549999999999997), and jansson appends ".0" to a
+ * whole number, so 9 hundredths-derived degrees come out as 9.0: the JSON keeps its type.
+ */
+#define PAYLOAD_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+static const char *base_topic(const Config *c) {
+        return c && c->base_topic && c->base_topic[0] ? c->base_topic : "kneewrap";
+}
+
+static int dump(json_t *o, char **ret) {
+        char *s;
+
+        if (!o)
+                return -ENOMEM;
+        s = json_dumps(o, PAYLOAD_DUMP_FLAGS);
+        json_decref(o);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* Adds key = value, taking the reference; false on failure (value may be NULL: ENOMEM). */
+static bool put(json_t *o, const char *key, json_t *v) {
+        return v && json_object_set_new(o, key, v) == 0;
+}
+
+static json_t *time_or_null(int64_t unix_sec) {
+        char buf[CLOCK_ISO_MAX];
+
+        if (unix_sec == 0)
+                return json_null();
+        return json_string(clock_format_iso(unix_sec, buf));
+}
+
+static json_t *string_or_null(const char *s) {
+        return s ? json_string(s) : json_null();
+}
+
+/* Hundredths to a real with two decimals at most. */
+static json_t *centi(int64_t v) {
+        return json_real((double) v / 100.0);
+}
+
+/* sum / n rounded to the nearest hundredth, halves away from zero. */
+static int64_t mean_rounded(int64_t sum, uint32_t n) {
+        int64_t q = sum / (int64_t) n, r = sum % (int64_t) n;
+
+        if (r < 0 ? -2 * r >= (int64_t) n : 2 * r >= (int64_t) n)
+                q += r < 0 ? -1 : 1;
+        return q;
+}
+
+static json_t *skin_json(const SkinStats *s) {
+        json_t *o;
+
+        if (s->n == 0)
+                return json_null();
+        o = json_object();
+        if (!o)
+                return NULL;
+        if (!put(o, "min", centi(s->min)) ||
+            !put(o, "mean", centi(mean_rounded(s->sum, s->n))) ||
+            !put(o, "max", centi(s->max))) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
+static json_t *refusal_json(const SessionRecord *rec) {
+        const char *reason;
+        json_t *o;
+
+        if (rec->refusal == REFUSAL_NONE)
+                return json_null();
+        reason = refusal_reason_to_string(rec->refusal);
+        o = json_object();
+        if (!o)
+                return NULL;
+        if (!put(o, "reason", json_string(reason ? reason : "other")) ||
+            !put(o, "minutes_left", json_integer(rec->minutes_left))) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
+/* Tenths of a day as a number with one decimal. */
+static json_t *days_json(const SessionRecord *rec) {
+        if (!rec->has_days_since_injury)
+                return json_null();
+        return json_real((double) rec->days_since_injury / 10.0);
+}
+
+static json_t *session_json(const SessionRecord *rec) {
+        json_t *o = json_object();
+
+        /* The order and names of therapy-rules.md, "What a session log records". */
+        if (!o ||
+            !put(o, "session_id", json_string(rec->session_id)) ||
+            !put(o, "wrap", json_string(rec->wrap)) ||
+            !put(o, "mode", string_or_null(rec->mode == THERAPY_NONE ? NULL : therapy_mode_to_string(rec->mode))) ||
+            !put(o, "source", string_or_null(request_source_to_string(rec->source))) ||
+            !put(o, "requested_at", time_or_null(rec->requested_at)) ||
+            !put(o, "started_at", time_or_null(rec->started_at)) ||
+            !put(o, "ended_at", time_or_null(rec->ended_at)) ||
+            !put(o, "prescribed_s", json_integer(rec->prescribed_s)) ||
+            !put(o, "duration_s", json_integer(rec->duration_s)) ||
+            !put(o, "outcome", string_or_null(session_outcome_to_string(rec->outcome))) ||
+            !put(o, "compliant", json_boolean(rec->compliant)) ||
+            !put(o, "refusal", refusal_json(rec)) ||
+            !put(o, "skin_c", skin_json(&rec->skin)) ||
+            !put(o, "days_since_injury", days_json(rec))) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}
+
+int payload_session(const SessionRecord *rec, char **ret_json) {
+        return dump(session_json(rec), ret_json);
+}
+
+static int topic_for(const Config *c, const char *wrap, const char *leaf, char **ret) {
+        char *t;
+
+        if (asprintf(&t, "%s/%s/%s", base_topic(c), wrap, leaf) < 0)
+                return -ENOMEM;
+        *ret = t;
+        return 0;
+}
+
+int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *ret) {
+        OutboxMsg m = { .qos = 1, .retain = false };
+        int r;
+
+        r = payload_session(rec, &m.payload);
+        if (r < 0)
+                return r;
+        r = topic_for(c, rec->wrap, "session", &m.topic);
+        if (r < 0) {
+                free(m.payload);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+/* R9 and R5 want someone to act now; R8 asks for an appointment. */
+static const char *alert_severity(AlertKind kind) {
+        switch (kind) {
+        case ALERT_RED_FLAG:
+        case ALERT_SAFETY_STOP:
+                return "urgent";
+        default:
+                return "warning";
+        }
+}
+
+int payload_alert_msg(const Config *c, const char *wrap, AlertKind kind, int64_t at,
+                      const char *detail, const char *session_id, OutboxMsg *ret) {
+        OutboxMsg m = { .qos = 1, .retain = false };
+        const char *name = alert_kind_to_string(kind);
+        json_t *o = json_object();
+        int r;
+
+        if (!o ||
+            !put(o, "alert", json_string(name ? name : "unknown")) ||
+            !put(o, "severity", json_string(alert_severity(kind))) ||
+            !put(o, "wrap", json_string(wrap)) ||
+            !put(o, "at", time_or_null(at)) ||
+            !put(o, "message", string_or_null(detail)) ||
+            !put(o, "session_id", string_or_null(session_id))) {
+                json_decref(o);
+                return -ENOMEM;
+        }
+        r = dump(o, &m.payload);
+        if (r < 0)
+                return r;
+        r = topic_for(c, wrap, "alert", &m.topic);
+        if (r < 0) {
+                free(m.payload);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+void outbox_msg_done(OutboxMsg *m) {
+        if (!m)
+                return;
+        free(m->topic);
+        free(m->payload);
+        m->topic = m->payload = NULL;
+}
