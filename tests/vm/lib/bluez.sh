@@ -1,0 +1,77 @@
+# Sourced by VM scenarios: starts the system bus, bluetoothd and btvirt's two emulated LE
+# controllers on one virtual radio, and waits until both adapters are powered.
+#   hci0 00:AA:01:00:00:00  (the central's side)
+#   hci1 00:AA:01:01:00:01  (the peripheral's side)
+# Logs go to $KW_OUT; the HCI trace is kept as btsnoop (btmon -r crashes on these traces).
+
+KW_HCI0=00:AA:01:00:00:00
+KW_HCI1=00:AA:01:01:00:01
+KW_PY=/usr/bin/python3
+
+kw_log() {
+        echo "kw: $*"
+}
+
+kw_die() {
+        echo "kw: FAIL: $*"
+        exit 1
+}
+
+# kw_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s until it succeeds.
+kw_wait() {
+        _limit=$(($1 * 10)); _what=$2; shift 2
+        _i=0
+        until "$@" >/dev/null 2>&1; do
+                _i=$((_i + 1))
+                [ $_i -lt $_limit ] || kw_die "timed out waiting for $_what"
+                sleep 0.1
+        done
+}
+
+kw_mark() {
+        echo "KW-MARK $1"
+}
+
+kw_start_dbus() {
+        mkdir -p /run/dbus
+        dbus-daemon --system --nofork --nopidfile > "$KW_OUT/dbus.log" 2>&1 &
+        kw_wait 10 "the system bus" test -S /run/dbus/system_bus_socket
+}
+
+kw_name_has_owner() {
+        busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                NameHasOwner s "$1" | grep -q '^b true$'
+}
+
+kw_adapter_prop() {
+        busctl get-property org.bluez "/org/bluez/$1" org.bluez.Adapter1 "$2"
+}
+
+kw_adapter_powered() {
+        kw_adapter_prop "$1" Powered | grep -q '^b true$'
+}
+
+kw_start_bluez() {
+        kw_start_dbus
+        btmon -w "$KW_OUT/hci.btsnoop" > "$KW_OUT/btmon.log" 2>&1 &
+        # -d: the daemon's debug log is what one needs when a scenario fails.
+        /usr/libexec/bluetooth/bluetoothd -n -d > "$KW_OUT/bluetoothd.log" 2>&1 &
+        kw_wait 15 "org.bluez on the system bus" kw_name_has_owner org.bluez
+        btvirt -l2 > "$KW_OUT/btvirt.log" 2>&1 &
+        for a in hci0 hci1; do
+                kw_wait 15 "adapter $a" kw_adapter_prop $a Address
+        done
+        for a in hci0 hci1; do
+                kw_adapter_powered $a || busctl set-property org.bluez "/org/bluez/$a" \
+                        org.bluez.Adapter1 Powered b true
+        done
+        for a in hci0 hci1; do
+                kw_wait 15 "adapter $a powered" kw_adapter_powered $a
+        done
+        [ "$(kw_adapter_prop hci0 Address)" = "s \"$KW_HCI0\"" ] || \
+                kw_die "hci0 is $(kw_adapter_prop hci0 Address), expected $KW_HCI0"
+        [ "$(kw_adapter_prop hci1 Address)" = "s \"$KW_HCI1\"" ] || \
+                kw_die "hci1 is $(kw_adapter_prop hci1 Address), expected $KW_HCI1"
+        kw_mark ready
+        kw_log "bluez ready: hci0 $KW_HCI0, hci1 $KW_HCI1 powered"
+}
