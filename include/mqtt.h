@@ -1,0 +1,71 @@
+/* mqtt: the broker client (libmosquitto inside sd-event), live state, commands and HA discovery. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "manager.h"
+#include "rules.h"
+
+/*
+ * Every hook below accepts q == NULL and then does nothing: Manager.mqtt is NULL when
+ * [mqtt] host is not set, so callers never need to check.
+ */
+
+/* ---- lifetime (manager.c) ---- */
+
+/*
+ * Builds the client from m->config and starts connecting in the background (a broker that
+ * is down is never fatal). Fails only on a setup that can never work: a TLS CA, certificate
+ * or key file that cannot be read, a password file that cannot be read. It logs that
+ * error itself, once, naming the file; the daemon should then exit 1.
+ */
+int mqtt_new(Manager *m, Mqtt **ret);
+/* Publishes {"state":"offline"} (best effort, no waiting), disconnects and frees. */
+Mqtt *mqtt_free(Mqtt *q);
+/* After a configuration reload: reconnects with the new broker settings. Same errors as mqtt_new. */
+int mqtt_reload(Mqtt *q);
+
+/* ---- hooks for the daemon (wrap.c, manager.c) ---- */
+
+/* New rows are in the store's outbox (after the transaction committed): send them. */
+void mqtt_kick(Mqtt *q);
+
+/* A wrap's live state as the BLE side sees it, pushed on every change worth showing. */
+typedef struct MqttWrapLive {
+        const char *wrap;             /* "wrap_aabbccddeeff" */
+        const char *address;          /* "AA:BB:CC:DD:EE:FF" */
+        bool connected;               /* the BLE link (drives <base>/<wrap>/availability) */
+        uint8_t state;                /* WIRE_STATE_* of the Therapy Status (wire.h) */
+        TherapyMode mode;
+        uint32_t remaining_s;
+        bool has_skin, has_pack, has_battery;
+        int32_t skin;                 /* 0.01 °C */
+        int32_t pack;                 /* 0.01 °C */
+        uint8_t battery;              /* percent */
+        uint8_t faults;               /* WIRE_FAULT_* */
+        const char *session_id;       /* the running session, or NULL */
+        /* From the wrap's Device Information, for the HA device; NULL when unknown. */
+        const char *name, *manufacturer, *model, *firmware;
+} MqttWrapLive;
+
+/*
+ * The live state of a wrap changed (link up/down, a status or temperature notification,
+ * a session started or ended). Cheap: publishing is coalesced and deferred to the loop.
+ * The retained state also carries what the store knows (heat allowed from, last session,
+ * compliance), so call it after a session record was committed too.
+ */
+void mqtt_wrap_changed(Mqtt *q, const MqttWrapLive *live);
+
+/* A wrap was adopted: publish its discovery configs and state. */
+void mqtt_wrap_added(Mqtt *q, const char *wrap);
+/* A wrap was removed: clear its discovery configs and retained topics (empty retained messages). */
+void mqtt_wrap_removed(Mqtt *q, const char *wrap);
+
+/* Adoption opened or closed, the adapter changed, ...: republish <base>/bridge/info. */
+void mqtt_bridge_changed(Mqtt *q);
+
+/* For STATUS= and bridge/info. */
+bool mqtt_connected(Mqtt *q);
