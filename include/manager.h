@@ -39,11 +39,29 @@ typedef struct Manager {
         uint64_t mqtt_reconnects;
 
         bool ready;                  /* READY=1 sent */
+
+        /* manager.c's own bookkeeping. */
+        int log_verbose;             /* -v given n times: n levels above [daemon] log_level */
+        sd_event_source *r8_timer;   /* the daily R8 check, just after local midnight */
+        uint64_t store_retry_usec;   /* the next store retry's backoff (real time) */
+        bool bluez_running;          /* org.bluez has an owner (STATUS= before bluez.c is wired) */
+        char *status;                /* the last STATUS= sent, to send changes only */
+        uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
+        int64_t now_sec;
 } Manager;
 
 int manager_new(const char *config_path, Manager **ret);
 Manager *manager_free(Manager *m);
 int manager_run(Manager *m);
+
+/* SIGHUP: loads the config again; keeps the running one (and logs why) when the new is invalid. */
+int manager_reload(Manager *m);
+
+/*
+ * A store call failed (-ENOSPC, -EIO, ...): logs it, closes the store (m->store becomes NULL,
+ * so sessions are refused as store_unavailable), says so in STATUS= and retries with backoff.
+ */
+void manager_store_failed(Manager *m, int error);
 
 /* STATUS= for people: what works, what does not. Call after any change worth reading. */
 void manager_update_status(Manager *m);
