@@ -890,6 +890,88 @@ static void test_r8_date_only_injury(void **state) {
                          ALERT_SEE_PHYSIO_OVERDUE);
 }
 
+static void test_r8_large_diary(void **state) {
+        /* Thousands of entries: the means are compared exactly, not in floating point. */
+        enum { N_FIRST = 3001, N_LAST = 2999 };
+        RulesState s = injured_at_t0();
+        int64_t now = T0 + 35 * DAY_S;
+        DiaryEntry *e = calloc(N_FIRST + N_LAST, sizeof(DiaryEntry));
+        size_t n = 0, last0;
+
+        assert_non_null(e);
+        /* First week mean 7 + 1/3001. */
+        for (int i = 0; i < N_FIRST; i++)
+                e[n++] = entry(T0 + i * 200, i == 0 ? 8 : 7);
+        /* Last week mean 5: 2 + 1/3001 better, an improvement. */
+        last0 = n;
+        for (int i = 0; i < N_LAST; i++)
+                e[n++] = entry(now - i * 200, 5);
+        assert_int_equal(rules_persisting_pain(&s, e, n, 0, now), ALERT_NONE);
+        /* Last week mean 5 + 1/2999: 2 + 1/3001 - 1/2999 better, just short of 2. */
+        e[last0].score = 6;
+        assert_int_equal(rules_persisting_pain(&s, e, n, 0, now), ALERT_SEE_PHYSIO);
+        free(e);
+}
+
+static void test_extreme_times(void **state) {
+        RulesState s = idle_state();
+        RulesDecision d;
+        int32_t t;
+
+        /* Nonsense times from a corrupt record must neither overflow nor allow anything. */
+        s.has_injury = true;
+        s.injury_at = INT64_MAX - 10;
+        s.injury_from = INT64_MAX - 10;
+        d = start(&s, THERAPY_HEAT, INT64_MIN);
+        assert_deny(d, DENY_HEAT_TOO_SOON, UINT16_MAX);
+        assert_false(rules_heat_allowed(&s, INT64_MAX - 11, NULL));
+        assert_true(rules_days_since_injury(&s, INT64_MIN, &t));
+        assert_int_equal(t, 0);
+        assert_int_equal(rules_persisting_pain(&s, NULL, 0, 0, INT64_MIN), ALERT_NONE);
+
+        s.injury_from = INT64_MIN;
+        assert_true(rules_days_since_injury(&s, INT64_MAX, &t));
+        assert_int_equal(t, INT32_MAX);
+        assert_int_equal(rules_persisting_pain(&s, NULL, 0, 0, INT64_MAX), ALERT_SEE_PHYSIO_OVERDUE);
+
+        s = idle_state();
+        s.has_last_cold = true;
+        s.last_cold_end = INT64_MAX - 5;
+        assert_deny(start(&s, THERAPY_COLD, 0), DENY_REST_INTERVAL, UINT16_MAX);
+
+        /* A start near the end of time: the deadline saturates and the tick still works. */
+        s = active_state(THERAPY_COLD, INT64_MAX - 100, 900);
+        d = tick(&s, INT64_MAX - 50);
+        assert_int_equal(d.action, RULES_NONE);
+        assert_int_equal(d.deadline, INT64_MAX);
+        s = idle_state();
+        d = start(&s, THERAPY_COLD, INT64_MAX - 100);
+        assert_int_equal(d.action, RULES_START);
+        assert_int_equal(d.deadline, INT64_MAX);
+}
+
+static void test_why_names_rule(void **state) {
+        RulesState s = idle_state();
+
+        s.has_injury = true;
+        s.injury_at = s.injury_from = T0;
+        assert_string_equal(start(&s, THERAPY_HEAT, T0).why, "R2: heat refused until 7 days after the injury");
+        assert_why_names(start(&s, THERAPY_HEAT, T0 + WEEK_S), "R2");
+        s.has_injury = false;
+        assert_why_names(start(&s, THERAPY_HEAT, T0), "R3");
+        s.has_last_cold = true;
+        s.last_cold_end = T0;
+        assert_why_names(start(&s, THERAPY_COLD, T0), "R6");
+        assert_why_names(start(&s, THERAPY_COLD, T0 + HOUR_S), "R1");
+        s = active_state(THERAPY_HEAT, T0, 900);
+        assert_why_names(tick(&s, T0 + 900), "R4");
+        assert_why_names(skin(&s, 4301, T0), "R5");
+        assert_why_names(fault(&s, 1, false, T0), "R5");
+        s = active_state(THERAPY_COLD, T0, 900);
+        assert_why_names(tick(&s, T0 + 900), "R1");
+        assert_why_names(skin(&s, 799, T0), "R5");
+}
+
 /* ---- names ---- */
 
 static void test_names(void **state) {
@@ -996,6 +1078,9 @@ int main(void) {
                 cmocka_unit_test(test_r8_exact_means),
                 cmocka_unit_test(test_r8_windows),
                 cmocka_unit_test(test_r8_date_only_injury),
+                cmocka_unit_test(test_r8_large_diary),
+                cmocka_unit_test(test_extreme_times),
+                cmocka_unit_test(test_why_names_rule),
                 cmocka_unit_test(test_names),
         };
 
