@@ -19,6 +19,8 @@ typedef struct Store Store;
 
 /* Opens (creating if needed) and migrates to the current schema (PRAGMA user_version). */
 int store_open(const char *path, Store **ret);
+/* The same; on failure, *ret_errmsg (when not NULL) says why, for the caller to free(). */
+int store_open_err(const char *path, Store **ret, char **ret_errmsg);
 Store *store_close(Store *s);
 const char *store_errmsg(Store *s);
 /* A cheap read and write probe, to tell when a full or broken store works again. */

@@ -1,0 +1,124 @@
+/* schema: the store's history of schema steps; user_version N means steps 1..N ran. */
+#include <stddef.h>
+
+#include "schema.h"
+#include "util.h"
+
+/*
+ * Never edit a step that has shipped: append a new one. Each runs inside the one
+ * transaction that store_open() takes to migrate, so a database is always at a whole
+ * version. CHECK constraints hold the same bounds as rules.h as literals on purpose: a
+ * step is history, and must mean the same thing when a macro later changes.
+ */
+static const char *const schema_step1[] = {
+        "CREATE TABLE meta (\n"
+        "        id INTEGER PRIMARY KEY CHECK (id = 1),\n"
+        "        created_at INTEGER NOT NULL,\n"
+        "        probe INTEGER NOT NULL DEFAULT 0\n"
+        ");\n",
+        "INSERT INTO meta (id, created_at) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER));\n",
+
+        "CREATE TABLE wraps (\n"
+        "        id TEXT PRIMARY KEY NOT NULL CHECK (length(id) BETWEEN 1 AND 31),\n"
+        "        address TEXT NOT NULL UNIQUE CHECK (length(address) = 17),\n"
+        "        name TEXT NOT NULL DEFAULT '' CHECK (length(CAST(name AS BLOB)) < 64),\n"
+        "        adopted_at INTEGER NOT NULL,\n"
+        "        removed_at INTEGER\n"
+        ");\n",
+
+        "CREATE TABLE injuries (\n"
+        "        id INTEGER PRIMARY KEY,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        at INTEGER NOT NULL,\n"
+        "        date TEXT CHECK (date IS NULL OR date GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]'),\n"
+        "        recorded_at INTEGER NOT NULL,\n"
+        "        resolved_at INTEGER\n"
+        ");\n",
+        "CREATE INDEX injuries_open ON injuries (wrap) WHERE resolved_at IS NULL;\n",
+
+        "CREATE TABLE prescriptions (\n"
+        "        wrap TEXT PRIMARY KEY NOT NULL REFERENCES wraps (id),\n"
+        "        cold_s INTEGER NOT NULL CHECK (cold_s BETWEEN 600 AND 900),\n"
+        "        cold_setpoint INTEGER NOT NULL CHECK (cold_setpoint BETWEEN 800 AND 1500),\n"
+        "        heat_s INTEGER NOT NULL CHECK (heat_s BETWEEN 60 AND 1200),\n"
+        "        heat_setpoint INTEGER NOT NULL CHECK (heat_setpoint BETWEEN 3800 AND 4200),\n"
+        "        heat_wait_s INTEGER NOT NULL CHECK (heat_wait_s BETWEEN 604800 AND 31536000),\n"
+        "        cold_rest_s INTEGER NOT NULL CHECK (cold_rest_s BETWEEN 3600 AND 86400),\n"
+        "        set_at INTEGER NOT NULL\n"
+        ");\n",
+
+        "CREATE TABLE sessions (\n"
+        "        session_id TEXT PRIMARY KEY NOT NULL CHECK (length(session_id) BETWEEN 1 AND 36),\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        mode TEXT NOT NULL CHECK (mode IN ('cold', 'heat')),\n"
+        "        source TEXT NOT NULL CHECK (source IN ('button', 'mqtt', 'cli', 'dbus')),\n"
+        "        requested_at INTEGER NOT NULL,\n"
+        "        started_at INTEGER,\n"
+        "        ended_at INTEGER,\n"
+        "        prescribed_s INTEGER NOT NULL CHECK (prescribed_s >= 0),\n"
+        "        duration_s INTEGER NOT NULL CHECK (duration_s >= 0),\n"
+        "        outcome TEXT NOT NULL CHECK (outcome IN ('open', 'completed', 'stopped_by_user',\n"
+        "                'stopped_for_safety', 'interrupted', 'refused', 'not_started')),\n"
+        "        compliant INTEGER NOT NULL CHECK (compliant IN (0, 1)),\n"
+        "        refusal TEXT CHECK (refusal IS NULL OR refusal IN ('heat_too_soon', 'rest_interval',\n"
+        "                'session_active', 'store_unavailable', 'other')),\n"
+        "        minutes_left INTEGER NOT NULL DEFAULT 0 CHECK (minutes_left BETWEEN 0 AND 65535),\n"
+        "        skin_n INTEGER NOT NULL DEFAULT 0 CHECK (skin_n >= 0),\n"
+        "        skin_min INTEGER,\n"
+        "        skin_max INTEGER,\n"
+        "        skin_sum INTEGER NOT NULL DEFAULT 0,\n"
+        "        days_since_injury INTEGER CHECK (days_since_injury IS NULL OR days_since_injury >= 0),\n"
+        "        setpoint INTEGER NOT NULL,\n"
+        "        start_result INTEGER NOT NULL DEFAULT 0 CHECK (start_result BETWEEN 0 AND 255),\n"
+        /* R7: compliance counts trust this column, so it cannot claim what did not happen. */
+        "        CHECK (compliant = 0 OR (mode = 'cold' AND duration_s >= 600)),\n"
+        "        CHECK ((skin_n = 0) = (skin_min IS NULL) AND (skin_min IS NULL) = (skin_max IS NULL))\n"
+        ");\n",
+        "CREATE INDEX sessions_wrap_requested ON sessions (wrap, requested_at);\n",
+        "CREATE INDEX sessions_requested ON sessions (requested_at);\n",
+        "CREATE INDEX sessions_wrap_cold_end ON sessions (wrap, ended_at) WHERE mode = 'cold';\n",
+        "CREATE INDEX sessions_open ON sessions (requested_at) WHERE outcome = 'open';\n",
+
+        "CREATE TABLE diary (\n"
+        "        id INTEGER PRIMARY KEY,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        at INTEGER NOT NULL,\n"
+        "        score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 10),\n"
+        "        location TEXT NOT NULL CHECK (location IN ('front', 'inner', 'outer', 'back', 'below')),\n"
+        "        flags INTEGER NOT NULL DEFAULT 0 CHECK (flags BETWEEN 0 AND 15)\n"
+        ");\n",
+        "CREATE INDEX diary_wrap_at ON diary (wrap, at);\n",
+
+        "CREATE TABLE alerts (\n"
+        "        id INTEGER PRIMARY KEY,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        kind TEXT NOT NULL CHECK (kind IN ('see_physio', 'see_physio_overdue', 'red_flag', 'safety_stop')),\n"
+        "        at INTEGER NOT NULL\n"
+        ");\n",
+        "CREATE INDEX alerts_wrap_at ON alerts (wrap, at);\n",
+
+        /* AUTOINCREMENT: an id is never reused, even after the newest row was acked. */
+        "CREATE TABLE outbox (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        topic TEXT NOT NULL CHECK (length(topic) > 0),\n"
+        "        payload TEXT NOT NULL,\n"
+        "        qos INTEGER NOT NULL CHECK (qos BETWEEN 0 AND 2),\n"
+        "        retain INTEGER NOT NULL CHECK (retain IN (0, 1)),\n"
+        "        created_at INTEGER NOT NULL\n"
+        ");\n",
+        NULL,
+};
+
+static const char *const *const schema_steps[] = {
+        schema_step1,       /* 1: the first schema */
+};
+
+size_t schema_version_latest(void) {
+        return ELEMENTSOF(schema_steps);
+}
+
+const char *const *schema_step(size_t to_version) {
+        if (to_version < 1 || to_version > ELEMENTSOF(schema_steps))
+                return NULL;
+        return schema_steps[to_version - 1];
+}

@@ -1,0 +1,1401 @@
+/* store: every durable fact (wraps, injuries, sessions, diary, alerts, MQTT outbox) in one SQLite file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sqlite3.h>
+
+#include "clock.h"
+#include "record.h"
+#include "rules.h"
+#include "schema.h"
+#include "store.h"
+#include "util.h"
+
+/*
+ * The daemon is one thread on one sd-event loop, and kneewrapctl may hold the write lock
+ * for a moment: wait a little for it rather than fail a button press, but never long
+ * enough to stall the loop noticeably.
+ */
+#define STORE_BUSY_TIMEOUT_MS 1000
+
+typedef enum StmtId {
+        STMT_BEGIN,
+        STMT_COMMIT,
+        STMT_ROLLBACK,
+        STMT_PROBE,
+        STMT_WRAP_ADD,
+        STMT_WRAP_REMOVE,
+        STMT_WRAP_GET,
+        STMT_WRAP_LIST,
+        STMT_INJURY_ADD,
+        STMT_INJURY_RESOLVE,
+        STMT_INJURY_OPEN,
+        STMT_RX_SET,
+        STMT_RX_CLEAR,
+        STMT_RX_GET,
+        STMT_LAST_COLD_END,
+        STMT_SESSION_PUT,
+        STMT_SESSION_GET,
+        STMT_SESSIONS_OPEN,
+        STMT_SESSIONS_LIST,
+        STMT_LAST_SESSION,
+        STMT_DIARY_ADD,
+        STMT_DIARY_LIST,
+        STMT_ALERT_ADD,
+        STMT_ALERTS_RAISED,
+        STMT_OUTBOX_ADD,
+        STMT_OUTBOX_PEEK,
+        STMT_OUTBOX_ACK,
+        STMT_OUTBOX_DEPTH,
+        STMT_COMPLIANCE,
+        _STMT_MAX,
+} StmtId;
+
+#define SESSION_COLUMNS \
+        "session_id, wrap, mode, source, requested_at, started_at, ended_at, prescribed_s, " \
+        "duration_s, outcome, compliant, refusal, minutes_left, skin_n, skin_min, skin_max, " \
+        "skin_sum, days_since_injury, setpoint, start_result"
+
+#define NOW_SQL "CAST(strftime('%s', 'now') AS INTEGER)"
+
+/* A session "ran" when the wrap started it; refused and not_started ones never did. */
+#define RAN_SQL "(started_at IS NOT NULL AND outcome NOT IN ('refused', 'not_started'))"
+
+static const char *const stmt_sql[_STMT_MAX] = {
+        /* IMMEDIATE: take the write lock up front, so a reader never has to upgrade and
+         * deadlock against kneewrapctl. */
+        [STMT_BEGIN] = "BEGIN IMMEDIATE",
+        [STMT_COMMIT] = "COMMIT",
+        [STMT_ROLLBACK] = "ROLLBACK",
+        [STMT_PROBE] = "UPDATE meta SET probe = probe + 1 WHERE id = 1",
+        /* Adopting a removed wrap again brings its row (and history) back. */
+        [STMT_WRAP_ADD] =
+                "INSERT INTO wraps (id, address, name, adopted_at) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, adopted_at = excluded.adopted_at, "
+                "removed_at = NULL WHERE wraps.removed_at IS NOT NULL",
+        [STMT_WRAP_REMOVE] =
+                "UPDATE wraps SET removed_at = " NOW_SQL " WHERE id = ?1 AND removed_at IS NULL",
+        [STMT_WRAP_GET] =
+                "SELECT id, address, name, adopted_at FROM wraps WHERE id = ?1 AND removed_at IS NULL",
+        [STMT_WRAP_LIST] =
+                "SELECT id, address, name, adopted_at FROM wraps WHERE removed_at IS NULL "
+                "ORDER BY adopted_at, id",
+        [STMT_INJURY_ADD] =
+                "INSERT INTO injuries (wrap, at, date, recorded_at) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_INJURY_RESOLVE] =
+                "UPDATE injuries SET resolved_at = ?2 WHERE wrap = ?1 AND resolved_at IS NULL",
+        [STMT_INJURY_OPEN] =
+                "SELECT at, date FROM injuries WHERE wrap = ?1 AND resolved_at IS NULL",
+        [STMT_RX_SET] =
+                "INSERT INTO prescriptions (wrap, cold_s, cold_setpoint, heat_s, heat_setpoint, "
+                "heat_wait_s, cold_rest_s, set_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+                "ON CONFLICT (wrap) DO UPDATE SET cold_s = excluded.cold_s, "
+                "cold_setpoint = excluded.cold_setpoint, heat_s = excluded.heat_s, "
+                "heat_setpoint = excluded.heat_setpoint, heat_wait_s = excluded.heat_wait_s, "
+                "cold_rest_s = excluded.cold_rest_s, set_at = excluded.set_at",
+        [STMT_RX_CLEAR] = "DELETE FROM prescriptions WHERE wrap = ?1",
+        [STMT_RX_GET] =
+                "SELECT cold_s, cold_setpoint, heat_s, heat_setpoint, heat_wait_s, cold_rest_s "
+                "FROM prescriptions WHERE wrap = ?1",
+        [STMT_LAST_COLD_END] =
+                "SELECT max(ended_at) FROM sessions WHERE wrap = ?1 AND mode = 'cold' "
+                "AND ended_at IS NOT NULL AND " RAN_SQL,
+        [STMT_SESSION_PUT] =
+                "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) "
+                "ON CONFLICT (session_id) DO UPDATE SET wrap = excluded.wrap, mode = excluded.mode, "
+                "source = excluded.source, requested_at = excluded.requested_at, "
+                "started_at = excluded.started_at, ended_at = excluded.ended_at, "
+                "prescribed_s = excluded.prescribed_s, duration_s = excluded.duration_s, "
+                "outcome = excluded.outcome, compliant = excluded.compliant, "
+                "refusal = excluded.refusal, minutes_left = excluded.minutes_left, "
+                "skin_n = excluded.skin_n, skin_min = excluded.skin_min, skin_max = excluded.skin_max, "
+                "skin_sum = excluded.skin_sum, days_since_injury = excluded.days_since_injury, "
+                "setpoint = excluded.setpoint, start_result = excluded.start_result",
+        [STMT_SESSION_GET] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE session_id = ?1",
+        [STMT_SESSIONS_OPEN] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE outcome = 'open' "
+                "ORDER BY requested_at, rowid",
+        [STMT_SESSIONS_LIST] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE (?1 IS NULL OR wrap = ?1) "
+                "AND requested_at >= ?2 AND requested_at < ?3 ORDER BY requested_at, rowid",
+        [STMT_LAST_SESSION] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE wrap = ?1 "
+                "ORDER BY requested_at DESC, rowid DESC LIMIT 1",
+        [STMT_DIARY_ADD] =
+                "INSERT INTO diary (wrap, at, score, location, flags) VALUES (?1, ?2, ?3, ?4, ?5)",
+        [STMT_DIARY_LIST] =
+                "SELECT at, score, location, flags FROM diary WHERE wrap = ?1 AND at >= ?2 "
+                "ORDER BY at, id",
+        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at) VALUES (?1, ?2, ?3)",
+        [STMT_ALERTS_RAISED] =
+                "SELECT DISTINCT kind FROM alerts WHERE wrap = ?1 AND at >= ?2 "
+                "AND kind IN ('see_physio', 'see_physio_overdue')",
+        [STMT_OUTBOX_ADD] =
+                "INSERT INTO outbox (topic, payload, qos, retain, created_at) "
+                "VALUES (?1, ?2, ?3, ?4, " NOW_SQL ")",
+        [STMT_OUTBOX_PEEK] =
+                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+        [STMT_OUTBOX_ACK] = "DELETE FROM outbox WHERE id = ?1",
+        [STMT_OUTBOX_DEPTH] = "SELECT count(*) FROM outbox",
+        [STMT_COMPLIANCE] =
+                "SELECT "
+                "coalesce(sum(mode = 'cold' AND compliant = 1 AND " RAN_SQL "), 0), "
+                "coalesce(sum(mode = 'cold' AND compliant = 0 AND ended_at IS NOT NULL AND " RAN_SQL "), 0), "
+                "coalesce(sum(mode = 'cold' AND outcome = 'refused'), 0), "
+                "coalesce(sum(mode = 'heat' AND outcome = 'refused'), 0), "
+                "coalesce(sum(CASE WHEN " RAN_SQL " THEN duration_s ELSE 0 END), 0) / 60, "
+                "count(DISTINCT CASE WHEN mode = 'cold' AND compliant = 1 AND " RAN_SQL
+                " THEN date(started_at, 'unixepoch', 'localtime') END) "
+                "FROM sessions WHERE (?1 IS NULL OR wrap = ?1) AND requested_at >= ?2 AND requested_at < ?3",
+};
+
+struct Store {
+        sqlite3 *db;
+        sqlite3_stmt *stmts[_STMT_MAX];
+        char errmsg[256];
+};
+
+static int errno_from_sqlite(sqlite3 *db, int rc) {
+        int e;
+
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_ROW:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EIO;
+        case SQLITE_CONSTRAINT:
+                if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+                        return -EEXIST;
+                /* The row it refers to (a wrap) is not there. */
+                if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+                        return -ENOENT;
+                return -EINVAL;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_NOMEM:
+                return -ENOMEM;
+        case SQLITE_TOOBIG:
+                return -E2BIG;
+        case SQLITE_RANGE:
+        case SQLITE_MISUSE:
+                return -EINVAL;
+        case SQLITE_IOERR:
+        case SQLITE_CANTOPEN:
+        case SQLITE_PERM:
+                /* Where the OS said why, keep its reason: a full disk can surface as an I/O
+                 * error (a failed write of the -shm file, say). */
+                e = db ? sqlite3_system_errno(db) : 0;
+                if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+                        return -ENOSPC;
+                if (e == EACCES || e == EPERM || e == EROFS || e == ENOENT || e == EISDIR)
+                        return -e;
+                return (rc & 0xff) == SQLITE_PERM ? -EACCES : -EIO;
+        default:
+                return -EIO;
+        }
+}
+
+static int store_errorf(Store *s, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int store_errorf(Store *s, int r, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+/* Keeps SQLite's words for store_errmsg() before a ROLLBACK can replace them. */
+static int store_fail(Store *s, int rc) {
+        int r = errno_from_sqlite(s->db, rc);
+
+        if (r == 0)
+                r = -EIO;
+        snprintf(s->errmsg, sizeof(s->errmsg), "%s", sqlite3_errmsg(s->db));
+        return r;
+}
+
+static void stmt_resetp(sqlite3_stmt **st) {
+        if (*st) {
+                sqlite3_reset(*st);
+                sqlite3_clear_bindings(*st);
+        }
+}
+#define _cleanup_reset_ _cleanup_(stmt_resetp)
+
+static int stmt_get(Store *s, StmtId id, sqlite3_stmt **ret) {
+        int rc;
+
+        if (!s->stmts[id]) {
+                rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[id], NULL);
+                if (rc != SQLITE_OK)
+                        return store_fail(s, rc);
+        }
+        *ret = s->stmts[id];
+        return 0;
+}
+
+/* Steps a statement that returns no rows, and resets it. */
+static int stmt_exec(Store *s, sqlite3_stmt *st) {
+        int rc = sqlite3_step(st), r = 0;
+
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+                r = store_fail(s, rc);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return r;
+}
+
+static int run(Store *s, StmtId id) {
+        sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, id, &st);
+        if (r < 0)
+                return r;
+        return stmt_exec(s, st);
+}
+
+static int tx_begin(Store *s) {
+        return run(s, STMT_BEGIN);
+}
+
+static void tx_rollback(Store *s) {
+        /* SQLite may already have rolled back by itself (after SQLITE_FULL, say). */
+        if (!sqlite3_get_autocommit(s->db)) {
+                char keep[sizeof(s->errmsg)];
+
+                memcpy(keep, s->errmsg, sizeof(keep));
+                (void) run(s, STMT_ROLLBACK);
+                memcpy(s->errmsg, keep, sizeof(keep));
+        }
+}
+
+static int tx_commit(Store *s) {
+        int r = run(s, STMT_COMMIT);
+
+        if (r < 0)
+                tx_rollback(s);
+        return r;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v) {
+        if (v)
+                sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+static void bind_opt_int64(sqlite3_stmt *st, int i, bool has, int64_t v) {
+        if (has)
+                sqlite3_bind_int64(st, i, v);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+static void copy_text(char *dst, size_t size, sqlite3_stmt *st, int col) {
+        const unsigned char *t = sqlite3_column_text(st, col);
+
+        snprintf(dst, size, "%s", t ? (const char *) t : "");
+}
+
+static char *dup_text(sqlite3_stmt *st, int col) {
+        const unsigned char *t = sqlite3_column_text(st, col);
+
+        return strdup(t ? (const char *) t : "");
+}
+
+static int check_wrap_arg(Store *s, const char *wrap) {
+        if (!wrap || !*wrap || strlen(wrap) >= WRAP_ID_MAX)
+                return store_errorf(s, -EINVAL, "invalid wrap id");
+        return 0;
+}
+
+/* ---- open, close, check ---- */
+
+static int pragma_int(Store *s, const char *sql, int64_t *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                int r = store_fail(s, rc);
+                sqlite3_finalize(st);
+                return r;
+        }
+        *ret = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return 0;
+}
+
+static int exec_sql(Store *s, const char *sql) {
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+
+        return rc == SQLITE_OK ? 0 : store_fail(s, rc);
+}
+
+static int store_set_wal(Store *s) {
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_fail(s, rc);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                r = store_fail(s, rc);
+        else if (!sqlite3_column_text(st, 0) || strcmp((const char *) sqlite3_column_text(st, 0), "wal") != 0)
+                /* WAL needs shared memory; a file system without it leaves another mode. */
+                r = store_errorf(s, -EIO, "cannot use WAL mode (journal mode stays %s)",
+                                 sqlite3_column_text(st, 0) ? (const char *) sqlite3_column_text(st, 0) : "unknown");
+        sqlite3_finalize(st);
+        return r;
+}
+
+static int store_migrate(Store *s) {
+        int64_t version, app_id, objects;
+        size_t latest = schema_version_latest();
+        int r;
+
+        r = exec_sql(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+
+        r = pragma_int(s, "PRAGMA user_version", &version);
+        if (r < 0)
+                goto fail;
+        r = pragma_int(s, "PRAGMA application_id", &app_id);
+        if (r < 0)
+                goto fail;
+        if (version > (int64_t) latest) {
+                r = store_errorf(s, -EPROTO,
+                                 "the store's schema version %lld is newer than this build knows (%zu): "
+                                 "written by a newer kneewrap",
+                                 (long long) version, latest);
+                goto fail;
+        }
+        if (version > 0 && app_id != SCHEMA_APPLICATION_ID) {
+                r = store_errorf(s, -EBADMSG, "not a kneewrap store (application_id 0x%llx)",
+                                 (unsigned long long) app_id);
+                goto fail;
+        }
+        if (version == 0) {
+                /* A fresh file has no tables; anything else is another program's database. */
+                r = pragma_int(s, "SELECT count(*) FROM sqlite_master", &objects);
+                if (r < 0)
+                        goto fail;
+                if (objects > 0 || (app_id != 0 && app_id != SCHEMA_APPLICATION_ID)) {
+                        r = store_errorf(s, -EBADMSG, "not a kneewrap store (it holds another schema)");
+                        goto fail;
+                }
+        }
+
+        for (size_t v = (size_t) version + 1; v <= latest; v++) {
+                char pragma[64];
+
+                for (const char *const *sql = schema_step(v); *sql && r >= 0; sql++)
+                        r = exec_sql(s, *sql);
+                if (r < 0) {
+                        char keep[sizeof(s->errmsg)];
+                        memcpy(keep, s->errmsg, sizeof(keep));
+                        snprintf(s->errmsg, sizeof(s->errmsg), "schema step %zu: %.200s", v, keep);
+                        goto fail;
+                }
+                snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %zu", v);
+                r = exec_sql(s, pragma);
+                if (r < 0)
+                        goto fail;
+        }
+        if ((size_t) version < latest) {
+                char pragma[64];
+                snprintf(pragma, sizeof(pragma), "PRAGMA application_id = %d", SCHEMA_APPLICATION_ID);
+                r = exec_sql(s, pragma);
+                if (r < 0)
+                        goto fail;
+        }
+
+        r = exec_sql(s, "COMMIT");
+        if (r < 0)
+                goto fail;
+        return 0;
+
+fail:
+        if (!sqlite3_get_autocommit(s->db)) {
+                char keep[sizeof(s->errmsg)];
+                memcpy(keep, s->errmsg, sizeof(keep));
+                (void) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+                memcpy(s->errmsg, keep, sizeof(keep));
+        }
+        return r;
+}
+
+int store_open_err(const char *path, Store **ret, char **ret_errmsg) {
+        Store *s;
+        int fd, rc, r;
+
+        if (ret_errmsg)
+                *ret_errmsg = NULL;
+        *ret = NULL;
+        if (!path || !*path)
+                return -EINVAL;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+
+        /*
+         * Create the file ourselves: the OS's errno (EACCES, ENOENT for a missing directory,
+         * EROFS) is clearer than SQLite's "unable to open", and health records are not for
+         * other users to read (0600).
+         */
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0) {
+                r = -errno;
+                store_errorf(s, r, "cannot open %s: %s", path, strerror(-r));
+                goto fail;
+        }
+        close(fd);
+
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK) {
+                if (s->db)
+                        r = store_fail(s, rc);
+                else {
+                        r = -ENOMEM;
+                        store_errorf(s, r, "out of memory");
+                }
+                goto fail;
+        }
+        sqlite3_extended_result_codes(s->db, 1);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+
+        r = store_set_wal(s);
+        if (r < 0)
+                goto fail;
+        /* FULL: in WAL mode, NORMAL may lose the last commits on power loss; every record
+         * here is one a clinic or the rules rely on. */
+        r = exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON");
+        if (r < 0)
+                goto fail;
+        r = store_migrate(s);
+        if (r < 0)
+                goto fail;
+
+        *ret = s;
+        return 0;
+
+fail:
+        if (ret_errmsg)
+                *ret_errmsg = strdup(s->errmsg[0] ? s->errmsg : strerror(-r));
+        store_close(s);
+        return r;
+}
+
+int store_open(const char *path, Store **ret) {
+        return store_open_err(path, ret, NULL);
+}
+
+Store *store_close(Store *s) {
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                sqlite3_finalize(s->stmts[i]);
+        sqlite3_close(s->db);
+        free(s);
+        return NULL;
+}
+
+const char *store_errmsg(Store *s) {
+        if (!s)
+                return "no store";
+        return s->errmsg[0] ? s->errmsg : "no error";
+}
+
+int store_check(Store *s) {
+        int r;
+
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = run(s, STMT_PROBE);
+        if (r < 0) {
+                tx_rollback(s);
+                return r;
+        }
+        if (sqlite3_changes(s->db) != 1) {
+                tx_rollback(s);
+                return store_errorf(s, -EIO, "the store's meta row is missing");
+        }
+        return tx_commit(s);
+}
+
+/* ---- wraps ---- */
+
+static void wrap_from_row(sqlite3_stmt *st, StoredWrap *w) {
+        memset(w, 0, sizeof(*w));
+        copy_text(w->wrap, sizeof(w->wrap), st, 0);
+        copy_text(w->address, sizeof(w->address), st, 1);
+        copy_text(w->name, sizeof(w->name), st, 2);
+        w->adopted_at = sqlite3_column_int64(st, 3);
+}
+
+int store_wrap_add(Store *s, const char *address, const char *name, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        char addr[BDADDR_STR_MAX], id[WRAP_ID_MAX], nm[64];
+        size_t len;
+        int r;
+
+        if (!address || bdaddr_normalize(address, addr) < 0 || wrap_id_from_address(addr, id) < 0)
+                return store_errorf(s, -EINVAL, "invalid Bluetooth address");
+
+        /* A display name from the radio can be long: keep whole UTF-8 characters only. */
+        len = name ? strlen(name) : 0;
+        if (len >= sizeof(nm)) {
+                len = sizeof(nm) - 1;
+                while (len > 0 && ((unsigned char) name[len] & 0xc0) == 0x80)
+                        len--;
+        }
+        if (len > 0)
+                memcpy(nm, name, len);
+        nm[len] = '\0';
+
+        r = stmt_get(s, STMT_WRAP_ADD, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, id);
+        bind_text(st, 2, addr);
+        bind_text(st, 3, nm);
+        sqlite3_bind_int64(st, 4, now);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -EEXIST, "wrap %s is already adopted", id);
+        return 0;
+}
+
+int store_wrap_remove(Store *s, const char *wrap) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_WRAP_REMOVE, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -ENOENT, "no adopted wrap %s", wrap);
+        return 0;
+}
+
+int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_WRAP_GET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "no adopted wrap %s", wrap);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        wrap_from_row(st, ret);
+        return 0;
+}
+
+int store_wrap_list(Store *s, StoredWrap **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        StoredWrap *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        r = stmt_get(s, STMT_WRAP_LIST, &st);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 4;
+                        StoredWrap *l = realloc(list, a * sizeof(*l));
+                        if (!l) {
+                                free(list);
+                                return -ENOMEM;
+                        }
+                        list = l;
+                        allocated = a;
+                }
+                wrap_from_row(st, &list[n++]);
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- injuries and prescriptions ---- */
+
+static int parse_date(const char *date, int *y, int *m, int *d) {
+        int64_t t;
+        bool date_only = false;
+        int n = 0;
+
+        if (!date || strlen(date) != 10 || clock_parse_iso(date, &t, &date_only) < 0 || !date_only)
+                return -EINVAL;
+        if (sscanf(date, "%4d-%2d-%2d%n", y, m, d, &n) != 3 || n != 10)
+                return -EINVAL;
+        return 0;
+}
+
+int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int y, m, d, r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        if (date) {
+                if (parse_date(date, &y, &m, &d) < 0)
+                        return store_errorf(s, -EINVAL, "invalid injury date \"%s\" (want YYYY-MM-DD)", date);
+                /* Kept for reading by eye; store_rules_state() resolves the date anew. */
+                if (at == 0 && clock_local_day_end(y, m, d, &at) < 0)
+                        return store_errorf(s, -EINVAL, "invalid injury date \"%s\"", date);
+        }
+
+        r = stmt_get(s, STMT_INJURY_ADD, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, at);
+        bind_text(st, 3, date);
+        sqlite3_bind_int64(st, 4, now);
+        return stmt_exec(s, st);
+}
+
+int store_injury_resolve(Store *s, const char *wrap, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_INJURY_RESOLVE, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, now);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -ENOENT, "wrap %s has no unresolved injury", wrap);
+        return 0;
+}
+
+int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        if (!rx)
+                return store_errorf(s, -EINVAL, "no prescription");
+        r = stmt_get(s, STMT_RX_SET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, rx->cold_s);
+        sqlite3_bind_int64(st, 3, rx->cold_setpoint);
+        sqlite3_bind_int64(st, 4, rx->heat_s);
+        sqlite3_bind_int64(st, 5, rx->heat_setpoint);
+        sqlite3_bind_int64(st, 6, rx->heat_wait_s);
+        sqlite3_bind_int64(st, 7, rx->cold_rest_s);
+        sqlite3_bind_int64(st, 8, now);
+        return stmt_exec(s, st);
+}
+
+int store_prescription_clear(Store *s, const char *wrap) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_RX_CLEAR, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -ENOENT, "wrap %s has no prescription", wrap);
+        return 0;
+}
+
+int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *defaults,
+                           RulesPrescription *ret, bool *ret_prescribed) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_RX_GET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret = (RulesPrescription) {
+                        .cold_s = (uint32_t) sqlite3_column_int64(st, 0),
+                        .cold_setpoint = (int32_t) sqlite3_column_int64(st, 1),
+                        .heat_s = (uint32_t) sqlite3_column_int64(st, 2),
+                        .heat_setpoint = (int32_t) sqlite3_column_int64(st, 3),
+                        .heat_wait_s = (uint32_t) sqlite3_column_int64(st, 4),
+                        .cold_rest_s = (uint32_t) sqlite3_column_int64(st, 5),
+                };
+                if (ret_prescribed)
+                        *ret_prescribed = true;
+                return 0;
+        }
+        if (rc != SQLITE_DONE)
+                return store_fail(s, rc);
+        if (defaults)
+                *ret = *defaults;
+        else
+                rules_prescription_default(ret);
+        if (ret_prescribed)
+                *ret_prescribed = false;
+        return 0;
+}
+
+/*
+ * A date-only injury is resolved in the time zone in force now, not the one it was
+ * recorded in: R2's instant is the end of that local day, and it began at the end of the
+ * day before.
+ */
+static int injury_date_bounds(const char *date, int64_t *ret_at, int64_t *ret_from) {
+        struct tm tm;
+        time_t t;
+        int y, m, d, r;
+
+        r = parse_date(date, &y, &m, &d);
+        if (r < 0)
+                return r;
+        r = clock_local_day_end(y, m, d, ret_at);
+        if (r < 0)
+                return r;
+        tm = (struct tm) { .tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d - 1, .tm_hour = 12 };
+        t = timegm(&tm);
+        if (t == (time_t) -1 || !gmtime_r(&t, &tm))
+                return -EINVAL;
+        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_from);
+}
+
+int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defaults, RulesState *ret) {
+        RulesState state = { .has_injury = false };
+        int r, rc;
+
+        r = store_prescription_get(s, wrap, defaults, &state.rx, NULL);
+        if (r < 0)
+                return r;
+
+        {
+                _cleanup_reset_ sqlite3_stmt *st = NULL;
+
+                r = stmt_get(s, STMT_INJURY_OPEN, &st);
+                if (r < 0)
+                        return r;
+                bind_text(st, 1, wrap);
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        int64_t at = sqlite3_column_int64(st, 0), from = at;
+                        const char *date = (const char *) sqlite3_column_text(st, 1);
+
+                        if (date && injury_date_bounds(date, &at, &from) < 0)
+                                return store_errorf(s, -EBADMSG, "stored injury date \"%s\" is invalid", date);
+                        if (!state.has_injury || at > state.injury_at) {
+                                state.has_injury = true;
+                                state.injury_at = at;
+                                state.injury_from = from;
+                        }
+                }
+                if (rc != SQLITE_DONE)
+                        return store_fail(s, rc);
+        }
+
+        {
+                _cleanup_reset_ sqlite3_stmt *st = NULL;
+
+                r = stmt_get(s, STMT_LAST_COLD_END, &st);
+                if (r < 0)
+                        return r;
+                bind_text(st, 1, wrap);
+                rc = sqlite3_step(st);
+                if (rc != SQLITE_ROW)
+                        return store_fail(s, rc);
+                if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+                        state.has_last_cold = true;
+                        state.last_cold_end = sqlite3_column_int64(st, 0);
+                }
+        }
+
+        *ret = state;
+        return 0;
+}
+
+/* ---- outbox ---- */
+
+static int outbox_insert(Store *s, const OutboxMsg *msg, int64_t *ret_id) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (!msg->topic || !*msg->topic || msg->qos > 2)
+                return store_errorf(s, -EINVAL, "invalid outbox message (topic or QoS)");
+        r = stmt_get(s, STMT_OUTBOX_ADD, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, msg->topic);
+        bind_text(st, 2, msg->payload ? msg->payload : "");
+        sqlite3_bind_int(st, 3, msg->qos);
+        sqlite3_bind_int(st, 4, msg->retain);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        *ret_id = sqlite3_last_insert_rowid(s->db);
+        return 0;
+}
+
+int store_outbox_add(Store *s, OutboxMsg *msg) {
+        int64_t id;
+        int r;
+
+        if (!msg)
+                return store_errorf(s, -EINVAL, "no message");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = outbox_insert(s, msg, &id);
+        if (r < 0) {
+                tx_rollback(s);
+                return r;
+        }
+        r = tx_commit(s);
+        if (r < 0)
+                return r;
+        msg->id = id;
+        return 0;
+}
+
+void outbox_msgs_free(OutboxMsg *m, size_t n) {
+        if (!m)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                free(m[i].topic);
+                free(m[i].payload);
+        }
+        free(m);
+}
+
+int store_outbox_peek(Store *s, int64_t after_id, size_t max, OutboxMsg **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        OutboxMsg *list = NULL;
+        size_t n = 0;
+        int r, rc;
+
+        *ret = NULL;
+        *ret_n = 0;
+        if (max == 0)
+                return 0;
+        if (max > 100000)
+                max = 100000;
+        r = stmt_get(s, STMT_OUTBOX_PEEK, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, after_id);
+        sqlite3_bind_int64(st, 2, (int64_t) max);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                OutboxMsg *m;
+
+                if (!list) {
+                        list = calloc(max, sizeof(*list));
+                        if (!list)
+                                return -ENOMEM;
+                }
+                m = &list[n];
+                m->id = sqlite3_column_int64(st, 0);
+                m->topic = dup_text(st, 1);
+                m->payload = dup_text(st, 2);
+                m->qos = (uint8_t) sqlite3_column_int(st, 3);
+                m->retain = sqlite3_column_int(st, 4) != 0;
+                n++;
+                if (!m->topic || !m->payload) {
+                        outbox_msgs_free(list, n);
+                        return -ENOMEM;
+                }
+        }
+        if (rc != SQLITE_DONE) {
+                outbox_msgs_free(list, n);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_outbox_ack(Store *s, int64_t id) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_OUTBOX_ACK, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -ENOENT, "no outbox message %lld", (long long) id);
+        return 0;
+}
+
+int store_outbox_depth(Store *s, uint64_t *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_OUTBOX_DEPTH, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        *ret = (uint64_t) sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+/* ---- sessions ---- */
+
+static int request_source_from_string(const char *v) {
+        for (int i = SOURCE_BUTTON; i <= SOURCE_DBUS; i++)
+                if (v && request_source_to_string((RequestSource) i) &&
+                    streq(request_source_to_string((RequestSource) i), v))
+                        return i;
+        return -EINVAL;
+}
+
+static int session_from_row(Store *s, sqlite3_stmt *st, SessionRecord *rec) {
+        int mode, source, outcome, refusal = REFUSAL_NONE;
+
+        memset(rec, 0, sizeof(*rec));
+        copy_text(rec->session_id, sizeof(rec->session_id), st, 0);
+        copy_text(rec->wrap, sizeof(rec->wrap), st, 1);
+        mode = therapy_mode_from_string((const char *) sqlite3_column_text(st, 2));
+        source = request_source_from_string((const char *) sqlite3_column_text(st, 3));
+        outcome = session_outcome_from_string((const char *) sqlite3_column_text(st, 9));
+        if (sqlite3_column_type(st, 11) != SQLITE_NULL)
+                refusal = refusal_reason_from_string((const char *) sqlite3_column_text(st, 11));
+        if (mode < 0 || source < 0 || outcome < 0 || refusal < 0)
+                return store_errorf(s, -EBADMSG, "session %s has a value this build cannot read",
+                                    rec->session_id);
+        rec->mode = (TherapyMode) mode;
+        rec->source = (RequestSource) source;
+        rec->requested_at = sqlite3_column_int64(st, 4);
+        rec->started_at = sqlite3_column_int64(st, 5);    /* NULL reads as 0: "did not happen" */
+        rec->ended_at = sqlite3_column_int64(st, 6);
+        rec->prescribed_s = (uint32_t) sqlite3_column_int64(st, 7);
+        rec->duration_s = (uint32_t) sqlite3_column_int64(st, 8);
+        rec->outcome = (SessionOutcome) outcome;
+        rec->compliant = sqlite3_column_int(st, 10) != 0;
+        rec->refusal = (RefusalReason) refusal;
+        rec->minutes_left = (uint16_t) sqlite3_column_int(st, 12);
+        rec->skin.n = (uint32_t) sqlite3_column_int64(st, 13);
+        rec->skin.min = (int32_t) sqlite3_column_int64(st, 14);
+        rec->skin.max = (int32_t) sqlite3_column_int64(st, 15);
+        rec->skin.sum = sqlite3_column_int64(st, 16);
+        rec->has_days_since_injury = sqlite3_column_type(st, 17) != SQLITE_NULL;
+        rec->days_since_injury = (int32_t) sqlite3_column_int64(st, 17);
+        rec->setpoint = (int32_t) sqlite3_column_int64(st, 18);
+        rec->start_result = (uint8_t) sqlite3_column_int(st, 19);
+        return 0;
+}
+
+static int session_bind(Store *s, sqlite3_stmt *st, const SessionRecord *rec) {
+        const char *mode = therapy_mode_to_string(rec->mode);
+        const char *source = request_source_to_string(rec->source);
+        const char *outcome = session_outcome_to_string(rec->outcome);
+        const char *refusal = refusal_reason_to_string(rec->refusal);
+
+        if (!rec->session_id[0] || !memchr(rec->session_id, 0, sizeof(rec->session_id)) ||
+            !memchr(rec->wrap, 0, sizeof(rec->wrap)))
+                return store_errorf(s, -EINVAL, "session record without a valid id or wrap");
+        if (!mode || !source || !outcome || (rec->refusal != REFUSAL_NONE && !refusal))
+                return store_errorf(s, -EINVAL, "session %s has an unknown mode, source, outcome or refusal",
+                                    rec->session_id);
+
+        bind_text(st, 1, rec->session_id);
+        bind_text(st, 2, rec->wrap);
+        bind_text(st, 3, mode);
+        bind_text(st, 4, source);
+        sqlite3_bind_int64(st, 5, rec->requested_at);
+        bind_opt_int64(st, 6, rec->started_at != 0, rec->started_at);
+        bind_opt_int64(st, 7, rec->ended_at != 0, rec->ended_at);
+        sqlite3_bind_int64(st, 8, rec->prescribed_s);
+        sqlite3_bind_int64(st, 9, rec->duration_s);
+        bind_text(st, 10, outcome);
+        sqlite3_bind_int(st, 11, rec->compliant);
+        bind_text(st, 12, refusal);
+        sqlite3_bind_int(st, 13, rec->minutes_left);
+        sqlite3_bind_int64(st, 14, rec->skin.n);
+        bind_opt_int64(st, 15, rec->skin.n > 0, rec->skin.min);
+        bind_opt_int64(st, 16, rec->skin.n > 0, rec->skin.max);
+        sqlite3_bind_int64(st, 17, rec->skin.n > 0 ? rec->skin.sum : 0);
+        bind_opt_int64(st, 18, rec->has_days_since_injury, rec->days_since_injury);
+        sqlite3_bind_int64(st, 19, rec->setpoint);
+        sqlite3_bind_int(st, 20, rec->start_result);
+        return 0;
+}
+
+int store_session_put(Store *s, const SessionRecord *rec, OutboxMsg *msg) {
+        int64_t id = 0;
+        int r;
+
+        if (!rec)
+                return store_errorf(s, -EINVAL, "no session record");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_reset_ sqlite3_stmt *st = NULL;
+
+                r = stmt_get(s, STMT_SESSION_PUT, &st);
+                if (r >= 0)
+                        r = session_bind(s, st, rec);
+                if (r >= 0)
+                        r = stmt_exec(s, st);
+        }
+        if (r >= 0 && msg)
+                r = outbox_insert(s, msg, &id);
+        if (r < 0) {
+                tx_rollback(s);
+                return r;
+        }
+        r = tx_commit(s);
+        if (r < 0)
+                return r;
+        if (msg)
+                msg->id = id;
+        return 0;
+}
+
+int store_session_get(Store *s, const char *session_id, SessionRecord *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        if (!session_id)
+                return store_errorf(s, -EINVAL, "no session id");
+        r = stmt_get(s, STMT_SESSION_GET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, session_id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "no session %s", session_id);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        return session_from_row(s, st, ret);
+}
+
+static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n) {
+        SessionRecord *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 8;
+                        SessionRecord *l = realloc(list, a * sizeof(*l));
+                        if (!l) {
+                                free(list);
+                                return -ENOMEM;
+                        }
+                        list = l;
+                        allocated = a;
+                }
+                r = session_from_row(s, st, &list[n]);
+                if (r < 0) {
+                        free(list);
+                        return r;
+                }
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_sessions_open(Store *s, SessionRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_SESSIONS_OPEN, &st);
+        if (r < 0)
+                return r;
+        return sessions_collect(s, st, ret, ret_n);
+}
+
+int store_sessions_list(Store *s, const char *wrap, int64_t since, int64_t until,
+                        SessionRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_SESSIONS_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        sqlite3_bind_int64(st, 3, until);
+        return sessions_collect(s, st, ret, ret_n);
+}
+
+int store_last_session(Store *s, const char *wrap, SessionRecord *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_LAST_SESSION, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "wrap %s has no session", wrap);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        return session_from_row(s, st, ret);
+}
+
+/* ---- diary and alerts ---- */
+
+static int alert_insert(Store *s, const char *wrap, AlertKind kind, int64_t at) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const char *name = alert_kind_to_string(kind);
+        int r;
+
+        if (!name)
+                return store_errorf(s, -EINVAL, "invalid alert kind %u", (unsigned) kind);
+        r = stmt_get(s, STMT_ALERT_ADD, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        bind_text(st, 2, name);
+        sqlite3_bind_int64(st, 3, at);
+        return stmt_exec(s, st);
+}
+
+int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind alert, OutboxMsg *msg) {
+        const char *where;
+        int64_t id = 0;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        if (!e)
+                return store_errorf(s, -EINVAL, "no diary entry");
+        where = diary_where_to_string(e->where);
+        if (!where || e->score > 10)
+                return store_errorf(s, -EINVAL, "invalid diary entry (score 0..10, a known place)");
+
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_reset_ sqlite3_stmt *st = NULL;
+
+                r = stmt_get(s, STMT_DIARY_ADD, &st);
+                if (r >= 0) {
+                        bind_text(st, 1, wrap);
+                        sqlite3_bind_int64(st, 2, e->at);
+                        sqlite3_bind_int(st, 3, e->score);
+                        bind_text(st, 4, where);
+                        sqlite3_bind_int(st, 5, e->flags);
+                        r = stmt_exec(s, st);
+                }
+        }
+        if (r >= 0 && alert != ALERT_NONE)
+                r = alert_insert(s, wrap, alert, e->at);
+        if (r >= 0 && msg)
+                r = outbox_insert(s, msg, &id);
+        if (r < 0) {
+                tx_rollback(s);
+                return r;
+        }
+        r = tx_commit(s);
+        if (r < 0)
+                return r;
+        if (msg)
+                msg->id = id;
+        return 0;
+}
+
+int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        DiaryEntry *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_DIARY_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int where;
+
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 16;
+                        DiaryEntry *l = realloc(list, a * sizeof(*l));
+                        if (!l) {
+                                free(list);
+                                return -ENOMEM;
+                        }
+                        list = l;
+                        allocated = a;
+                }
+                where = diary_where_from_string((const char *) sqlite3_column_text(st, 2));
+                if (where < 0) {
+                        free(list);
+                        return store_errorf(s, -EBADMSG, "a diary entry has a place this build cannot read");
+                }
+                list[n++] = (DiaryEntry) {
+                        .at = sqlite3_column_int64(st, 0),
+                        .score = (uint8_t) sqlite3_column_int(st, 1),
+                        .where = (DiaryWhere) where,
+                        .flags = (uint8_t) sqlite3_column_int(st, 3),
+                };
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, OutboxMsg *msg) {
+        int64_t id = 0;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = alert_insert(s, wrap, kind, at);
+        if (r >= 0 && msg)
+                r = outbox_insert(s, msg, &id);
+        if (r < 0) {
+                tx_rollback(s);
+                return r;
+        }
+        r = tx_commit(s);
+        if (r < 0)
+                return r;
+        if (msg)
+                msg->id = id;
+        return 0;
+}
+
+int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret_mask) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        unsigned mask = 0;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_ALERTS_RAISED, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *kind = (const char *) sqlite3_column_text(st, 0);
+
+                if (kind && streq(kind, alert_kind_to_string(ALERT_SEE_PHYSIO)))
+                        mask |= ALERT_SEE_PHYSIO;
+                else if (kind && streq(kind, alert_kind_to_string(ALERT_SEE_PHYSIO_OVERDUE)))
+                        mask |= ALERT_SEE_PHYSIO_OVERDUE;
+        }
+        if (rc != SQLITE_DONE)
+                return store_fail(s, rc);
+        *ret_mask = mask;
+        return 0;
+}
+
+/* ---- compliance ---- */
+
+int store_compliance(Store *s, const char *wrap, int64_t since, int64_t now, Compliance *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_COMPLIANCE, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        sqlite3_bind_int64(st, 3, now);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        *ret = (Compliance) {
+                .cold_completed = (uint32_t) sqlite3_column_int64(st, 0),
+                .cold_incomplete = (uint32_t) sqlite3_column_int64(st, 1),
+                .cold_refused = (uint32_t) sqlite3_column_int64(st, 2),
+                .heat_refused = (uint32_t) sqlite3_column_int64(st, 3),
+                .minutes = (uint32_t) sqlite3_column_int64(st, 4),
+                .days_with_cold = (uint32_t) sqlite3_column_int64(st, 5),
+        };
+        return 0;
+}
