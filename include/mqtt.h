@@ -7,7 +7,6 @@
 
 #include "config.h"
 #include "manager.h"
-#include "rules.h"
 
 /*
  * Every hook below accepts q == NULL and then does nothing: Manager.mqtt is NULL when
@@ -33,31 +32,14 @@ int mqtt_reload(Mqtt *q);
 /* New rows are in the store's outbox (after the transaction committed): send them. */
 void mqtt_kick(Mqtt *q);
 
-/* A wrap's live state as the BLE side sees it, pushed on every change worth showing. */
-typedef struct MqttWrapLive {
-        const char *wrap;             /* "wrap_aabbccddeeff" */
-        const char *address;          /* "AA:BB:CC:DD:EE:FF" */
-        bool connected;               /* the BLE link (drives <base>/<wrap>/availability) */
-        uint8_t state;                /* WIRE_STATE_* of the Therapy Status (wire.h) */
-        TherapyMode mode;
-        uint32_t remaining_s;
-        bool has_skin, has_pack, has_battery;
-        int32_t skin;                 /* 0.01 °C */
-        int32_t pack;                 /* 0.01 °C */
-        uint8_t battery;              /* percent */
-        uint8_t faults;               /* WIRE_FAULT_* */
-        const char *session_id;       /* the running session, or NULL */
-        /* From the wrap's Device Information, for the HA device; NULL when unknown. */
-        const char *name, *manufacturer, *model, *firmware;
-} MqttWrapLive;
-
 /*
- * The live state of a wrap changed (link up/down, a status or temperature notification,
- * a session started or ended). Cheap: publishing is coalesced and deferred to the loop.
- * The retained state also carries what the store knows (heat allowed from, last session,
- * compliance), so call it after a session record was committed too.
+ * A wrap's live state changed (link up/down, a status, temperature or battery notification,
+ * a session started or ended; wrap is its id). Cheap: the state is read back later through
+ * the wrap.h getters, and publishing is coalesced and deferred to the loop. The retained
+ * state also carries what the store knows (heat allowed from, last session, compliance),
+ * so call it after a session record was committed too.
  */
-void mqtt_wrap_changed(Mqtt *q, const MqttWrapLive *live);
+void mqtt_wrap_changed(Mqtt *q, const char *wrap);
 
 /* A wrap was adopted: publish its discovery configs and state. */
 void mqtt_wrap_added(Mqtt *q, const char *wrap);
