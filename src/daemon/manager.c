@@ -1,0 +1,879 @@
+/* manager: the daemon's one object; it owns the event loop and wires every module to it. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "payload.h"
+#include "rules.h"
+#include "store.h"
+#include "util.h"
+
+/*
+ * Wiring switches. The BLE and MQTT helpers set theirs to 1 once their code links: that one
+ * line turns on every call site marked "BLE" or "MQTT" below (bluez_new/mqtt_new in
+ * manager_new, the hooks, the frees), so nothing half-wired can ship.
+ */
+#define KW_WIRE_BLUEZ 0   /* BLE */
+#define KW_WIRE_MQTT 0    /* MQTT */
+
+#if KW_WIRE_BLUEZ
+#include "bluez.h"
+#include "wrap.h"
+#endif
+#if KW_WIRE_MQTT
+#include "mqtt.h"
+#endif
+
+#define BUS_NAME "org.kneewrap1"
+#define STORE_RETRY_MIN_USEC (1 * USEC_PER_SEC)
+#define STORE_RETRY_MAX_USEC (60 * USEC_PER_SEC)
+/* R8 runs a little after local midnight, once the day's diary is complete. */
+#define R8_AFTER_MIDNIGHT_S 300
+#define FUTURE_SLACK_S 300
+
+static void store_retry_schedule(Manager *m);
+static int r8_schedule(Manager *m);
+static void r8_check_all(Manager *m);
+
+/* The ret_error text of the one-door calls: valid until the next call (one thread). */
+static char error_buf[256];
+
+static const char *set_error(const char **ret_error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *set_error(const char **ret_error, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(error_buf, sizeof error_buf, fmt, ap);
+        va_end(ap);
+        if (ret_error)
+                *ret_error = error_buf;
+        return error_buf;
+}
+
+int64_t manager_now(Manager *m) {
+        uint64_t it = 0;
+
+        /* One reading per loop iteration: every decision in it sees the same instant. */
+        if (m->event && sd_event_get_iteration(m->event, &it) >= 0 && it != 0 && it == m->now_iteration)
+                return m->now_sec;
+        m->now_iteration = it;
+        m->now_sec = clock_real_sec();
+        return m->now_sec;
+}
+
+/* ---- STATUS= ---- */
+
+static const char *store_problem(int error) {
+        switch (-abs(error)) {
+        case -ENOSPC: return "disk full";
+        case -EIO: return "file corrupt or unreadable";
+        case -EACCES:
+        case -EPERM: return "permission denied";
+        case -EROFS: return "read-only file system";
+        case -ENOENT: return "directory missing";
+        default: return strerror(abs(error));
+        }
+}
+
+void manager_update_status(Manager *m) {
+        char ble[160], mqtt[160], line[512];
+
+#if KW_WIRE_BLUEZ /* BLE */
+        bluez_status(m->bluez, ble, sizeof ble);
+#else
+        snprintf(ble, sizeof ble, "%s", m->bluez_running ? "bluetoothd running" : "bluetoothd not running");
+#endif
+
+        if (!m->config.mqtt_host)
+                snprintf(mqtt, sizeof mqtt, "MQTT off");
+#if KW_WIRE_MQTT /* MQTT */
+        else if (mqtt_connected(m->mqtt))
+                snprintf(mqtt, sizeof mqtt, "MQTT connected");
+#endif
+        else
+                snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
+
+        if (!m->store)
+                snprintf(line, sizeof line, "Store unavailable: %s — refusing sessions; %s, %s",
+                         store_problem(m->store_error), ble, mqtt);
+        else
+                snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
+
+        if (m->status && streq(m->status, line))
+                return;
+        free(m->status);
+        m->status = strdup(line);
+        (void) sd_notifyf(false, "STATUS=%s", line);
+}
+
+/* ---- the store: open at start, and while it fails, retry with backoff ---- */
+
+static int store_try_open(Manager *m) {
+        _cleanup_free_ char *why = NULL;
+        Store *s = NULL;
+        int r;
+
+        r = store_open_err(m->config.store_path, &s, &why);
+        if (r >= 0) {
+                r = store_check(s);
+                if (r < 0 && store_errmsg(s))
+                        why = strdup(store_errmsg(s));
+        }
+        if (r < 0) {
+                store_close(s);
+                /* Once per kind of failure, not once per retry. */
+                log_internal(m->store_error != r ? LOG_ERR : LOG_DEBUG, r, NULL, NULL,
+                             "Store %s unavailable (%s%s%s): refusing sessions until it works again",
+                             m->config.store_path, store_problem(r), why ? ": " : "", why ? why : "");
+                m->store_error = r;
+                return r;
+        }
+
+        if (m->store_error)
+                log_notice("Store %s works again.", m->config.store_path);
+        m->store = s;
+        m->store_error = 0;
+        m->store_retry_usec = 0;
+        m->store_retry = sd_event_source_disable_unref(m->store_retry);
+        return 0;
+}
+
+static void store_now_available(Manager *m) {
+        /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
+#if KW_WIRE_BLUEZ /* BLE */
+        (void) wraps_load(m);
+#endif
+#if KW_WIRE_MQTT /* MQTT */
+        mqtt_kick(m->mqtt);
+#endif
+        r8_check_all(m);
+}
+
+static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        m->store_retry = sd_event_source_disable_unref(m->store_retry);
+        if (store_try_open(m) < 0)
+                store_retry_schedule(m);
+        else
+                store_now_available(m);
+        manager_update_status(m);
+        return 0;
+}
+
+static void store_retry_schedule(Manager *m) {
+        int r;
+
+        m->store_retry_usec = m->store_retry_usec ? m->store_retry_usec * 2 : STORE_RETRY_MIN_USEC;
+        if (m->store_retry_usec > STORE_RETRY_MAX_USEC)
+                m->store_retry_usec = STORE_RETRY_MAX_USEC;
+
+        m->store_retry = sd_event_source_disable_unref(m->store_retry);
+        /* Real time: a disk does not get fixed faster under KNEEWRAP_TIME_SCALE. */
+        r = sd_event_add_time_relative(m->event, &m->store_retry, CLOCK_MONOTONIC, m->store_retry_usec,
+                                       USEC_PER_SEC / 10, on_store_retry, m);
+        if (r < 0)
+                log_error_errno(r, "Cannot schedule the store retry: %s", strerror(abs(r)));
+        else
+                log_debug("Retrying the store in %llu s.", (unsigned long long) (m->store_retry_usec / USEC_PER_SEC));
+}
+
+void manager_store_failed(Manager *m, int error) {
+        if (!m->store && m->store_retry)
+                return; /* already known */
+        log_error_errno(error, "Store %s failed (%s: %s): refusing sessions until it works again",
+                        m->config.store_path, store_problem(error), m->store ? store_errmsg(m->store) : "closed");
+        m->store = store_close(m->store);
+        m->store_error = error < 0 ? error : -error;
+        m->store_retry_usec = 0;
+        store_retry_schedule(m);
+        manager_update_status(m);
+}
+
+/* A failure of the store itself, as opposed to "no such row": the store is then unavailable. */
+static bool store_broken(int r) {
+        return r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM || r == -ENOMEM;
+}
+
+static int need_store(Manager *m, const char **ret_error) {
+        if (m->store)
+                return 0;
+        set_error(ret_error, "the store is unavailable (%s): nothing can be recorded now",
+                  store_problem(m->store_error));
+        return -EAGAIN;
+}
+
+static int store_fail(Manager *m, int r, const char *what, const char **ret_error) {
+        if (store_broken(r)) {
+                set_error(ret_error, "the store failed while %s (%s)", what, store_problem(r));
+                manager_store_failed(m, r);
+        } else
+                set_error(ret_error, "%s failed: %s", what, strerror(-r));
+        return r;
+}
+
+static void outbox_changed(Manager *m) {
+#if KW_WIRE_MQTT /* MQTT */
+        mqtt_kick(m->mqtt);
+#else
+        (void) m;
+#endif
+}
+
+/* ---- R8, persisting pain: after a diary entry, and daily ---- */
+
+static int r8_check(Manager *m, const char *wrap, int64_t now) {
+        _cleanup_free_ DiaryEntry *entries = NULL;
+        OutboxMsg msg = { 0 };
+        RulesState st;
+        unsigned raised = 0;
+        size_t n = 0;
+        AlertKind a;
+        int r;
+
+        r = store_rules_state(m->store, wrap, &m->config.therapy, &st);
+        if (r < 0)
+                return r;
+        if (!st.has_injury)
+                return 0;
+        r = store_diary_list(m->store, wrap, st.injury_from, &entries, &n);
+        if (r < 0)
+                return r;
+        r = store_alerts_raised(m->store, wrap, st.injury_from, &raised);
+        if (r < 0)
+                return r;
+
+        a = rules_persisting_pain(&st, entries, n, raised, now);
+        if (a == ALERT_NONE)
+                return 0;
+
+        const char *detail = a == ALERT_SEE_PHYSIO_OVERDUE
+                ? "Six weeks after the injury the pain diary shows no improvement: seeing a physiotherapist is overdue (R8)."
+                : "Four weeks after the injury the pain diary shows no improvement: see a physiotherapist (R8).";
+        if (m->config.mqtt_host) {
+                r = payload_alert_msg(&m->config, wrap, a, now, detail, NULL, &msg);
+                if (r < 0)
+                        return r;
+        }
+        r = store_alert_add(m->store, wrap, a, now, m->config.mqtt_host ? &msg : NULL);
+        outbox_msg_done(&msg);
+        if (r < 0)
+                return r;
+        log_wrap(LOG_WARNING, wrap, "%s", detail);
+        outbox_changed(m);
+        return 1;
+}
+
+static void r8_check_all(Manager *m) {
+        _cleanup_free_ StoredWrap *wraps = NULL;
+        int64_t now = manager_now(m);
+        size_t n = 0;
+        int r;
+
+        if (!m->store)
+                return;
+        r = store_wrap_list(m->store, &wraps, &n);
+        if (r < 0) {
+                if (store_broken(r))
+                        manager_store_failed(m, r);
+                else
+                        log_error_errno(r, "R8 check: cannot list the wraps: %s", strerror(abs(r)));
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                r = r8_check(m, wraps[i].wrap, now);
+                if (store_broken(r)) {
+                        manager_store_failed(m, r);
+                        return;
+                }
+                if (r < 0)
+                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %s", strerror(abs(r)));
+        }
+}
+
+static int on_r8_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_debug("Daily R8 check.");
+        r8_check_all(m);
+        (void) r8_schedule(m);
+        return 0;
+}
+
+static int r8_schedule(Manager *m) {
+        int64_t now = manager_now(m), end;
+        char date[11];
+        int y, mo, d, r;
+
+        clock_format_date(now, date);
+        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3 || clock_local_day_end(y, mo, d, &end) < 0)
+                end = now + RULES_DAY_S; /* cannot happen; a day later is still safe */
+        end += R8_AFTER_MIDNIGHT_S;
+
+        /* The scaled clock decides when midnight is; sd-event waits in real time. */
+        uint64_t deadline = clock_mono_to_real_usec(clock_mono_usec() + (uint64_t) (end - now) * USEC_PER_SEC);
+        uint64_t accuracy = clock_wait_usec(60 * USEC_PER_SEC);
+
+        if (m->r8_timer) {
+                r = sd_event_source_set_time(m->r8_timer, deadline);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->r8_timer, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time(m->event, &m->r8_timer, CLOCK_MONOTONIC, deadline, accuracy, on_r8_timer, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot schedule the daily R8 check: %s", strerror(abs(r)));
+        return 0;
+}
+
+/* ---- signals and reload ---- */
+
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        log_info("Received %s, shutting down.", strsignal((int) si->ssi_signo));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down");
+        return sd_event_exit(m->event, 0);
+}
+
+static void log_lines(int level, const char *text) {
+        const char *p = text, *nl;
+
+        for (; p && *p; p = nl ? nl + 1 : NULL) {
+                nl = strchr(p, '\n');
+                log_internal(level, 0, NULL, NULL, "%.*s", nl ? (int) (nl - p) : (int) strlen(p), p);
+        }
+}
+
+static void apply_log_level(Manager *m) {
+        int l = m->config.log_level + m->log_verbose;
+        log_set_max_level(l > LOG_DEBUG ? LOG_DEBUG : l);
+}
+
+int manager_reload(Manager *m) {
+        _cleanup_free_ char *errors = NULL;
+        size_t errors_size = 0;
+        Config new, old;
+        FILE *f;
+        int r;
+
+        if (!m->config_path) {
+                log_notice("Reload: no configuration file; nothing to load.");
+                return 0;
+        }
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading the configuration");
+
+        f = open_memstream(&errors, &errors_size);
+        config_init(&new);
+        r = config_load(&new, m->config_path, f);
+        if (f)
+                fclose(f);
+        if (r < 0) {
+                if (errors && *errors)
+                        log_lines(LOG_ERR, errors);
+                log_error_errno(r, "Reload: %s is not valid (%s); keeping the running configuration.",
+                                m->config_path, strerror(abs(r)));
+                config_done(&new);
+                (void) sd_notify(false, "READY=1");
+                free(m->status);
+                m->status = NULL;
+                manager_update_status(m);
+                return r;
+        }
+
+        old = m->config;
+        m->config = new;
+
+#if KW_WIRE_MQTT /* MQTT */
+        if (m->config.mqtt_host && !old.mqtt_host)
+                r = mqtt_new(m, &m->mqtt);
+        else if (!m->config.mqtt_host && old.mqtt_host) {
+                m->mqtt = mqtt_free(m->mqtt);
+                r = 0;
+        } else
+                r = mqtt_reload(m->mqtt);
+        if (r < 0) {
+                log_error("Reload: the new MQTT settings cannot work; keeping the running configuration.");
+                m->config = old;
+                old = new;
+                if (m->config.mqtt_host && !m->mqtt)
+                        (void) mqtt_new(m, &m->mqtt);
+                else if (!m->config.mqtt_host)
+                        m->mqtt = mqtt_free(m->mqtt);
+                else
+                        (void) mqtt_reload(m->mqtt);
+        }
+#endif
+
+        if (!streq_ptr(old.store_path, m->config.store_path) && r >= 0) {
+                log_notice("Reload: the store moves from %s to %s.", old.store_path, m->config.store_path);
+                m->store = store_close(m->store);
+                m->store_error = 0;
+                if (store_try_open(m) < 0)
+                        store_retry_schedule(m);
+                else
+                        store_now_available(m);
+        }
+        /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
+#if KW_WIRE_BLUEZ /* BLE */
+        bluez_adoption_changed(m->bluez);
+#endif
+
+        config_done(&old);
+        apply_log_level(m);
+        if (r >= 0)
+                log_info("Reloaded %s.", m->config_path);
+        (void) sd_notify(false, "READY=1");
+        free(m->status);
+        m->status = NULL;
+        manager_update_status(m);
+        return r;
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) manager_reload(userdata);
+        return 0;
+}
+
+/* ---- the bus ---- */
+
+static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        if (e)
+                log_warning("Cannot own %s on the system bus (%s): the D-Bus API is off. Is the policy file installed?",
+                            BUS_NAME, e->message ? e->message : e->name);
+        else
+                log_debug("Own %s.", BUS_NAME);
+        return 0;
+}
+
+#if !KW_WIRE_BLUEZ
+/* Until the BLE client is wired, STATUS= still says whether bluetoothd is there. */
+static int on_bluez_owner(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const char *name = NULL, *old = NULL, *new = NULL;
+        int has = 0;
+
+        if (sd_bus_message_is_method_error(msg, NULL))
+                return 0;
+        if (sd_bus_message_is_signal(msg, "org.freedesktop.DBus", "NameOwnerChanged")) {
+                if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
+                        return 0;
+                has = new && *new;
+        } else if (sd_bus_message_read(msg, "b", &has) < 0)
+                return 0;
+        if (m->bluez_running != !!has)
+                log_info("bluetoothd %s.", has ? "is running" : "is not running: waiting for it");
+        m->bluez_running = has;
+        manager_update_status(m);
+        return 0;
+}
+#endif
+
+static int bus_setup(Manager *m) {
+        int r;
+
+        r = sd_bus_open_system_with_description(&m->bus, "kneewrapd");
+        if (r < 0)
+                return log_error_errno(r, "Cannot connect to the system bus: %s", strerror(abs(r)));
+        /* Without the bus we can do nothing useful: exit, and let systemd restart us. */
+        r = sd_bus_set_exit_on_disconnect(m->bus, true);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the system bus: %s", strerror(abs(r)));
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Cannot attach the system bus to the event loop: %s", strerror(abs(r)));
+
+        r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
+        if (r < 0)
+                log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
+
+#if !KW_WIRE_BLUEZ
+        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                      "org.freedesktop.DBus", "NameOwnerChanged", on_bluez_owner, NULL, m);
+        if (r >= 0)
+                r = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus", "NameHasOwner", on_bluez_owner, m,
+                                             "s", "org.bluez");
+        if (r < 0)
+                log_warning_errno(r, "Cannot watch org.bluez: %s", strerror(abs(r)));
+#endif
+        return 0;
+}
+
+/* ---- lifetime ---- */
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+#if KW_WIRE_BLUEZ /* BLE */
+        m->bluez = bluez_free(m->bluez);
+#endif
+#if KW_WIRE_MQTT /* MQTT */
+        m->mqtt = mqtt_free(m->mqtt);
+#endif
+        m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
+        m->store_retry = sd_event_source_disable_unref(m->store_retry);
+        m->bus = sd_bus_flush_close_unref(m->bus);
+        m->store = store_close(m->store);
+        m->event = sd_event_unref(m->event);
+        config_done(&m->config);
+        free(m->config_path);
+        free(m->status);
+        free(m);
+        return NULL;
+}
+
+static void manager_freep(Manager **m) {
+        manager_free(*m);
+}
+
+int manager_new(const char *config_path, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_free_ char *errors = NULL;
+        size_t errors_size = 0;
+        sigset_t ss;
+        FILE *f;
+        int r;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return log_error_errno(ENOMEM, "Out of memory.");
+        m->started_usec = clock_mono_usec();
+        config_init(&m->config);
+        /* main's -v raised the level above info: keep that many steps over the config's level. */
+        m->log_verbose = log_get_max_level() > LOG_INFO ? log_get_max_level() - LOG_INFO : 0;
+
+        if (config_path) {
+                m->config_path = strdup(config_path);
+                if (!m->config_path)
+                        return log_error_errno(ENOMEM, "Out of memory.");
+                f = open_memstream(&errors, &errors_size);
+                r = config_load(&m->config, config_path, f);
+                if (f)
+                        fclose(f);
+                if (errors && *errors)
+                        log_lines(LOG_ERR, errors);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot use %s: %s", config_path, strerror(abs(r)));
+        }
+        apply_log_level(m);
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create the event loop: %s", strerror(abs(r)));
+
+        /* Blocked first, so a signal that arrives now waits for the loop instead of killing us. */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return log_error_errno(errno, "Cannot block signals: %s", strerror(abs(errno)));
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch signals: %s", strerror(abs(r)));
+
+        /* WATCHDOG=1 at half of WatchdogSec, from the loop itself: a stuck loop stops pinging. */
+        r = sd_event_set_watchdog(m->event, true);
+        if (r < 0)
+                log_warning_errno(r, "Cannot set up the watchdog: %s", strerror(abs(r)));
+
+        r = bus_setup(m);
+        if (r < 0)
+                return r;
+
+        /* A store that fails is not fatal: STATUS= says so, sessions are refused, we retry. */
+        if (store_try_open(m) < 0)
+                store_retry_schedule(m);
+
+        /* MQTT */
+#if KW_WIRE_MQTT
+        if (m->config.mqtt_host) {
+                r = mqtt_new(m, &m->mqtt);
+                if (r < 0)
+                        return r; /* it logged which file; a setup that can never work */
+        }
+#endif
+
+        /* BLE */
+#if KW_WIRE_BLUEZ
+        r = bluez_new(m, &m->bluez);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start the BlueZ client: %s", strerror(abs(r)));
+#endif
+
+        r = r8_schedule(m);
+        if (r < 0)
+                return r;
+        if (m->store)
+                r8_check_all(m);
+
+        *ret = m;
+        m = NULL;
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        m->ready = true;
+        manager_update_status(m);
+        (void) sd_notify(false, "READY=1");
+        log_info("kneewrapd started (store %s, MQTT %s).", m->store ? "OK" : "unavailable",
+                 m->config.mqtt_host ? m->config.mqtt_host : "off");
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+        return r;
+}
+
+/* ---- the one door: what does not start or stop a session ---- */
+
+static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char **ret_error) {
+        StoredWrap sw;
+        int r;
+
+        if (!wrap || !*wrap) {
+                set_error(ret_error, "no wrap given");
+                return -EINVAL;
+        }
+        r = store_wrap_get(m->store, wrap, ret ? ret : &sw);
+        if (r == -ENOENT) {
+                set_error(ret_error, "no adopted wrap is called \"%s\"", wrap);
+                return r;
+        }
+        if (r < 0)
+                return store_fail(m, r, "looking up the wrap", ret_error);
+        return 0;
+}
+
+int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
+        int64_t now = manager_now(m), at;
+        bool date_only;
+        char today[11], date[11] = "";
+        int r;
+
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+
+        if (!iso_or_null) {
+                r = store_injury_resolve(m->store, wrap, now);
+                if (r == -ENOENT) {
+                        set_error(ret_error, "%s has no unresolved injury", wrap);
+                        return r;
+                }
+                if (r < 0)
+                        return store_fail(m, r, "resolving the injury", ret_error);
+                log_wrap(LOG_INFO, wrap, "Injury marked resolved: heat is allowed (R3).");
+                outbox_changed(m);
+                return 0;
+        }
+
+        r = clock_parse_iso(iso_or_null, &at, &date_only);
+        if (r < 0) {
+                set_error(ret_error, "\"%s\" is not a date (YYYY-MM-DD) or a date and time "
+                          "(YYYY-MM-DDTHH:MM[:SS], optionally Z or ±HH:MM)", iso_or_null);
+                return -EINVAL;
+        }
+        if (date_only) {
+                /* A date resolves to the end of that local day; it may be today, not later. */
+                snprintf(date, sizeof date, "%.10s", iso_or_null);
+                clock_format_date(now, today);
+                if (strcmp(date, today) > 0) {
+                        set_error(ret_error, "the injury date %s is in the future", date);
+                        return -EINVAL;
+                }
+        } else if (at > now + FUTURE_SLACK_S) {
+                set_error(ret_error, "the injury time %s is in the future", iso_or_null);
+                return -EINVAL;
+        }
+
+        r = store_injury_add(m->store, wrap, at, date_only ? date : NULL, now);
+        if (r < 0)
+                return store_fail(m, r, "recording the injury", ret_error);
+        log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);
+        outbox_changed(m);
+        (void) r8_check(m, wrap, now);
+        return 0;
+}
+
+int manager_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error) {
+        int64_t now = manager_now(m);
+        OutboxMsg msg = { 0 };
+        AlertKind alert;
+        int r;
+
+        if (!e) {
+                set_error(ret_error, "no diary entry given");
+                return -EINVAL;
+        }
+        if (e->score > 10) {
+                set_error(ret_error, "the pain score must be 0 to 10, not %u", e->score);
+                return -EINVAL;
+        }
+        if ((unsigned) e->where >= _WHERE_MAX) {
+                set_error(ret_error, "unknown place: front, inner, outer, back or below");
+                return -EINVAL;
+        }
+        if (e->flags & ~(DIARY_SWELLING | DIARY_POP | DIARY_GIVING_WAY | DIARY_CATCHING)) {
+                set_error(ret_error, "unknown flags: swelling, pop, giving_way and catching are known");
+                return -EINVAL;
+        }
+        if (e->at <= 0 || e->at > now + FUTURE_SLACK_S) {
+                set_error(ret_error, "the entry's time is in the future");
+                return -EINVAL;
+        }
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+
+        /* R9: the alert is committed with the entry, or neither is. */
+        alert = rules_diary_alert(e);
+        if (alert != ALERT_NONE && m->config.mqtt_host) {
+                r = payload_alert_msg(&m->config, wrap, alert, e->at,
+                                      "Sudden swelling after a pop: have the knee imaged urgently (R9).",
+                                      NULL, &msg);
+                if (r < 0) {
+                        set_error(ret_error, "cannot build the alert: %s", strerror(-r));
+                        return r;
+                }
+        }
+        r = store_diary_add(m->store, wrap, e, alert, alert != ALERT_NONE && m->config.mqtt_host ? &msg : NULL);
+        outbox_msg_done(&msg);
+        if (r < 0)
+                return store_fail(m, r, "recording the diary entry", ret_error);
+
+        if (alert != ALERT_NONE)
+                log_wrap(LOG_ALERT, wrap, "Red flag: sudden swelling after a pop: have the knee imaged urgently (R9).");
+        else
+                log_wrap(LOG_INFO, wrap, "Diary: pain %u/10, %s.", e->score, diary_where_to_string(e->where));
+
+        /* R8 may now be due, or newly not. */
+        r = r8_check(m, wrap, now);
+        if (store_broken(r))
+                manager_store_failed(m, r);
+        else if (r < 0)
+                log_wrap_errno(LOG_ERR, r, wrap, "R8 check failed: %s", strerror(abs(r)));
+        outbox_changed(m);
+        return 0;
+}
+
+static const char *rx_field_name(const char *field) {
+        /* The names kneewrapctl's options and the config use, not the struct's. */
+        static const struct { const char *field, *name; } map[] = {
+                { "cold_s", "cold minutes" },
+                { "cold_setpoint", "cold setpoint" },
+                { "heat_s", "heat minutes" },
+                { "heat_setpoint", "heat setpoint" },
+                { "heat_wait_s", "heat wait days" },
+                { "cold_rest_s", "rest minutes" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (streq(map[i].field, field))
+                        return map[i].name;
+        return field;
+}
+
+int manager_set_prescription(Manager *m, const char *wrap, const RulesPrescription *rx, const char **ret_error) {
+        const char *field = NULL, *why = NULL;
+        int r;
+
+        if (rx) {
+                r = rules_prescription_check(rx, &field, &why);
+                if (r < 0) {
+                        set_error(ret_error, "%s: %s", rx_field_name(field), why);
+                        return -ERANGE;
+                }
+        }
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+
+        if (!rx) {
+                r = store_prescription_clear(m->store, wrap);
+                if (r < 0 && r != -ENOENT)
+                        return store_fail(m, r, "clearing the prescription", ret_error);
+                log_wrap(LOG_INFO, wrap, "Prescription cleared: the configured defaults apply.");
+        } else {
+                r = store_prescription_set(m->store, wrap, rx, manager_now(m));
+                if (r < 0)
+                        return store_fail(m, r, "recording the prescription", ret_error);
+                log_wrap(LOG_INFO, wrap, "Prescription: cold %u min at %.2f °C, heat %u min at %.2f °C, "
+                         "heat wait %u days, rest %u min.",
+                         rx->cold_s / 60, rx->cold_setpoint / 100.0, rx->heat_s / 60, rx->heat_setpoint / 100.0,
+                         (unsigned) (rx->heat_wait_s / RULES_DAY_S), rx->cold_rest_s / 60);
+        }
+        outbox_changed(m);
+        return 0;
+}
+
+int manager_open_adoption(Manager *m, unsigned seconds) {
+        if (seconds > 3600)
+                return -ERANGE;
+        m->adoption_until = seconds ? manager_now(m) + seconds : 0;
+        if (seconds)
+                log_notice("Adoption open for %u s: a wrap in pairing mode nearby will be adopted.", seconds);
+        else
+                log_notice("Adoption closed.");
+
+#if KW_WIRE_BLUEZ /* BLE: discover now, and until adoption_until */
+        bluez_adoption_changed(m->bluez);
+#endif
+#if KW_WIRE_MQTT /* MQTT: bridge/info shows adoption */
+        mqtt_bridge_changed(m->mqtt);
+#endif
+        manager_update_status(m);
+        return 0;
+}
+
+int manager_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
+        StoredWrap sw;
+        int r;
+
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, wrap, &sw, ret_error);
+        if (r < 0)
+                return r;
+
+        r = store_wrap_remove(m->store, sw.wrap);
+        if (r < 0)
+                return store_fail(m, r, "removing the wrap", ret_error);
+        log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
+
+#if KW_WIRE_BLUEZ /* BLE: end its session, disconnect, forget the bond */
+        r = bluez_remove_wrap(m->bluez, sw.wrap);
+        if (r < 0 && r != -ENOENT)
+                log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %s", strerror(abs(r)));
+#endif
+#if KW_WIRE_MQTT /* MQTT: clear its discovery configs and retained topics */
+        mqtt_wrap_removed(m->mqtt, sw.wrap);
+#endif
+        manager_update_status(m);
+        return 0;
+}
