@@ -265,6 +265,70 @@ static void test_not_a_store(void **state) {
         assert_int_equal(store_open(f->dir, &f->s), -EISDIR);
 }
 
+static void test_unreadable(void **state) {
+        Fixture *f = *state;
+        char *msg = NULL;
+        int status;
+        pid_t pid;
+
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        f->s = store_close(f->s);
+        assert_int_equal(chmod(f->path, 0600), 0);
+
+        if (geteuid() != 0) {
+                assert_int_equal(chmod(f->path, 0), 0);
+                assert_int_equal(store_open_err(f->path, &f->s, &msg), -EACCES);
+                assert_non_null(strstr(msg, "Permission denied"));
+                free(msg);
+                return;
+        }
+        /* Root reads anything: ask as another user, from a child. */
+        assert_int_equal(chmod(f->dir, 0755), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                Store *s = NULL;
+                int r;
+
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(2);
+                r = store_open_err(f->path, &s, &msg);
+                _exit(r == -EACCES && !s && msg && strstr(msg, "Permission denied") ? 0 : 1);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static double mono_s(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static void test_busy(void **state) {
+        Fixture *f = *state;
+        SessionRecord r = session("d0000000-0000-4000-8000-000000000001", WRAP_A, THERAPY_COLD, 5000, 900,
+                                  OUTCOME_COMPLETED), got;
+        sqlite3 *other = NULL;
+        double t0, waited;
+
+        /* kneewrapctl holds the write lock: the store waits its busy timeout, then says so. */
+        assert_int_equal(sqlite3_open_v2(f->path, &other, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+        t0 = mono_s();
+        assert_int_equal(store_session_put(f->s, &r, NULL), -EBUSY);
+        waited = mono_s() - t0;
+        assert_true(waited >= 0.5 && waited < 5);
+        /* Readers are not blocked by a writer in WAL mode. */
+        assert_int_equal(store_session_get(f->s, r.session_id, &got), -ENOENT);
+        assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(other);
+        assert_int_equal(store_session_put(f->s, &r, NULL), 0);
+        assert_int_equal(store_session_get(f->s, r.session_id, &got), 0);
+}
+
 static void overwrite(const char *path, off_t at, size_t len) {
         char junk[4096];
         int fd;
@@ -992,6 +1056,8 @@ static void test_sigkill_durability(void **state) {
                 if (lines >= KILL_AFTER)
                         break;
         }
+        /* A moment later, so the signal can land inside a transaction, not only between. */
+        usleep((useconds_t) (getpid() % 4000));
         assert_int_equal(kill(pid, SIGKILL), 0);
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFSIGNALED(status));
@@ -1046,6 +1112,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_not_a_store, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unreadable, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_busy, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_wraps, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_prescription, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_rules_state, setup_open, teardown),
