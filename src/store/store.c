@@ -930,15 +930,15 @@ void outbox_msgs_free(OutboxMsg *m, size_t n) {
 int store_outbox_peek(Store *s, int64_t after_id, size_t max, OutboxMsg **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         OutboxMsg *list = NULL;
-        size_t n = 0;
+        size_t n = 0, allocated = 0;
         int r, rc;
 
         *ret = NULL;
         *ret_n = 0;
         if (max == 0)
                 return 0;
-        if (max > 100000)
-                max = 100000;
+        if (max > INT32_MAX)
+                max = INT32_MAX;
         r = stmt_get(s, STMT_OUTBOX_PEEK, &st);
         if (r < 0)
                 return r;
@@ -947,10 +947,15 @@ int store_outbox_peek(Store *s, int64_t after_id, size_t max, OutboxMsg **ret, s
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 OutboxMsg *m;
 
-                if (!list) {
-                        list = calloc(max, sizeof(*list));
-                        if (!list)
+                if (n == allocated) {
+                        size_t a = allocated ? allocated * 2 : 16;
+                        OutboxMsg *l = realloc(list, a * sizeof(*l));
+                        if (!l) {
+                                outbox_msgs_free(list, n);
                                 return -ENOMEM;
+                        }
+                        list = l;
+                        allocated = a;
                 }
                 m = &list[n];
                 m->id = sqlite3_column_int64(st, 0);
