@@ -21,7 +21,7 @@
  * line turns on every call site marked "BLE" or "MQTT" below (bluez_new/mqtt_new in
  * manager_new, the hooks, the frees), so nothing half-wired can ship.
  */
-#define KW_WIRE_BLUEZ 0   /* BLE */
+#define KW_WIRE_BLUEZ 1   /* BLE */
 #define KW_WIRE_MQTT 0    /* MQTT */
 
 #if KW_WIRE_BLUEZ

@@ -1,0 +1,108 @@
+/* wrap: one adopted wrap, its live state and its therapy session (the session side of manager.h). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "manager.h"
+#include "record.h"
+#include "rules.h"
+#include "util.h"
+#include "wire.h"
+
+/*
+ * A Wrap exists for every adopted wrap (loaded from the store at start, or created at
+ * adoption) and lives in Manager.wraps, a singly linked list in adoption order. The BLE
+ * client (ble/bluez.c) owns the wrap's link and feeds it decoded GATT values through the
+ * wrap_on_*() calls below; everything a session does is decided here, through the rules.
+ */
+
+typedef struct BzLink BzLink;     /* ble/bluez.c: the wrap's BLE link */
+
+/* What the wrap is doing now, for MQTT and STATUS=. */
+typedef struct WrapLive {
+        bool connected;               /* the link is up and notifications are on */
+        bool has_status;
+        uint8_t state;                /* WIRE_STATE_*, as the wrap last reported it */
+        uint8_t faults;               /* WIRE_FAULT_* */
+        TherapyMode mode;             /* the gateway's running session; THERAPY_NONE without one */
+        uint32_t remaining_s;         /* of that session, by the gateway's (scaled) clock */
+        bool has_skin;
+        int32_t skin;                 /* 0.01 °C, the last valid 0x2A1C reading */
+        bool has_pack;
+        int32_t pack;                 /* 0.01 °C */
+        int battery;                  /* percent, -1 when unknown */
+        bool has_last;
+        char last_session[UUID_STR_MAX];
+        SessionOutcome last_outcome;
+} WrapLive;
+
+/* Device Information, read once per daemon run. */
+typedef struct WrapInfo {
+        bool have;
+        char manufacturer[64];
+        char model[64];
+        char serial[64];
+        char firmware[64];
+} WrapInfo;
+
+/* The GATT values a wrap sends, for the malformed-value counters. */
+typedef enum WrapValueKind {
+        WRAP_VALUE_STATUS,
+        WRAP_VALUE_BUTTON,
+        WRAP_VALUE_TEMPERATURE,
+        WRAP_VALUE_CONTROL_POINT,
+        WRAP_VALUE_BATTERY,
+        _WRAP_VALUE_MAX,
+} WrapValueKind;
+
+/* Lifecycle (called by the BLE client and the manager). */
+int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret);
+/* Unlinks from m->wraps and frees; an open session stays open in the store. */
+void wrap_free(Wrap *w);
+/* Creates a Wrap for every wrap in the store not yet known, and takes over the sessions the
+ * store still holds open (a restart mid-session). Safe to call again. */
+int wraps_load(Manager *m);
+/* At shutdown: every running session is stopped (STOP reason 3) and closed as interrupted,
+ * since nothing supervises a session (R5) while the gateway is down; then all are freed. */
+void wraps_shutdown(Manager *m);
+/* The wrap was removed (manager_remove_wrap): ends its session as stopped by the user. */
+void wrap_removed(Wrap *w);
+
+Wrap *wrap_find(Manager *m, const char *wrap_or_address);
+Wrap *wrap_find_address(Manager *m, const char *address);
+
+/* Getters, for MQTT and the D-Bus API. Iterate with: for (w = m->wraps; w; w = wrap_next(w)). */
+Wrap *wrap_next(const Wrap *w);
+const char *wrap_get_id(const Wrap *w);
+const char *wrap_get_address(const Wrap *w);
+const char *wrap_get_name(const Wrap *w);
+const WrapLive *wrap_get_live(const Wrap *w);
+const WrapInfo *wrap_get_info(const Wrap *w);
+uint64_t wrap_get_malformed(const Wrap *w);
+/* The open session's record (outcome OUTCOME_OPEN), or NULL when none is open. */
+const SessionRecord *wrap_get_session(const Wrap *w);
+BzLink *wrap_get_link(const Wrap *w);
+void wrap_set_link(Wrap *w, BzLink *link);
+
+/* Events from the BLE client, all decoded by wire.h before they get here. */
+void wrap_link_up(Wrap *w);                           /* notifications on; a Status read follows */
+void wrap_link_down(Wrap *w);
+void wrap_on_status(Wrap *w, const WireStatus *s);
+void wrap_on_button(Wrap *w, const WireButton *b, uint64_t received_usec);
+void wrap_on_temperature(Wrap *w, const WireTemperature *t);
+void wrap_on_response(Wrap *w, const WireResponse *r);
+void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error);
+void wrap_on_battery(Wrap *w, int percent);
+void wrap_on_info(Wrap *w, const WrapInfo *info);
+/* A value the wire codec rejected: counted always, logged once per wrap and kind. */
+void wrap_on_malformed(Wrap *w, WrapValueKind kind, const char *why);
+
+/* Measured latency from a button notification's arrival to its START/DENY being sent. */
+typedef struct WrapLatency {
+        uint64_t n;
+        uint64_t max_usec;
+        uint64_t sum_usec;
+        uint32_t hist[16];            /* bucket i: [2^i, 2^(i+1)) µs, the last open-ended */
+} WrapLatency;
+const WrapLatency *wrap_get_latency(const Wrap *w);

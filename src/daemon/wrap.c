@@ -1,0 +1,944 @@
+/* wrap: one adopted wrap's live state and session: button -> rules -> record -> START/DENY -> STOP. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "bluez.h"
+#include "clock.h"
+#include "log.h"
+#include "manager.h"
+#include "payload.h"
+#include "record.h"
+#include "rules.h"
+#include "store.h"
+#include "util.h"
+#include "wire.h"
+#include "wrap.h"
+
+/* Set to 1 once mqtt/mqtt.c links (the MQTT helper's client): the hooks below go live. */
+#ifndef KW_WRAP_MQTT
+#define KW_WRAP_MQTT 0
+#endif
+#if KW_WRAP_MQTT
+#include "mqtt.h"
+#endif
+
+/*
+ * Times: a session's deadline is on the scaled clock (KNEEWRAP_TIME_SCALE is for therapy
+ * durations); the waits for the wrap's answers are real time, like the BLE link itself.
+ */
+#define GRACE_S                 60                      /* after the prescribed end, for a wrap that is away */
+#define GRACE_MIN_REAL_USEC     (5 * USEC_PER_SEC)      /* a reconnect needs real seconds at any scale */
+#define ANSWER_TIMEOUT_USEC     (10 * USEC_PER_SEC)     /* START's answer indication */
+#define STOP_BUTTON_WAIT_USEC   (2 * USEC_PER_SEC)      /* idle early: is a stop press on its way? */
+
+typedef enum SessionPhase {
+        PHASE_NONE,
+        PHASE_STARTING,               /* the open record is written, START sent, no answer yet */
+        PHASE_RUNNING,                /* the wrap accepted START */
+        PHASE_AWAY,                   /* link lost, or the daemon restarted: the next Status decides */
+} SessionPhase;
+
+struct Wrap {
+        Wrap *next;
+        Manager *m;
+        char id[WRAP_ID_MAX];
+        char address[BDADDR_STR_MAX];
+        char name[64];
+        BzLink *link;
+        WrapLive live;
+        WrapInfo info;
+        WrapLatency latency;
+        uint64_t malformed;
+        unsigned malformed_logged;    /* a bit per WrapValueKind */
+        bool have_press;
+        uint8_t press_seq;
+
+        /* The session. */
+        SessionPhase phase;
+        SessionRecord rec;            /* the open record */
+        RulesState rules;             /* as decided at START, with the active fields set */
+        uint64_t start_mono;          /* scaled; 0 when the daemon restarted since */
+        uint64_t deadline_mono;       /* scaled */
+        int64_t lost_at;              /* Unix s when the link went during the session, 0 */
+        bool have_seq;                /* the wrap's session sequence number of this session */
+        uint8_t seq;
+        sd_event_source *timer;       /* the prescribed end, then the grace period */
+        sd_event_source *answer_timer;
+        sd_event_source *idle_timer;  /* the wrap went idle early: wait for its stop press */
+};
+
+static uint64_t real_mono_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* ---- Lookup and getters ---- */
+
+Wrap *wrap_find_address(Manager *m, const char *address) {
+        char a[BDADDR_STR_MAX];
+
+        if (!address || bdaddr_normalize(address, a) < 0)
+                return NULL;
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (streq(w->address, a))
+                        return w;
+        return NULL;
+}
+
+Wrap *wrap_find(Manager *m, const char *wrap_or_address) {
+        if (!wrap_or_address)
+                return NULL;
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (streq(w->id, wrap_or_address))
+                        return w;
+        return wrap_find_address(m, wrap_or_address);
+}
+
+Wrap *wrap_next(const Wrap *w) { return w ? w->next : NULL; }
+const char *wrap_get_id(const Wrap *w) { return w->id; }
+const char *wrap_get_address(const Wrap *w) { return w->address; }
+const char *wrap_get_name(const Wrap *w) { return w->name; }
+const WrapLive *wrap_get_live(const Wrap *w) { return &w->live; }
+const WrapInfo *wrap_get_info(const Wrap *w) { return &w->info; }
+uint64_t wrap_get_malformed(const Wrap *w) { return w->malformed; }
+const WrapLatency *wrap_get_latency(const Wrap *w) { return &w->latency; }
+BzLink *wrap_get_link(const Wrap *w) { return w->link; }
+void wrap_set_link(Wrap *w, BzLink *link) { w->link = link; }
+
+const SessionRecord *wrap_get_session(const Wrap *w) {
+        return w->phase == PHASE_NONE ? NULL : &w->rec;
+}
+
+/* ---- Telling the rest ---- */
+
+static void wrap_changed(Wrap *w) {
+#if KW_WRAP_MQTT
+        mqtt_wrap_changed(w->m->mqtt, w->id);
+#else
+        (void) w;
+#endif
+}
+
+static void outbox_kick(Manager *m) {
+#if KW_WRAP_MQTT
+        mqtt_kick(m->mqtt);
+#else
+        (void) m;
+#endif
+}
+
+/* The store failed under us: the manager closes it, says so and retries; we log the session. */
+static int store_failed(Wrap *w, int r, const char *session_id, const char *what) {
+        log_internal(LOG_ERR, r, w->address, session_id, "cannot %s: %s", what,
+                     w->m->store ? store_errmsg(w->m->store) : "store unavailable");
+        if (r != -ENOMEM && r != -EINVAL)
+                manager_store_failed(w->m, r);
+        return r;
+}
+
+/* Writes the record; a finished one goes into the outbox in the same transaction. */
+static int record_put(Wrap *w, const SessionRecord *rec) {
+        Manager *m = w->m;
+        OutboxMsg msg = { 0 };
+        bool publish = rec->outcome != OUTCOME_OPEN;
+        int r;
+
+        if (!m->store)
+                return -ENXIO;
+        if (publish) {
+                r = payload_session_msg(&m->config, rec, &msg);
+                if (r < 0)
+                        return store_failed(w, r, rec->session_id, "build the session message");
+        }
+        r = store_session_put(m->store, rec, publish ? &msg : NULL);
+        if (publish)
+                outbox_msg_done(&msg);
+        if (r < 0)
+                return store_failed(w, r, rec->session_id, "record the session");
+        if (publish)
+                outbox_kick(m);
+        return 0;
+}
+
+static int send_request(Wrap *w, const WireRequest *req) {
+        return w->m->bluez ? bluez_write_request(w->m->bluez, w, req) : -ENOTCONN;
+}
+
+static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
+        WireRequest req = { .opcode = WIRE_OP_DENY, .reason = (uint8_t) reason, .minutes = minutes };
+        int r = send_request(w, &req);
+
+        if (r < 0)
+                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send DENY: %s", strerror(abs(r)));
+}
+
+static void send_stop(Wrap *w, StopReason reason) {
+        WireRequest req = { .opcode = WIRE_OP_STOP, .reason = (uint8_t) reason };
+        int r = send_request(w, &req);
+
+        if (r < 0)
+                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send STOP (reason %d): %s; the wrap's own "
+                               "fail-safe ends the session at its duration", (int) reason, strerror(abs(r)));
+}
+
+/* ---- Session timing ---- */
+
+static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void arm(Wrap *w, sd_event_source **src, uint64_t real_mono_deadline, sd_event_time_handler_t cb) {
+        int r;
+
+        if (*src) {
+                r = sd_event_source_set_time(*src, real_mono_deadline);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time(w->m->event, src, CLOCK_MONOTONIC, real_mono_deadline, USEC_PER_MSEC, cb, w);
+        if (r < 0)
+                log_wrap_errno(LOG_ERR, r, w->address, "cannot arm a session timer: %s", strerror(abs(r)));
+}
+
+static void disarm(sd_event_source *s) {
+        if (s)
+                sd_event_source_set_enabled(s, SD_EVENT_OFF);
+}
+
+/* The timer for a scaled monotonic instant. */
+static void arm_session_timer(Wrap *w, uint64_t scaled_deadline) {
+        arm(w, &w->timer, clock_mono_to_real_usec(scaled_deadline), on_session_timer);
+}
+
+static uint32_t elapsed_s(Wrap *w, int64_t now) {
+        int64_t d;
+
+        if (w->start_mono) {
+                uint64_t n = clock_mono_usec();
+                d = n > w->start_mono ? (int64_t) ((n - w->start_mono + USEC_PER_SEC / 2) / USEC_PER_SEC) : 0;
+        } else
+                d = w->rec.started_at ? now - w->rec.started_at : 0;
+        if (d < 0)
+                d = 0;
+        if (d > (int64_t) w->rec.prescribed_s)
+                d = w->rec.prescribed_s;   /* the wrap never runs past its duration */
+        return (uint32_t) d;
+}
+
+static void update_remaining(Wrap *w) {
+        uint64_t now = clock_mono_usec();
+
+        if (w->phase == PHASE_NONE) {
+                w->live.mode = THERAPY_NONE;
+                w->live.remaining_s = 0;
+                return;
+        }
+        w->live.mode = w->rec.mode;
+        w->live.remaining_s = w->deadline_mono > now
+                ? (uint32_t) ((w->deadline_mono - now + USEC_PER_SEC - 1) / USEC_PER_SEC) : 0;
+}
+
+static void session_clear(Wrap *w) {
+        w->phase = PHASE_NONE;
+        w->start_mono = w->deadline_mono = 0;
+        w->lost_at = 0;
+        w->have_seq = false;
+        disarm(w->timer);
+        disarm(w->answer_timer);
+        disarm(w->idle_timer);
+        memset(&w->rules, 0, sizeof w->rules);
+        update_remaining(w);
+}
+
+static void raise_safety_alert(Wrap *w, const char *why) {
+        Manager *m = w->m;
+        OutboxMsg msg = { 0 };
+        char detail[256];
+        int r;
+
+        if (!m->store)
+                return;
+        snprintf(detail, sizeof detail, "Session stopped for safety: %s", why);
+        r = payload_alert_msg(&m->config, w->id, ALERT_SAFETY_STOP, manager_now(m), detail, w->rec.session_id, &msg);
+        if (r >= 0) {
+                r = store_alert_add(m->store, w->id, ALERT_SAFETY_STOP, manager_now(m), &msg);
+                outbox_msg_done(&msg);
+        }
+        if (r < 0)
+                store_failed(w, r, w->rec.session_id, "record the safety alert");
+        else
+                outbox_kick(m);
+}
+
+/* Ends the open session with `outcome`, records it and publishes it. */
+static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uint32_t duration_s, const char *why) {
+        SessionRecord *rec = &w->rec;
+
+        rec->outcome = outcome;
+        rec->ended_at = ended_at;
+        rec->duration_s = duration_s > rec->prescribed_s ? rec->prescribed_s : duration_s;
+        rec->compliant = rules_compliant(rec->mode, rec->duration_s);
+        log_session(LOG_NOTICE, w->address, rec->session_id, "%s session %s after %u s: %s",
+                    therapy_mode_to_string(rec->mode), session_outcome_to_string(outcome),
+                    (unsigned) rec->duration_s, why);
+        (void) record_put(w, rec);
+        if (outcome == OUTCOME_STOPPED_FOR_SAFETY)
+                raise_safety_alert(w, why);
+        w->live.has_last = true;
+        snprintf(w->live.last_session, sizeof w->live.last_session, "%s", rec->session_id);
+        w->live.last_outcome = outcome;
+        session_clear(w);
+        wrap_changed(w);
+}
+
+/* The gateway stops a running session: STOP first (stopping is always safe and must not
+ * wait for the disk), then the record. */
+static void session_stop(Wrap *w, StopReason reason, SessionOutcome outcome, const char *why) {
+        int64_t now = manager_now(w->m);
+
+        send_stop(w, reason);
+        session_close(w, outcome, now, elapsed_s(w, now), why);
+}
+
+static void session_interrupted(Wrap *w, const char *why) {
+        int64_t end = w->lost_at ? w->lost_at : manager_now(w->m);
+        uint32_t d = 0;
+
+        if (w->rec.started_at && end > w->rec.started_at)
+                d = (uint32_t) (end - w->rec.started_at);
+        session_close(w, OUTCOME_INTERRUPTED, end, d, why);
+}
+
+static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Wrap *w = userdata;
+        int64_t now = manager_now(w->m);
+        uint64_t mono = clock_mono_usec();
+        RulesDecision d;
+
+        switch (w->phase) {
+        case PHASE_NONE:
+                break;
+        case PHASE_STARTING:
+        case PHASE_RUNNING:
+                d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_TICK }, now);
+                if (d.action == RULES_STOP || mono >= w->deadline_mono + USEC_PER_SEC) {
+                        session_stop(w, STOP_COMPLETED, OUTCOME_COMPLETED,
+                                     d.why ? d.why : "the prescribed time is over");
+                        break;
+                }
+                /* The record's clock is whole seconds: wait for the next one. */
+                arm_session_timer(w, mono + USEC_PER_SEC / 4);
+                break;
+        case PHASE_AWAY: {
+                uint64_t grace = w->deadline_mono + (uint64_t) GRACE_S * USEC_PER_SEC;
+                uint64_t real_grace = clock_mono_to_real_usec(grace);
+                uint64_t real_min = clock_mono_to_real_usec(w->deadline_mono) + GRACE_MIN_REAL_USEC;
+
+                if (real_grace < real_min)
+                        real_grace = real_min;
+                if (real_mono_usec() + USEC_PER_MSEC < real_grace) {
+                        arm(w, &w->timer, real_grace, on_session_timer);
+                        break;
+                }
+                session_interrupted(w, "the wrap stayed away past the prescribed end and the grace period");
+                break;
+        }
+        }
+        update_remaining(w);
+        return 0;
+}
+
+static int on_answer_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Wrap *w = userdata;
+
+        if (w->phase != PHASE_STARTING)
+                return 0;
+        if (w->live.has_status && (w->live.state == WIRE_STATE_COOLING || w->live.state == WIRE_STATE_HEATING)) {
+                log_session(LOG_WARNING, w->address, w->rec.session_id, "no answer to START, but the wrap is running");
+                w->phase = PHASE_RUNNING;
+                return 0;
+        }
+        w->rec.start_result = 0;
+        w->rec.started_at = 0;
+        session_close(w, OUTCOME_NOT_STARTED, 0, 0, "the wrap did not answer START");
+        return 0;
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Wrap *w = userdata;
+
+        if (w->phase == PHASE_RUNNING)
+                session_close(w, OUTCOME_INTERRUPTED, manager_now(w->m), elapsed_s(w, manager_now(w->m)),
+                              "the wrap stopped before the prescribed end, without a stop press");
+        return 0;
+}
+
+/* ---- Requests: the one door (manager.h) ---- */
+
+static void fill_days_since_injury(SessionRecord *rec, const RulesState *st, int64_t now) {
+        int32_t tenths;
+
+        rec->has_days_since_injury = rules_days_since_injury(st, now, &tenths);
+        rec->days_since_injury = rec->has_days_since_injury ? tenths : 0;
+}
+
+/* Refuses without a record: the store cannot take one. Never runs an unrecorded session. */
+static int refuse_unrecorded(Wrap *w, SessionRecord *rec, int error, SessionRecord *ret_record, const char **ret_error) {
+        rec->outcome = OUTCOME_REFUSED;
+        rec->refusal = REFUSAL_STORE_UNAVAILABLE;
+        rec->minutes_left = 0;
+        rec->started_at = rec->ended_at = 0;
+        log_internal(LOG_ERR, error, w->address, rec->session_id,
+                     "%s %s request refused: the store is unavailable, and nothing runs unrecorded "
+                     "(this refusal is not recorded either)",
+                     request_source_to_string(rec->source), therapy_mode_to_string(rec->mode));
+        if (rec->source == SOURCE_BUTTON)
+                send_deny(w, DENY_OTHER, 0);
+        if (ret_record)
+                *ret_record = *rec;
+        if (ret_error)
+                *ret_error = "the session store is unavailable: nothing starts unrecorded";
+        return 0;
+}
+
+static void latency_add(Wrap *w, uint64_t since_usec) {
+        uint64_t d;
+        unsigned i = 0;
+
+        if (!since_usec)
+                return;
+        d = real_mono_usec() - since_usec;
+        w->latency.n++;
+        w->latency.sum_usec += d;
+        if (d > w->latency.max_usec)
+                w->latency.max_usec = d;
+        while (i + 1 < ELEMENTSOF(w->latency.hist) && d >= ((uint64_t) 2 << i))
+                i++;
+        w->latency.hist[i]++;
+        log_wrap(LOG_INFO, w->address, "button answered in %llu µs", (unsigned long long) d);
+}
+
+static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
+                         SessionRecord *ret_record, const char **ret_error) {
+        int64_t now = manager_now(m);
+        SessionRecord rec = {
+                .mode = mode,
+                .source = source,
+                .requested_at = now,
+                .outcome = OUTCOME_REFUSED,
+        };
+        RulesState st = { 0 };
+        RulesDecision d;
+        int r;
+
+        r = uuid_generate_str(rec.session_id);
+        if (r < 0)
+                return r;
+        snprintf(rec.wrap, sizeof rec.wrap, "%s", w->id);
+
+        if (!m->store)
+                return refuse_unrecorded(w, &rec, -ENXIO, ret_record, ret_error);
+        r = store_rules_state(m->store, w->id, &m->config.therapy, &st);
+        if (r < 0) {
+                store_failed(w, r, rec.session_id, "read the wrap's therapy state");
+                return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
+        }
+        if (w->phase != PHASE_NONE) {
+                st.active = true;
+                st.active_mode = w->rec.mode;
+                st.active_started = w->rec.started_at ? w->rec.started_at : w->rec.requested_at;
+                st.active_duration_s = w->rec.prescribed_s;
+        }
+        fill_days_since_injury(&rec, &st, now);
+
+        d = rules_decide(&st, &(RulesEvent) { .type = RULES_EVENT_START, .mode = mode }, now);
+
+        if (d.action == RULES_START && !bluez_link_ready(m->bluez, w)) {
+                /* Not a rule: the wrap cannot be reached, so nothing can start. */
+                d = (RulesDecision) { .action = RULES_DENY, .deny = DENY_OTHER, .why = "the wrap is not connected" };
+        }
+
+        if (d.action != RULES_START) {
+                rec.refusal = refusal_from_deny(d.deny);
+                rec.minutes_left = d.minutes_left;
+                r = record_put(w, &rec);
+                if (r < 0)
+                        return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
+                /* DENY answers a press; other askers get their answer from their interface. */
+                if (source == SOURCE_BUTTON) {
+                        send_deny(w, d.deny, d.minutes_left);
+                        latency_add(w, press_usec);
+                }
+                log_session(LOG_NOTICE, w->address, rec.session_id, "%s %s request refused (%s, %u min left): %s",
+                            request_source_to_string(source), therapy_mode_to_string(mode),
+                            refusal_reason_to_string(rec.refusal), (unsigned) rec.minutes_left, d.why);
+                w->live.has_last = true;
+                snprintf(w->live.last_session, sizeof w->live.last_session, "%s", rec.session_id);
+                w->live.last_outcome = OUTCOME_REFUSED;
+                wrap_changed(w);
+                if (ret_record)
+                        *ret_record = rec;
+                if (ret_error)
+                        *ret_error = d.why;
+                return 0;
+        }
+
+        /* The open record goes to disk before START goes to the wrap. */
+        rec.outcome = OUTCOME_OPEN;
+        rec.refusal = REFUSAL_NONE;
+        rec.prescribed_s = d.duration_s;
+        rec.setpoint = d.setpoint;
+        rec.started_at = now;
+        r = record_put(w, &rec);
+        if (r < 0)
+                return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
+
+        w->rec = rec;
+        w->rules = st;
+        w->rules.active = true;
+        w->rules.active_mode = d.mode;
+        w->rules.active_started = now;
+        w->rules.active_duration_s = d.duration_s;
+        w->phase = PHASE_STARTING;
+        w->have_seq = false;
+        w->lost_at = 0;
+        w->start_mono = clock_mono_usec();
+        w->deadline_mono = w->start_mono + (uint64_t) d.duration_s * USEC_PER_SEC;
+
+        r = send_request(w, &(WireRequest) {
+                .opcode = WIRE_OP_START,
+                .mode = (uint8_t) d.mode,
+                .setpoint = (int16_t) d.setpoint,
+                .duration_s = (uint16_t) d.duration_s,
+        });
+        if (source == SOURCE_BUTTON)
+                latency_add(w, press_usec);
+        if (r < 0) {
+                log_session(LOG_ERR, w->address, rec.session_id, "cannot send START: %s", strerror(-r));
+                w->rec.started_at = 0;
+                session_close(w, OUTCOME_NOT_STARTED, 0, 0, "START could not be sent");
+                if (ret_record)
+                        *ret_record = w->rec;
+                if (ret_error)
+                        *ret_error = "START could not be sent to the wrap";
+                return 0;
+        }
+        arm_session_timer(w, w->deadline_mono);
+        arm(w, &w->answer_timer, real_mono_usec() + ANSWER_TIMEOUT_USEC, on_answer_timer);
+        update_remaining(w);
+        log_session(LOG_NOTICE, w->address, rec.session_id, "%s %s session: START %d.%02d °C for %u s (%s)",
+                    request_source_to_string(source), therapy_mode_to_string(d.mode),
+                    (int) (d.setpoint / 100), (int) (abs(d.setpoint) % 100), (unsigned) d.duration_s, d.why);
+        wrap_changed(w);
+        if (ret_record)
+                *ret_record = w->rec;
+        return 0;
+}
+
+int manager_request_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source,
+                          SessionRecord *ret_record, const char **ret_error) {
+        Wrap *w = wrap_find(m, wrap);
+
+        if (!w) {
+                if (ret_error)
+                        *ret_error = "no such wrap";
+                return -ENOENT;
+        }
+        if (mode != THERAPY_COLD && mode != THERAPY_HEAT) {
+                if (ret_error)
+                        *ret_error = "mode must be cold or heat";
+                return -EINVAL;
+        }
+        return request_start(m, w, mode, source, 0, ret_record, ret_error);
+}
+
+int manager_request_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error) {
+        Wrap *w = wrap_find(m, wrap);
+        RulesDecision d;
+
+        if (!w) {
+                if (ret_error)
+                        *ret_error = "no such wrap";
+                return -ENOENT;
+        }
+        if (w->phase == PHASE_NONE) {
+                if (ret_error)
+                        *ret_error = "no session is running on this wrap";
+                return -ESRCH;
+        }
+        if (w->phase == PHASE_AWAY) {
+                if (ret_error)
+                        *ret_error = "the wrap is not connected; its session ends by itself at its duration";
+                return -ENOTCONN;
+        }
+        d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_STOP }, manager_now(m));
+        log_session(LOG_INFO, w->address, w->rec.session_id, "stop asked for (%s)", request_source_to_string(source));
+        session_stop(w, d.action == RULES_STOP ? d.stop : STOP_USER, OUTCOME_STOPPED_BY_USER,
+                     source == SOURCE_BUTTON ? "the stop button was pressed" : "stop asked for");
+        return 0;
+}
+
+/* ---- Events from the wrap ---- */
+
+void wrap_on_button(Wrap *w, const WireButton *b, uint64_t received_usec) {
+        const char *err = NULL;
+
+        /* The same sequence number is the same press, sent again. */
+        if (w->have_press && b->seq == w->press_seq)
+                return;
+        w->have_press = true;
+        w->press_seq = b->seq;
+
+        switch (b->event) {
+        case WIRE_BUTTON_COLD:
+        case WIRE_BUTTON_HEAT: {
+                TherapyMode mode = b->event == WIRE_BUTTON_COLD ? THERAPY_COLD : THERAPY_HEAT;
+                int r = request_start(w->m, w, mode, SOURCE_BUTTON, received_usec, NULL, &err);
+                if (r < 0)
+                        log_wrap_errno(LOG_ERR, r, w->address, "%s press failed: %s", therapy_mode_to_string(mode), strerror(abs(r)));
+                break;
+        }
+        case WIRE_BUTTON_STOP:
+                /*
+                 * The wrap has stopped its element already. We still send STOP (reason 0):
+                 * it is idempotent, states the gateway's decision on the link, and stops a
+                 * wrap whose own stop did not take.
+                 */
+                if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
+                        manager_request_stop(w->m, w->id, SOURCE_BUTTON, &err);
+                else
+                        log_wrap(LOG_DEBUG, w->address, "stop pressed with no session running");
+                break;
+        default:
+                wrap_on_malformed(w, WRAP_VALUE_BUTTON, "unknown button event");
+        }
+}
+
+static void safety_check(Wrap *w, const RulesEvent *ev) {
+        RulesDecision d;
+
+        if (w->phase != PHASE_STARTING && w->phase != PHASE_RUNNING)
+                return;
+        d = rules_decide(&w->rules, ev, manager_now(w->m));
+        if (d.action == RULES_STOP && d.stop == STOP_SAFETY)
+                session_stop(w, STOP_SAFETY, OUTCOME_STOPPED_FOR_SAFETY, d.why);
+}
+
+/* After a link loss or a restart: what happened to the session while we were away. */
+static void reconcile(Wrap *w, const WireStatus *s) {
+        bool same = w->have_seq ? s->seq == w->seq : s->mode == (uint8_t) w->rec.mode;
+        bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
+        int64_t now = manager_now(w->m);
+
+        if (same && running) {
+                log_session(LOG_INFO, w->address, w->rec.session_id, "back: the session is still running (%u s left on the wrap)",
+                            (unsigned) s->remaining_s);
+                w->phase = PHASE_RUNNING;
+                w->lost_at = 0;
+                if (!w->have_seq) {
+                        w->have_seq = true;
+                        w->seq = s->seq;
+                }
+                /* The session keeps its own clock: STOP at the original prescribed end. */
+                arm_session_timer(w, w->deadline_mono);
+                return;
+        }
+        if (same && (s->state == WIRE_STATE_DONE ||
+                     (s->state == WIRE_STATE_IDLE && s->elapsed_s >= w->rec.prescribed_s))) {
+                int64_t end = w->rec.started_at ? w->rec.started_at + w->rec.prescribed_s : now;
+                session_close(w, OUTCOME_COMPLETED, end < now ? end : now, w->rec.prescribed_s,
+                              "the wrap ran the session to its end while away");
+                return;
+        }
+        if (same && s->state == WIRE_STATE_FAULT) {
+                session_close(w, OUTCOME_STOPPED_FOR_SAFETY, now, s->elapsed_s,
+                              "the wrap stopped with a fault while away");
+                return;
+        }
+        if (same && s->state == WIRE_STATE_IDLE) {
+                session_close(w, OUTCOME_INTERRUPTED, w->lost_at ? w->lost_at : now, s->elapsed_s,
+                              "the wrap stopped before the prescribed end while away");
+                return;
+        }
+        session_interrupted(w, "the wrap no longer knows the session");
+}
+
+void wrap_on_status(Wrap *w, const WireStatus *s) {
+        bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
+
+        w->live.has_status = true;
+        w->live.state = s->state;
+        w->live.faults = s->faults;
+        w->live.has_pack = s->pack != WIRE_NO_READING;
+        w->live.pack = w->live.has_pack ? s->pack : 0;
+
+        switch (w->phase) {
+        case PHASE_NONE:
+                break;
+        case PHASE_AWAY:
+                if (w->live.connected)
+                        reconcile(w, s);
+                break;
+        case PHASE_STARTING:
+        case PHASE_RUNNING:
+                if (s->state == WIRE_STATE_FAULT || s->faults) {
+                        safety_check(w, &(RulesEvent) { .type = RULES_EVENT_FAULT, .fault_flags = s->faults,
+                                                        .fault_state = s->state == WIRE_STATE_FAULT });
+                        break;
+                }
+                if (running && s->mode == (uint8_t) w->rec.mode && !w->have_seq) {
+                        w->have_seq = true;
+                        w->seq = s->seq;
+                }
+                if (w->phase != PHASE_RUNNING || !w->have_seq || s->seq != w->seq)
+                        break;
+                if (s->state == WIRE_STATE_DONE || (s->state == WIRE_STATE_IDLE && s->elapsed_s >= w->rec.prescribed_s)) {
+                        /* The wrap's fail-safe ended it (a hair before our STOP): completed. */
+                        session_stop(w, STOP_COMPLETED, OUTCOME_COMPLETED, "the prescribed time is over (the wrap ended it)");
+                } else if (s->state == WIRE_STATE_IDLE)
+                        /* Stopped early: the stop press is usually notified with it. */
+                        arm(w, &w->idle_timer, real_mono_usec() + STOP_BUTTON_WAIT_USEC, on_idle_timer);
+                break;
+        }
+        update_remaining(w);
+        wrap_changed(w);
+}
+
+void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
+        w->live.has_skin = true;
+        w->live.skin = t->centi_c;
+        if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
+                skin_stats_add(&w->rec.skin, t->centi_c);
+                safety_check(w, &(RulesEvent) { .type = RULES_EVENT_SKIN, .skin = t->centi_c });
+        }
+        wrap_changed(w);
+}
+
+void wrap_on_response(Wrap *w, const WireResponse *r) {
+        if (r->opcode != WIRE_OP_START) {
+                if (r->result != WIRE_RESULT_SUCCESS)
+                        log_wrap(LOG_INFO, w->address, "the wrap answered opcode 0x%02x with %s", r->opcode,
+                                 wire_result_to_string(r->result));
+                return;
+        }
+        if (w->phase != PHASE_STARTING)
+                return;
+        disarm(w->answer_timer);
+        w->rec.start_result = r->result;
+        if (r->result == WIRE_RESULT_SUCCESS) {
+                w->phase = PHASE_RUNNING;
+                (void) record_put(w, &w->rec);   /* keeps start_result with the open record */
+                wrap_changed(w);
+                return;
+        }
+        w->rec.started_at = 0;
+        log_session(LOG_WARNING, w->address, w->rec.session_id, "the wrap refused START: %s",
+                    wire_result_to_string(r->result));
+        session_close(w, OUTCOME_NOT_STARTED, 0, 0, wire_result_to_string(r->result));
+}
+
+void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error) {
+        if (opcode != WIRE_OP_START || w->phase != PHASE_STARTING)
+                return;
+        w->rec.started_at = 0;
+        session_close(w, OUTCOME_NOT_STARTED, 0, 0, "writing START to the wrap failed");
+}
+
+void wrap_on_battery(Wrap *w, int percent) {
+        if (w->live.battery == percent)
+                return;
+        w->live.battery = percent;
+        wrap_changed(w);
+}
+
+void wrap_on_info(Wrap *w, const WrapInfo *info) {
+        w->info = *info;
+        w->info.have = true;
+        log_wrap(LOG_INFO, w->address, "%s %s, serial %s, firmware %s", info->manufacturer, info->model,
+                 info->serial, info->firmware);
+        wrap_changed(w);
+}
+
+void wrap_on_malformed(Wrap *w, WrapValueKind kind, const char *why) {
+        static const char *const names[_WRAP_VALUE_MAX] = {
+                [WRAP_VALUE_STATUS] = "Therapy Status",
+                [WRAP_VALUE_BUTTON] = "Button Event",
+                [WRAP_VALUE_TEMPERATURE] = "Temperature Measurement",
+                [WRAP_VALUE_CONTROL_POINT] = "Control Point",
+                [WRAP_VALUE_BATTERY] = "Battery Level",
+        };
+
+        w->m->malformed++;
+        w->malformed++;
+        if (kind < _WRAP_VALUE_MAX && !(w->malformed_logged & (1u << kind))) {
+                w->malformed_logged |= 1u << kind;
+                log_wrap(LOG_WARNING, w->address, "%s value rejected: %s (further ones are counted, not logged)",
+                         names[kind], why ? why : "malformed");
+        }
+        wrap_changed(w);
+}
+
+void wrap_link_up(Wrap *w) {
+        w->live.connected = true;
+        w->live.has_status = false;
+        wrap_changed(w);
+        manager_update_status(w->m);
+}
+
+void wrap_link_down(Wrap *w) {
+        w->live.connected = false;
+        if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
+                w->phase = PHASE_AWAY;
+                w->lost_at = manager_now(w->m);
+                disarm(w->answer_timer);
+                disarm(w->idle_timer);
+                log_session(LOG_WARNING, w->address, w->rec.session_id,
+                            "link lost during the session; it keeps its clock and is reconciled on reconnect");
+        }
+        wrap_changed(w);
+        manager_update_status(w->m);
+}
+
+/* ---- Lifecycle ---- */
+
+int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret) {
+        Wrap *w, **tail;
+        int r;
+
+        w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        w->m = m;
+        w->live.battery = -1;
+        r = bdaddr_normalize(address, w->address);
+        if (r >= 0)
+                r = wrap_id_from_address(w->address, w->id);
+        if (r < 0) {
+                free(w);
+                return r;
+        }
+        snprintf(w->name, sizeof w->name, "%s", name ? name : "");
+        for (tail = &m->wraps; *tail; tail = &(*tail)->next)
+                ;
+        *tail = w;
+        m->n_wraps++;
+        if (m->bluez) {
+                r = bluez_link_attach(m->bluez, w);
+                if (r < 0)
+                        log_wrap_errno(LOG_ERR, r, w->address, "cannot set up the wrap's link: %s", strerror(abs(r)));
+        }
+        if (ret)
+                *ret = w;
+        return 0;
+}
+
+void wrap_free(Wrap *w) {
+        Manager *m;
+
+        if (!w)
+                return;
+        m = w->m;
+        if (m->bluez)
+                bluez_link_detach(m->bluez, w);
+        for (Wrap **p = &m->wraps; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        m->n_wraps--;
+                        break;
+                }
+        sd_event_source_disable_unref(w->timer);
+        sd_event_source_disable_unref(w->answer_timer);
+        sd_event_source_disable_unref(w->idle_timer);
+        free(w);
+}
+
+void wrap_removed(Wrap *w) {
+        if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
+                session_stop(w, STOP_USER, OUTCOME_STOPPED_BY_USER, "the wrap was removed");
+        else if (w->phase == PHASE_AWAY)
+                session_interrupted(w, "the wrap was removed while away");
+}
+
+/* A session the store still holds open (we restarted): the wrap's next Status decides. */
+static void take_over(Manager *m, const SessionRecord *rec) {
+        Wrap *w = wrap_find(m, rec->wrap);
+        int64_t now = manager_now(m), end;
+        RulesState st = { 0 };
+
+        if (!w || w->phase != PHASE_NONE) {
+                SessionRecord r = *rec;
+                r.outcome = OUTCOME_INTERRUPTED;
+                r.ended_at = now;
+                r.duration_s = 0;
+                r.compliant = false;
+                if (w || (w = m->wraps)) {
+                        (void) record_put(w, &r);
+                        log_session(LOG_NOTICE, rec->wrap, rec->session_id, "open session closed as interrupted: its wrap is gone");
+                }
+                return;
+        }
+        if (m->store && store_rules_state(m->store, w->id, &m->config.therapy, &st) < 0)
+                memset(&st, 0, sizeof st);
+        w->rec = *rec;
+        w->rules = st;
+        w->rules.active = true;
+        w->rules.active_mode = rec->mode;
+        w->rules.active_started = rec->started_at ? rec->started_at : rec->requested_at;
+        w->rules.active_duration_s = rec->prescribed_s;
+        w->phase = PHASE_AWAY;
+        w->start_mono = 0;
+        w->lost_at = 0;
+        end = w->rules.active_started + rec->prescribed_s;
+        w->deadline_mono = clock_mono_usec() + (end > now ? (uint64_t) (end - now) * USEC_PER_SEC : 0);
+        arm_session_timer(w, w->deadline_mono);
+        update_remaining(w);
+        log_session(LOG_NOTICE, w->address, rec->session_id,
+                    "%s session still open from before the restart; reconciling when the wrap is back",
+                    therapy_mode_to_string(rec->mode));
+}
+
+int wraps_load(Manager *m) {
+        StoredWrap *list = NULL;
+        SessionRecord *open = NULL;
+        size_t n = 0, n_open = 0;
+        int r;
+
+        if (!m->store)
+                return -ENXIO;
+        r = store_wrap_list(m->store, &list, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                if (!wrap_find_address(m, list[i].address)) {
+                        r = wrap_new(m, list[i].address, list[i].name, NULL);
+                        if (r < 0)
+                                log_wrap_errno(LOG_ERR, r, list[i].address, "cannot load the wrap: %s", strerror(abs(r)));
+                }
+        free(list);
+
+        r = store_sessions_open(m->store, &open, &n_open);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_open; i++)
+                take_over(m, &open[i]);
+        free(open);
+        return 0;
+}
+
+void wraps_shutdown(Manager *m) {
+        while (m->wraps) {
+                Wrap *w = m->wraps;
+
+                if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
+                        session_stop(w, STOP_SHUTDOWN, OUTCOME_INTERRUPTED,
+                                     "the gateway is shutting down: nothing would supervise the session");
+                wrap_free(w);
+        }
+        if (m->bus)
+                (void) sd_bus_flush(m->bus);
+}
