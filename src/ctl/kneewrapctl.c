@@ -1,8 +1,619 @@
-/* kneewrapctl: the command-line tool (being written; this placeholder keeps the build whole). */
+/* kneewrapctl: the command-line tool: wraps, injuries, the pain diary, prescriptions, history. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
 
-int main(void) {
-        fprintf(stderr, "kneewrapctl: not written yet\n");
+#include "clock.h"
+#include "config.h"
+#include "kw-build.h"
+#include "log.h"
+#include "manager.h"
+#include "payload.h"
+#include "record.h"
+#include "rules.h"
+#include "store.h"
+#include "util.h"
+
+/*
+ * What needs no daemon is done here, on the store directly; but never around the rules:
+ * injuries, diary entries and prescriptions go through the daemon's own one-door functions
+ * (manager.h), on a Manager that has a store and a config and no event loop. Starting and
+ * stopping sessions and opening adoption need the running daemon (its D-Bus API).
+ */
+
+typedef struct Ctl {
+        const char *config_path;
+        bool explicit_config;
+        const char *db_path;
+        Manager m;                /* the one door, without a loop */
+} Ctl;
+
+static void help(void) {
+        printf("Usage: %s [--config FILE] [--db FILE] COMMAND ...\n"
+               "\n"
+               "Commands:\n"
+               "  wraps                                 The adopted wraps\n"
+               "  injury WRAP DATE|DATETIME|--resolved  Record an injury (heat waits, R2), or mark it resolved\n"
+               "  diary WRAP SCORE [--where W] [--flags F,...]\n"
+               "                                        Add a pain diary entry: SCORE 0-10;\n"
+               "                                        W: front (default), inner, outer, back, below;\n"
+               "                                        F: swelling, pop, giving_way, catching\n"
+               "  prescribe WRAP [--cold-minutes N] [--cold-setpoint C] [--heat-minutes N]\n"
+               "                 [--heat-setpoint C] [--heat-wait-days N] [--rest-minutes N]\n"
+               "  prescribe WRAP --clear                A clinic's prescription, or back to the defaults\n"
+               "  sessions [WRAP] [--since DATE] [--json]\n"
+               "                                        Session history, refused requests included\n"
+               "  export [WRAP] [--since DATE]          Session records as JSON lines\n"
+               "  compliance WRAP [--days 7|30]         Cold sessions done, missed, refused\n"
+               "  start WRAP cold|heat, stop WRAP, adopt [SECONDS]\n"
+               "                                        Need the running daemon\n"
+               "\n"
+               "Options:\n"
+               "  -c --config FILE   The daemon's configuration (default %s)\n"
+               "     --db FILE       The store (default: [store] path from the configuration)\n"
+               "  -h --help          Show this help\n"
+               "     --version       Show the version\n"
+               "\n"
+               "WRAP is a wrap's id (wrap_aabbccddeeff) or its Bluetooth address. See kneewrapctl(1).\n",
+               program_invocation_short_name, KW_DEFAULT_CONFIG);
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...) {
+        va_list ap;
+
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
         return EXIT_FAILURE;
+}
+
+/* The daemon's store is its user's, mode 0600: as root, act as that user, so that no file
+ * SQLite creates beside it (-wal, -shm) ends up owned by root and locks the daemon out. */
+static int drop_to_store_owner(const char *db) {
+        _cleanup_free_ char *copy = strdup(db);
+        struct stat st;
+
+        if (geteuid() != 0 || !copy)
+                return 0;
+        if (stat(db, &st) < 0 && stat(dirname(copy), &st) < 0)
+                return 0;
+        if (st.st_uid == 0)
+                return 0;
+        if (setgroups(0, NULL) < 0 || setgid(st.st_gid) < 0 || setuid(st.st_uid) < 0)
+                return -errno;
+        return 0;
+}
+
+static int ctl_open(Ctl *c) {
+        _cleanup_free_ char *why = NULL;
+        const char *db;
+        int r;
+
+        config_init(&c->m.config);
+        if (c->explicit_config || access(c->config_path, F_OK) == 0) {
+                r = config_load(&c->m.config, c->config_path, stderr);
+                if (r == -EINVAL)
+                        return -fail("%s has errors (above); fix them first.", c->config_path);
+                if (r < 0)
+                        return -fail("cannot read %s: %s", c->config_path, strerror(-r));
+        }
+        db = c->db_path ? c->db_path : c->m.config.store_path;
+
+        r = drop_to_store_owner(db);
+        if (r < 0)
+                return -fail("cannot switch to the owner of %s: %s", db, strerror(-r));
+
+        r = store_open_err(db, &c->m.store, &why);
+        if (r < 0)
+                return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
+        return 0;
+}
+
+static void ctl_close(Ctl *c) {
+        c->m.store = store_close(c->m.store);
+        config_done(&c->m.config);
+        free(c->m.status);
+        c->m.status = NULL;
+}
+
+/* A wrap's id, from an id or an address. */
+static const char *wrap_arg(const char *arg, char buf[static WRAP_ID_MAX]) {
+        if (wrap_id_from_address(arg, buf) == 0)
+                return buf;
+        snprintf(buf, WRAP_ID_MAX, "%s", arg);
+        return buf;
+}
+
+static int parse_uint(const char *s, int64_t max, int64_t *ret) {
+        int64_t v;
+
+        if (parse_int64(s, &v) < 0 || v < 0 || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+/* The start of a local calendar day `back` days before the one `at` falls in. */
+static int local_day_start(int64_t at, int back, int64_t *ret) {
+        char date[11];
+        struct tm tm = { 0 };
+        time_t t;
+        int y, mo, d;
+
+        clock_format_date(at, date);
+        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
+                return -EINVAL;
+        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
+        tm.tm_year = y - 1900;
+        tm.tm_mon = mo - 1;
+        tm.tm_mday = d - back - 1;
+        tm.tm_hour = 12;
+        t = timegm(&tm);
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret);
+}
+
+static int parse_since(const char *s, int64_t *ret) {
+        bool date_only;
+        int64_t at;
+
+        if (clock_parse_iso(s, &at, &date_only) < 0)
+                return -EINVAL;
+        if (date_only)
+                return local_day_start(at - 1, 0, ret); /* at is the day's end: the start of that day */
+        *ret = at;
+        return 0;
+}
+
+/* ---- commands ---- */
+
+static int cmd_wraps(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ StoredWrap *w = NULL;
+        size_t n = 0;
+        int r;
+
+        if (argc != 1)
+                return fail("wraps takes no arguments");
+        r = store_wrap_list(c->m.store, &w, &n);
+        if (r < 0)
+                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->m.store));
+        if (n == 0) {
+                printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
+                return EXIT_SUCCESS;
+        }
+        printf("%-18s %-17s %-24s %s\n", "WRAP", "ADDRESS", "NAME", "ADOPTED");
+        for (size_t i = 0; i < n; i++) {
+                char iso[CLOCK_ISO_MAX];
+                printf("%-18s %-17s %-24s %s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
+                       clock_format_iso(w[i].adopted_at, iso));
+        }
+        return EXIT_SUCCESS;
+}
+
+static int cmd_injury(Ctl *c, int argc, char **argv) {
+        char id[WRAP_ID_MAX];
+        const char *err = NULL, *wrap;
+        bool resolved;
+        int r;
+
+        if (argc != 3)
+                return fail("usage: injury WRAP DATE|DATETIME|--resolved");
+        wrap = wrap_arg(argv[1], id);
+        resolved = streq(argv[2], "--resolved");
+        r = manager_set_injury(&c->m, wrap, resolved ? NULL : argv[2], &err);
+        if (r < 0)
+                return fail("%s", err ? err : strerror(-r));
+        if (resolved)
+                printf("%s: injury resolved; heat is allowed (R3).\n", wrap);
+        else
+                printf("%s: injury recorded (%s); heat waits for the prescribed days after it (R2).\n", wrap, argv[2]);
+        return EXIT_SUCCESS;
+}
+
+static int parse_flags(const char *s, uint8_t *ret) {
+        static const struct { const char *name; uint8_t bit; } map[] = {
+                { "swelling", DIARY_SWELLING }, { "pop", DIARY_POP }, { "giving_way", DIARY_GIVING_WAY },
+                { "giving-way", DIARY_GIVING_WAY }, { "catching", DIARY_CATCHING },
+        };
+        char copy[256], *save = NULL, *tok;
+        uint8_t flags = 0;
+
+        snprintf(copy, sizeof copy, "%s", s);
+        for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+                size_t i;
+                for (i = 0; i < ELEMENTSOF(map); i++)
+                        if (streq(tok, map[i].name))
+                                break;
+                if (i == ELEMENTSOF(map))
+                        return fail("unknown flag \"%s\": swelling, pop, giving_way or catching", tok), -EINVAL;
+                flags |= map[i].bit;
+        }
+        *ret = flags;
+        return 0;
+}
+
+static int cmd_diary(Ctl *c, int argc, char **argv) {
+        static const struct option options[] = {
+                { "where", required_argument, NULL, 'w' },
+                { "flags", required_argument, NULL, 'f' },
+                { 0 }
+        };
+        DiaryEntry e = { .where = WHERE_FRONT };
+        char id[WRAP_ID_MAX];
+        const char *err = NULL, *wrap;
+        int64_t score;
+        int o, r;
+
+        optind = 0; /* GNU getopt: start over, permuting again */
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (o) {
+                case 'w':
+                        r = diary_where_from_string(optarg);
+                        if (r < 0)
+                                return fail("unknown place \"%s\": front, inner, outer, back or below", optarg);
+                        e.where = (DiaryWhere) r;
+                        break;
+                case 'f':
+                        if (parse_flags(optarg, &e.flags) < 0)
+                                return EXIT_FAILURE;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (argc - optind != 2)
+                return fail("usage: diary WRAP SCORE [--where W] [--flags swelling,pop,giving_way,catching]");
+        if (parse_uint(argv[optind + 1], 10, &score) < 0)
+                return fail("the pain score must be a whole number from 0 to 10, not \"%s\"", argv[optind + 1]);
+        e.score = (uint8_t) score;
+        wrap = wrap_arg(argv[optind], id);
+        e.at = manager_now(&c->m);
+
+        r = manager_add_diary(&c->m, wrap, &e, &err);
+        if (r < 0)
+                return fail("%s", err ? err : strerror(-r));
+        printf("%s: diary entry recorded: pain %u/10, %s.\n", wrap, e.score, diary_where_to_string(e.where));
+        if (rules_diary_alert(&e) != ALERT_NONE)
+                printf("URGENT: sudden swelling after a pop. Have the knee examined and imaged now (R9).\n");
+        return EXIT_SUCCESS;
+}
+
+static int cmd_prescribe(Ctl *c, int argc, char **argv) {
+        enum { COLD_MIN = 0x100, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, CLEAR };
+        static const struct option options[] = {
+                { "cold-minutes",   required_argument, NULL, COLD_MIN },
+                { "cold-setpoint",  required_argument, NULL, COLD_SET },
+                { "heat-minutes",   required_argument, NULL, HEAT_MIN },
+                { "heat-setpoint",  required_argument, NULL, HEAT_SET },
+                { "heat-wait-days", required_argument, NULL, WAIT_DAYS },
+                { "rest-minutes",   required_argument, NULL, REST_MIN },
+                { "clear",          no_argument,       NULL, CLEAR },
+                { 0 }
+        };
+        RulesPrescription rx;
+        char id[WRAP_ID_MAX];
+        const char *err = NULL, *wrap;
+        bool clear = false, any = false, prescribed;
+        int64_t v;
+        int32_t t;
+        int o, r;
+
+        /* Options may come before or after WRAP. */
+        const char *wrap_raw = NULL;
+        RulesPrescription set = { 0 };
+        unsigned mask = 0;
+
+        optind = 0; /* GNU getopt: start over, permuting again */
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0) {
+                if (o == 1) {
+                        if (wrap_raw)
+                                return fail("prescribe takes one WRAP");
+                        wrap_raw = optarg;
+                        continue;
+                }
+                if (o == CLEAR) {
+                        clear = true;
+                        continue;
+                }
+                any = true;
+                switch (o) {
+                case COLD_MIN: case HEAT_MIN: case WAIT_DAYS: case REST_MIN:
+                        if (parse_uint(optarg, 100000, &v) < 0)
+                                return fail("%s: \"%s\" is not a whole number", options[o - COLD_MIN].name, optarg);
+                        if (o == COLD_MIN)
+                                set.cold_s = (uint32_t) v * 60;
+                        else if (o == HEAT_MIN)
+                                set.heat_s = (uint32_t) v * 60;
+                        else if (o == WAIT_DAYS)
+                                set.heat_wait_s = (uint32_t) (v * RULES_DAY_S > UINT32_MAX ? UINT32_MAX : v * RULES_DAY_S);
+                        else
+                                set.cold_rest_s = (uint32_t) v * 60;
+                        break;
+                case COLD_SET: case HEAT_SET:
+                        if (parse_decimal_centi(optarg, &t) < 0)
+                                return fail("%s: \"%s\" is not a temperature in °C (like 10 or 10.5)",
+                                            options[o - COLD_MIN].name, optarg);
+                        if (o == COLD_SET)
+                                set.cold_setpoint = t;
+                        else
+                                set.heat_setpoint = t;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+                mask |= 1u << (o - COLD_MIN);
+        }
+        if (!wrap_raw)
+                return fail("usage: prescribe WRAP [--cold-minutes N] ... | --clear");
+        if (clear && any)
+                return fail("--clear takes no other option");
+        if (!clear && !any)
+                return fail("nothing to prescribe: give at least one option, or --clear");
+        wrap = wrap_arg(wrap_raw, id);
+
+        if (clear) {
+                r = manager_set_prescription(&c->m, wrap, NULL, &err);
+                if (r < 0)
+                        return fail("%s", err ? err : strerror(-r));
+                printf("%s: prescription cleared; the configured defaults apply.\n", wrap);
+                return EXIT_SUCCESS;
+        }
+
+        /* What is not given stays as it is in force now. */
+        r = store_prescription_get(c->m.store, wrap, &c->m.config.therapy, &rx, &prescribed);
+        if (r == -ENOENT)
+                return fail("no adopted wrap is called \"%s\"", wrap);
+        if (r < 0)
+                return fail("cannot read the prescription: %s", strerror(-r));
+        if (mask & (1u << (COLD_MIN - COLD_MIN)))
+                rx.cold_s = set.cold_s;
+        if (mask & (1u << (COLD_SET - COLD_MIN)))
+                rx.cold_setpoint = set.cold_setpoint;
+        if (mask & (1u << (HEAT_MIN - COLD_MIN)))
+                rx.heat_s = set.heat_s;
+        if (mask & (1u << (HEAT_SET - COLD_MIN)))
+                rx.heat_setpoint = set.heat_setpoint;
+        if (mask & (1u << (WAIT_DAYS - COLD_MIN)))
+                rx.heat_wait_s = set.heat_wait_s;
+        if (mask & (1u << (REST_MIN - COLD_MIN)))
+                rx.cold_rest_s = set.cold_rest_s;
+
+        r = manager_set_prescription(&c->m, wrap, &rx, &err);
+        if (r < 0)
+                return fail("refused: %s", err ? err : strerror(-r));
+        printf("%s: prescribed: cold %" PRIu32 " min at %.2f °C, heat %" PRIu32 " min at %.2f °C, "
+               "heat waits %" PRIu32 " days after an injury, %" PRIu32 " min rest between cold sessions.\n",
+               wrap, rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
+               (uint32_t) (rx.heat_wait_s / RULES_DAY_S), rx.cold_rest_s / 60);
+        return EXIT_SUCCESS;
+}
+
+static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
+        static const struct option options[] = {
+                { "since", required_argument, NULL, 's' },
+                { "json",  no_argument,       NULL, 'j' },
+                { 0 }
+        };
+        SessionRecord *recs = NULL;
+        char id[WRAP_ID_MAX];
+        const char *wrap = NULL;
+        bool json = export;
+        int64_t since = 0;
+        size_t n = 0;
+        int o, r;
+
+        optind = 0; /* GNU getopt: start over, permuting again */
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
+                switch (o) {
+                case 1:
+                        if (wrap)
+                                return fail("%s takes at most one WRAP", argv[0]);
+                        wrap = wrap_arg(optarg, id);
+                        break;
+                case 's':
+                        if (parse_since(optarg, &since) < 0)
+                                return fail("--since: \"%s\" is not a date (YYYY-MM-DD) or date and time", optarg);
+                        break;
+                case 'j':
+                        if (export)
+                                return fail("export always writes JSON; --json is for sessions");
+                        json = true;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+
+        if (wrap) {
+                StoredWrap sw;
+                r = store_wrap_get(c->m.store, wrap, &sw);
+                if (r == -ENOENT) {
+                        /* A removed wrap's history stays: only refuse ids that never had any. */
+                        r = store_last_session(c->m.store, wrap, &(SessionRecord) { 0 });
+                        if (r == -ENOENT)
+                                return fail("no wrap called \"%s\" has any sessions", wrap);
+                }
+        }
+        r = store_sessions_list(c->m.store, wrap, since, INT64_MAX, &recs, &n);
+        if (r < 0)
+                return fail("cannot read the sessions: %s", strerror(-r));
+
+        if (!json)
+                printf("%-25s %-18s %-4s %-6s %-18s %8s %-9s %s\n", "REQUESTED", "WRAP", "MODE", "SOURCE",
+                       "OUTCOME", "DURATION", "COMPLIANT", "REFUSAL");
+        for (size_t i = 0; i < n; i++) {
+                const SessionRecord *s = &recs[i];
+                if (json) {
+                        _cleanup_free_ char *line = NULL;
+                        if (s->outcome == OUTCOME_OPEN)
+                                continue; /* still running: its record is not final */
+                        r = payload_session(s, &line);
+                        if (r < 0) {
+                                free(recs);
+                                return fail("cannot format session %s: %s", s->session_id, strerror(-r));
+                        }
+                        puts(line);
+                } else {
+                        char iso[CLOCK_ISO_MAX], refusal[48] = "-";
+                        if (s->refusal != REFUSAL_NONE)
+                                snprintf(refusal, sizeof refusal, "%s%s%u min", refusal_reason_to_string(s->refusal),
+                                         s->minutes_left ? ", " : "", s->minutes_left);
+                        if (s->refusal != REFUSAL_NONE && !s->minutes_left)
+                                snprintf(refusal, sizeof refusal, "%s", refusal_reason_to_string(s->refusal));
+                        printf("%-25s %-18s %-4s %-6s %-18s %7" PRIu32 "s %-9s %s\n",
+                               clock_format_iso(s->requested_at, iso), s->wrap, therapy_mode_to_string(s->mode),
+                               request_source_to_string(s->source), session_outcome_to_string(s->outcome),
+                               s->duration_s, s->compliant ? "yes" : "no", refusal);
+                }
+        }
+        free(recs);
+        if (fflush(stdout) != 0)
+                return fail("cannot write: %s", strerror(errno));
+        return EXIT_SUCCESS;
+}
+
+static int cmd_sessions(Ctl *c, int argc, char **argv) {
+        return sessions_or_export(c, argc, argv, false);
+}
+
+static int cmd_export(Ctl *c, int argc, char **argv) {
+        return sessions_or_export(c, argc, argv, true);
+}
+
+static int cmd_compliance(Ctl *c, int argc, char **argv) {
+        static const struct option options[] = {
+                { "days", required_argument, NULL, 'd' },
+                { 0 }
+        };
+        char id[WRAP_ID_MAX], iso[CLOCK_ISO_MAX];
+        const char *wrap = NULL;
+        int64_t days = 7, now, since;
+        StoredWrap sw;
+        Compliance co;
+        int o, r;
+
+        optind = 0; /* GNU getopt: start over, permuting again */
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
+                switch (o) {
+                case 1:
+                        if (wrap)
+                                return fail("compliance takes one WRAP");
+                        wrap = wrap_arg(optarg, id);
+                        break;
+                case 'd':
+                        if (parse_uint(optarg, 366, &days) < 0 || (days != 7 && days != 30))
+                                return fail("--days: 7 or 30, not \"%s\"", optarg);
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (!wrap)
+                return fail("usage: compliance WRAP [--days 7|30]");
+        r = store_wrap_get(c->m.store, wrap, &sw);
+        if (r == -ENOENT)
+                return fail("no adopted wrap is called \"%s\"", wrap);
+        if (r < 0)
+                return fail("cannot read the wrap: %s", strerror(-r));
+
+        now = manager_now(&c->m);
+        r = local_day_start(now, (int) days - 1, &since);
+        if (r < 0)
+                return fail("cannot compute the period");
+        r = store_compliance(c->m.store, wrap, since, now, &co);
+        if (r < 0)
+                return fail("cannot compute compliance: %s", strerror(-r));
+
+        printf("%s, the last %" PRId64 " days (since %s):\n", wrap, days, clock_format_iso(since, iso));
+        printf("  days with a complete cold session: %" PRIu32 " of %" PRId64 "\n", co.days_with_cold, days);
+        printf("  cold sessions completed (>= 10 min): %" PRIu32 "\n", co.cold_completed);
+        printf("  cold sessions stopped early (< 10 min, R7): %" PRIu32 "\n", co.cold_incomplete);
+        printf("  cold requests refused: %" PRIu32 "\n", co.cold_refused);
+        printf("  heat requests refused: %" PRIu32 "\n", co.heat_refused);
+        printf("  therapy minutes: %" PRIu32 "\n", co.minutes);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_needs_daemon(Ctl *c, int argc, char **argv) {
+        return fail("%s needs the daemon's D-Bus API (org.kneewrap1), which this version does not have yet. "
+                    "Sessions start from the wrap's button; adoption follows [bluetooth] auto_adopt and allow.",
+                    argv[0]);
+}
+
+int main(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_DB };
+        static const struct option options[] = {
+                { "help",    no_argument,       NULL, 'h' },
+                { "version", no_argument,       NULL, ARG_VERSION },
+                { "config",  required_argument, NULL, 'c' },
+                { "db",      required_argument, NULL, ARG_DB },
+                { 0 }
+        };
+        static const struct {
+                const char *name;
+                int (*run)(Ctl *c, int argc, char **argv);
+                bool store;
+        } commands[] = {
+                { "wraps",      cmd_wraps,       true },
+                { "injury",     cmd_injury,      true },
+                { "diary",      cmd_diary,       true },
+                { "prescribe",  cmd_prescribe,   true },
+                { "sessions",   cmd_sessions,    true },
+                { "export",     cmd_export,      true },
+                { "compliance", cmd_compliance,  true },
+                { "start",      cmd_needs_daemon, false },
+                { "stop",       cmd_needs_daemon, false },
+                { "adopt",      cmd_needs_daemon, false },
+        };
+        Ctl c = { .config_path = KW_DEFAULT_CONFIG };
+        int o, r;
+
+        /* '+': options after the command belong to it. */
+        while ((o = getopt_long(argc, argv, "+hc:", options, NULL)) >= 0)
+                switch (o) {
+                case 'h':
+                        help();
+                        return EXIT_SUCCESS;
+                case ARG_VERSION:
+                        printf("kneewrapctl %s\n", KW_VERSION);
+                        return EXIT_SUCCESS;
+                case 'c':
+                        c.config_path = optarg;
+                        c.explicit_config = true;
+                        break;
+                case ARG_DB:
+                        c.db_path = optarg;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (optind >= argc)
+                return fail("no command given; see --help");
+
+        /* Quiet but for warnings and alerts (R8, R9): each command says what it did. */
+        log_setup(LOG_WARNING);
+
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+                if (!streq(argv[optind], commands[i].name))
+                        continue;
+                if (commands[i].store && ctl_open(&c) < 0) {
+                        ctl_close(&c);
+                        return EXIT_FAILURE;
+                }
+                r = commands[i].run(&c, argc - optind, argv + optind);
+                ctl_close(&c);
+                return r;
+        }
+        return fail("unknown command \"%s\"; see --help", argv[optind]);
 }

@@ -194,6 +194,9 @@ void manager_store_failed(Manager *m, int error) {
         m->store = store_close(m->store);
         m->store_error = error < 0 ? error : -error;
         m->store_retry_usec = 0;
+        /* kneewrapctl borrows the one door without a loop: it just reports the error. */
+        if (!m->event)
+                return;
         store_retry_schedule(m);
         manager_update_status(m);
 }
@@ -378,8 +381,12 @@ int manager_reload(Manager *m) {
         if (r < 0) {
                 if (errors && *errors)
                         log_lines(LOG_ERR, errors);
-                log_error_errno(r, "Reload: %s is not valid (%s); keeping the running configuration.",
-                                m->config_path, strerror(abs(r)));
+                if (r == -EINVAL)
+                        log_error("Reload: %s has the errors above; keeping the running configuration.",
+                                  m->config_path);
+                else
+                        log_error_errno(r, "Reload: cannot read %s (%s); keeping the running configuration.",
+                                        m->config_path, strerror(abs(r)));
                 config_done(&new);
                 (void) sd_notify(false, "READY=1");
                 free(m->status);
@@ -562,8 +569,10 @@ int manager_new(const char *config_path, Manager **ret) {
                         fclose(f);
                 if (errors && *errors)
                         log_lines(LOG_ERR, errors);
+                if (r == -EINVAL)
+                        return log_error_errno(r, "%s has the errors above; not starting.", config_path);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot use %s: %s", config_path, strerror(abs(r)));
+                        return log_error_errno(r, "Cannot read %s: %s", config_path, strerror(abs(r)));
         }
         apply_log_level(m);
 

@@ -1,0 +1,171 @@
+# kwtestutil: running kneewrapd and kneewrapctl in tests: a private system bus, a notify
+# socket that records what the daemon tells systemd, configs in a temporary directory.
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.path.dirname(os.path.dirname(HERE))
+# meson test sets these; by hand: KNEEWRAPD=build-x/kneewrapd pytest tests/integration
+BUILDDIR = (os.environ.get('KNEEWRAP_BUILD_DIR') or os.environ.get('KW_BUILDDIR')
+            or os.path.join(SRCDIR, 'build'))
+KNEEWRAPD = os.environ.get('KNEEWRAPD', os.path.join(BUILDDIR, 'kneewrapd'))
+KNEEWRAPCTL = os.environ.get('KNEEWRAPCTL', os.path.join(BUILDDIR, 'kneewrapctl'))
+
+BUS_CONFIG = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+</busconfig>
+'''
+
+
+def wait_for(cond, timeout, step=0.02):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    raise AssertionError(f'timed out after {timeout} s waiting for {cond}')
+
+
+@pytest.fixture
+def private_bus():
+    """A bare dbus-daemon on a private socket, standing in for the system bus (no BlueZ)."""
+    d = tempfile.mkdtemp(prefix='kw-bus-')
+    path = os.path.join(d, 'system_bus_socket')
+    conf = os.path.join(d, 'bus.conf')
+    with open(conf, 'w') as f:
+        f.write(BUS_CONFIG.format(path=path))
+    p = subprocess.Popen(['dbus-daemon', '--config-file', conf, '--nofork', '--print-address'],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = p.stdout.readline().strip()
+    assert address, 'dbus-daemon did not start'
+    try:
+        yield address
+    finally:
+        p.terminate()
+        p.wait(timeout=5)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Notify:
+    """The $NOTIFY_SOCKET side of sd_notify: every datagram, with when it arrived."""
+
+    def __init__(self, dirpath):
+        self.path = os.path.join(str(dirpath), f'notify-{time.monotonic_ns()}')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []          # (monotonic time, "KEY=value")
+
+    def _drain(self, timeout=0.0):
+        self.sock.settimeout(timeout if timeout > 0 else None)
+        if timeout <= 0:
+            self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(4096)
+                t = time.monotonic()
+                for line in data.decode().split('\n'):
+                    if line:
+                        self.messages.append((t, line))
+                if timeout > 0:
+                    return True
+        except (BlockingIOError, socket.timeout):
+            return False
+
+    def wait_for(self, line, timeout=5, after=0):
+        """Waits for the first `line` arriving after index `after`; returns its time."""
+        end = time.monotonic() + timeout
+        while True:
+            self._drain()
+            for t, l in self.messages[after:]:
+                if l == line:
+                    return t
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f'no {line} in {timeout} s; got {self.messages}')
+            self._drain(min(left, 0.05))
+
+    def count(self, line):
+        self._drain()
+        return sum(1 for _, l in self.messages if l == line)
+
+    def statuses(self):
+        self._drain()
+        return [l[len('STATUS='):] for _, l in self.messages if l.startswith('STATUS=')]
+
+    def last_status(self):
+        s = self.statuses()
+        return s[-1] if s else ''
+
+    def close(self):
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def write_config(tmp_path, extra='', name='kneewrapd.conf', store=None):
+    store = store or os.path.join(str(tmp_path), 'kneewrap.db')
+    conf = tmp_path / name
+    conf.write_text(f'[daemon]\nlog_level = info\n[store]\npath = {store}\n{extra}')
+    return conf
+
+
+class Daemon(subprocess.Popen):
+    logpath = None
+
+    def log(self):
+        with open(self.logpath, errors='replace') as f:
+            return f.read()
+
+
+def start_daemon(tmp_path, conf, bus_address, notify, watchdog_usec=None, env=None, args=()):
+    e = dict(os.environ)
+    for k in ('JOURNAL_STREAM', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'KNEEWRAP_TIME_SCALE'):
+        e.pop(k, None)
+    e['DBUS_SYSTEM_BUS_ADDRESS'] = bus_address
+    e['NOTIFY_SOCKET'] = notify.path
+    e.update(env or {})
+    cmd = [KNEEWRAPD, '--config', str(conf), *args]
+    if watchdog_usec:
+        # WATCHDOG_PID must be the daemon's own pid: set it in a shell that execs it.
+        e['WATCHDOG_USEC'] = str(watchdog_usec)
+        cmd = ['/bin/sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', *cmd]
+    logpath = os.path.join(str(tmp_path), f'kneewrapd-{time.monotonic_ns()}.log')
+    with open(logpath, 'w') as log:
+        d = Daemon(cmd, env=e, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    d.logpath = logpath
+    return d
+
+
+def stop_daemon(d):
+    if d.poll() is None:
+        d.send_signal(signal.SIGTERM)
+        try:
+            d.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            d.kill()
+            d.wait()

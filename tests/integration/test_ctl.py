@@ -1,0 +1,201 @@
+# test_ctl: kneewrapctl on a real store: wraps, injuries, the diary (R9 alert with its outbox
+# message), prescriptions inside the rules' bounds, history, export and compliance.
+import json
+import os
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from kwtestutil import BUILDDIR, KNEEWRAPCTL
+
+SEED = os.environ.get('KW_STORE_SEED', os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed'))
+ADDR = 'AA:BB:CC:00:11:22'
+WRAP = 'wrap_aabbcc001122'
+RECORD_FIELDS = {'session_id', 'wrap', 'mode', 'source', 'requested_at', 'started_at', 'ended_at',
+                 'prescribed_s', 'duration_s', 'outcome', 'compliant', 'refusal', 'skin_c',
+                 'days_since_injury'}
+
+
+class Ctl:
+    def __init__(self, tmp_path, mqtt=False):
+        self.db = tmp_path / 'kneewrap.db'
+        self.conf = tmp_path / 'kneewrapd.conf'
+        text = f'[store]\npath = {self.db}\n'
+        if mqtt:
+            text += '[mqtt]\nhost = 127.0.0.1\nbase_topic = kw\n'
+        self.conf.write_text(text)
+
+    def __call__(self, *args, rc=0):
+        r = subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), *args],
+                           capture_output=True, text=True, timeout=10, env={**os.environ, 'TZ': 'UTC'})
+        if r.returncode != rc:
+            print(r.stdout, r.stderr)
+        assert r.returncode == rc
+        return r
+
+    def seed(self, *args):
+        subprocess.run([SEED, str(self.db), *map(str, args)], check=True, timeout=10)
+
+    def sql(self, query):
+        with sqlite3.connect(self.db) as c:
+            return c.execute(query).fetchall()
+
+
+@pytest.fixture
+def ctl(tmp_path):
+    c = Ctl(tmp_path)
+    c.seed('wrap', ADDR, 'Left knee', int(time.time()) - 86400)
+    return c
+
+
+def test_help_version_and_usage(tmp_path):
+    c = Ctl(tmp_path)
+    assert 'prescribe WRAP' in c('--help').stdout
+    assert c('--version').stdout.startswith('kneewrapctl ')
+    assert 'no command' in c(rc=1).stderr
+    assert 'unknown command "frob"' in c('frob', rc=1).stderr
+
+
+def test_wraps(tmp_path):
+    c = Ctl(tmp_path)
+    assert 'No wraps adopted' in c('wraps').stdout
+    c.seed('wrap', ADDR, 'Left knee', 1763700000)
+    out = c('wraps').stdout
+    assert WRAP in out and ADDR in out and 'Left knee' in out
+
+
+def test_needs_daemon(ctl):
+    for cmd in (['start', WRAP, 'cold'], ['stop', WRAP], ['adopt']):
+        r = ctl(*cmd, rc=1)
+        assert 'needs the daemon' in r.stderr and 'D-Bus API' in r.stderr
+
+
+def test_injury(ctl):
+    assert 'no adopted wrap is called "wrap_000000000000"' in ctl('injury', 'wrap_000000000000', '2026-01-01', rc=1).stderr
+    assert 'is not a date' in ctl('injury', WRAP, 'last week', rc=1).stderr
+    assert 'in the future' in ctl('injury', WRAP, '2999-01-01', rc=1).stderr
+    assert 'in the future' in ctl('injury', WRAP, '2999-01-01T10:00Z', rc=1).stderr
+    assert ctl.sql('select count(*) from injuries') == [(0,)]
+
+    today = time.strftime('%Y-%m-%d', time.gmtime())
+    # By address as well as by id.
+    ctl('injury', ADDR, today)
+    rows = ctl.sql('select date, resolved_at from injuries')
+    assert rows == [(today, None)]
+
+    ctl('injury', WRAP, '--resolved')
+    assert ctl.sql('select resolved_at is not null from injuries') == [(1,)]
+    assert 'no unresolved injury' in ctl('injury', WRAP, '--resolved', rc=1).stderr
+
+
+def test_diary_and_red_flag_with_mqtt(tmp_path):
+    c = Ctl(tmp_path, mqtt=True)
+    c.seed('wrap', ADDR, 'Left knee', int(time.time()) - 86400)
+    r = c('diary', WRAP, '4', '--where', 'below')
+    assert 'pain 4/10, below' in r.stdout
+    assert c.sql('select count(*) from alerts') == [(0,)]
+    assert c.sql('select count(*) from outbox') == [(0,)]
+
+    # R9: swelling after a pop: the alert row and its MQTT message, with the entry.
+    r = c('diary', WRAP, '7', '--flags', 'swelling,pop', '--where', 'inner')
+    assert 'URGENT' in r.stdout
+    assert c.sql('select score, location, flags from diary order by id') == [(4, 'below', 0), (7, 'inner', 3)]
+    assert c.sql('select wrap, kind from alerts') == [(WRAP, 'red_flag')]
+    topic, payload = c.sql('select topic, payload from outbox')[0]
+    assert topic == f'kw/{WRAP}/alert'
+    assert json.loads(payload)['alert'] == 'red_flag'
+
+    # Swelling alone is no red flag.
+    c('diary', WRAP, '5', '--flags', 'swelling')
+    assert c.sql('select count(*) from alerts') == [(1,)]
+
+
+def test_diary_red_flag_without_mqtt(ctl):
+    ctl('diary', WRAP, '8', '--flags', 'pop,swelling')
+    assert ctl.sql('select kind from alerts') == [('red_flag',)]
+    assert ctl.sql('select count(*) from outbox') == [(0,)]
+
+
+def test_diary_refusals(ctl):
+    assert '0 to 10' in ctl('diary', WRAP, '11', rc=1).stderr
+    assert 'unknown place' in ctl('diary', WRAP, '3', '--where', 'elbow', rc=1).stderr
+    assert 'unknown flag "click"' in ctl('diary', WRAP, '3', '--flags', 'pop,click', rc=1).stderr
+    assert 'no adopted wrap' in ctl('diary', 'wrap_000000000000', '3', rc=1).stderr
+    assert ctl.sql('select count(*) from diary') == [(0,)]
+
+
+def test_prescribe(ctl):
+    r = ctl('prescribe', WRAP, '--cold-minutes', '12', '--heat-wait-days', '14')
+    assert 'cold 12 min' in r.stdout and 'heat waits 14 days' in r.stdout
+    # A second call changes only what it names.
+    r = ctl('prescribe', '--heat-setpoint', '41.5', WRAP)
+    assert 'cold 12 min' in r.stdout and '41.50 °C' in r.stdout and '14 days' in r.stdout
+    assert ctl.sql('select cold_s, heat_setpoint, heat_wait_s from prescriptions') == [(720, 4150, 14 * 86400)]
+
+    # Out of bounds: refused naming the field, never clamped; nothing changes.
+    for opt, val, field in (('--cold-minutes', '16', 'cold minutes'), ('--cold-minutes', '9', 'cold minutes'),
+                            ('--heat-minutes', '21', 'heat minutes'), ('--heat-setpoint', '43', 'heat setpoint'),
+                            ('--cold-setpoint', '7.5', 'cold setpoint'), ('--heat-wait-days', '6', 'heat wait days'),
+                            ('--rest-minutes', '30', 'rest minutes')):
+        r = ctl('prescribe', WRAP, opt, val, rc=1)
+        assert f'refused: {field}' in r.stderr, r.stderr
+    assert ctl.sql('select cold_s, heat_setpoint, heat_wait_s from prescriptions') == [(720, 4150, 14 * 86400)]
+
+    assert 'nothing to prescribe' in ctl('prescribe', WRAP, rc=1).stderr
+    assert '--clear takes no other' in ctl('prescribe', WRAP, '--clear', '--cold-minutes', '10', rc=1).stderr
+    ctl('prescribe', WRAP, '--clear')
+    assert ctl.sql('select count(*) from prescriptions') == [(0,)]
+
+
+def test_sessions_export_compliance(ctl):
+    now = int(time.time())
+    ctl.seed('session', WRAP, 'cold', 'completed', now - 7200, 900)
+    ctl.seed('session', WRAP, 'cold', 'stopped_by_user', now - 5000, 300)
+    ctl.seed('session', WRAP, 'heat', 'refused', now - 4000, 0, 'heat_too_soon', 1234)
+    ctl.seed('session', WRAP, 'cold', 'completed', now - 40 * 86400, 900)
+
+    out = ctl('sessions').stdout.strip().split('\n')
+    assert len(out) == 5  # header + 4
+    assert 'heat_too_soon, 1234 min' in out[4]  # oldest first
+
+    lines = ctl('export', WRAP).stdout.strip().split('\n')
+    recs = [json.loads(line) for line in lines]
+    assert len(recs) == 4
+    for rec in recs:
+        assert set(rec) == RECORD_FIELDS
+    assert [r['outcome'] for r in recs] == ['completed', 'completed', 'stopped_by_user', 'refused']
+    assert recs[3]['refusal'] == {'reason': 'heat_too_soon', 'minutes_left': 1234}
+    assert recs[1]['compliant'] is True and recs[2]['compliant'] is False
+
+    since = time.strftime('%Y-%m-%d', time.gmtime(now - 10 * 86400))
+    recent = ctl('sessions', '--since', since, '--json').stdout.strip().split('\n')
+    assert len(recent) == 3
+    assert 'not a date' in ctl('export', '--since', 'soon', rc=1).stderr
+
+    out = ctl('compliance', WRAP).stdout
+    print(out)
+    assert 'cold sessions completed (>= 10 min): 1' in out
+    assert 'stopped early (< 10 min, R7): 1' in out
+    assert 'heat requests refused: 1' in out
+    out30 = ctl('compliance', WRAP, '--days', '30').stdout
+    assert 'the last 30 days' in out30
+    assert '7 or 30' in ctl('compliance', WRAP, '--days', '9', rc=1).stderr
+
+
+def test_bad_config_is_refused(tmp_path):
+    c = Ctl(tmp_path)
+    c.conf.write_text(f'[store]\npath = {c.db}\n[therapy]\ncold_minutes = 30\n')
+    r = c('wraps', rc=1)
+    assert f'{c.conf}:4: [therapy] cold_minutes' in r.stderr
+
+
+def test_db_option_without_config(tmp_path):
+    db = tmp_path / 'other.db'
+    r = subprocess.run([KNEEWRAPCTL, '--db', str(db), '--config', str(tmp_path / 'none.conf'), 'wraps'],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and 'none.conf' in r.stderr
+    subprocess.run([SEED, str(db), 'wrap', ADDR, 'x', '1763700000'], check=True)
+    r = subprocess.run([KNEEWRAPCTL, '--db', str(db), 'wraps'], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and WRAP in r.stdout
