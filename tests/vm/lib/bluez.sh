@@ -17,14 +17,15 @@ kw_die() {
         exit 1
 }
 
-# kw_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s until it succeeds.
+# kw_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds.  Under TCG
+# every exec costs ~50 ms of the one vCPU, so a tighter loop only slows down what it waits for.
 kw_wait() {
-        _limit=$(($1 * 10)); _what=$2; shift 2
+        _limit=$(($1 * 5)); _what=$2; shift 2
         _i=0
         until "$@" >/dev/null 2>&1; do
                 _i=$((_i + 1))
                 [ $_i -lt $_limit ] || kw_die "timed out waiting for $_what"
-                sleep 0.1
+                sleep 0.2
         done
 }
 
@@ -36,6 +37,7 @@ kw_start_dbus() {
         mkdir -p /run/dbus
         dbus-daemon --system --nofork --nopidfile > "$KW_OUT/dbus.log" 2>&1 &
         kw_wait 10 "the system bus" test -S /run/dbus/system_bus_socket
+        kw_mark dbus
 }
 
 kw_name_has_owner() {
@@ -56,11 +58,19 @@ kw_start_bluez() {
         btmon -w "$KW_OUT/hci.btsnoop" > "$KW_OUT/btmon.log" 2>&1 &
         # -d: the daemon's debug log is what one needs when a scenario fails.
         /usr/libexec/bluetooth/bluetoothd -n -d > "$KW_OUT/bluetoothd.log" 2>&1 &
-        kw_wait 15 "org.bluez on the system bus" kw_name_has_owner org.bluez
+        # gdbus sleeps on the bus until the name appears, leaving the vCPU to bluetoothd.
+        gdbus wait --system --timeout 20 org.bluez || kw_name_has_owner org.bluez || \
+                kw_die "org.bluez did not appear on the system bus"
+        kw_mark bluetoothd
         btvirt -l2 > "$KW_OUT/btvirt.log" 2>&1 &
+        for a in hci0 hci1; do
+                kw_wait 15 "controller $a" test -e /sys/class/bluetooth/$a
+        done
         for a in hci0 hci1; do
                 kw_wait 15 "adapter $a" kw_adapter_prop $a Address
         done
+        kw_mark adapters
+        # AutoEnable (main.conf) powers them; set Powered ourselves in case a config says no.
         for a in hci0 hci1; do
                 kw_adapter_powered $a || busctl set-property org.bluez "/org/bluez/$a" \
                         org.bluez.Adapter1 Powered b true
