@@ -1,0 +1,65 @@
+/* commands: the one parser of MQTT commands (<base>/<wrap>/set, <base>/bridge/request/<name>). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rules.h"
+
+#define COMMAND_ERROR_MAX    160
+#define COMMAND_TRANSACTION_MAX 64
+#define COMMAND_TEXT_MAX     40
+
+typedef enum CommandType {
+        COMMAND_START,           /* <wrap>/set {"action":"start","mode":"cold"} */
+        COMMAND_STOP,            /* <wrap>/set {"action":"stop"} */
+        COMMAND_INJURY,          /* <wrap>/set {"injury":...}, bridge/request/injury */
+        COMMAND_DIARY,           /* <wrap>/set {"pain":{...}}, bridge/request/diary */
+        COMMAND_ADOPT,           /* bridge/request/adopt {"time":120} */
+        COMMAND_REMOVE,          /* bridge/request/remove {"wrap":"wrap_..."} */
+        COMMAND_PRESCRIPTION,    /* bridge/request/prescription {"wrap":..., "cold_s":...} */
+} CommandType;
+
+/* Which prescription fields a request sets; the others keep their value in force. */
+enum {
+        RX_COLD_S          = 1 << 0,
+        RX_COLD_SETPOINT   = 1 << 1,
+        RX_HEAT_S          = 1 << 2,
+        RX_HEAT_SETPOINT   = 1 << 3,
+        RX_HEAT_WAIT_S     = 1 << 4,
+        RX_COLD_REST_S     = 1 << 5,
+};
+
+typedef struct Command {
+        CommandType type;
+        char wrap[32];                           /* bridge requests name the wrap; "" for <wrap>/set */
+        bool has_transaction;
+        char transaction[COMMAND_TRANSACTION_MAX]; /* echoed, as text, in the response */
+        bool transaction_is_number;
+
+        TherapyMode mode;                        /* START */
+
+        /* INJURY: "" = resolved (null or ""); "today" is turned into a date by the caller */
+        char injury[COMMAND_TEXT_MAX];
+
+        DiaryEntry diary;                        /* DIARY; .at = 0 unless "at" was given */
+
+        unsigned adopt_seconds;                  /* ADOPT: 0 closes adoption */
+
+        RulesPrescription rx;                    /* PRESCRIPTION: the fields in rx_set */
+        unsigned rx_set;
+} Command;
+
+/*
+ * Parses a payload of n bytes (not NUL-terminated). `request` is NULL for <wrap>/set, or
+ * the <name> of bridge/request/<name>. Returns 0, or -EINVAL with a sentence for the asker
+ * in `error` (and the transaction, when one could be read, in ret->transaction). Never
+ * reads past n; unknown keys, wrong types and out-of-range values are errors.
+ */
+int command_parse(const char *request, const char *payload, size_t n, Command *ret,
+                  char error[static COMMAND_ERROR_MAX]);
+
+/* The response JSON {"status":"ok"|"error","data":...,"error":...,"transaction":...}.
+ * data_json may be NULL (then {}), error NULL for "ok". Returns 0 or -ENOMEM. */
+int command_response(const Command *c, const char *data_json, const char *error, char **ret_json);

@@ -1,0 +1,1301 @@
+/* mqtt: the broker client, libmosquitto driven by the one sd-event loop (no thread, no mosquitto_loop). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <mosquitto.h>
+/* mosquitto.h's protocol macros would shadow config.h's MqttProtocol names. */
+#undef MQTT_PROTOCOL_V31
+#undef MQTT_PROTOCOL_V311
+#undef MQTT_PROTOCOL_V5
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "commands.h"
+#include "discovery.h"
+#include "log.h"
+#include "manager.h"
+#include "mqtt.h"
+#include "payload.h"
+#include "state.h"
+#include "store.h"
+#include "util.h"
+
+/*
+ * Set to 1 once daemon/wrap.c links (helper "ble"): the live state then comes from the
+ * wrap.h getters. Without it the retained state carries only what the store knows.
+ */
+#ifndef KW_MQTT_WRAPS
+#define KW_MQTT_WRAPS 0
+#endif
+#if KW_MQTT_WRAPS
+#include "wire.h"
+#include "wrap.h"
+#endif
+
+#define OUTBOX_WINDOW        16                       /* outbox messages in flight at most */
+#define BACKOFF_MIN_USEC     (1 * USEC_PER_SEC)
+#define BACKOFF_MAX_USEC     (60 * USEC_PER_SEC)
+#define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC)
+#define HEALTH_USEC          (60 * USEC_PER_SEC)
+#define PASSWORD_MAX         4096
+
+typedef struct Inflight {
+        int mid;
+        int64_t id;
+} Inflight;
+
+/* What was last published for a wrap, so that only changes go out between the periodic refreshes. */
+typedef struct KnownWrap {
+        char wrap[WRAP_ID_MAX];
+        char address[BDADDR_STR_MAX];
+        bool present;                 /* in the store's list at the last look */
+        bool discovered;              /* its discovery configs went out on this connection */
+        bool dirty;
+        char *state, *availability, *compliance;
+} KnownWrap;
+
+typedef struct MqttSettings {
+        char *host;
+        uint16_t port;
+        char *base, *prefix, *client_id, *username, *password;
+        char *ca, *cert, *key;
+        uint16_t keepalive;
+        MqttProtocol protocol;
+} MqttSettings;
+
+struct Mqtt {
+        Manager *m;
+        MqttSettings s;
+
+        struct mosquitto *mosq;
+        sd_event_source *io;
+        sd_event_source *misc_timer;
+        sd_event_source *retry_timer;
+        sd_event_source *connect_timer;
+        sd_event_source *health_timer;
+        sd_event_source *ha_timer;
+        sd_event_source *flush;
+        int fd;
+
+        bool connecting;
+        bool connected;
+        bool saw_writable;            /* the TCP connect completed (first EPOLLOUT) */
+        bool refused;                 /* the broker answered CONNACK with an error */
+        bool ever_connected;
+        bool in_lib;                  /* inside a libmosquitto call: its callbacks must not write or destroy */
+        unsigned attempts;            /* failed attempts since the last success */
+        char last_error[256];         /* the last failure logged, to log repeats at debug level */
+        char lib_error[256];          /* libmosquitto's last error line (OpenSSL's reason) */
+
+        Inflight inflight[OUTBOX_WINDOW];
+        size_t n_inflight;
+        int64_t last_sent_id;
+
+        KnownWrap *wraps;
+        size_t n_wraps;
+        bool dirty_all;               /* (re)publish discovery, info and every state */
+        bool dirty_info;
+};
+
+static void schedule_flush(Mqtt *q);
+static void connection_lost(Mqtt *q, int rc, const char *why);
+
+/* ---- settings ---- */
+
+static void settings_done(MqttSettings *s) {
+        free(s->host);
+        free(s->base);
+        free(s->prefix);
+        free(s->client_id);
+        free(s->username);
+        if (s->password) {
+                explicit_bzero(s->password, strlen(s->password));
+                free(s->password);
+        }
+        free(s->ca);
+        free(s->cert);
+        free(s->key);
+        memset(s, 0, sizeof(*s));
+}
+
+static int dup_opt(const char *in, char **out) {
+        *out = NULL;
+        if (!in)
+                return 0;
+        *out = strdup(in);
+        return *out ? 0 : -ENOMEM;
+}
+
+static int check_readable(const char *what, const char *path) {
+        int fd;
+
+        if (!path)
+                return 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "MQTT: cannot read the %s %s: %s", what, path, strerror(abs(errno)));
+        close(fd);
+        return 0;
+}
+
+/* Copies what the client needs from the config (the Config may be replaced by a reload). */
+static int settings_load(const Config *c, MqttSettings *ret) {
+        MqttSettings s = { .port = c->mqtt_port, .keepalive = c->keepalive, .protocol = c->protocol };
+        char host[256];
+        int r;
+
+        if (!c->mqtt_host)
+                return log_error_errno(EINVAL, "MQTT: no [mqtt] host configured.");
+        r = check_readable("TLS CA file", c->tls_ca_file);
+        if (r >= 0)
+                r = check_readable("TLS certificate file", c->tls_cert_file);
+        if (r >= 0)
+                r = check_readable("TLS key file", c->tls_key_file);
+        if (r < 0)
+                return r;
+        if (!!c->tls_cert_file != !!c->tls_key_file)
+                return log_error_errno(EINVAL, "MQTT: tls_cert_file and tls_key_file go together; one is missing.");
+        if (c->tls_cert_file && !c->tls_ca_file)
+                return log_error_errno(EINVAL, "MQTT: a client certificate needs tls_ca_file too (verification stays on).");
+
+        if (dup_opt(c->mqtt_host, &s.host) < 0 || dup_opt(c->base_topic ? c->base_topic : "kneewrap", &s.base) < 0 ||
+            dup_opt(c->discovery_prefix ? c->discovery_prefix : "homeassistant", &s.prefix) < 0 ||
+            dup_opt(c->username, &s.username) < 0 || dup_opt(c->tls_ca_file, &s.ca) < 0 ||
+            dup_opt(c->tls_cert_file, &s.cert) < 0 || dup_opt(c->tls_key_file, &s.key) < 0)
+                goto oom;
+        if (c->client_id) {
+                if (dup_opt(c->client_id, &s.client_id) < 0)
+                        goto oom;
+        } else {
+                if (gethostname(host, sizeof host) < 0)
+                        snprintf(host, sizeof host, "localhost");
+                host[sizeof host - 1] = 0;
+                if (asprintf(&s.client_id, "kneewrap-%s", host) < 0) {
+                        s.client_id = NULL;
+                        goto oom;
+                }
+        }
+
+        if (c->password_file) {
+                r = read_small_file(c->password_file, PASSWORD_MAX, &s.password);
+                if (r < 0) {
+                        settings_done(&s);
+                        return log_error_errno(r, "MQTT: cannot read the password file %s: %s", c->password_file, strerror(abs(r)));
+                }
+        } else {
+                const char *dir = getenv("CREDENTIALS_DIRECTORY");
+                _cleanup_free_ char *p = NULL;
+
+                if (dir && asprintf(&p, "%s/mqtt-password", dir) >= 0 && access(p, F_OK) == 0) {
+                        r = read_small_file(p, PASSWORD_MAX, &s.password);
+                        if (r < 0) {
+                                settings_done(&s);
+                                return log_error_errno(r, "MQTT: cannot read the credential %s: %s", p, strerror(abs(r)));
+                        }
+                }
+        }
+        if (s.password && !s.username) {
+                settings_done(&s);
+                return log_error_errno(EINVAL, "MQTT: a password is given but no [mqtt] username.");
+        }
+        *ret = s;
+        return 0;
+oom:
+        settings_done(&s);
+        return log_error_errno(ENOMEM, "MQTT: out of memory.");
+}
+
+/* ---- small helpers ---- */
+
+static uint64_t now_mono(Mqtt *q) {
+        uint64_t t = 0;
+        (void) sd_event_now(q->m->event, CLOCK_MONOTONIC, &t);
+        return t;
+}
+
+static uint64_t random_u64(void) {
+        uint64_t x = 0;
+        if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
+                x = clock_mono_usec() * 6364136223846793005ULL + 1442695040888963407ULL;
+        return x;
+}
+
+/* Logs a failure once at `level`; the same failure again only at debug level. */
+static void report(Mqtt *q, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(Mqtt *q, int level, const char *fmt, ...) {
+        char buf[sizeof q->last_error];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        if (streq(buf, q->last_error))
+                level = LOG_DEBUG;
+        log_full_errno(level, 0, "%s", buf);
+        snprintf(q->last_error, sizeof q->last_error, "%s", buf);
+}
+
+static int topicf(char **ret, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int topicf(char **ret, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(ret, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                *ret = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Publishes at QoS 1; payload NULL is an empty message (clears a retained topic). */
+static int publish(Mqtt *q, const char *topic, const char *payload, bool retain, int *ret_mid) {
+        int rc;
+
+        if (!q->connected)
+                return -ENOTCONN;
+        rc = mosquitto_publish(q->mosq, ret_mid, topic, payload ? (int) strlen(payload) : 0, payload, 1, retain);
+        if (rc != MOSQ_ERR_SUCCESS) {
+                log_debug("MQTT: publishing to %s failed: %s", topic, mosquitto_strerror(rc));
+                return -EIO;
+        }
+        return 0;
+}
+
+static int publish_topicf(Mqtt *q, const char *payload, bool retain, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int publish_topicf(Mqtt *q, const char *payload, bool retain, const char *fmt, ...) {
+        _cleanup_free_ char *topic = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&topic, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                topic = NULL;
+                return -ENOMEM;
+        }
+        return publish(q, topic, payload, retain, NULL);
+}
+
+/* ---- the io source: EPOLLOUT only while libmosquitto has something to write ---- */
+
+static void update_events(Mqtt *q) {
+        uint32_t ev = EPOLLIN;
+
+        if (!q->io || !q->mosq)
+                return;
+        if (mosquitto_want_write(q->mosq)) {
+                /*
+                 * During a TLS handshake libmosquitto keeps want_write set while it waits to
+                 * read; asking for EPOLLOUT then would spin. Past the TCP connect the
+                 * handshake moves on reads, and every read is followed by a write attempt.
+                 */
+                if (!(q->connecting && q->s.ca && q->saw_writable))
+                        ev |= EPOLLOUT;
+        } else if (q->connecting && !q->saw_writable)
+                ev |= EPOLLOUT;
+        (void) sd_event_source_set_io_events(q->io, ev);
+}
+
+static void check_socket(Mqtt *q, int rc, const char *what) {
+        if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(q->mosq) >= 0)
+                return;
+        connection_lost(q, rc, what);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Mqtt *q = userdata;
+        int rc;
+
+        if (revents & EPOLLOUT)
+                q->saw_writable = true;
+
+        /* The TLS handshake and every incoming packet move on loop_read; it is harmless when nothing waits. */
+        q->in_lib = true;
+        rc = mosquitto_loop_read(q->mosq, 1);
+        q->in_lib = false;
+        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
+                check_socket(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, "reading");
+                return 0;
+        }
+        if (mosquitto_want_write(q->mosq)) {
+                q->in_lib = true;
+                rc = mosquitto_loop_write(q->mosq, 1);
+                q->in_lib = false;
+                if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
+                        check_socket(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, "writing");
+                        return 0;
+                }
+        }
+        update_events(q);
+        return 0;
+}
+
+/* Writes what a publish queued, at once when the socket takes it. */
+static void write_now(Mqtt *q) {
+        int rc;
+
+        if (!q->mosq || !q->io)
+                return;
+        if (q->in_lib) {
+                /* Called back from inside libmosquitto: write once it has returned. */
+                schedule_flush(q);
+                return;
+        }
+        if (mosquitto_want_write(q->mosq) && !q->connecting) {
+                q->in_lib = true;
+                rc = mosquitto_loop_write(q->mosq, 1);
+                q->in_lib = false;
+                if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
+                        check_socket(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, "writing");
+                        return;
+                }
+        }
+        update_events(q);
+}
+
+static int on_misc(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+        uint64_t period = (q->s.keepalive >= 8 ? q->s.keepalive / 4 : 2) * USEC_PER_SEC;
+        int rc;
+
+        (void) sd_event_source_set_time(s, usec + period);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        if (!q->mosq || !q->io || q->connecting)
+                return 0;
+        /* Sends PINGREQ when due and notices a broker that stopped answering. */
+        q->in_lib = true;
+        rc = mosquitto_loop_misc(q->mosq);
+        q->in_lib = false;
+        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
+                connection_lost(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_KEEPALIVE : rc, "keepalive");
+                return 0;
+        }
+        write_now(q);
+        return 0;
+}
+
+/* ---- connecting ---- */
+
+static void drop_connection(Mqtt *q) {
+        q->io = sd_event_source_disable_unref(q->io);
+        q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
+        if (q->mosq) {
+                mosquitto_destroy(q->mosq);
+                q->mosq = NULL;
+        }
+        q->fd = -1;
+        q->connected = q->connecting = q->saw_writable = q->refused = false;
+        /* A new client object resends nothing by itself: the outbox is sent again from its start. */
+        q->n_inflight = 0;
+        q->last_sent_id = 0;
+        for (size_t i = 0; i < q->n_wraps; i++)
+                q->wraps[i].discovered = false;
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void schedule_retry(Mqtt *q) {
+        uint64_t base, delay;
+        unsigned shift = q->attempts < 7 ? q->attempts : 6;
+        int r;
+
+        /* 1 s, 2 s, 4 s ... 60 s, each scaled by a random 0.5–1.0 so that gateways spread out. */
+        base = BACKOFF_MIN_USEC << shift;
+        if (base > BACKOFF_MAX_USEC)
+                base = BACKOFF_MAX_USEC;
+        delay = base / 2 + random_u64() % (base / 2 + 1);
+        if (delay < BACKOFF_MIN_USEC)
+                delay = BACKOFF_MIN_USEC;
+        q->attempts++;
+
+        q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
+        r = sd_event_add_time(q->m->event, &q->retry_timer, CLOCK_MONOTONIC, now_mono(q) + delay, 0, on_retry, q);
+        if (r < 0)
+                log_error_errno(r, "MQTT: cannot arm the reconnect timer: %s", strerror(abs(r)));
+        else
+                log_debug("MQTT: next attempt in %.1f s.", (double) delay / USEC_PER_SEC);
+}
+
+static void connection_lost(Mqtt *q, int rc, const char *why) {
+        bool was_connected = q->connected;
+        const char *detail = q->lib_error[0] ? q->lib_error : NULL;
+
+        if (q->refused)
+                ; /* on_connect logged the broker's answer */
+        else if (was_connected)
+                report(q, LOG_WARNING, "MQTT: lost the connection to %s:%u (%s%s%s); reconnecting.",
+                       q->s.host, q->s.port, mosquitto_strerror(rc), detail ? ": " : "", detail ? detail : "");
+        else
+                report(q, rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING,
+                       "MQTT: cannot connect to %s:%u (%s while %s%s%s); retrying with backoff.",
+                       q->s.host, q->s.port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                       why, detail ? ": " : "", detail ? detail : "");
+        q->lib_error[0] = 0;
+        drop_connection(q);
+        schedule_retry(q);
+        manager_update_status(q->m);
+}
+
+static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+
+        q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
+        if (q->connecting)
+                connection_lost(q, MOSQ_ERR_TIMEOUT, "waiting for the broker's answer");
+        return 0;
+}
+
+static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *str) {
+        Mqtt *q = userdata;
+
+        if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
+                snprintf(q->lib_error, sizeof q->lib_error, "%s", str);
+        else if (level & MOSQ_LOG_DEBUG && log_get_max_level() >= LOG_DEBUG)
+                log_debug("libmosquitto: %s", str);
+}
+
+static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
+        Mqtt *q = userdata;
+        _cleanup_free_ char *t1 = NULL, *t2 = NULL, *t3 = NULL, *online = NULL;
+
+        q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
+        if (rc != 0) {
+                /* Wrong credentials or not authorised: say so plainly; the retry backs off. */
+                report(q, LOG_ERR, "MQTT: the broker %s:%u refused the connection: %s; retrying with backoff.",
+                       q->s.host, q->s.port,
+                       q->s.protocol == MQTT_PROTOCOL_V5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+                q->refused = true;
+                return;
+        }
+
+        q->connecting = false;
+        q->connected = true;
+        q->attempts = 0;
+        q->last_error[0] = q->lib_error[0] = 0;
+        if (q->ever_connected)
+                q->m->mqtt_reconnects++;
+        q->ever_connected = true;
+        log_info("MQTT: connected to %s:%u as %s.", q->s.host, q->s.port, q->s.client_id);
+
+        if (topicf(&t1, "%s/+/set", q->s.base) < 0 || topicf(&t2, "%s/bridge/request/+", q->s.base) < 0 ||
+            topicf(&t3, "%s/status", q->s.prefix) < 0) {
+                log_error("MQTT: out of memory while subscribing; commands will not work.");
+                return;
+        }
+        (void) mosquitto_subscribe(q->mosq, NULL, t1, 1);
+        (void) mosquitto_subscribe(q->mosq, NULL, t2, 1);
+        (void) mosquitto_subscribe(q->mosq, NULL, t3, 1);
+        (void) publish_topicf(q, "{\"state\":\"online\"}", true, "%s/bridge/state", q->s.base);
+
+        q->dirty_all = true;
+        schedule_flush(q);
+        manager_update_status(q->m);
+}
+
+static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
+        Mqtt *q = userdata;
+        Manager *m = q->m;
+
+        for (size_t i = 0; i < q->n_inflight; i++) {
+                int r;
+
+                if (q->inflight[i].mid != mid)
+                        continue;
+                /* PUBACK: only now may the record leave the outbox. */
+                if (m->store) {
+                        r = store_outbox_ack(m->store, q->inflight[i].id);
+                        if (r < 0 && r != -ENOENT)
+                                manager_store_failed(m, r);
+                }
+                memmove(q->inflight + i, q->inflight + i + 1, (q->n_inflight - i - 1) * sizeof(Inflight));
+                q->n_inflight--;
+                schedule_flush(q);
+                return;
+        }
+}
+
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg);
+
+static int connect_now(Mqtt *q) {
+        MqttSettings *s = &q->s;
+        int rc, r;
+
+        drop_connection(q);
+        q->mosq = mosquitto_new(s->client_id, true, q);
+        if (!q->mosq)
+                return log_error_errno(errno ? errno : ENOMEM, "MQTT: cannot create the client: %s", strerror(abs(errno ? errno : ENOMEM)));
+
+        (void) mosquitto_int_option(q->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                                    s->protocol == MQTT_PROTOCOL_V5 ? 5 : 4 /* MQTT 5, 3.1.1 */);
+        mosquitto_connect_callback_set(q->mosq, on_connect);
+        mosquitto_publish_callback_set(q->mosq, on_publish);
+        mosquitto_message_callback_set(q->mosq, on_message);
+        mosquitto_log_callback_set(q->mosq, on_log);
+
+        {
+                _cleanup_free_ char *will = NULL;
+                if (topicf(&will, "%s/bridge/state", s->base) < 0)
+                        return log_error_errno(ENOMEM, "MQTT: out of memory.");
+                rc = mosquitto_will_set(q->mosq, will, (int) strlen("{\"state\":\"offline\"}"),
+                                        "{\"state\":\"offline\"}", 1, true);
+                if (rc != MOSQ_ERR_SUCCESS)
+                        return log_error_errno(EINVAL, "MQTT: cannot set the last will: %s", mosquitto_strerror(rc));
+        }
+        if (s->username) {
+                rc = mosquitto_username_pw_set(q->mosq, s->username, s->password);
+                if (rc != MOSQ_ERR_SUCCESS)
+                        return log_error_errno(EINVAL, "MQTT: cannot set the username: %s", mosquitto_strerror(rc));
+        }
+        if (s->ca) {
+                rc = mosquitto_tls_set(q->mosq, s->ca, NULL, s->cert, s->key, NULL);
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_tls_opts_set(q->mosq, 1 /* SSL_VERIFY_PEER */, NULL, NULL);
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_tls_insecure_set(q->mosq, false);
+                if (rc != MOSQ_ERR_SUCCESS)
+                        return log_error_errno(EINVAL, "MQTT: cannot use the TLS files (CA %s): %s",
+                                               s->ca, mosquitto_strerror(rc));
+        }
+
+        q->connecting = true;
+        q->lib_error[0] = 0;
+        /* A host name is resolved here (getaddrinfo, blocking): an address or /etc/hosts keeps it instant. */
+        rc = mosquitto_connect_bind_async(q->mosq, s->host, s->port, s->keepalive, NULL);
+        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
+                connection_lost(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, "connecting");
+                return 0;
+        }
+        q->fd = mosquitto_socket(q->mosq);
+        r = sd_event_add_io(q->m->event, &q->io, q->fd, EPOLLIN | EPOLLOUT, on_io, q);
+        if (r < 0)
+                return log_error_errno(r, "MQTT: cannot watch the socket: %s", strerror(abs(r)));
+        r = sd_event_add_time(q->m->event, &q->connect_timer, CLOCK_MONOTONIC,
+                              now_mono(q) + CONNECT_TIMEOUT_USEC, 0, on_connect_timeout, q);
+        if (r < 0)
+                return log_error_errno(r, "MQTT: cannot arm the connect timeout: %s", strerror(abs(r)));
+        update_events(q);
+        return 0;
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+
+        q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
+        if (connect_now(q) < 0) {
+                drop_connection(q);
+                schedule_retry(q);
+        }
+        return 0;
+}
+
+/* ---- the outbox: in order, a bounded window in flight, acknowledged on PUBACK ---- */
+
+static void outbox_send(Mqtt *q) {
+        Manager *m = q->m;
+
+        while (q->connected && m->store && q->n_inflight < OUTBOX_WINDOW) {
+                OutboxMsg *msgs = NULL;
+                size_t n = 0, want = OUTBOX_WINDOW - q->n_inflight;
+                int r;
+
+                r = store_outbox_peek(m->store, q->last_sent_id, want, &msgs, &n);
+                if (r < 0) {
+                        manager_store_failed(m, r);
+                        return;
+                }
+                for (size_t i = 0; i < n; i++) {
+                        int mid = 0;
+
+                        r = mosquitto_publish(q->mosq, &mid, msgs[i].topic, (int) strlen(msgs[i].payload),
+                                              msgs[i].payload, msgs[i].qos > 1 ? 1 : msgs[i].qos, msgs[i].retain);
+                        if (r != MOSQ_ERR_SUCCESS) {
+                                log_debug("MQTT: publishing outbox message %" PRId64 " failed: %s",
+                                          msgs[i].id, mosquitto_strerror(r));
+                                outbox_msgs_free(msgs, n);
+                                return;
+                        }
+                        if (msgs[i].qos == 0) {
+                                /* No PUBACK will come: handed to the socket is as far as QoS 0 goes. */
+                                r = store_outbox_ack(m->store, msgs[i].id);
+                                if (r < 0 && r != -ENOENT) {
+                                        outbox_msgs_free(msgs, n);
+                                        manager_store_failed(m, r);
+                                        return;
+                                }
+                        } else
+                                q->inflight[q->n_inflight++] = (Inflight) { .mid = mid, .id = msgs[i].id };
+                        q->last_sent_id = msgs[i].id;
+                }
+                outbox_msgs_free(msgs, n);
+                if (n < want)
+                        break;
+        }
+}
+
+/* ---- wraps: discovery and retained state ---- */
+
+static KnownWrap *known_find(Mqtt *q, const char *wrap) {
+        for (size_t i = 0; i < q->n_wraps; i++)
+                if (streq(q->wraps[i].wrap, wrap))
+                        return q->wraps + i;
+        return NULL;
+}
+
+static KnownWrap *known_add(Mqtt *q, const char *wrap, const char *address) {
+        KnownWrap *k = known_find(q, wrap), *n;
+
+        if (k) {
+                if (address)
+                        snprintf(k->address, sizeof k->address, "%s", address);
+                return k;
+        }
+        n = realloc(q->wraps, (q->n_wraps + 1) * sizeof(*n));
+        if (!n)
+                return NULL;
+        q->wraps = n;
+        k = q->wraps + q->n_wraps++;
+        memset(k, 0, sizeof(*k));
+        snprintf(k->wrap, sizeof k->wrap, "%s", wrap);
+        if (address)
+                snprintf(k->address, sizeof k->address, "%s", address);
+        k->present = true;
+        k->dirty = true;
+        return k;
+}
+
+static void known_forget(Mqtt *q, KnownWrap *k) {
+        free(k->state);
+        free(k->availability);
+        free(k->compliance);
+        memmove(k, k + 1, (size_t) (q->wraps + q->n_wraps - (k + 1)) * sizeof(*k));
+        q->n_wraps--;
+}
+
+/* Publishes when the payload differs from the last one sent, or when forced (refresh). */
+static void publish_changed(Mqtt *q, char **last, char *payload, bool force, const char *wrap, const char *leaf) {
+        if (!payload)
+                return;
+        if (!force && *last && streq(*last, payload)) {
+                free(payload);
+                return;
+        }
+        if (publish_topicf(q, payload, true, "%s/%s/%s", q->s.base, wrap, leaf) < 0) {
+                free(payload);
+                return;
+        }
+        free(*last);
+        *last = payload;
+}
+
+static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
+        DiscoveryDevice d = { .wrap = k->wrap, .address = k->address[0] ? k->address : NULL };
+        DiscoveryMsg *msgs = NULL;
+        size_t n = 0;
+        int r;
+
+#if KW_MQTT_WRAPS
+        Wrap *w = wrap_find(q->m, k->wrap);
+        if (w) {
+                const WrapInfo *info = wrap_get_info(w);
+                d.name = wrap_get_name(w);
+                if (!d.address)
+                        d.address = wrap_get_address(w);
+                if (info && info->have) {
+                        d.manufacturer = info->manufacturer[0] ? info->manufacturer : NULL;
+                        d.model = info->model[0] ? info->model : NULL;
+                        d.serial = info->serial[0] ? info->serial : NULL;
+                        d.firmware = info->firmware[0] ? info->firmware : NULL;
+                }
+        }
+#endif
+        r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
+        if (r < 0) {
+                log_error_errno(r, "MQTT: cannot build the discovery configs of %s: %s", k->wrap, strerror(abs(r)));
+                return;
+        }
+        for (size_t i = 0; i < n; i++)
+                (void) publish(q, msgs[i].topic, msgs[i].payload, true, NULL);
+        discovery_msgs_free(msgs, n);
+        k->discovered = !clear;
+}
+
+static void build_state_view(Mqtt *q, KnownWrap *k, StateView *v, SessionRecord *last, char injury_date[static 11]) {
+        Manager *m = q->m;
+        int64_t now = manager_now(m);
+        RulesState st;
+
+        memset(v, 0, sizeof(*v));
+        v->battery = -1;
+#if KW_MQTT_WRAPS
+        {
+                Wrap *w = wrap_find(m, k->wrap);
+                const WrapLive *l = w ? wrap_get_live(w) : NULL;
+                const SessionRecord *open = w ? wrap_get_session(w) : NULL;
+
+                if (l) {
+                        v->connected = l->connected;
+                        v->has_status = l->has_status;
+                        v->state = l->state;
+                        v->faults = l->faults;
+                        v->mode = l->mode;
+                        v->remaining_s = l->remaining_s;
+                        v->has_skin = l->has_skin;
+                        v->skin = l->skin;
+                        v->has_pack = l->has_pack;
+                        v->pack = l->pack;
+                        v->battery = l->battery;
+                }
+                if (open)
+                        v->session_id = open->session_id;
+        }
+#endif
+        if (m->store && store_rules_state(m->store, k->wrap, &m->config.therapy, &st) >= 0) {
+                int64_t from = 0;
+
+                v->heat_allowed = rules_heat_allowed(&st, now, &from);
+                v->heat_allowed_at = v->heat_allowed ? 0 : from;
+                if (st.has_injury)
+                        v->injury_date = clock_format_date(st.injury_from, injury_date);
+                if (store_last_session(m->store, k->wrap, last) >= 0 && last->outcome != OUTCOME_OPEN)
+                        v->last = last;
+        }
+}
+
+static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
+        Manager *m = q->m;
+        SessionRecord last;
+        char date[11];
+        StateView v;
+        char *json = NULL;
+
+        build_state_view(q, k, &v, &last, date);
+        publish_changed(q, &k->availability,
+                        strdup(v.connected ? "{\"state\":\"online\"}" : "{\"state\":\"offline\"}"),
+                        force, k->wrap, "availability");
+        if (state_wrap_json(&v, &json) >= 0)
+                publish_changed(q, &k->state, json, force, k->wrap, "state");
+
+        if (m->store) {
+                int64_t now = manager_now(m);
+                Compliance c7, c30;
+
+                if (store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now, &c7) >= 0 &&
+                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now, &c30) >= 0 &&
+                    state_compliance_json(&c7, &c30, 0, &json) >= 0)
+                        publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
+        }
+        k->dirty = false;
+}
+
+static void clear_wrap_topics(Mqtt *q, KnownWrap *k) {
+        publish_wrap_discovery(q, k, true);
+        (void) publish_topicf(q, NULL, true, "%s/%s/state", q->s.base, k->wrap);
+        (void) publish_topicf(q, NULL, true, "%s/%s/availability", q->s.base, k->wrap);
+        (void) publish_topicf(q, NULL, true, "%s/%s/compliance", q->s.base, k->wrap);
+}
+
+/* Brings the list of wraps in line with the store: new ones discovered, vanished ones cleared. */
+static void reconcile_wraps(Mqtt *q) {
+        StoredWrap *list = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!q->m->store)
+                return;
+        r = store_wrap_list(q->m->store, &list, &n);
+        if (r < 0)
+                return;
+        for (size_t i = 0; i < q->n_wraps; i++)
+                q->wraps[i].present = false;
+        for (size_t i = 0; i < n; i++) {
+                KnownWrap *k = known_add(q, list[i].wrap, list[i].address);
+                if (k)
+                        k->present = true;
+        }
+        free(list);
+        for (size_t i = 0; i < q->n_wraps;) {
+                KnownWrap *k = q->wraps + i;
+                if (k->present) {
+                        i++;
+                        continue;
+                }
+                if (q->connected)
+                        clear_wrap_topics(q, k);
+                known_forget(q, k);
+                q->dirty_info = true;
+        }
+}
+
+static void publish_bridge_info(Mqtt *q) {
+        Manager *m = q->m;
+        const char **ids = calloc(q->n_wraps + 1, sizeof(char *));
+        BridgeInfo b = {
+                .config = &m->config,
+                .wraps = ids,
+                .n_wraps = q->n_wraps,
+                .adoption_open = m->adoption_until > manager_now(m),
+                .adoption_until = m->adoption_until,
+        };
+        char *json = NULL;
+
+        if (!ids)
+                return;
+        for (size_t i = 0; i < q->n_wraps; i++)
+                ids[i] = q->wraps[i].wrap;
+        if (state_bridge_info_json(&b, &json) >= 0)
+                (void) publish_topicf(q, json, true, "%s/bridge/info", q->s.base);
+        free(json);
+        free(ids);
+        q->dirty_info = false;
+}
+
+static void publish_health(Mqtt *q) {
+        Manager *m = q->m;
+        BridgeHealth h = {
+                .uptime_s = (clock_mono_usec() - m->started_usec) / USEC_PER_SEC,
+                .wraps_adopted = (unsigned) q->n_wraps,
+                .store_ok = m->store != NULL,
+                .mqtt_reconnects = m->mqtt_reconnects,
+                .malformed = m->malformed,
+        };
+        char *json = NULL;
+
+#if KW_MQTT_WRAPS
+        for (Wrap *w = m->wraps; w; w = wrap_next(w)) {
+                const WrapLive *l = wrap_get_live(w);
+                if (l && l->connected)
+                        h.wraps_connected++;
+        }
+#endif
+        if (m->store && store_outbox_depth(m->store, &h.outbox_depth) >= 0)
+                h.has_outbox_depth = true;
+        if (state_bridge_health_json(&h, &json) >= 0)
+                (void) publish_topicf(q, json, false, "%s/bridge/health", q->s.base);
+        free(json);
+}
+
+static void publish_bridge_discovery(Mqtt *q) {
+        DiscoveryMsg *msgs = NULL;
+        size_t n = 0;
+
+        if (discovery_bridge(&q->m->config, &msgs, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                (void) publish(q, msgs[i].topic, msgs[i].payload, true, NULL);
+        discovery_msgs_free(msgs, n);
+}
+
+/* Everything that waits for the loop: the outbox first, then discovery and state. */
+static int on_flush(sd_event_source *s, void *userdata) {
+        Mqtt *q = userdata;
+        bool all = q->dirty_all;
+
+        if (!q->connected)
+                return 0;
+        outbox_send(q);
+        if (all) {
+                reconcile_wraps(q);
+                publish_bridge_discovery(q);
+                publish_bridge_info(q);
+                publish_health(q);
+                q->dirty_all = false;
+        }
+        for (size_t i = 0; i < q->n_wraps; i++) {
+                KnownWrap *k = q->wraps + i;
+                if (!k->discovered)
+                        publish_wrap_discovery(q, k, false);
+                if (all || k->dirty)
+                        publish_wrap_state(q, k, all);
+        }
+        if (q->dirty_info)
+                publish_bridge_info(q);
+        write_now(q);
+        return 0;
+}
+
+static void schedule_flush(Mqtt *q) {
+        if (q && q->flush)
+                (void) sd_event_source_set_enabled(q->flush, SD_EVENT_ONESHOT);
+}
+
+static int on_health(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+
+        (void) sd_event_source_set_time(s, usec + HEALTH_USEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        if (!q->connected)
+                return 0;
+        reconcile_wraps(q);
+        publish_health(q);
+        /* The telemetry has expire_after: refresh it, and let heat_allowed follow the clock. */
+        for (size_t i = 0; i < q->n_wraps; i++)
+                publish_wrap_state(q, q->wraps + i, true);
+        if (q->dirty_info || q->m->adoption_until)
+                publish_bridge_info(q);
+        outbox_send(q);
+        write_now(q);
+        return 0;
+}
+
+static int on_ha_status(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+
+        q->ha_timer = sd_event_source_disable_unref(q->ha_timer);
+        q->dirty_all = true;
+        for (size_t i = 0; i < q->n_wraps; i++)
+                q->wraps[i].discovered = false;
+        schedule_flush(q);
+        return 0;
+}
+
+/* ---- commands ---- */
+
+static void respond(Mqtt *q, const char *topic, const Command *c, const char *data, const char *error) {
+        _cleanup_free_ char *json = NULL;
+
+        if (command_response(c, data, error, &json) < 0)
+                return;
+        (void) publish(q, topic, json, false, NULL);
+}
+
+static const char *err_text(int r, const char *error, char buf[static 128]) {
+        if (error)
+                return error;
+        snprintf(buf, 128, "%s", strerror(r < 0 ? -r : r));
+        return buf;
+}
+
+static void run_command(Mqtt *q, const char *wrap, const Command *c, const char *response_topic) {
+        Manager *m = q->m;
+        const char *error = NULL;
+        char buf[128], date[11];
+        _cleanup_free_ char *data = NULL;
+        int r = 0;
+
+        switch (c->type) {
+        case COMMAND_START: {
+                SessionRecord rec;
+
+                memset(&rec, 0, sizeof rec);
+                r = manager_request_start(m, wrap, c->mode, SOURCE_MQTT, &rec, &error);
+                if (r >= 0 && rec.session_id[0])
+                        (void) payload_session(&rec, &data);
+                if (r >= 0 && rec.outcome == OUTCOME_REFUSED) {
+                        respond(q, response_topic, c, data, error ? error : "refused by the therapy rules");
+                        log_wrap(LOG_NOTICE, wrap, "MQTT start %s refused: %s", therapy_mode_to_string(c->mode),
+                                 error ? error : refusal_reason_to_string(rec.refusal));
+                        return;
+                }
+                break;
+        }
+        case COMMAND_STOP:
+                r = manager_request_stop(m, wrap, SOURCE_MQTT, &error);
+                break;
+        case COMMAND_INJURY: {
+                const char *v = c->injury[0] ? c->injury : NULL;
+                if (v && streq(v, "today"))
+                        v = clock_format_date(manager_now(m), date);
+                r = manager_set_injury(m, wrap, v, &error);
+                break;
+        }
+        case COMMAND_DIARY: {
+                DiaryEntry e = c->diary;
+                if (e.at == 0)
+                        e.at = manager_now(m);
+                r = manager_add_diary(m, wrap, &e, &error);
+                break;
+        }
+        case COMMAND_ADOPT:
+                r = manager_open_adoption(m, c->adopt_seconds);
+                if (r >= 0 && asprintf(&data, "{\"time\":%u}", c->adopt_seconds) < 0)
+                        data = NULL;
+                break;
+        case COMMAND_REMOVE:
+                r = manager_remove_wrap(m, wrap, &error);
+                break;
+        case COMMAND_PRESCRIPTION: {
+                RulesPrescription rx;
+                bool prescribed;
+
+                if (!m->store) {
+                        r = -EIO;
+                        error = "the store is unavailable";
+                        break;
+                }
+                r = store_prescription_get(m->store, wrap, &m->config.therapy, &rx, &prescribed);
+                if (r < 0) {
+                        error = r == -ENOENT ? "no such wrap" : "the store cannot be read";
+                        break;
+                }
+                if (c->rx_set & RX_COLD_S)
+                        rx.cold_s = c->rx.cold_s;
+                if (c->rx_set & RX_COLD_SETPOINT)
+                        rx.cold_setpoint = c->rx.cold_setpoint;
+                if (c->rx_set & RX_HEAT_S)
+                        rx.heat_s = c->rx.heat_s;
+                if (c->rx_set & RX_HEAT_SETPOINT)
+                        rx.heat_setpoint = c->rx.heat_setpoint;
+                if (c->rx_set & RX_HEAT_WAIT_S)
+                        rx.heat_wait_s = c->rx.heat_wait_s;
+                if (c->rx_set & RX_COLD_REST_S)
+                        rx.cold_rest_s = c->rx.cold_rest_s;
+                r = manager_set_prescription(m, wrap, &rx, &error);
+                break;
+        }
+        }
+
+        if (r < 0) {
+                respond(q, response_topic, c, NULL, err_text(r, error, buf));
+                log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s", err_text(r, error, buf));
+                return;
+        }
+        respond(q, response_topic, c, data, NULL);
+        if (wrap) {
+                KnownWrap *k = known_find(q, wrap);
+                if (k)
+                        k->dirty = true;
+        }
+        schedule_flush(q);
+}
+
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
+        Mqtt *q = userdata;
+        size_t bl = strlen(q->s.base), pl = strlen(q->s.prefix);
+        const char *t = msg->topic, *rest;
+        char error[COMMAND_ERROR_MAX];
+        Command c;
+        int r;
+
+        if (strncmp(t, q->s.prefix, pl) == 0 && streq(t + pl, "/status")) {
+                /* Home Assistant restarted: send discovery and state again, after a short random delay. */
+                if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0 && !q->ha_timer) {
+                        uint64_t delay = USEC_PER_SEC + random_u64() % (4 * USEC_PER_SEC);
+                        (void) sd_event_add_time(q->m->event, &q->ha_timer, CLOCK_MONOTONIC,
+                                                 now_mono(q) + delay, 0, on_ha_status, q);
+                }
+                return;
+        }
+        if (strncmp(t, q->s.base, bl) != 0 || t[bl] != '/')
+                return;
+        rest = t + bl + 1;
+        if (msg->retain)
+                return; /* a command left retained on the broker is stale: never act on it */
+
+        if (strncmp(rest, "bridge/request/", 15) == 0) {
+                const char *name = rest + 15;
+                _cleanup_free_ char *resp = NULL;
+
+                if (topicf(&resp, "%s/bridge/response/%s", q->s.base, name) < 0)
+                        return;
+                r = command_parse(name, msg->payload, (size_t) msg->payloadlen, &c, error);
+                if (r < 0) {
+                        respond(q, resp, &c, NULL, error);
+                        log_notice("MQTT: bad request on %s: %s", t, error);
+                        return;
+                }
+                run_command(q, c.wrap[0] ? c.wrap : NULL, &c, resp);
+                return;
+        }
+
+        /* <wrap>/set */
+        {
+                const char *slash = strchr(rest, '/');
+                char wrap[WRAP_ID_MAX];
+                _cleanup_free_ char *resp = NULL;
+
+                if (!slash || !streq(slash, "/set") || (size_t) (slash - rest) >= sizeof wrap)
+                        return;
+                memcpy(wrap, rest, (size_t) (slash - rest));
+                wrap[slash - rest] = 0;
+                if (topicf(&resp, "%s/%s/response", q->s.base, wrap) < 0)
+                        return;
+                r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
+                if (r < 0) {
+                        respond(q, resp, &c, NULL, error);
+                        log_wrap(LOG_NOTICE, wrap, "MQTT: bad command: %s", error);
+                        return;
+                }
+                if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
+                        return;
+                run_command(q, wrap, &c, resp);
+        }
+}
+
+/* ---- the public face ---- */
+
+static int mqtt_setup_sources(Mqtt *q) {
+        Manager *m = q->m;
+        uint64_t now = now_mono(q);
+        int r;
+
+        r = sd_event_add_defer(m->event, &q->flush, on_flush, q);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(q->flush, SD_EVENT_OFF);
+        r = sd_event_add_time(m->event, &q->misc_timer, CLOCK_MONOTONIC, now + USEC_PER_SEC, 0, on_misc, q);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(m->event, &q->health_timer, CLOCK_MONOTONIC, now + HEALTH_USEC, 0, on_health, q);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
+int mqtt_new(Manager *m, Mqtt **ret) {
+        Mqtt *q;
+        int r;
+
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return log_error_errno(ENOMEM, "MQTT: out of memory.");
+        q->m = m;
+        q->fd = -1;
+        r = settings_load(&m->config, &q->s);
+        if (r < 0) {
+                free(q);
+                return r;
+        }
+        mosquitto_lib_init();
+        r = mqtt_setup_sources(q);
+        if (r < 0) {
+                log_error_errno(r, "MQTT: cannot set up the event sources: %s", strerror(abs(r)));
+                mqtt_free(q);
+                return r;
+        }
+        r = connect_now(q);
+        if (r < 0) {
+                /* Only a setup that can never work fails here; a broker that is down is retried. */
+                mqtt_free(q);
+                return r;
+        }
+        *ret = q;
+        return 0;
+}
+
+Mqtt *mqtt_free(Mqtt *q) {
+        if (!q)
+                return NULL;
+        if (q->connected) {
+                /* A clean disconnect suppresses the will: say offline ourselves, best effort. */
+                (void) publish_topicf(q, "{\"state\":\"offline\"}", true, "%s/bridge/state", q->s.base);
+                (void) mosquitto_disconnect(q->mosq);
+                (void) mosquitto_loop_write(q->mosq, 1);
+        }
+        drop_connection(q);
+        q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
+        q->misc_timer = sd_event_source_disable_unref(q->misc_timer);
+        q->health_timer = sd_event_source_disable_unref(q->health_timer);
+        q->ha_timer = sd_event_source_disable_unref(q->ha_timer);
+        q->flush = sd_event_source_disable_unref(q->flush);
+        while (q->n_wraps > 0)
+                known_forget(q, q->wraps);
+        free(q->wraps);
+        settings_done(&q->s);
+        free(q);
+        mosquitto_lib_cleanup();
+        return NULL;
+}
+
+int mqtt_reload(Mqtt *q) {
+        MqttSettings s;
+        int r;
+
+        if (!q)
+                return 0;
+        r = settings_load(&q->m->config, &s);
+        if (r < 0)
+                return r;
+        if (q->connected) {
+                (void) publish_topicf(q, "{\"state\":\"offline\"}", true, "%s/bridge/state", q->s.base);
+                (void) mosquitto_disconnect(q->mosq);
+                (void) mosquitto_loop_write(q->mosq, 1);
+        }
+        drop_connection(q);
+        settings_done(&q->s);
+        q->s = s;
+        q->attempts = 0;
+        q->last_error[0] = 0;
+        q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
+        while (q->n_wraps > 0)
+                known_forget(q, q->wraps);
+        r = connect_now(q);
+        if (r < 0) {
+                drop_connection(q);
+                schedule_retry(q);
+        }
+        return 0;
+}
+
+void mqtt_kick(Mqtt *q) {
+        schedule_flush(q);
+}
+
+void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap)
+                return;
+        k = known_add(q, wrap, NULL);
+        if (k)
+                k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_added(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap)
+                return;
+        /* The address comes with the store's list; reconcile picks it up before discovery. */
+        if (q->m->store) {
+                StoredWrap sw;
+                if (store_wrap_get(q->m->store, wrap, &sw) >= 0) {
+                        k = known_add(q, wrap, sw.address);
+                        if (k) {
+                                k->dirty = true;
+                                k->discovered = false;
+                        }
+                }
+        }
+        q->dirty_info = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_removed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap)
+                return;
+        k = known_find(q, wrap);
+        if (!k)
+                k = known_add(q, wrap, NULL);
+        if (!k)
+                return;
+        if (q->connected) {
+                clear_wrap_topics(q, k);
+                write_now(q);
+        }
+        known_forget(q, k);
+        q->dirty_info = true;
+        schedule_flush(q);
+}
+
+void mqtt_bridge_changed(Mqtt *q) {
+        if (!q)
+                return;
+        q->dirty_info = true;
+        schedule_flush(q);
+}
+
+bool mqtt_connected(Mqtt *q) {
+        return q && q->connected;
+}
