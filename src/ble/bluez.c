@@ -1048,14 +1048,18 @@ static bool adoption_open(Bluez *b) {
         return b->m->adoption_until > manager_now(b->m);
 }
 
-/* Discover while an adopted wrap is not connected, or while adoption is open. */
+/* Discover while an adopted (or allowed) wrap is not connected, or while adoption is open. */
 static bool discovery_wanted(Bluez *b) {
         BzObj *a = adapter_obj(b);
 
         if (!a || !a->powered)
                 return false;
-        if (adoption_open(b))
+        /* Allowed wraps not adopted yet are missing too; auto_adopt looks for new ones. */
+        if (adoption_open(b) || b->m->config.auto_adopt)
                 return true;
+        for (unsigned i = 0; i < b->m->config.n_allow; i++)
+                if (!wrap_find_address(b->m, b->m->config.allow[i]))
+                        return true;
         for (BzLink *l = b->links; l; l = l->next)
                 if (l->state == LINK_WAITING || l->state == LINK_CONNECTING) {
                         BzObj *d = device_by_address(b, wrap_get_address(l->w));
