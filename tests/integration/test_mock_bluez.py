@@ -1,0 +1,337 @@
+# The mock BlueZ checked against the BlueZ 5.66 D-Bus API with a plain client, so the daemon's
+# tests can trust it: object layout, discovery, connection, GATT bytes, errors, restarts.
+import time
+
+import dbus
+import dbus.mainloop.glib
+import pytest
+from gi.repository import GLib
+
+from mockbluez import MockBluez, device_path  # noqa: F401
+
+WRAP = "AA:BB:CC:00:11:22"
+OTHER = "11:22:33:44:55:66"
+THERAPY = "fac50001-c475-4e93-816c-09c2563ceaf2"
+STATUS = "fac50002-c475-4e93-816c-09c2563ceaf2"
+BUTTON = "fac50003-c475-4e93-816c-09c2563ceaf2"
+CP = "fac50004-c475-4e93-816c-09c2563ceaf2"
+BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
+START_COLD_10C_15MIN = [0x01, 0x01, 0xE8, 0x03, 0x84, 0x03]
+
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+
+
+class Client:
+    """A plain BlueZ client: its own connection, and every signal it receives, in order."""
+
+    def __init__(self, address):
+        self.conn = dbus.bus.BusConnection(address)
+        self.events = []
+        self.conn.add_signal_receiver(self._on_props, "PropertiesChanged",
+                                      "org.freedesktop.DBus.Properties", path_keyword="path")
+        self.conn.add_signal_receiver(lambda p, i: self.events.append(("added", str(p), set(map(str, i)))),
+                                      "InterfacesAdded", "org.freedesktop.DBus.ObjectManager")
+        self.conn.add_signal_receiver(lambda p, i: self.events.append(("removed", str(p), set(map(str, i)))),
+                                      "InterfacesRemoved", "org.freedesktop.DBus.ObjectManager")
+
+    def _on_props(self, iface, changed, invalidated, path=None):
+        for k, v in changed.items():
+            self.events.append(("changed", str(path), str(k), v))
+        for k in invalidated:
+            self.events.append(("invalidated", str(path), str(k), None))
+
+    def pump(self, seconds=0.0):
+        end = time.monotonic() + seconds
+        ctx = GLib.MainContext.default()
+        while True:
+            while ctx.iteration(False):
+                pass
+            if time.monotonic() >= end:
+                return
+            time.sleep(0.01)
+
+    def wait(self, pred, timeout=10.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.pump()
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.01)
+        raise AssertionError("timed out waiting for %s" % pred)
+
+    def iface(self, path, name):
+        return dbus.Interface(self.conn.get_object("org.bluez", path), name)
+
+    def objects(self):
+        return self.iface("/", "org.freedesktop.DBus.ObjectManager").GetManagedObjects()
+
+    def prop(self, path, iface, name):
+        return self.iface(path, "org.freedesktop.DBus.Properties").Get(iface, name)
+
+    def adapter(self):
+        return self.iface("/org/bluez/hci0", "org.bluez.Adapter1")
+
+    def device(self, address=WRAP):
+        return self.iface(device_path(address), "org.bluez.Device1")
+
+    def char_path(self, uuid):
+        for p, ifs in self.objects().items():
+            c = ifs.get("org.bluez.GattCharacteristic1")
+            if c and str(c["UUID"]) == uuid and str(p).startswith(device_path(WRAP)):
+                return str(p)
+        return None
+
+    def char(self, uuid):
+        return self.iface(self.char_path(uuid), "org.bluez.GattCharacteristic1")
+
+    def values(self, path):
+        return [list(map(int, e[3])) for e in self.events if e[0] == "changed" and e[1] == path and e[2] == "Value"]
+
+    def discover(self, uuids=(THERAPY,)):
+        a = self.adapter()
+        a.SetDiscoveryFilter({"UUIDs": dbus.Array(list(uuids), signature="s"), "Transport": "le"})
+        a.StartDiscovery()
+        self.wait(lambda: device_path(WRAP) in self.objects())
+
+    def connect_resolved(self):
+        self.device().Connect()
+        self.wait(lambda: self.prop(device_path(WRAP), "org.bluez.Device1", "ServicesResolved"))
+        self.wait(lambda: self.char_path(CP))
+        self.pump(0.1)
+
+
+def error_of(fn, *args, **kw):
+    with pytest.raises(dbus.exceptions.DBusException) as e:
+        fn(*args, **kw)
+    return e.value.get_dbus_name(), e.value.get_dbus_message()
+
+
+@pytest.fixture
+def quick(bus):
+    """BlueZ's own delays shortened, so the suite runs in seconds."""
+    bus.set_timing(disconnect_ms=200, connect_timeout_ms=300, stall_drop_ms=400, temp_timeout_ms=500)
+    return bus
+
+
+def test_managed_objects_layout(bus):
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    objs = c.objects()
+    assert {"org.bluez.AgentManager1", "org.bluez.ProfileManager1"} <= set(objs["/org/bluez"])
+    ad = objs["/org/bluez/hci0"]["org.bluez.Adapter1"]
+    for k in ("Address", "AddressType", "Name", "Alias", "Class", "Powered", "Discoverable", "Pairable",
+              "Discovering", "UUIDs", "Modalias"):
+        assert k in ad
+    assert ad["Powered"] and not ad["Discovering"]
+    # Nothing advertises into the bus until someone discovers.
+    assert not [p for p in objs if "/dev_" in p]
+    assert list(c.adapter().GetDiscoveryFilters()) == ["UUIDs", "RSSI", "Pathloss", "Transport",
+                                                       "DuplicateData", "Discoverable", "Pattern"]
+
+
+def test_discovery_filter_and_ownership(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    bus.mock.AddPeripheral(OTHER, ["180d"])
+    a, b = Client(bus.address), Client(bus.address)
+    a.discover()
+    dev = a.objects()[device_path(WRAP)]["org.bluez.Device1"]
+    assert str(dev["Name"]) == "KneeWrap-1122" and str(dev["AddressType"]) == "random"
+    assert int(dev["RSSI"]) == -60 and not dev["Paired"] and not dev["ServicesResolved"]
+    assert list(map(str, dev["UUIDs"])) == [THERAPY]
+    assert "ManufacturerData" not in dev and "ServiceData" not in dev
+    a.pump(0.3)
+    assert device_path(OTHER) not in a.objects()     # filtered out by UUID
+    # Discovery belongs to its client: another may not stop it, but sees Discovering.
+    assert b.prop("/org/bluez/hci0", "org.bluez.Adapter1", "Discovering")
+    assert error_of(b.adapter().StopDiscovery) == ("org.bluez.Error.Failed", "No discovery started")
+    assert error_of(a.adapter().StartDiscovery)[0] == "org.bluez.Error.InProgress"
+    # An unfiltered client sees the other peripheral too.
+    b.adapter().StartDiscovery()
+    b.wait(lambda: device_path(OTHER) in b.objects())
+    b.adapter().StopDiscovery()
+    # The owner leaving the bus ends its discovery; RSSI goes, temporary devices expire.
+    a.conn.close()
+    b.wait(lambda: not b.prop("/org/bluez/hci0", "org.bluez.Adapter1", "Discovering"))
+    assert "RSSI" not in b.objects()[device_path(WRAP)]["org.bluez.Device1"]
+    b.wait(lambda: device_path(WRAP) not in b.objects())
+    assert error_of(b.adapter().SetDiscoveryFilter, {"Bogus": dbus.Boolean(True)})[0] == \
+        "org.bluez.Error.InvalidArguments"
+
+
+def test_connect_services_late_and_status_read(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.events.clear()
+    c.connect_resolved()
+    dev = device_path(WRAP)
+    order = [e for e in c.events if (e[0] == "changed" and e[2] in ("Connected", "ServicesResolved"))
+             or (e[0] == "added" and "org.bluez.GattService1" in e[2])]
+    assert order[0][2] == "Connected" and order[1][2] == "ServicesResolved" and order[2][0] == "added"
+    objs = c.objects()
+    # Battery1 on the device and the 0x180F GATT objects both; a second 0x180A with the PnP ID.
+    assert int(objs[dev]["org.bluez.Battery1"]["Percentage"]) == 87
+    svcs = [str(ifs["org.bluez.GattService1"]["UUID"]) for p, ifs in objs.items() if "org.bluez.GattService1" in ifs]
+    assert "0000180f-0000-1000-8000-00805f9b34fb" in svcs and svcs.count("0000180a-0000-1000-8000-00805f9b34fb") == 2
+    assert "00001800-0000-1000-8000-00805f9b34fb" not in svcs          # GAP belongs to bluetoothd
+    cp = objs[c.char_path(CP)]["org.bluez.GattCharacteristic1"]
+    assert list(map(str, cp["Flags"])) == ["write", "indicate"] and not cp["Notifying"]
+    assert set(cp) == {"UUID", "Service", "Value", "Notifying", "Flags", "MTU"}
+    status = list(map(int, c.char(STATUS).ReadValue({})))
+    assert len(status) == 12 and status[0] == 0 and status[11] == 0
+    c.wait(lambda: c.values(c.char_path(STATUS))[-1:] == [status])    # a read updates the cached Value
+    # Reconnecting finds the cached objects: no InterfacesAdded again.
+    c.device().Disconnect()
+    assert not c.prop(dev, "org.bluez.Device1", "Connected")
+    c.events.clear()
+    c.connect_resolved()
+    c.pump(0.3)
+    assert not [e for e in c.events if e[0] == "added" and "org.bluez.GattService1" in e[2]]
+
+
+def test_button_notification_and_start_indication(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    for u in (BUTTON, CP, STATUS):
+        c.char(u).StartNotify()
+    c.wait(lambda: c.prop(c.char_path(CP), "org.bluez.GattCharacteristic1", "Notifying"))
+    bus.mock.PressButton(WRAP, 1)
+    c.wait(lambda: c.values(c.char_path(BUTTON)) == [[1, 1]])
+    # The Control Point needs encryption: the link pairs by itself, then the write goes through.
+    assert not c.prop(device_path(WRAP), "org.bluez.Device1", "Paired")
+    c.char(CP).WriteValue(START_COLD_10C_15MIN, {"type": "request"})
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Paired")
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Bonded")
+    c.wait(lambda: c.values(c.char_path(CP)) == [[0x80, 0x01, 0x01]])
+    c.wait(lambda: c.values(c.char_path(STATUS)))
+    st = c.values(c.char_path(STATUS))[-1]
+    assert st[0] == 1 and st[1] == 1 and st[2:4] == [0xE8, 0x03] and st[11] == 1
+    log = bus.cp_log(WRAP)
+    assert [e[2] for e in log] == ["0101e8038403"] and log[0][3] == 1
+    # A second START while it runs: busy.
+    c.char(CP).WriteValue(START_COLD_10C_15MIN, {"type": "request"})
+    c.wait(lambda: c.values(c.char_path(CP))[-1:] == [[0x80, 0x01, 0x04]])
+    # Malformed bytes a test injects arrive as they are.
+    assert bus.mock.SendRaw(WRAP, BUTTON, dbus.ByteArray(b"\x07"))
+    c.wait(lambda: c.values(c.char_path(BUTTON))[-1] == [7])
+
+
+def test_fail_safe_end(fast_bus):
+    bus = fast_bus
+    bus.set_timing(disconnect_ms=200)
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    c.char(STATUS).StartNotify()
+    c.device().Pair()
+    c.char(CP).WriteValue([0x01, 0x02, 0xA0, 0x0F, 0x3C, 0x00], {"type": "request"})  # heat 40 °C, 60 s
+    c.wait(lambda: [s[0] for s in c.values(c.char_path(STATUS))][-1:] == [0], timeout=5)
+    states = [s[0] for s in c.values(c.char_path(STATUS))]
+    assert states[0] == 2 and 3 in states and states.index(3) < len(states) - 1
+    done = [s for s in c.values(c.char_path(STATUS)) if s[0] == 3][0]
+    assert done[6] | done[7] << 8 == 60 and done[8:10] == [0, 0]
+    assert bus.wrap(WRAP)["completed"] == 1
+
+
+def test_errors_named_like_bluez(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    assert error_of(c.adapter().RemoveDevice, dbus.ObjectPath("/org/bluez/hci0/dev_00_00_00_00_00_01")) == \
+        ("org.bluez.Error.DoesNotExist", "Does Not Exist")
+    assert error_of(c.device().CancelPairing)[0] == "org.bluez.Error.DoesNotExist"
+    c.connect_resolved()
+    assert error_of(c.char(CP).ReadValue, {}) == ("org.bluez.Error.NotPermitted", "Read not permitted")
+    cccd = [p for p in c.objects() if p.startswith(c.char_path(STATUS) + "/desc")][0]
+    assert error_of(c.iface(cccd, "org.bluez.GattDescriptor1").WriteValue, [1, 0], {})[0] == \
+        "org.bluez.Error.NotPermitted"
+    assert error_of(c.char(STATUS).StopNotify) == ("org.bluez.Error.Failed", "No notify session started")
+    c.device().Pair()
+    assert error_of(c.device().Pair)[0] == "org.bluez.Error.AlreadyExists"
+    t = time.monotonic()
+    c.device().Disconnect()
+    assert time.monotonic() - t >= 0.15                  # bluez waits before it drops the link
+    assert error_of(c.char(STATUS).ReadValue, {}) == ("org.bluez.Error.Failed", "Not connected")
+    bus.mock.FailConnect(WRAP, 1)
+    assert error_of(c.device().Connect) == ("org.bluez.Error.Failed", "le-connection-abort-by-local")
+    c.adapter().StopDiscovery()
+    c.iface("/org/bluez/hci0", "org.freedesktop.DBus.Properties").Set("org.bluez.Adapter1", "Powered",
+                                                                       dbus.Boolean(False))
+    assert error_of(c.adapter().StartDiscovery)[0] == "org.bluez.Error.NotReady"
+
+
+def test_stalled_first_connection(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    bus.mock.StallNextConnect(WRAP)
+    c.device().Connect()
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Connected")
+    c.wait(lambda: not c.prop(device_path(WRAP), "org.bluez.Device1", "Connected"))
+    assert not c.char_path(STATUS)
+    assert not [e for e in c.events if e[0] == "changed" and e[2] == "ServicesResolved" and e[3]]
+    c.connect_resolved()                                   # the next attempt works
+
+
+def test_remove_device_and_the_wraps_bond(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.device().Pair()
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Bonded")
+    c.adapter().StopDiscovery()
+    c.adapter().RemoveDevice(dbus.ObjectPath(device_path(WRAP)))
+    assert not [p for p in c.objects() if p.startswith(device_path(WRAP))]
+    c.adapter().StartDiscovery()
+    c.wait(lambda: device_path(WRAP) in c.objects())      # seen again, unpaired
+    assert not c.prop(device_path(WRAP), "org.bluez.Device1", "Paired")
+    # The wrap still holds its bond: it refuses until its stop button clears it.
+    assert error_of(c.device().Pair) == ("org.bluez.Error.AuthenticationFailed", "Authentication Failed")
+    bus.mock.ResetBond(WRAP)
+    c.device().Pair()
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Paired")
+
+
+def test_restart_bluez_and_adapter_unplug(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    c.device().Pair()
+    old = c.conn.get_name_owner("org.bluez")
+    bus.mock.RestartBluez(200)
+    c.wait(lambda: c.conn.name_has_owner("org.bluez") and c.conn.get_name_owner("org.bluez") != old)
+    c.wait(lambda: device_path(WRAP) in c.objects())
+    dev = c.objects()[device_path(WRAP)]
+    assert dev["org.bluez.Device1"]["Paired"] and not dev["org.bluez.Device1"]["Connected"]
+    assert not c.char_path(STATUS)                         # GATT objects only after a connection
+    assert "org.bluez.Battery1" not in dev
+    c.connect_resolved()
+    bus.mock.RemoveAdapter()
+    c.wait(lambda: "/org/bluez/hci0" not in c.objects())
+    bus.mock.AddAdapter()
+    c.wait(lambda: device_path(WRAP) in c.objects())
+
+
+def test_handle_base_names_the_paths(quick):
+    bus = quick
+    bus.add_wrap(WRAP, handle_base=0x40, pnp=False, services_late=False)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    paths = [p for p in c.objects() if p.startswith(device_path(WRAP) + "/")]
+    assert device_path(WRAP) + "/service0040" in paths
+    assert all(int(p.split("/service")[1][:4], 16) >= 0x40 for p in paths)
+    svcs = [ifs["org.bluez.GattService1"]["UUID"] for ifs in c.objects().values() if "org.bluez.GattService1" in ifs]
+    assert [str(s) for s in svcs].count("0000180a-0000-1000-8000-00805f9b34fb") == 1
