@@ -1,0 +1,211 @@
+# kwbench: what the Python benches share: a private system bus, a notify socket, kneewrapd runs, stats.
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.path.dirname(HERE)
+BUILDDIR = os.environ.get('KW_BUILDDIR', os.path.join(SRCDIR, 'build-bench'))
+KNEEWRAPD = os.environ.get('KNEEWRAPD', os.path.join(BUILDDIR, 'kneewrapd'))
+FILL_STORE = os.environ.get('KW_FILL_STORE', os.path.join(BUILDDIR, 'bench', 'bench-fill-store'))
+
+BUS_CONFIG = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_type="method_return"/>
+    <allow send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="signal"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+  </policy>
+</busconfig>
+'''
+
+
+def percentile(values, p):
+    """Nearest rank, as bench-hotpath.c does."""
+    v = sorted(values)
+    k = max(1, -(-len(v) * p // 100))
+    return v[int(k) - 1]
+
+
+def summary(key, value, unit, target=''):
+    """One line for scripts/bench's closing table."""
+    path = os.environ.get('KW_BENCH_SUMMARY')
+    if path:
+        with open(path, 'a') as f:
+            f.write(f'{key}\t{value:.1f}\t{unit}\t{target}\n')
+
+
+def fs_of(path):
+    """(fstype, source) of the mount holding path."""
+    real = os.path.realpath(path)
+    best = ('', '?', '?')
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            left, _, right = line.partition(' - ')
+            mp = left.split()[4]
+            ft, src = right.split()[:2]
+            if (real == mp or real.startswith(mp.rstrip('/') + '/')) and len(mp) >= len(best[0]):
+                best = (mp, ft, src)
+    return best[1], best[2]
+
+
+class Workdir:
+    """A temporary directory the bench removes at the end."""
+
+    def __init__(self, prefix='kw-bench-'):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def join(self, *p):
+        return os.path.join(self.path, *p)
+
+    def close(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class PrivateBus:
+    """A bare dbus-daemon on a private socket, standing in for the system bus."""
+
+    def __init__(self, workdir):
+        path = workdir.join('system_bus_socket')
+        conf = workdir.join('bus.conf')
+        with open(conf, 'w') as f:
+            f.write(BUS_CONFIG.format(path=path))
+        self.proc = subprocess.Popen(['dbus-daemon', '--config-file', conf, '--nofork', '--print-address'],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError('dbus-daemon did not start')
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+class Notify:
+    """The $NOTIFY_SOCKET side of sd_notify."""
+
+    def __init__(self, workdir):
+        self.path = workdir.join(f'notify-{time.monotonic_ns()}')
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+
+    def wait_for(self, line, timeout=10.0):
+        """Returns time.monotonic_ns() when a datagram holding `line` arrived."""
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f'no {line} in {timeout} s')
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            t = time.monotonic_ns()
+            if line in data.decode(errors='replace').split('\n'):
+                return t
+
+    def drain(self):
+        self.sock.setblocking(False)
+        try:
+            while self.sock.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def write_config(workdir, store, extra='', name='kneewrapd.conf'):
+    conf = workdir.join(name)
+    with open(conf, 'w') as f:
+        f.write(f'[daemon]\nlog_level = info\n[store]\npath = {store}\n{extra}')
+    return conf
+
+
+def daemon_env(bus_address, notify, watchdog_usec=None, env=None):
+    e = dict(os.environ)
+    for k in ('JOURNAL_STREAM', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID',
+              'KNEEWRAP_TIME_SCALE'):
+        e.pop(k, None)
+    e['DBUS_SYSTEM_BUS_ADDRESS'] = bus_address
+    e['NOTIFY_SOCKET'] = notify.path
+    if watchdog_usec:
+        # No WATCHDOG_PID: sd_watchdog_enabled() then accepts WATCHDOG_USEC for any pid.
+        e['WATCHDOG_USEC'] = str(watchdog_usec)
+    e.update(env or {})
+    return e
+
+
+def start_daemon(conf, env, log):
+    return subprocess.Popen([KNEEWRAPD, '--config', conf], env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log)
+
+
+def stop(proc, timeout=5):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fill_store(path, sessions, wraps=8):
+    subprocess.run([FILL_STORE, path, str(sessions), str(wraps)], check=True)
+
+
+def proc_status(pid):
+    """/proc/<pid>/status as a dict of strings."""
+    out = {}
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            k, _, v = line.partition(':')
+            out[k] = v.strip()
+    return out
+
+
+def ctxt_switches(pid):
+    """Voluntary and involuntary context switches of every thread of pid."""
+    vol = invol = 0
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        try:
+            s = proc_status(f'{pid}/task/{tid}')
+        except FileNotFoundError:
+            continue
+        vol += int(s['voluntary_ctxt_switches'])
+        invol += int(s['nonvoluntary_ctxt_switches'])
+    return vol, invol
+
+
+def memory_kib(pid):
+    """VmRSS, VmHWM from status; Pss, Private_* from smaps_rollup (KiB)."""
+    s = proc_status(pid)
+    out = {'VmRSS': int(s['VmRSS'].split()[0]), 'VmHWM': int(s['VmHWM'].split()[0])}
+    with open(f'/proc/{pid}/smaps_rollup') as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and parts[2] == 'kB':
+                out[parts[0].rstrip(':')] = int(parts[1])
+    return out
