@@ -124,27 +124,24 @@ def test_no_watchdog_when_not_asked(tmp_path, private_bus):
         notify.close()
 
 
-def test_bluez_appears(tmp_path, private_bus):
-    dbus = pytest.importorskip('dbus')
+def test_bluez_comes_and_goes(tmp_path, bus):
+    # `bus` (conftest.py): a private bus with the mock BlueZ on it.
     conf = write_config(tmp_path)
     notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    conn = None
+    d = start_daemon(tmp_path, conf, bus.address, notify)
     try:
         notify.wait_for('READY=1', timeout=5)
+        wait_for(lambda: notify.last_status() and 'not running' not in notify.last_status(), 5)
+        print(f'with BlueZ: STATUS={notify.last_status()}')
+        bus.stop_mock()
         wait_for(lambda: 'not running' in notify.last_status(), 5)
-        # Someone takes the name org.bluez: the daemon notices without restarting.
-        conn = dbus.bus.BusConnection(private_bus)
-        conn.request_name('org.bluez')
+        print(f'without: STATUS={notify.last_status()}')
+        assert d.poll() is None
+        bus.start_mock()
         wait_for(lambda: 'not running' not in notify.last_status(), 5)
-        print(f'STATUS={notify.last_status()}')
-        conn.close()
-        conn = None
-        wait_for(lambda: 'not running' in notify.last_status(), 5)
+        print(f'back: STATUS={notify.last_status()}')
         assert d.poll() is None
     finally:
-        if conn:
-            conn.close()
         stop_daemon(d)
         notify.close()
 
