@@ -248,3 +248,37 @@ def test_no_system_bus_is_fatal(tmp_path):
     finally:
         stop_daemon(d)
         notify.close()
+
+
+def test_r8_at_start_and_daily(tmp_path, private_bus):
+    # R8 is checked when the daemon starts and by a timer just after each local midnight.
+    # At KNEEWRAP_TIME_SCALE=100000 a day lasts 0.864 s: an injury 41 days old raises
+    # "see a physiotherapist" at start, and "overdue" after the next midnight, once each.
+    import sqlite3
+    from kwtestutil import KNEEWRAPCTL, BUILDDIR
+    seed = os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed')
+    db = tmp_path / 'kneewrap.db'
+    env = {**os.environ, 'TZ': 'UTC'}
+    subprocess.run([seed, str(db), 'wrap', 'AA:BB:CC:00:11:22', 'knee', str(int(time.time()) - 50 * 86400)],
+                   check=True, env=env)
+    day = time.strftime('%Y-%m-%d', time.gmtime(time.time() - 41 * 86400))
+    subprocess.run([KNEEWRAPCTL, '--db', str(db), 'injury', 'wrap_aabbcc001122', day], check=True, env=env,
+                   capture_output=True)
+
+    def alerts():
+        with sqlite3.connect(db) as c:
+            return [k for (k,) in c.execute('select kind from alerts order by id')]
+
+    conf = write_config(tmp_path)
+    notify = Notify(tmp_path)
+    d = start_daemon(tmp_path, conf, private_bus, notify, env={'KNEEWRAP_TIME_SCALE': '100000', 'TZ': 'UTC'})
+    try:
+        notify.wait_for('READY=1', timeout=5)
+        assert alerts()[:1] == ['see_physio']
+        wait_for(lambda: alerts() == ['see_physio', 'see_physio_overdue'], 5)
+        time.sleep(2)  # two more midnights: nothing new to say
+        assert alerts() == ['see_physio', 'see_physio_overdue']
+        assert 'physiotherapist' in d.log()
+    finally:
+        stop_daemon(d)
+        notify.close()
