@@ -147,7 +147,8 @@ static int store_failed(Wrap *w, int r, const char *session_id, const char *what
 static int record_put(Wrap *w, const SessionRecord *rec) {
         Manager *m = w->m;
         OutboxMsg msg = { 0 };
-        bool publish = rec->outcome != OUTCOME_OPEN;
+        /* Without MQTT nothing would ever take messages out of the outbox. */
+        bool publish = rec->outcome != OUTCOME_OPEN && m->config.mqtt_host;
         int r;
 
         if (!m->store)
@@ -264,9 +265,11 @@ static void raise_safety_alert(Wrap *w, const char *why) {
         if (!m->store)
                 return;
         snprintf(detail, sizeof detail, "Session stopped for safety: %s", why);
-        r = payload_alert_msg(&m->config, w->id, ALERT_SAFETY_STOP, manager_now(m), detail, w->rec.session_id, &msg);
+        r = m->config.mqtt_host
+                ? payload_alert_msg(&m->config, w->id, ALERT_SAFETY_STOP, manager_now(m), detail, w->rec.session_id, &msg)
+                : 0;
         if (r >= 0) {
-                r = store_alert_add(m->store, w->id, ALERT_SAFETY_STOP, manager_now(m), &msg);
+                r = store_alert_add(m->store, w->id, ALERT_SAFETY_STOP, manager_now(m), m->config.mqtt_host ? &msg : NULL);
                 outbox_msg_done(&msg);
         }
         if (r < 0)
