@@ -22,7 +22,7 @@
  * manager_new, the hooks, the frees), so nothing half-wired can ship.
  */
 #define KW_WIRE_BLUEZ 1   /* BLE */
-#define KW_WIRE_MQTT 0    /* MQTT */
+#define KW_WIRE_MQTT 1    /* MQTT */
 
 #if KW_WIRE_BLUEZ
 #include "bluez.h"

@@ -30,7 +30,7 @@
  * wrap.h getters. Without it the retained state carries only what the store knows.
  */
 #ifndef KW_MQTT_WRAPS
-#define KW_MQTT_WRAPS 0
+#define KW_MQTT_WRAPS 1
 #endif
 #if KW_MQTT_WRAPS
 #include "wire.h"
@@ -470,7 +470,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
         if (rc != 0) {
                 /* Wrong credentials or not authorised: say so plainly; the retry backs off. */
-                report(q, LOG_ERR, "MQTT: the broker %s:%u refused the connection: %s; retrying with backoff.",
+                report(q, LOG_ERR, "MQTT: the broker %s:%u refused the connection: %s Retrying with backoff.",
                        q->s.host, q->s.port,
                        q->s.protocol == MQTT_PROTOCOL_V5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
                 q->refused = true;
@@ -597,6 +597,28 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static KnownWrap *known_find(Mqtt *q, const char *wrap);
+
+/* A session record went out: the wrap's retained state (last session, compliance) follows it. */
+static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
+        size_t bl = strlen(q->s.base);
+        const char *w, *slash;
+        char wrap[WRAP_ID_MAX];
+        KnownWrap *k;
+
+        if (strncmp(topic, q->s.base, bl) != 0 || topic[bl] != '/')
+                return;
+        w = topic + bl + 1;
+        slash = strchr(w, '/');
+        if (!slash || !streq(slash, "/session") || (size_t) (slash - w) >= sizeof wrap)
+                return;
+        memcpy(wrap, w, (size_t) (slash - w));
+        wrap[slash - w] = 0;
+        k = known_find(q, wrap);
+        if (k)
+                k->dirty = true;
+}
+
 /* ---- the outbox: in order, a bounded window in flight, acknowledged on PUBACK ---- */
 
 static void outbox_send(Mqtt *q) {
@@ -634,6 +656,7 @@ static void outbox_send(Mqtt *q) {
                         } else
                                 q->inflight[q->n_inflight++] = (Inflight) { .mid = mid, .id = msgs[i].id };
                         q->last_sent_id = msgs[i].id;
+                        mark_wrap_of_topic(q, msgs[i].topic);
                 }
                 outbox_msgs_free(msgs, n);
                 if (n < want)

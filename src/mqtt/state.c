@@ -107,7 +107,8 @@ int state_compliance_json(const Compliance *d7, const Compliance *d30, int64_t n
 
         f |= put(o, "last_7_days", compliance_obj(d7));
         f |= put(o, "last_30_days", compliance_obj(d30));
-        f |= put(o, "at", iso_or_null(now));
+        if (now != 0)
+                f |= put(o, "at", iso_or_null(now));
         return dump(o, f, ret);
 }
 

@@ -30,7 +30,7 @@ typedef struct StateView {
 
 int state_wrap_json(const StateView *v, char **ret);
 
-/* <base>/<wrap>/compliance: the last 7 and 30 days. */
+/* <base>/<wrap>/compliance: the last 7 and 30 days; now = 0 leaves "at" out (then it changes only with the counts). */
 int state_compliance_json(const Compliance *d7, const Compliance *d30, int64_t now, char **ret);
 
 /* <base>/bridge/info. wraps: adopted ids. */
