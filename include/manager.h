@@ -14,6 +14,7 @@
 typedef struct Bluez Bluez;       /* ble/bluez.c: the BlueZ client */
 typedef struct Mqtt Mqtt;         /* mqtt/mqtt.c: the MQTT client */
 typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
+typedef struct BusApi BusApi;     /* daemon/bus-api.c: our own D-Bus API, org.kneewrap1 */
 
 typedef struct Manager {
         sd_event *event;
@@ -28,6 +29,7 @@ typedef struct Manager {
 
         Bluez *bluez;
         Mqtt *mqtt;                  /* NULL when [mqtt] host is not set */
+        BusApi *api;                 /* NULL without a bus (kneewrapctl's loop-less Manager) */
 
         Wrap *wraps;                 /* adopted wraps, a list (at most a few dozen) */
         unsigned n_wraps;

@@ -10,9 +10,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bus-api.h"
 #include "clock.h"
 #include "config.h"
 #include "kw-build.h"
@@ -28,7 +30,8 @@
  * What needs no daemon is done here, on the store directly; but never around the rules:
  * injuries, diary entries and prescriptions go through the daemon's own one-door functions
  * (manager.h), on a Manager that has a store and a config and no event loop. Starting and
- * stopping sessions and opening adoption need the running daemon (its D-Bus API).
+ * stopping sessions, adoption, removing a wrap and the live status need the running daemon:
+ * those go over its D-Bus API (org.kneewrap1 on the system bus), recorded as source "cli".
  */
 
 typedef struct Ctl {
@@ -55,8 +58,13 @@ static void help(void) {
                "                                        Session history, refused requests included\n"
                "  export [WRAP] [--since DATE]          Session records as JSON lines\n"
                "  compliance WRAP [--days 7|30]         Cold sessions done, missed, refused\n"
-               "  start WRAP cold|heat, stop WRAP, adopt [SECONDS]\n"
-               "                                        Need the running daemon\n"
+               "\n"
+               "Through the running daemon (D-Bus, org.kneewrap1):\n"
+               "  status                                The gateway, and each wrap's link and session\n"
+               "  start WRAP cold|heat                  Ask for a session; the therapy rules decide\n"
+               "  stop WRAP                             Stop the running session\n"
+               "  adopt [SECONDS]                       Adopt a wrap in pairing mode (default 120 s; 0 closes)\n"
+               "  remove WRAP                           Forget a wrap; its history stays\n"
                "\n"
                "Options:\n"
                "  -c --config FILE   The daemon's configuration (default %s)\n"
@@ -545,10 +553,186 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
-static int cmd_needs_daemon(Ctl *c, int argc, char **argv) {
-        return fail("%s needs the daemon's D-Bus API (org.kneewrap1), which this version does not have yet. "
-                    "Sessions start from the wrap's button; adoption follows [bluetooth] auto_adopt and allow.",
-                    argv[0]);
+/* ---- through the daemon's D-Bus API ---- */
+
+static int bus_fail(const char *what, const sd_bus_error *e, int r) {
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                return fail("%s: kneewrapd is not running (nobody owns %s on the system bus)", what, BUS_API_NAME);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+                return fail("%s: not allowed to talk to kneewrapd; run as root or as a member of the group kneewrap",
+                            what);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD) || sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return fail("%s: the running kneewrapd does not have this API; is it older than kneewrapctl?", what);
+        if (sd_bus_error_is_set(e) && strncmp(e->name, "org.kneewrap1.Error.", 20) == 0)
+                return fail("%s", e->message ? e->message : e->name);
+        if (sd_bus_error_is_set(e))
+                return fail("%s: %s", what, e->message ? e->message : e->name);
+        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
+}
+
+static int bus_open(sd_bus **ret) {
+        int r;
+
+        /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
+        r = sd_bus_open_system(ret);
+        if (r < 0)
+                return -fail("cannot connect to the system bus: %s", strerror(-r));
+        return 0;
+}
+
+static int api_call(const char *what, const char *member, sd_bus_message **reply, const char *types, ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        va_list ap;
+        int r;
+
+        if (bus_open(&bus) < 0)
+                return -EXIT_FAILURE;
+        r = sd_bus_message_new_method_call(bus, &msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
+        if (r >= 0 && types) {
+                va_start(ap, types);
+                r = sd_bus_message_appendv(msg, types, ap);
+                va_end(ap);
+        }
+        if (r < 0)
+                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+        r = sd_bus_call(bus, msg, 0, &e, reply);
+        if (r < 0)
+                return -bus_fail(what, &e, r);
+        return 0;
+}
+
+static int cmd_start(Ctl *c, int argc, char **argv) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *session, *outcome, *refusal, *message, *wrap;
+        char id[WRAP_ID_MAX];
+        uint16_t minutes;
+        int r;
+
+        if (argc != 3 || (!streq(argv[2], "cold") && !streq(argv[2], "heat")))
+                return fail("usage: start WRAP cold|heat");
+        wrap = wrap_arg(argv[1], id);
+        if (api_call("start", "StartSessionAs", &reply, "sss", wrap, argv[2], "cli") < 0)
+                return EXIT_FAILURE;
+        r = sd_bus_message_read(reply, "sssqs", &session, &outcome, &refusal, &minutes, &message);
+        if (r < 0)
+                return fail("start: unexpected answer from kneewrapd: %s", strerror(-r));
+
+        if (streq(outcome, "started")) {
+                printf("%s: %s session started: %s (session %s).\n", wrap, argv[2], message, session);
+                return EXIT_SUCCESS;
+        }
+        if (streq(outcome, "refused")) {
+                if (minutes)
+                        return fail("%s %s refused (%s, %u min left): %s. Recorded as session %s.", wrap, argv[2],
+                                    refusal, minutes, message, session);
+                return fail("%s %s refused (%s): %s.%s%s", wrap, argv[2], refusal, message,
+                            streq(refusal, "store_unavailable") ? "" : " Recorded as session ",
+                            streq(refusal, "store_unavailable") ? "" : session);
+        }
+        return fail("%s %s did not start (%s): %s. Recorded as session %s.", wrap, argv[2], outcome, message, session);
+}
+
+static int cmd_stop(Ctl *c, int argc, char **argv) {
+        char id[WRAP_ID_MAX];
+        const char *wrap;
+
+        if (argc != 2)
+                return fail("usage: stop WRAP");
+        wrap = wrap_arg(argv[1], id);
+        if (api_call("stop", "StopSessionAs", NULL, "ss", wrap, "cli") < 0)
+                return EXIT_FAILURE;
+        printf("%s: stop sent; the session is recorded as stopped by the user.\n", wrap);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_adopt(Ctl *c, int argc, char **argv) {
+        int64_t seconds = 120;
+
+        if (argc > 2)
+                return fail("usage: adopt [SECONDS]");
+        if (argc == 2 && parse_uint(argv[1], 3600, &seconds) < 0)
+                return fail("adopt: SECONDS must be a whole number from 0 (close) to 3600, not \"%s\"", argv[1]);
+        if (api_call("adopt", "OpenAdoption", NULL, "u", (uint32_t) seconds) < 0)
+                return EXIT_FAILURE;
+        if (seconds)
+                printf("Adoption open for %" PRId64 " s: put the wrap in pairing mode near the gateway "
+                       "(kneewrapctl status shows it once adopted).\n", seconds);
+        else
+                printf("Adoption closed.\n");
+        return EXIT_SUCCESS;
+}
+
+static int cmd_remove(Ctl *c, int argc, char **argv) {
+        char id[WRAP_ID_MAX];
+        const char *wrap;
+
+        if (argc != 2)
+                return fail("usage: remove WRAP");
+        wrap = wrap_arg(argv[1], id);
+        if (api_call("remove", "RemoveWrap", NULL, "s", wrap) < 0)
+                return EXIT_FAILURE;
+        printf("%s: removed, and its Bluetooth bond forgotten; its history stays in the store.\n", wrap);
+        return EXIT_SUCCESS;
+}
+
+static int read_bool_property(sd_bus *bus, const char *name, int *ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_get_property_trivial(bus, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, name, &e, 'b', ret);
+        return r < 0 ? -bus_fail("status", &e, r) : 0;
+}
+
+static int cmd_status(Ctl *c, int argc, char **argv) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *version = NULL, *status = NULL;
+        const char *id, *address, *name, *mode;
+        int adoption = 0, store = 0, mqtt = 0, connected, r;
+        uint32_t remaining;
+        unsigned n = 0;
+
+        if (argc != 1)
+                return fail("status takes no arguments");
+        if (bus_open(&bus) < 0)
+                return EXIT_FAILURE;
+        r = sd_bus_get_property_string(bus, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, "Version", &e, &version);
+        if (r < 0)
+                return bus_fail("status", &e, r);
+        r = sd_bus_get_property_string(bus, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, "Status", &e, &status);
+        if (r < 0)
+                return bus_fail("status", &e, r);
+        if (read_bool_property(bus, "AdoptionOpen", &adoption) < 0 || read_bool_property(bus, "StoreAvailable", &store) < 0 ||
+            read_bool_property(bus, "MqttConnected", &mqtt) < 0)
+                return EXIT_FAILURE;
+        r = sd_bus_call_method(bus, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, "ListWraps", &e, &reply, NULL);
+        if (r < 0)
+                return bus_fail("status", &e, r);
+
+        printf("kneewrapd %s: %s\n", version, status);
+        printf("  store: %s; MQTT: %s; adoption: %s\n", store ? "available" : "UNAVAILABLE (sessions are refused)",
+               mqtt ? "connected" : "not connected", adoption ? "open" : "closed");
+
+        r = sd_bus_message_enter_container(reply, 'a', "(sssbsu)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(sssbsu)", &id, &address, &name, &connected, &mode,
+                                                  &remaining)) > 0) {
+                if (n++ == 0)
+                        printf("%-18s %-17s %-20s %-13s %s\n", "WRAP", "ADDRESS", "NAME", "LINK", "SESSION");
+                char session[64] = "-";
+                if (!streq(mode, "none"))
+                        snprintf(session, sizeof session, "%s, %" PRIu32 ":%02" PRIu32 " left", mode,
+                                 remaining / 60, remaining % 60);
+                printf("%-18s %-17s %-20s %-13s %s\n", id, address, *name ? name : "-",
+                       connected ? "connected" : "not connected", session);
+        }
+        if (r < 0)
+                return fail("status: unexpected answer from kneewrapd: %s", strerror(-r));
+        if (n == 0)
+                printf("No wraps adopted yet: kneewrapctl adopt\n");
+        return EXIT_SUCCESS;
 }
 
 int main(int argc, char *argv[]) {
@@ -572,9 +756,11 @@ int main(int argc, char *argv[]) {
                 { "sessions",   cmd_sessions,    true },
                 { "export",     cmd_export,      true },
                 { "compliance", cmd_compliance,  true },
-                { "start",      cmd_needs_daemon, false },
-                { "stop",       cmd_needs_daemon, false },
-                { "adopt",      cmd_needs_daemon, false },
+                { "status",     cmd_status,      false },
+                { "start",      cmd_start,       false },
+                { "stop",       cmd_stop,        false },
+                { "adopt",      cmd_adopt,       false },
+                { "remove",     cmd_remove,      false },
         };
         Ctl c = { .config_path = KW_DEFAULT_CONFIG };
         int o, r;

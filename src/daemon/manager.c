@@ -7,6 +7,7 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "bus-api.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
@@ -107,11 +108,13 @@ void manager_update_status(Manager *m) {
         else
                 snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
 
-        if (m->status && streq(m->status, line))
-                return;
-        free(m->status);
-        m->status = strdup(line);
-        (void) sd_notifyf(false, "STATUS=%s", line);
+        if (!m->status || !streq(m->status, line)) {
+                free(m->status);
+                m->status = strdup(line);
+                (void) sd_notifyf(false, "STATUS=%s", line);
+        }
+        /* Whatever changed may show in the D-Bus API's properties; it sends changes only. */
+        bus_api_changed(m->api);
 }
 
 /* ---- the store: open at start, and while it fails, retry with backoff ---- */
@@ -499,6 +502,10 @@ static int bus_setup(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Cannot attach the system bus to the event loop: %s", strerror(abs(r)));
 
+        /* The API's object first: whoever sees the name appear finds it there. */
+        r = bus_api_new(m, &m->api);
+        if (r < 0)
+                return log_error_errno(r, "Cannot register the D-Bus API: %s", strerror(abs(r)));
         r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
         if (r < 0)
                 log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
@@ -529,6 +536,7 @@ Manager *manager_free(Manager *m) {
 #endif
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
+        m->api = bus_api_free(m->api);
         m->bus = sd_bus_flush_close_unref(m->bus);
         m->store = store_close(m->store);
         m->event = sd_event_unref(m->event);
