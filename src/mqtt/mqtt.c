@@ -432,13 +432,13 @@ static void connection_lost(Mqtt *q, int rc, const char *why) {
         if (q->refused)
                 ; /* on_connect logged the broker's answer */
         else if (was_connected)
-                report(q, LOG_WARNING, "MQTT: lost the connection to %s:%u (%s%s%s); reconnecting.",
-                       q->s.host, q->s.port, mosquitto_strerror(rc), detail ? ": " : "", detail ? detail : "");
+                report(q, LOG_WARNING, "MQTT: lost the connection to %s:%u: %s%s%s Reconnecting.",
+                       q->s.host, q->s.port, mosquitto_strerror(rc), detail ? " " : "", detail ? detail : "");
         else
                 report(q, rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING,
-                       "MQTT: cannot connect to %s:%u (%s while %s%s%s); retrying with backoff.",
-                       q->s.host, q->s.port, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                       why, detail ? ": " : "", detail ? detail : "");
+                       "MQTT: cannot connect to %s:%u while %s: %s%s%s Retrying with backoff.",
+                       q->s.host, q->s.port, why, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                       detail ? " " : "", detail ? detail : "");
         q->lib_error[0] = 0;
         drop_connection(q);
         schedule_retry(q);

@@ -173,10 +173,10 @@ class Collector:
         self.c.disconnect()
 
 
-def mqtt_config(broker, extra=''):
+def mqtt_config(broker, extra='', ca=None):
     lines = ['[mqtt]', 'host = 127.0.0.1', f'port = {broker.port}', 'keepalive = 10']
-    if broker.tls:
-        lines.append(f'tls_ca_file = {broker.ca}')
+    if broker.tls or ca:
+        lines.append(f'tls_ca_file = {ca or broker.ca}')
     return '\n'.join(lines) + '\n' + extra
 
 
@@ -201,7 +201,7 @@ class Gateway:
     the daemon adopts itself over the mock BlueZ. .wrap is the first wrap's id."""
 
     def __init__(self, tmp_path, bus_address, broker, extra='', seed=('AA:BB:CC:DD:EE:01',), allow=(),
-                 scale=None, env=None):
+                 scale=None, env=None, ca=None):
         from kwtestutil import Notify, start_daemon, write_config
         self.tmp_path = tmp_path
         self.bus_address = bus_address
@@ -211,7 +211,7 @@ class Gateway:
         self.wraps = [seed_wrap(tmp_path, a) for a in seed] + [wrap_id(a) for a in allow]
         self.wrap = self.wraps[0] if self.wraps else None
         bt = ('[bluetooth]\nallow = ' + ' '.join(allow) + '\n') if allow else ''
-        self.conf = write_config(tmp_path, mqtt_config(broker, extra) + bt)
+        self.conf = write_config(tmp_path, mqtt_config(broker, extra, ca) + bt)
         self.notify = Notify(tmp_path)
         # sd_notify blocks once the socket's queue is full: read it all the time, as systemd does.
         self._draining = True

@@ -1,0 +1,94 @@
+# test_mqtt_security: TLS with certificates made here by openssl, a password file
+# (mosquitto_passwd), an ACL that lets the gateway write only under its topics; a wrong or
+# missing CA; the password as a systemd credential. A real mosquitto.
+import json
+import subprocess
+
+from kwmqtt import Broker, Collector, Gateway
+from kwtestutil import KNEEWRAPD, private_bus, wait_for  # noqa: F401
+
+ACL = '''user gateway
+topic readwrite kneewrap/#
+topic readwrite homeassistant/#
+
+user ha
+topic readwrite #
+'''
+
+
+def secure_broker(tmp_path):
+    return Broker(tmp_path, tls=True, users={'gateway': 'gw pass', 'ha': 'ha pass'}, acl=ACL)
+
+
+def test_tls_password_acl(tmp_path, private_bus):  # noqa: F811
+    b = secure_broker(tmp_path)
+    col = Collector(b, topics=('#',), username='ha', password='ha pass')
+    pw = tmp_path / 'mqtt-password'
+    pw.write_text('gw pass\n')
+    gw = Gateway(tmp_path, private_bus, b, extra=f'username = gateway\npassword_file = {pw}\n')
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+        col.wait(lambda: col.on(f'homeassistant/sensor/{gw.wrap}/skin_temperature/config'))
+        info = col.last_json('kneewrap/bridge/info')
+        assert info['config']['tls'] is True and info['config']['username'] is True
+        assert 'gw pass' not in json.dumps(info) and 'gw pass' not in gw.log()
+        # Commands work through the ACL too.
+        col.publish('kneewrap/bridge/request/adopt', {'time': 30, 'transaction': 7})
+        col.wait(lambda: col.on('kneewrap/bridge/response/adopt'))
+        assert col.last_json('kneewrap/bridge/response/adopt')['status'] == 'ok'
+        # The ACL is real: the gateway's user may not write elsewhere.
+        r = subprocess.run(['mosquitto_pub', '-h', '127.0.0.1', '-p', str(b.port), '--cafile', str(b.ca),
+                            '-u', 'gateway', '-P', 'gw pass', '-t', 'elsewhere/x', '-m', 'hi', '-q', '1'],
+                           capture_output=True, text=True, timeout=10)
+        assert not col.on('elsewhere/x')
+        assert 'Denied PUBLISH' in b.log() or r.returncode != 0
+        gw.stop()
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"offline"}')
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
+
+
+def test_wrong_ca_refuses_to_connect(tmp_path, private_bus):  # noqa: F811
+    b = secure_broker(tmp_path)
+    col = Collector(b, topics=('kneewrap/#',), username='ha', password='ha pass')
+    pw = tmp_path / 'mqtt-password'
+    pw.write_text('gw pass\n')
+    gw = Gateway(tmp_path, private_bus, b, seed=(), ca=b.other_ca,
+                 extra=f'username = gateway\npassword_file = {pw}\n')
+    try:
+        wait_for(lambda: 'certificate verify failed' in gw.log(), 20)
+        assert 'MQTT: cannot connect to 127.0.0.1' in gw.log()
+        assert not col.on('kneewrap/bridge/state')
+        assert gw.d.poll() is None              # not fatal: it retries, and STATUS says so
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
+
+
+def test_missing_ca_file_is_fatal_with_a_clear_error(tmp_path, private_bus):  # noqa: F811
+    b = secure_broker(tmp_path)
+    gw = Gateway(tmp_path, private_bus, b, seed=(), ca=f'{tmp_path}/no-such-ca.pem')
+    try:
+        assert gw.d.wait(timeout=10) == 1
+        assert f'cannot read the TLS CA file {tmp_path}/no-such-ca.pem' in gw.log()
+    finally:
+        b.stop()
+
+
+def test_password_from_systemd_credential(tmp_path, private_bus):  # noqa: F811
+    b = Broker(tmp_path, users={'gateway': 'from credential'})
+    col = Collector(b, topics=('kneewrap/bridge/state',), username='gateway', password='from credential')
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    (creds / 'mqtt-password').write_text('from credential\n')
+    gw = Gateway(tmp_path, private_bus, b, seed=(), extra='username = gateway\n',
+                 env={'CREDENTIALS_DIRECTORY': str(creds)})
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
