@@ -4,6 +4,7 @@
 scenario="$1"
 cd /
 
+echo "KW-MARK guest"
 echo "kw-guest: $(uname -r), scenario $scenario, limit ${KW_TIMEOUT} s"
 # The scenario runs in its own process group so that whatever it leaves behind
 # (daemons, btvirt) can be stopped before the logs are flushed.

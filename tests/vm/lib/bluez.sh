@@ -53,6 +53,12 @@ kw_adapter_powered() {
         kw_adapter_prop "$1" Powered | grep -q '^b true$'
 }
 
+# kw_adapter_is ADAPTER ADDRESS: the adapter has that address and is powered (one busctl).
+kw_adapter_is() {
+        [ "$(busctl get-property org.bluez "/org/bluez/$1" org.bluez.Adapter1 Address Powered \
+                2>/dev/null | tr '\n' ' ')" = "s \"$2\" b true " ]
+}
+
 kw_start_bluez() {
         kw_start_dbus
         btmon -w "$KW_OUT/hci.btsnoop" > "$KW_OUT/btmon.log" 2>&1 &
@@ -75,13 +81,8 @@ kw_start_bluez() {
                 kw_adapter_powered $a || busctl set-property org.bluez "/org/bluez/$a" \
                         org.bluez.Adapter1 Powered b true
         done
-        for a in hci0 hci1; do
-                kw_wait 15 "adapter $a powered" kw_adapter_powered $a
-        done
-        [ "$(kw_adapter_prop hci0 Address)" = "s \"$KW_HCI0\"" ] || \
-                kw_die "hci0 is $(kw_adapter_prop hci0 Address), expected $KW_HCI0"
-        [ "$(kw_adapter_prop hci1 Address)" = "s \"$KW_HCI1\"" ] || \
-                kw_die "hci1 is $(kw_adapter_prop hci1 Address), expected $KW_HCI1"
+        kw_wait 15 "hci0 powered with address $KW_HCI0" kw_adapter_is hci0 "$KW_HCI0"
+        kw_wait 15 "hci1 powered with address $KW_HCI1" kw_adapter_is hci1 "$KW_HCI1"
         kw_mark ready
         kw_log "bluez ready: hci0 $KW_HCI0, hci1 $KW_HCI1 powered"
 }
