@@ -177,6 +177,9 @@ def test_connect_services_late_and_status_read(quick):
     svcs = [str(ifs["org.bluez.GattService1"]["UUID"]) for p, ifs in objs.items() if "org.bluez.GattService1" in ifs]
     assert "0000180f-0000-1000-8000-00805f9b34fb" in svcs and svcs.count("0000180a-0000-1000-8000-00805f9b34fb") == 2
     assert "00001800-0000-1000-8000-00805f9b34fb" not in svcs          # GAP belongs to bluetoothd
+    assert str(objs[dev]["org.bluez.Device1"]["Modalias"]) == "usb:v1D6Bp0246d0100"   # from the PnP ID
+    uuids = list(map(str, objs[dev]["org.bluez.Device1"]["UUIDs"]))
+    assert uuids == sorted(uuids) and THERAPY in uuids and "00001800-0000-1000-8000-00805f9b34fb" in uuids
     cp = objs[c.char_path(CP)]["org.bluez.GattCharacteristic1"]
     assert list(map(str, cp["Flags"])) == ["write", "indicate"] and not cp["Notifying"]
     assert set(cp) == {"UUID", "Service", "Value", "Notifying", "Flags", "MTU"}
@@ -220,6 +223,20 @@ def test_button_notification_and_start_indication(quick):
     # Malformed bytes a test injects arrive as they are.
     assert bus.mock.SendRaw(WRAP, BUTTON, dbus.ByteArray(b"\x07"))
     c.wait(lambda: c.values(c.char_path(BUTTON))[-1] == [7])
+    # Like 5.66, each subscribed client's session signals the value: two clients, two signals.
+    d = Client(bus.address)
+    d.char(BUTTON).StartNotify()
+    c.events.clear()
+    bus.mock.PressButton(WRAP, 3)
+    c.wait(lambda: len(c.values(c.char_path(BUTTON))) == 2)
+    c.pump(0.2)
+    assert c.values(c.char_path(BUTTON)) == [[3, 2], [3, 2]]
+    # A client leaving the bus ends its session.
+    d.conn.close()
+    c.pump(0.3)
+    assert bus.mock.SendRaw(WRAP, BUTTON, dbus.ByteArray(b"\x03\x09"))
+    c.pump(0.3)
+    assert c.values(c.char_path(BUTTON))[2:] == [[3, 9]]
 
 
 def test_fail_safe_end(fast_bus):
@@ -335,3 +352,12 @@ def test_handle_base_names_the_paths(quick):
     assert all(int(p.split("/service")[1][:4], 16) >= 0x40 for p in paths)
     svcs = [ifs["org.bluez.GattService1"]["UUID"] for ifs in c.objects().values() if "org.bluez.GattService1" in ifs]
     assert [str(s) for s in svcs].count("0000180a-0000-1000-8000-00805f9b34fb") == 1
+    assert "Modalias" not in c.objects()[device_path(WRAP)]["org.bluez.Device1"]
+    # A firmware update moves the handles: the link drops, the next connection finds new paths.
+    c.device().Pair()
+    bus.mock.SetHandleBase(WRAP, 0x10)
+    c.wait(lambda: not c.prop(device_path(WRAP), "org.bluez.Device1", "Connected"))
+    assert not c.char_path(STATUS)
+    c.connect_resolved()
+    assert c.char_path(STATUS).startswith(device_path(WRAP) + "/service00")
+    assert device_path(WRAP) + "/service0010" in c.objects()

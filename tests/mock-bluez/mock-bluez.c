@@ -108,7 +108,7 @@ struct Dev {
         size_t n_disconnect_msgs;
         bool remove_after_disconnect;
         sd_event_source *t_link, *t_services, *t_pair, *t_temp;
-        sd_bus_slot *slot_dev, *slot_rssi, *slot_batt;
+        sd_bus_slot *slot_dev, *slot_rssi, *slot_batt, *slot_modalias;
 };
 
 typedef struct DiscoveryClient {
@@ -841,6 +841,20 @@ static void battery_show(Dev *d, bool on) {
 
 /* ---- the wrap's firmware and what it sends ---- */
 
+/*
+ * 5.66 registers one ATT notify callback per D-Bus client session, and each one stores the
+ * value and flushes PropertiesChanged: with two subscribed clients, every notification is
+ * signalled twice. Reproduced, since a gateway must cope with it.
+ */
+static void notify_clients(Attr *a, const uint8_t *b, size_t n) {
+        size_t k = n_subs(a);
+
+        if (!a->slot)
+                return;
+        for (size_t i = 0; i < k; i++)
+                attr_store(a, b, n);
+}
+
 static void fw_emit(const WrapFwOutput *o, void *userdata) {
         Dev *d = userdata;
         static const Role roles[] = {
@@ -856,8 +870,7 @@ static void fw_emit(const WrapFwOutput *o, void *userdata) {
                 d->battery_pct = o->value[0];
                 props_changed(d->m, d->path, "org.bluez.Battery1", "Percentage");
         }
-        if (n_subs(a) > 0 && a->slot)
-                attr_store(a, o->value, o->size);
+        notify_clients(a, o->value, o->size);
 }
 
 static int on_fw_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -1086,6 +1099,26 @@ static void rssi_show(Dev *d, bool on) {
         props_changed(m, d->path, "org.bluez.Device1", "RSSI");
 }
 
+/* bluetoothd's deviceinfo plugin reads the PnP ID and sets Modalias from it (kept afterwards). */
+static int prop_dev_modalias(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", "usb:v1D6Bp0246d0100");
+}
+
+static const sd_bus_vtable device_modalias_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Modalias", "s", prop_dev_modalias, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+static void modalias_show(Dev *d) {
+        if (d->slot_modalias || !d->m->bz || !d->published || !attr_by_role(d, R_PNP))
+                return;
+        if (sd_bus_add_object_vtable(d->m->bz, &d->slot_modalias, d->path, "org.bluez.Device1",
+                                     device_modalias_vtable, &d->slot_modalias) >= 0)
+                props_changed(d->m, d->path, "org.bluez.Device1", "Modalias");
+}
+
 static void dev_publish(Dev *d, bool with_rssi) {
         Mock *m = d->m;
         int r;
@@ -1125,6 +1158,7 @@ static void dev_unpublish(Dev *d) {
         if (m->bz)
                 (void) sd_bus_emit_object_removed(m->bz, d->path);
         d->slot_rssi = sd_bus_slot_unref(d->slot_rssi);
+        d->slot_modalias = sd_bus_slot_unref(d->slot_modalias);
         d->slot_dev = sd_bus_slot_unref(d->slot_dev);
         d->rssi_shown = false;
         d->published = false;
@@ -1148,6 +1182,7 @@ static void gatt_client_ready(Dev *d) {
                 if (d->attrs[i].kind == K_CHR)
                         notify_recompute(&d->attrs[i]);
         battery_show(d, true);
+        modalias_show(d);
         fw_kick(d);
 }
 
@@ -1174,6 +1209,7 @@ static int on_services(sd_event_source *s, uint64_t usec, void *userdata) {
                 (void) timer_arm(m, &d->t_services, ms(m->late_ms), on_services_late, d);
                 return 0;
         }
+        log_wrap(LOG_DEBUG, d->address, "services resolved");
         gatt_export(d);
         set_resolved(d, true);
         gatt_client_ready(d);
@@ -1203,6 +1239,7 @@ static int on_connect_done(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
 
+        log_wrap(LOG_INFO, d->address, "connected%s", d->stall_next ? " (stalling)" : "");
         d->link = LINK_UP;
         d->encrypted = d->paired;       /* a bonded peer encrypts the link at once */
         props_changed(m, d->path, "org.bluez.Device1", "Connected");
@@ -1224,6 +1261,7 @@ static void connect_start(Dev *d) {
         Mock *m = d->m;
         bool ok = d->advertising && d->fail_connects == 0 && !d->blocked;
 
+        log_wrap(LOG_DEBUG, d->address, "connecting (%s)", ok ? "will succeed" : "will fail");
         d->link = LINK_CONNECTING;
         (void) timer_arm(m, &d->t_link, ms(ok ? m->connect_ms : m->connect_timeout_ms), on_connect_done, d);
 }
@@ -1243,6 +1281,7 @@ static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata) {
                         reply_err(&d->attrs[i].write_msg, ERR "NotPermitted", "Not paired");
                 return 0;
         }
+        log_wrap(LOG_INFO, d->address, "paired and bonded");
         d->paired = d->bonded = true;
         d->encrypted = true;
         d->peer_bonded = true;
@@ -1269,6 +1308,8 @@ static void link_lost(Dev *d, bool emit) {
         timer_stop(&d->t_pair);
         if (d->link == LINK_DOWN && !d->connect_msg && !d->pair_msg && !d->n_disconnect_msgs)
                 return;
+        if (was_connected)
+                log_wrap(LOG_INFO, d->address, "disconnected");
         d->link = LINK_DOWN;
         d->encrypted = false;
         reply_err(&d->connect_msg, ERR "Failed", "br-connection-canceled");
@@ -2246,7 +2287,7 @@ static int ctl_send_raw(sd_bus_message *msg, void *userdata, sd_bus_error *error
                         memcpy(o.value, v, n);
                         if (a->role == R_BATTERY || !gatt_ready(d) || !n_subs(a) || !a->slot)
                                 return sd_bus_reply_method_return(msg, "b", 0);
-                        attr_store(a, o.value, o.size);
+                        notify_clients(a, o.value, o.size);
                         return sd_bus_reply_method_return(msg, "b", 1);
                 }
         }
