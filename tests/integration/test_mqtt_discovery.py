@@ -1,0 +1,160 @@
+# test_mqtt_discovery: Home Assistant discovery as a real client sees it: every config is JSON
+# with the keys HA needs, unique_ids are unique, every topic a config names is published or
+# answered, templates name keys that exist; HA's birth message brings it all again; a removed
+# wrap's configs are cleared. A real mosquitto.
+import json
+import re
+import time
+
+from kwmqtt import Collector, Gateway, broker  # noqa: F401
+from kwtestutil import private_bus, wait_for  # noqa: F401
+
+A, B = 'AA:BB:CC:DD:EE:01', 'AA:BB:CC:DD:EE:02'
+WRAP_OBJECTS = {
+    'sensor': {'skin_temperature', 'pack_temperature', 'battery', 'therapy', 'remaining', 'last_session',
+               'heat_allowed_from', 'cold_days_7d'},
+    'binary_sensor': {'connected', 'heat_allowed'},
+    'button': {'start_cold', 'start_heat', 'stop', 'injured_today'},
+    'text': {'injury_date'},
+    'number': {'pain'},
+    'event': {'session'},
+}
+
+
+def configs(col):
+    out = {}
+    for t, p, r in list(col.messages):
+        if t.startswith('homeassistant/') and t.endswith('/config'):
+            out[t] = p
+    return out
+
+
+def render(template, value):
+    """The two command templates we ship, rendered as HA's Jinja would."""
+    if '{{ value | int }}' in template:
+        return template.replace('{{ value | int }}', str(int(value)))
+    return template.replace('{{ value | tojson }}', json.dumps(value))
+
+
+def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # noqa: F811
+    col = Collector(broker, topics=('#',))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    try:
+        col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
+        # A refused request each, so that the session topics (the event entities) have been published.
+        for w in gw.wraps:
+            n = len(col.on('kneewrap/bridge/response/injury'))
+            col.publish('kneewrap/bridge/request/injury', {'wrap': w, 'injury': 'today'})
+            col.wait(lambda: len(col.on('kneewrap/bridge/response/injury')) > n)
+            col.publish(f'kneewrap/{w}/set', {'action': 'start', 'mode': 'heat'})
+            col.wait(lambda: col.on(f'kneewrap/{w}/session'))
+            col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('last_session'))
+
+        cfgs = {t: json.loads(p) for t, p in configs(col).items()}
+        uids = [c['unique_id'] for c in cfgs.values()]
+        assert len(uids) == len(set(uids))
+        seen_topics = {t for t, _, _ in col.messages}
+
+        for wrap, address in zip(gw.wraps, (A, B)):
+            for comp, objs in WRAP_OBJECTS.items():
+                for obj in objs:
+                    assert f'homeassistant/{comp}/{wrap}/{obj}/config' in cfgs
+        for t, c in cfgs.items():
+            comp, node, obj = t.split('/')[1:4]
+            for key in ('name', 'unique_id', 'device', 'origin'):
+                assert key in c, (t, key)
+            dev = c['device']
+            assert dev['identifiers'] and dev['name'] and dev['manufacturer'] and dev['model']
+            assert c['origin']['name'] == 'kneewrap' and c['origin']['sw_version']
+            # Names do not repeat the device's.
+            assert c['name'] is None or dev['name'] not in c['name']
+            if node.startswith('wrap_'):
+                address = A if node == gw.wraps[0] else B
+                assert dev['connections'] == [['bluetooth', address]]
+                assert dev['via_device'] == 'kneewrap_bridge'
+                av = [a['topic'] for a in c['availability']]
+                assert 'kneewrap/bridge/state' in av
+                if obj != 'connected':
+                    if comp in ('sensor',) and obj in ('skin_temperature', 'pack_temperature', 'battery',
+                                                        'therapy', 'remaining'):
+                        assert av == ['kneewrap/bridge/state', f'kneewrap/{node}/availability']
+                        assert c['availability_mode'] == 'all'
+                        assert c['expire_after'] > 60
+            for a in c.get('availability', []):
+                assert a['topic'] in seen_topics, (t, a['topic'])
+            for key in ('state_topic', 'json_attributes_topic'):
+                if key in c:
+                    assert c[key] in seen_topics, (t, key, c[key])
+                    payload = json.loads(col.last(c[key]))
+                    for tmpl_key in ('value_template', 'json_attributes_template'):
+                        for field in re.findall(r'value_json\.(\w+)', c.get(tmpl_key, '')):
+                            assert field in payload, (t, field, payload)
+                        for a, b in re.findall(r'value_json\.(\w+)\.(\w+)', c.get(tmpl_key, '')):
+                            assert b in payload[a], (t, a, b)
+            if comp == 'sensor' and c.get('device_class') == 'enum':
+                assert set(c['options']) == {'idle', 'cooling', 'heating', 'done', 'fault'}
+
+        # Every command topic is subscribed: each button, the text and the number get an answer.
+        for t, c in cfgs.items():
+            if 'command_topic' not in c:
+                continue
+            comp = t.split('/')[1]
+            if comp == 'button':
+                payload = c['payload_press']
+            elif comp == 'text':
+                payload = render(c['command_template'], '2026-11-01')
+            else:
+                payload = render(c['command_template'], 3.0)
+            resp = c['command_topic'].replace('/set', '/response').replace('/request/', '/response/')
+            n = len(col.on(resp))
+            col.publish(c['command_topic'], payload)
+            col.wait(lambda: len(col.on(resp)) > n)
+            r = json.loads(col.on(resp)[-1][0])
+            # stop with nothing running and a refused heat are answered with an error: still an answer.
+            assert r['status'] in ('ok', 'error') and (r['status'] == 'ok' or r['error']), (t, r)
+            if comp in ('text', 'number') or t.endswith('/adopt/config') or t.endswith('/injured_today/config'):
+                assert r['status'] == 'ok', (t, r)
+        # The text: empty resolves the injury, a date records one, and the retained state shows it.
+        w = gw.wraps[0]
+        text = cfgs[f'homeassistant/text/{w}/injury_date/config']
+        col.publish(text['command_topic'], render(text['command_template'], ''))
+        col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('injury_date', 1) is None)
+        assert col.last_json(f'kneewrap/{w}/state')['heat_allowed'] is True
+        col.publish(text['command_topic'], render(text['command_template'], '2026-11-02'))
+        col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('injury_date') == '2026-11-02')
+    finally:
+        gw.stop()
+        col.close()
+
+
+def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):  # noqa: F811
+    col = Collector(broker, topics=('homeassistant/#', 'kneewrap/#'))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    try:
+        col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
+        col.clear()
+        t0 = time.monotonic()
+        col.publish('homeassistant/status', 'online')
+        col.wait(lambda: len(configs(col)) == 2 * 17 + 4, timeout=10)
+        assert time.monotonic() - t0 >= 0.9          # after a short random delay, not at once
+        col.wait(lambda: col.on(f'kneewrap/{gw.wraps[0]}/state'))
+
+        # Removing a wrap clears its configs and retained topics with empty retained messages.
+        col.clear()
+        col.publish('kneewrap/bridge/request/remove', {'wrap': gw.wraps[1], 'transaction': 'rm'})
+        col.wait(lambda: col.on('kneewrap/bridge/response/remove'))
+        assert col.last_json('kneewrap/bridge/response/remove') == {'status': 'ok', 'data': {}, 'transaction': 'rm'}
+        col.wait(lambda: sum(1 for t, p, _ in col.messages
+                             if t.startswith(f'homeassistant/') and f'/{gw.wraps[1]}/' in t and p == b'') == 17)
+        for leaf in ('state', 'availability', 'compliance'):
+            col.wait(lambda: col.on(f'kneewrap/{gw.wraps[1]}/{leaf}') and
+                     col.on(f'kneewrap/{gw.wraps[1]}/{leaf}')[-1][0] == b'')
+        col.wait(lambda: (col.last_json('kneewrap/bridge/info') or {}).get('wraps') == [gw.wraps[0]])
+        # A new subscriber finds nothing retained for it.
+        late = Collector(broker, topics=(f'homeassistant/+/{gw.wraps[1]}/#', f'kneewrap/{gw.wraps[1]}/#'))
+        time.sleep(0.5)
+        assert late.messages == []
+        late.close()
+    finally:
+        gw.stop()
+        col.close()
