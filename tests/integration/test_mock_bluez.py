@@ -1,5 +1,7 @@
 # The mock BlueZ checked against the BlueZ 5.66 D-Bus API with a plain client, so the daemon's
 # tests can trust it: object layout, discovery, connection, GATT bytes, errors, restarts.
+import os
+import select
 import time
 
 import dbus
@@ -361,3 +363,27 @@ def test_handle_base_names_the_paths(quick):
     c.connect_resolved()
     assert c.char_path(STATUS).startswith(device_path(WRAP) + "/service00")
     assert device_path(WRAP) + "/service0010" in c.objects()
+
+
+def test_acquire_notify(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    objs = c.objects()
+    assert "NotifyAcquired" in objs[c.char_path(BUTTON)]["org.bluez.GattCharacteristic1"]
+    assert "NotifyAcquired" not in objs[c.char_path(CP)]["org.bluez.GattCharacteristic1"]   # indicate only
+    assert "WriteAcquired" not in objs[c.char_path(CP)]["org.bluez.GattCharacteristic1"]
+    fd, mtu = c.char(BUTTON).AcquireNotify({})
+    fd = fd.take()
+    assert int(mtu) >= 23
+    assert c.prop(c.char_path(BUTTON), "org.bluez.GattCharacteristic1", "NotifyAcquired")
+    assert error_of(c.char(BUTTON).StartNotify) == ("org.bluez.Error.NotPermitted", "Notify acquired")
+    assert error_of(c.char(CP).AcquireNotify, {})[0] == "org.bluez.Error.NotSupported"
+    bus.mock.PressButton(WRAP, 2)
+    assert select.select([fd], [], [], 5)[0]
+    assert list(os.read(fd, 64)) == [2, 1]
+    os.close(fd)
+    c.wait(lambda: not c.prop(c.char_path(BUTTON), "org.bluez.GattCharacteristic1", "NotifyAcquired"))
+    c.char(BUTTON).StartNotify()

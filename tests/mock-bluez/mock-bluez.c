@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -71,6 +74,8 @@ typedef struct Attr {
         sd_bus_message *write_msg;  /* the one write in flight */
         uint8_t write_buf[64];
         size_t write_len;
+        int notify_fd;              /* AcquireNotify: our end of the socket pair, or -1 */
+        sd_event_source *notify_io;
         sd_bus_slot *slot, *slot_mtu;
 } Attr;
 
@@ -277,7 +282,7 @@ static Attr *db_add(Dev *d, uint16_t *h, Kind k, const char *uuid16_or_128, Attr
                     uint8_t props, Role role) {
         Attr *a = &d->attrs[d->n_attrs++];
 
-        *a = (Attr) { .dev = d, .kind = k, .role = role, .parent = parent, .props = props };
+        *a = (Attr) { .dev = d, .kind = k, .role = role, .parent = parent, .props = props, .notify_fd = -1 };
         (void) uuid_normalize(uuid16_or_128, a->uuid);
         a->handle = *h;
         *h += k == K_CHR ? 2 : 1;     /* a characteristic is its declaration plus its value */
@@ -567,6 +572,8 @@ static int method_start_notify(sd_bus_message *msg, void *userdata, sd_bus_error
                 return sd_bus_reply_method_errorf(msg, ERR "NotConnected", "Not Connected");
         if (!(a->props & (P_NOTIFY | P_INDICATE)))
                 return sd_bus_reply_method_errorf(msg, ERR "NotSupported", "Operation is not supported");
+        if (a->notify_fd >= 0)
+                return sd_bus_reply_method_errorf(msg, ERR "NotPermitted", "Notify acquired");
         if (has_sub(a, owner))
                 return sd_bus_reply_method_return(msg, NULL);
         for (size_t i = 0; i < MAX_SUBS; i++)
@@ -590,9 +597,15 @@ static bool sub_remove(Attr *a, const char *owner) {
         return false;
 }
 
+static void notify_release(Attr *a);
+
 static int method_stop_notify(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Attr *a = userdata;
 
+        if (a->notify_fd >= 0) {
+                notify_release(a);
+                return sd_bus_reply_method_return(msg, NULL);
+        }
         if (!sub_remove(a, sd_bus_message_get_sender(msg)))
                 return sd_bus_reply_method_errorf(msg, ERR "Failed", "No notify session started");
         if (n_subs(a) == 0 && a->notifying) {
@@ -602,13 +615,56 @@ static int method_stop_notify(sd_bus_message *msg, void *userdata, sd_bus_error 
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_acquire(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+static int method_acquire_write(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Attr *a = userdata;
 
         if (a->dev->link != LINK_UP)
                 return sd_bus_reply_method_errorf(msg, ERR "Failed", "Not connected");
-        /* No characteristic here has write-without-response; AcquireNotify is not mocked. */
+        /* AcquireWrite needs write-without-response, which no characteristic here has. */
         return sd_bus_reply_method_errorf(msg, ERR "NotSupported", "Operation is not supported");
+}
+
+static void notify_release(Attr *a) {
+        if (a->notify_fd < 0)
+                return;
+        a->notify_io = sd_event_source_disable_unref(a->notify_io);
+        close(a->notify_fd);
+        a->notify_fd = -1;
+        props_changed(a->dev->m, a->path, "org.bluez.GattCharacteristic1", "NotifyAcquired");
+}
+
+static int on_notify_hup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        /* The client closed its end: that is how it releases the lock. */
+        notify_release(userdata);
+        return 0;
+}
+
+static int method_acquire_notify(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Attr *a = userdata;
+        int fds[2], r;
+
+        if (!gatt_ready(a->dev))
+                return sd_bus_reply_method_errorf(msg, ERR "Failed", "Not connected");
+        if (a->notify_fd >= 0)
+                return sd_bus_reply_method_errorf(msg, ERR "NotPermitted", "Notify acquired");
+        if (n_subs(a) > 0)
+                return sd_bus_reply_method_errorf(msg, ERR "InProgress", "In Progress");
+        if (!(a->props & P_NOTIFY))
+                return sd_bus_reply_method_errorf(msg, ERR "NotSupported", "Operation is not supported");
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+                return sd_bus_reply_method_errorf(msg, ERR "Failed", "%s", strerror(errno));
+        r = sd_event_add_io(a->dev->m->ev, &a->notify_io, fds[0], EPOLLRDHUP, on_notify_hup, a);
+        if (r >= 0)
+                r = sd_bus_reply_method_return(msg, "hq", fds[1], (uint16_t) 247);
+        close(fds[1]);
+        if (r < 0) {
+                a->notify_io = sd_event_source_disable_unref(a->notify_io);
+                close(fds[0]);
+                return r;
+        }
+        a->notify_fd = fds[0];
+        props_changed(a->dev->m, a->path, "org.bluez.GattCharacteristic1", "NotifyAcquired");
+        return 1;
 }
 
 static int prop_uuid(sd_bus *bus, const char *path, const char *iface, const char *prop,
@@ -660,6 +716,12 @@ static int prop_flags(sd_bus *bus, const char *path, const char *iface, const ch
         return r < 0 ? r : sd_bus_message_close_container(reply);
 }
 
+static int prop_notify_acquired(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Attr *a = userdata;
+        return sd_bus_message_append(reply, "b", a->notify_fd >= 0);
+}
+
 static int prop_mtu(sd_bus *bus, const char *path, const char *iface, const char *prop,
                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         return sd_bus_message_append(reply, "q", (uint16_t) 247);
@@ -680,17 +742,26 @@ static const sd_bus_vtable service_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("WriteValue", SD_BUS_ARGS("ay", value, "a{sv}", options), SD_BUS_NO_RESULT, \
                                 method_write_value, 0), \
         SD_BUS_METHOD_WITH_ARGS("AcquireWrite", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("h", fd, "q", mtu), \
-                                method_acquire, 0), \
+                                method_acquire_write, 0), \
         SD_BUS_METHOD_WITH_ARGS("AcquireNotify", SD_BUS_ARGS("a{sv}", options), SD_BUS_RESULT("h", fd, "q", mtu), \
-                                method_acquire, 0), \
+                                method_acquire_notify, 0), \
         SD_BUS_METHOD("StartNotify", "", "", method_start_notify, 0), \
         SD_BUS_METHOD("StopNotify", "", "", method_stop_notify, 0), \
         SD_BUS_PROPERTY("UUID", "s", prop_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST), \
         SD_BUS_PROPERTY("Service", "o", prop_parent, 0, SD_BUS_VTABLE_PROPERTY_CONST), \
         SD_BUS_PROPERTY("Value", "ay", prop_value, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
 
-/* Notifying exists only on characteristics that can notify or indicate (5.66). */
+/* As 5.66: Notifying exists where notify or indicate is set, NotifyAcquired where notify is. */
 static const sd_bus_vtable chr_vtable_notify[] = {
+        SD_BUS_VTABLE_START(0),
+        CHR_METHODS,
+        SD_BUS_PROPERTY("Notifying", "b", prop_notifying, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Flags", "as", prop_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("NotifyAcquired", "b", prop_notify_acquired, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+static const sd_bus_vtable chr_vtable_indicate[] = {
         SD_BUS_VTABLE_START(0),
         CHR_METHODS,
         SD_BUS_PROPERTY("Notifying", "b", prop_notifying, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -762,7 +833,8 @@ static void gatt_export(Dev *d) {
                         vt = service_vtable;
                 } else if (a->kind == K_CHR) {
                         iface = "org.bluez.GattCharacteristic1";
-                        vt = a->props & (P_NOTIFY | P_INDICATE) ? chr_vtable_notify : chr_vtable_plain;
+                        vt = a->props & P_NOTIFY ? chr_vtable_notify :
+                             a->props & P_INDICATE ? chr_vtable_indicate : chr_vtable_plain;
                 } else {
                         iface = "org.bluez.GattDescriptor1";
                         vt = desc_vtable;
@@ -787,6 +859,7 @@ static void gatt_unexport(Dev *d) {
                         continue;
                 if (d->m->bz)
                         (void) sd_bus_emit_object_removed(d->m->bz, a->path);
+                notify_release(a);
                 a->slot_mtu = sd_bus_slot_unref(a->slot_mtu);
                 a->slot = sd_bus_slot_unref(a->slot);
                 reply_err(&a->write_msg, ERR "Failed", "Operation failed");
@@ -851,6 +924,11 @@ static void notify_clients(Attr *a, const uint8_t *b, size_t n) {
 
         if (!a->slot)
                 return;
+        if (a->notify_fd >= 0) {
+                /* Acquired: the value goes down the socket, and Value is left alone. */
+                (void) send(a->notify_fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+                return;
+        }
         for (size_t i = 0; i < k; i++)
                 attr_store(a, b, n);
 }
@@ -1314,8 +1392,10 @@ static void link_lost(Dev *d, bool emit) {
         d->encrypted = false;
         reply_err(&d->connect_msg, ERR "Failed", "br-connection-canceled");
         reply_err(&d->pair_msg, ERR "AuthenticationCanceled", "Authentication Canceled");
-        for (size_t i = 0; i < d->n_attrs; i++)
+        for (size_t i = 0; i < d->n_attrs; i++) {
                 reply_err(&d->attrs[i].write_msg, ERR "Failed", "Operation failed");
+                notify_release(&d->attrs[i]);     /* bluez shuts the sockets down: HUP */
+        }
         battery_show(d, false);
         mtu_show(d, false);
         if (!d->gatt_exported)
@@ -2285,7 +2365,7 @@ static int ctl_send_raw(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 if (a->kind == K_CHR && streq(a->uuid, norm)) {
                         WrapFwOutput o = { .size = n };
                         memcpy(o.value, v, n);
-                        if (a->role == R_BATTERY || !gatt_ready(d) || !n_subs(a) || !a->slot)
+                        if (a->role == R_BATTERY || !gatt_ready(d) || (!n_subs(a) && a->notify_fd < 0) || !a->slot)
                                 return sd_bus_reply_method_return(msg, "b", 0);
                         notify_clients(a, o.value, o.size);
                         return sd_bus_reply_method_return(msg, "b", 1);
