@@ -1,9 +1,11 @@
 # kwbench: what the Python benches share: a private system bus, a notify socket, kneewrapd runs, stats.
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -208,4 +210,73 @@ def memory_kib(pid):
             parts = line.split()
             if len(parts) >= 3 and parts[2] == 'kB':
                 out[parts[0].rstrip(':')] = int(parts[1])
+    return out
+
+
+# ---- the mock BlueZ (tests/mock-bluez), for the benches with wraps ----
+
+def mock_bus(time_scale=None):
+    """A private bus with kneewrap-mock-bluez on it (tests/integration/mockbluez.py)."""
+    os.environ.setdefault('KW_BUILDDIR', BUILDDIR)
+    sys.path.insert(0, os.path.join(SRCDIR, 'tests', 'integration'))
+    from mockbluez import MockBluez
+    return MockBluez(time_scale=time_scale)
+
+
+def wrap_addresses(n):
+    return ['AA:BB:CC:00:00:%02X' % (0x10 + i) for i in range(n)]
+
+
+def start_kneewrapd_with_wraps(bus, workdir, addresses, notify, log, env=None):
+    """kneewrapd allowed to adopt `addresses` (already added to the mock), MQTT off."""
+    store = workdir.join('kneewrapd.db')
+    allow = ('allow = ' + ' '.join(addresses) + '\n') if addresses else ''
+    conf = write_config(workdir, store, extra=f'[bluetooth]\n{allow}', name='wraps.conf')
+    e = daemon_env(bus.address, notify, env=env)
+    return start_daemon(conf, e, log)
+
+
+def wait_log(logpath, pattern, count, timeout, proc=None):
+    """Waits until `pattern` (a regex) occurs `count` times in the log file."""
+    rx = re.compile(pattern)
+    end = time.monotonic() + timeout
+    while True:
+        with open(logpath, errors='replace') as f:
+            text = f.read()
+        if len(rx.findall(text)) >= count:
+            return text
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f'exited {proc.returncode}; see {logpath}')
+        if time.monotonic() > end:
+            raise TimeoutError(f'{pattern!r} x{count} not in {logpath} after {timeout} s')
+        time.sleep(0.05)
+
+
+def wait_connected(logpath, addresses, timeout, proc=None):
+    """Every address logged "connected, notifications on" by kneewrapd."""
+    end = time.monotonic() + timeout
+    for a in addresses:
+        wait_log(logpath, re.escape(a) + r': connected, notifications on', 1,
+                 max(0.1, end - time.monotonic()), proc)
+
+
+def smaps_by_file(pid):
+    """{mapping name: [Rss, Pss, Private] KiB} from /proc/<pid>/smaps, [heap], [stack] and anon included."""
+    out = {}
+    name = None
+    with open(f'/proc/{pid}/smaps') as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            if not parts[0].endswith(':') or '-' in parts[0]:
+                # a mapping header: "start-end perms offset dev inode [path]"
+                name = parts[5] if len(parts) >= 6 else '[anon]'
+                out.setdefault(name, [0, 0, 0])
+            elif name and parts[0] == 'Rss:':
+                out[name][0] += int(parts[1])
+            elif name and parts[0] == 'Pss:':
+                out[name][1] += int(parts[1])
+            elif name and parts[0] in ('Private_Clean:', 'Private_Dirty:'):
+                out[name][2] += int(parts[1])
     return out
