@@ -811,8 +811,9 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
                 int64_t now = manager_now(m);
                 Compliance c7, c30;
 
-                if (store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now, &c7) >= 0 &&
-                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now, &c30) >= 0 &&
+                /* [since, until): until is the next second, so a record of this very second counts. */
+                if (store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
+                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now + 1, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0)
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
         }

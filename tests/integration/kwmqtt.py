@@ -213,14 +213,7 @@ class Gateway:
         bt = ('[bluetooth]\nallow = ' + ' '.join(allow) + '\n') if allow else ''
         self.conf = write_config(tmp_path, mqtt_config(broker, extra, ca) + bt)
         self.notify = Notify(tmp_path)
-        # sd_notify blocks once the socket's queue is full: read it all the time, as systemd does.
-        self._draining = True
-
-        def drain():
-            while self._draining:
-                self.notify._drain(0.1)
-        self._drainer = threading.Thread(target=drain, daemon=True)
-        self._drainer.start()
+        self._drainer = None
         self.logs = []
         self._start = lambda: start_daemon(tmp_path, self.conf, bus_address, self.notify, env=env)
         self.restart()
@@ -230,6 +223,14 @@ class Gateway:
         return os.path.join(str(self.tmp_path), 'kneewrap.db')
 
     def restart(self):
+        # sd_notify blocks once the socket's queue is full: read it all the time, as systemd does.
+        self._draining = True
+        if not self._drainer or not self._drainer.is_alive():
+            def drain():
+                while self._draining:
+                    self.notify._drain(0.1)
+            self._drainer = threading.Thread(target=drain, daemon=True)
+            self._drainer.start()
         self.d = self._start()
         self.logs.append(self.d.logpath)
 

@@ -1,0 +1,152 @@
+# test_mqtt_commands: commands over MQTT go through the same rules as the button; bad JSON,
+# unknown keys and wrong types are answered with a clear error and change nothing; a refusal
+# is answered and logged as a session record. A real mosquitto.
+import json
+import time
+
+from kwmqtt import Collector, Gateway, broker  # noqa: F401
+from kwtestutil import private_bus  # noqa: F401
+
+
+def ask(col, topic, payload, resp):
+    n = len(col.on(resp))
+    col.publish(topic, payload)
+    col.wait(lambda: len(col.on(resp)) > n)
+    return json.loads(col.on(resp)[-1][0])
+
+
+def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker)
+    w = gw.wrap
+    set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
+    try:
+        col.wait(lambda: col.on(f'kneewrap/{w}/state'))
+        state0 = col.last_json(f'kneewrap/{w}/state')
+
+        bad = [
+            ('{"action":"start","mode":"cold"', 'not JSON'),
+            ('[1,2]', 'JSON object'),
+            ({'action': 'start', 'mode': 'lukewarm'}, '"mode" must be'),
+            ({'action': 'start'}, 'needs "mode"'),
+            ({'action': 'dance'}, 'unknown action'),
+            ({'action': 'stop', 'mode': 'cold'}, 'takes no "mode"'),
+            ({'injury': 20261120}, '"injury" must be'),
+            ({'injury': '20-11-2026'}, 'not a date'),
+            ({'pain': {'score': 11}}, '0 to 10'),
+            ({'pain': {'score': 'six'}}, '0 to 10'),
+            ({'pain': {'score': 3, 'where': 'elbow'}}, '"where" must be'),
+            ({'pain': {'score': 3, 'flags': ['itchy']}}, 'unknown flag'),
+            ({'pain': 5}, 'must be an object'),
+            ({'injury': None, 'pain': {'score': 1}}, 'one command per message'),
+            ({'colour': 'blue'}, 'unknown key "colour"'),
+            ({}, 'nothing to do'),
+            ({'action': 'stop', 'transaction': [1]}, '"transaction"'),
+        ]
+        for payload, why in bad:
+            r = ask(col, set_t, payload, resp)
+            assert r['status'] == 'error' and why in r['error'], (payload, r)
+        # Nothing changed: no record, no injury, no diary entry.
+        assert not col.on(f'kneewrap/{w}/session')
+        assert gw.sql('select count(*) from injuries')[0][0] == 0
+        assert gw.sql('select count(*) from diary')[0][0] == 0
+        assert col.last_json(f'kneewrap/{w}/state') == state0
+
+        # The transaction is echoed, as a string or a number.
+        r = ask(col, set_t, {'injury': 'today', 'transaction': 'abc'}, resp)
+        assert r == {'status': 'ok', 'data': {}, 'transaction': 'abc'}
+        today = time.strftime('%Y-%m-%d')
+        col.wait(lambda: col.last_json(f'kneewrap/{w}/state')['injury_date'] == today)
+        assert col.last_json(f'kneewrap/{w}/state')['heat_allowed'] is False
+        assert col.last_json(f'kneewrap/{w}/state')['heat_allowed_at']
+
+        # Heat within the week: refused by R2, answered, and recorded like a button's.
+        r = ask(col, set_t, {'action': 'start', 'mode': 'heat', 'transaction': 42}, resp)
+        assert r['status'] == 'error' and r['transaction'] == 42 and 'R2' in r['error'], r
+        assert r['data']['outcome'] == 'refused' and r['data']['refusal']['reason'] == 'heat_too_soon'
+        col.wait(lambda: col.on(f'kneewrap/{w}/session'))
+        rec = col.json_on(f'kneewrap/{w}/session')[-1]
+        assert rec['session_id'] == r['data']['session_id']
+        assert rec['source'] == 'mqtt' and rec['outcome'] == 'refused' and rec['days_since_injury'] is not None
+        assert list(rec) == ['session_id', 'wrap', 'mode', 'source', 'requested_at', 'started_at', 'ended_at',
+                             'prescribed_s', 'duration_s', 'outcome', 'compliant', 'refusal', 'skin_c',
+                             'days_since_injury']
+        col.wait(lambda: (col.last_json(f'kneewrap/{w}/state')['last_session'] or {}).get('session_id')
+                 == rec['session_id'])
+        col.wait(lambda: col.last_json(f'kneewrap/{w}/compliance')['last_7_days']['heat_refused'] == 1)
+
+        # Pain diary, with where and flags; R9's red flag raises an alert at once.
+        r = ask(col, set_t, {'pain': {'score': 7, 'where': 'outer', 'flags': ['swelling', 'pop']}}, resp)
+        assert r['status'] == 'ok', r
+        col.wait(lambda: col.on(f'kneewrap/{w}/alert'))
+        alert = col.json_on(f'kneewrap/{w}/alert')[-1]
+        assert alert['alert'] == 'red_flag' and alert['severity'] == 'urgent' and alert['wrap'] == w
+        assert gw.sql('select score, flags from diary') == [(7, 3)]
+
+        # Resolved: heat allowed again.
+        r = ask(col, set_t, {'injury': None}, resp)
+        assert r['status'] == 'ok'
+        col.wait(lambda: col.last_json(f'kneewrap/{w}/state')['heat_allowed'] is True)
+
+        # A stop with nothing running is refused with a reason.
+        r = ask(col, set_t, {'action': 'stop'}, resp)
+        assert r['status'] == 'error' and r['error']
+
+        # A command left retained on the broker is stale: a (re)connecting daemon never acts on it.
+        gw.stop()
+        col.publish(set_t, {'injury': 'today'}, retain=True)
+        col.clear()
+        gw.restart()
+        col.wait(lambda: col.on(f'kneewrap/{w}/state'))
+        time.sleep(0.5)
+        assert col.last_json(f'kneewrap/{w}/state')['injury_date'] is None
+        assert 'Injury recorded' not in open(gw.d.logpath).read()
+        col.publish(set_t, '', retain=True)
+    finally:
+        gw.stop()
+        col.close()
+
+
+def test_bridge_requests(tmp_path, private_bus, broker):  # noqa: F811
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker)
+    w = gw.wrap
+    try:
+        col.wait(lambda: col.on('kneewrap/bridge/info'))
+        assert col.last_json('kneewrap/bridge/info')['adoption_open'] is False
+
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 60, 'transaction': 1}, 'kneewrap/bridge/response/adopt')
+        assert r == {'status': 'ok', 'data': {'time': 60}, 'transaction': 1}
+        col.wait(lambda: col.last_json('kneewrap/bridge/info')['adoption_open'] is True)
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 0}, 'kneewrap/bridge/response/adopt')
+        assert r['status'] == 'ok'
+        col.wait(lambda: col.last_json('kneewrap/bridge/info')['adoption_open'] is False)
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 'long'}, 'kneewrap/bridge/response/adopt')
+        assert r['status'] == 'error' and '"time"' in r['error']
+
+        pr = 'kneewrap/bridge/response/prescription'
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 1200}, pr)
+        assert r['status'] == 'error' and 'cold' in r['error'], r          # refused, never clamped
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720, 'cold_setpoint_c': 12.5,
+                                                              'transaction': 'rx'}, pr)
+        assert r == {'status': 'ok', 'data': {}, 'transaction': 'rx'}
+        assert gw.sql('select cold_s, cold_setpoint from prescriptions') == [(720, 1250)]
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720.5}, pr)
+        assert r['status'] == 'error'
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': 'wrap_000000000000', 'cold_s': 700}, pr)
+        assert r['status'] == 'error'
+
+        r = ask(col, 'kneewrap/bridge/request/injury', {'wrap': w, 'injury': '2026-11-20T18:30:00+01:00'},
+                'kneewrap/bridge/response/injury')
+        assert r['status'] == 'ok', r
+        r = ask(col, 'kneewrap/bridge/request/diary', {'wrap': w, 'score': 4, 'where': 'front'},
+                'kneewrap/bridge/response/diary')
+        assert r['status'] == 'ok', r
+        r = ask(col, 'kneewrap/bridge/request/frobnicate', {}, 'kneewrap/bridge/response/frobnicate')
+        assert r['status'] == 'error' and 'unknown request' in r['error']
+        r = ask(col, 'kneewrap/bridge/request/remove', {'wrap': 'wrap_00000000000'},
+                'kneewrap/bridge/response/remove')
+        assert r['status'] == 'error'
+    finally:
+        gw.stop()
+        col.close()
