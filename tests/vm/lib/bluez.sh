@@ -60,15 +60,17 @@ kw_adapter_is() {
 }
 
 kw_start_bluez() {
-        kw_start_dbus
+        # The controllers come up first, so that their start overlaps the bus's (under TCG
+        # the vCPU runs while qemu serves 9p reads); bluetoothd then finds them at start.
         btmon -w "$KW_OUT/hci.btsnoop" > "$KW_OUT/btmon.log" 2>&1 &
+        btvirt -l2 > "$KW_OUT/btvirt.log" 2>&1 &
+        kw_start_dbus
         # -d: the daemon's debug log is what one needs when a scenario fails.
         /usr/libexec/bluetooth/bluetoothd -n -d > "$KW_OUT/bluetoothd.log" 2>&1 &
         # gdbus sleeps on the bus until the name appears, leaving the vCPU to bluetoothd.
         gdbus wait --system --timeout 20 org.bluez || kw_name_has_owner org.bluez || \
                 kw_die "org.bluez did not appear on the system bus"
         kw_mark bluetoothd
-        btvirt -l2 > "$KW_OUT/btvirt.log" 2>&1 &
         for a in hci0 hci1; do
                 kw_wait 15 "controller $a" test -e /sys/class/bluetooth/$a
         done
