@@ -63,9 +63,11 @@ void wrap_free(Wrap *w);
 /* Creates a Wrap for every wrap in the store not yet known, and takes over the sessions the
  * store still holds open (a restart mid-session). Safe to call again. */
 int wraps_load(Manager *m);
-/* At shutdown: every running session is stopped (STOP reason 3) and closed as interrupted,
- * since nothing supervises a session (R5) while the gateway is down; then all are freed. */
+/* At shutdown, while the bus is still up: every running session is stopped (STOP reason 3)
+ * and closed as interrupted, since nothing supervises a session (R5) while the gateway is
+ * down. A crash leaves them open instead; wraps_load() reconciles those. */
 void wraps_shutdown(Manager *m);
+void wraps_free(Manager *m);
 /* The wrap was removed (manager_remove_wrap): ends its session as stopped by the user. */
 void wrap_removed(Wrap *w);
 

@@ -73,6 +73,7 @@ typedef struct BzObj {
 
         /* Adoption, for devices. */
         bool adopting;
+        unsigned adopt_failures;
         uint64_t adopt_after;         /* real CLOCK_MONOTONIC */
         bool neighbour_logged;
 } BzObj;
@@ -152,6 +153,8 @@ struct Bluez {
         sd_event_source *adoption_timer;
         sd_event_source *discovery_timer;
         sd_event_source *power_timer;
+        sd_event_source *adopt_timer;
+        sd_event_source *exit_source;
 
         char *owner;                  /* bluetoothd's unique name; NULL while it is gone */
         bool synced;                  /* GetManagedObjects answered */
@@ -264,13 +267,18 @@ static const char *find_char(Bluez *b, const char *dev, const char *service_uuid
 
 /* ---- Calls ---- */
 
-static void call_free(BzCall *c) {
+static void call_unlink(BzCall *c) {
         if (c->prev)
                 c->prev->next = c->next;
-        else
+        else if (c->b->calls == c)
                 c->b->calls = c->next;
         if (c->next)
                 c->next->prev = c->prev;
+        c->next = c->prev = NULL;
+}
+
+static void call_free(BzCall *c) {
+        call_unlink(c);
         sd_bus_slot_unref(c->slot);
         free(c->path);
         free(c);
@@ -280,8 +288,12 @@ static int call_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_e
         BzCall *c = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
 
+        /* Off the list first: the handler may cancel its link's calls (link_down). */
+        call_unlink(c);
         c->fn(c->b, c, reply, e);
-        call_free(c);
+        sd_bus_slot_unref(c->slot);
+        free(c->path);
+        free(c);
         return 0;
 }
 
@@ -605,11 +617,18 @@ uint64_t bluez_backoff_usec(unsigned failures, uint32_t random) {
         return d - d / 5 + (uint64_t) ((double) random / UINT32_MAX * (double) (2 * d / 5));
 }
 
+static uint64_t real_mono_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static uint32_t random_u32(void) {
         uint32_t v = 0;
 
         if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v)
-                v = (uint32_t) clock_mono_usec();
+                v = (uint32_t) real_mono_usec();
         return v;
 }
 
@@ -1039,6 +1058,7 @@ static void on_power_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_
         manager_update_status(b->m);
 }
 
+/* The wait after a failed power-on or adoption is over: look again. */
 static int on_power_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         schedule_update(userdata);
         return 0;
@@ -1174,10 +1194,19 @@ static bool address_allowed(Bluez *b, const char *address) {
 }
 
 static void adoption_failed(Bluez *b, BzObj *d, const char *what, const sd_bus_error *e) {
+        uint64_t delay = bluez_backoff_usec(d->adopt_failures + 1, random_u32());
+        uint64_t now;
+
         d->adopting = false;
-        d->adopt_after = clock_mono_usec() + ADOPT_RETRY_USEC;
-        log_wrap(LOG_ERR, d->address, "adoption failed: %s%s%s%s. Clear the wrap's bond (hold its stop button 10 s) "
-                 "if it was bonded to another gateway", what, e ? " (" : "", e ? error_text(e) : "", e ? ")" : "");
+        d->adopt_failures++;
+        d->adopt_after = real_mono_usec() + delay;
+        log_wrap(LOG_ERR, d->address, "adoption failed: %s%s%s%s; retrying in %.0f s. If the wrap was bonded to "
+                 "another gateway, clear its bond (hold its stop button 10 s)",
+                 what, e ? " (" : "", e ? error_text(e) : "", e ? ")" : "", (double) delay / USEC_PER_SEC);
+        /* Look again when the wait is over. */
+        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_source_set_time(b->adopt_timer, now + delay + USEC_PER_SEC / 10);
+        sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_ONESHOT);
         schedule_update(b);
 }
 
@@ -1241,11 +1270,11 @@ static void maybe_adopt(Bluez *b, BzObj *d) {
                 d->neighbour_logged = true;
                 return;
         }
-        if (clock_mono_usec() < d->adopt_after)
+        if (real_mono_usec() < d->adopt_after)
                 return;
         if (!m->store) {
                 log_wrap(LOG_WARNING, d->address, "cannot adopt while the store is unavailable");
-                d->adopt_after = clock_mono_usec() + ADOPT_RETRY_USEC;
+                d->adopt_after = real_mono_usec() + ADOPT_RETRY_USEC;
                 return;
         }
         d->adopting = true;
@@ -1627,6 +1656,14 @@ static const char *const match_rules[] = {
         "arg0='org.bluez.Battery1'",
 };
 
+/* The loop is exiting: stop the sessions before sd-bus's own exit handler closes the bus. */
+static int on_loop_exit(sd_event_source *s, void *userdata) {
+        Bluez *b = userdata;
+
+        wraps_shutdown(b->m);
+        return 0;
+}
+
 static int on_adoption_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Bluez *b = userdata;
 
@@ -1661,6 +1698,12 @@ int bluez_new(Manager *m, Bluez **ret) {
                 r = sd_event_add_time(m->event, &b->discovery_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_discovery_timer, b);
         if (r >= 0)
                 r = sd_event_add_time(m->event, &b->power_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
+        if (r >= 0)
+                r = sd_event_add_time(m->event, &b->adopt_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
+        if (r >= 0)
+                r = sd_event_add_exit(m->event, &b->exit_source, on_loop_exit, b);
+        if (r >= 0)
+                r = sd_event_source_set_priority(b->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(match_rules); i++)
                 r = sd_bus_add_match_async(b->bus, &b->matches[i], match_rules[i], handlers[i], NULL, b);
         if (r >= 0)
@@ -1685,8 +1728,10 @@ int bluez_new(Manager *m, Bluez **ret) {
 Bluez *bluez_free(Bluez *b) {
         if (!b)
                 return NULL;
-        if (b->m->bluez == b)
+        if (b->m->bluez == b) {
                 wraps_shutdown(b->m);
+                wraps_free(b->m);
+        }
         while (b->links)
                 bluez_link_detach(b, b->links->w);
         while (b->calls)
@@ -1700,6 +1745,8 @@ Bluez *bluez_free(Bluez *b) {
         sd_event_source_disable_unref(b->adoption_timer);
         sd_event_source_disable_unref(b->discovery_timer);
         sd_event_source_disable_unref(b->power_timer);
+        sd_event_source_disable_unref(b->adopt_timer);
+        sd_event_source_disable_unref(b->exit_source);
         objs_free_all(b);
         free(b->adapter);
         free(b->owner);
@@ -1759,7 +1806,7 @@ int bluez_remove_wrap(Bluez *b, const char *wrap) {
         d = device_by_address(b, address);
         if (!d || !b->adapter)
                 return 0;
-        d->adopt_after = clock_mono_usec() + ADOPT_RETRY_USEC;
+        d->adopt_after = real_mono_usec() + ADOPT_RETRY_USEC;
         r = sd_bus_message_new_method_call(b->bus, &msg, BZ_NAME, b->adapter, BZ_ADAPTER, "RemoveDevice");
         if (r >= 0)
                 r = sd_bus_message_append(msg, "o", d->path);

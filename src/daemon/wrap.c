@@ -702,7 +702,9 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
                         break;
                 if (s->state == WIRE_STATE_DONE || (s->state == WIRE_STATE_IDLE && s->elapsed_s >= w->rec.prescribed_s)) {
                         /* The wrap's fail-safe ended it (a hair before our STOP): completed. */
-                        session_stop(w, STOP_COMPLETED, OUTCOME_COMPLETED, "the prescribed time is over (the wrap ended it)");
+                        send_stop(w, STOP_COMPLETED);
+                        session_close(w, OUTCOME_COMPLETED, manager_now(w->m), w->rec.prescribed_s,
+                                      "the prescribed time is over (the wrap ended it)");
                 } else if (s->state == WIRE_STATE_IDLE)
                         /* Stopped early: the stop press is usually notified with it. */
                         arm(w, &w->idle_timer, real_mono_usec() + STOP_BUTTON_WAIT_USEC, on_idle_timer);
@@ -934,14 +936,15 @@ int wraps_load(Manager *m) {
 }
 
 void wraps_shutdown(Manager *m) {
-        while (m->wraps) {
-                Wrap *w = m->wraps;
-
+        for (Wrap *w = m->wraps; w; w = w->next)
                 if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
                         session_stop(w, STOP_SHUTDOWN, OUTCOME_INTERRUPTED,
                                      "the gateway is shutting down: nothing would supervise the session");
-                wrap_free(w);
-        }
         if (m->bus)
                 (void) sd_bus_flush(m->bus);
+}
+
+void wraps_free(Manager *m) {
+        while (m->wraps)
+                wrap_free(m->wraps);
 }
