@@ -55,6 +55,7 @@ typedef struct KnownWrap {
         char address[BDADDR_STR_MAX];
         bool present;                 /* in the store's list at the last look */
         bool discovered;              /* its discovery configs went out on this connection */
+        bool discovered_info;         /* ... with the Device Information the wrap reported */
         bool dirty;
         char *state, *availability, *compliance;
 } KnownWrap;
@@ -100,6 +101,7 @@ struct Mqtt {
         size_t n_wraps;
         bool dirty_all;               /* (re)publish discovery, info and every state */
         bool dirty_info;
+        bool dirty_health;
 };
 
 static void schedule_flush(Mqtt *q);
@@ -740,6 +742,7 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
                 }
         }
 #endif
+        k->discovered_info = d.model != NULL;
         r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
         if (r < 0) {
                 log_error_errno(r, "MQTT: cannot build the discovery configs of %s: %s", k->wrap, strerror(abs(r)));
@@ -801,6 +804,8 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
         char *json = NULL;
 
         build_state_view(q, k, &v, &last, date);
+        if (!k->availability || streq(k->availability, "{\"state\":\"online\"}") != v.connected)
+                q->dirty_health = true;   /* wraps_connected changed */
         publish_changed(q, &k->availability,
                         strdup(v.connected ? "{\"state\":\"online\"}" : "{\"state\":\"offline\"}"),
                         force, k->wrap, "availability");
@@ -918,6 +923,17 @@ static void publish_bridge_discovery(Mqtt *q) {
         discovery_msgs_free(msgs, n);
 }
 
+/* The wrap's Device Information arrived after its discovery went out: the HA device should show it. */
+static bool wrap_has_info(Mqtt *q, KnownWrap *k) {
+#if KW_MQTT_WRAPS
+        Wrap *w = wrap_find(q->m, k->wrap);
+        const WrapInfo *info = w ? wrap_get_info(w) : NULL;
+        return info && info->have && info->model[0];
+#else
+        return false;
+#endif
+}
+
 /* Everything that waits for the loop: the outbox first, then discovery and state. */
 static int on_flush(sd_event_source *s, void *userdata) {
         Mqtt *q = userdata;
@@ -935,13 +951,17 @@ static int on_flush(sd_event_source *s, void *userdata) {
         }
         for (size_t i = 0; i < q->n_wraps; i++) {
                 KnownWrap *k = q->wraps + i;
-                if (!k->discovered)
+                if (!k->discovered || (!k->discovered_info && wrap_has_info(q, k)))
                         publish_wrap_discovery(q, k, false);
                 if (all || k->dirty)
                         publish_wrap_state(q, k, all);
         }
         if (q->dirty_info)
                 publish_bridge_info(q);
+        if (q->dirty_health) {
+                publish_health(q);
+                q->dirty_health = false;
+        }
         write_now(q);
         return 0;
 }
@@ -1268,6 +1288,8 @@ void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
 
         if (!q || !wrap)
                 return;
+        if (!known_find(q, wrap))
+                q->dirty_info = q->dirty_health = true;   /* adopted since we last looked */
         k = known_add(q, wrap, NULL);
         if (k)
                 k->dirty = true;
