@@ -555,8 +555,11 @@ static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_e
                 rx.heat_s = (uint32_t) val[HEAT_MIN] * 60;
         if (mask & (1u << HEAT_SET))
                 rx.heat_setpoint = (int32_t) lround(val[HEAT_SET] * 100);
-        if (mask & (1u << WAIT_DAYS))
-                rx.heat_wait_s = (uint32_t) val[WAIT_DAYS] * (uint32_t) RULES_DAY_S;
+        if (mask & (1u << WAIT_DAYS)) {
+                /* Saturate, never wrap: 49718 days must not become 7.7 (the rules refuse it). */
+                uint64_t wait = (uint64_t) val[WAIT_DAYS] * (uint64_t) RULES_DAY_S;
+                rx.heat_wait_s = wait > UINT32_MAX ? UINT32_MAX : (uint32_t) wait;
+        }
         if (mask & (1u << REST_MIN))
                 rx.cold_rest_s = (uint32_t) val[REST_MIN] * 60;
 

@@ -145,6 +145,9 @@ def test_bad_requests_get_clear_errors_and_the_daemon_survives(gw):
     assert name == ERR + 'Refused' and 'cold minutes' in msg
     name, msg = api.error('SetPrescription', w, {'heat_wait_days': dbus.UInt32(3)})
     assert name == ERR + 'Refused' and 'heat wait days' in msg
+    # 49718 days in seconds passes 2^32: it must saturate (refused), not wrap to 7.7 days.
+    name, msg = api.error('SetPrescription', w, {'heat_wait_days': dbus.UInt32(49718)})
+    assert name == ERR + 'Refused' and 'heat wait days' in msg
     assert g.sql('SELECT count(*) FROM prescriptions') == [(0,)]
     # A wrong signature is sd-bus's own InvalidArgs.
     with pytest.raises(dbus.DBusException) as e:
