@@ -281,3 +281,13 @@ def test_store_unavailable_is_an_error_and_a_refusal(gw, tmp_path):
     assert 'UNAVAILABLE' in ctl(g, 'status').stdout
     assert g.cp(a) == []                            # nothing runs unrecorded
     assert g.alive()
+
+
+def test_ctl_without_the_daemon_says_so(fast_bus, tmp_path):
+    conf = tmp_path / 'kneewrapd.conf'
+    conf.write_text(f'[store]\npath = {tmp_path}/kneewrap.db\n')
+    for cmd in (['status'], ['start', 'wrap_aabbcc001122', 'cold'], ['stop', 'wrap_aabbcc001122'], ['adopt'],
+                ['remove', 'wrap_aabbcc001122']):
+        p = subprocess.run([KNEEWRAPCTL, '--config', str(conf), *cmd], capture_output=True, text=True, timeout=20,
+                           env=fast_bus.env())
+        assert p.returncode == 1 and 'kneewrapd is not running (nobody owns org.kneewrap1' in p.stderr, (cmd, p.stderr)
