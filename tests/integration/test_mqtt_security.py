@@ -92,3 +92,19 @@ def test_password_from_systemd_credential(tmp_path, private_bus):  # noqa: F811
         gw.stop()
         col.close()
         b.stop()
+
+
+def test_mqtt_5_when_configured(tmp_path, private_bus):  # noqa: F811
+    b = Broker(tmp_path)
+    col = Collector(b, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, b, extra='protocol = 5\n')
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+        assert '(p5, ' in b.log() and 'as kneewrap-' in b.log()
+        col.publish(f'kneewrap/{gw.wrap}/set', {'injury': 'today', 'transaction': 5})
+        col.wait(lambda: col.on(f'kneewrap/{gw.wrap}/response'))
+        assert col.last_json(f'kneewrap/{gw.wrap}/response') == {'status': 'ok', 'data': {}, 'transaction': 5}
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
