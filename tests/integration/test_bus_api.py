@@ -1,7 +1,10 @@
 # test_bus_api: kneewrapd's own D-Bus API (org.kneewrap1.Manager) and kneewrapctl over it, on a
 # private bus with the mock BlueZ and simulated wraps: every request through the therapy rules.
 import datetime
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 import dbus
@@ -291,3 +294,74 @@ def test_ctl_without_the_daemon_says_so(fast_bus, tmp_path):
         p = subprocess.run([KNEEWRAPCTL, '--config', str(conf), *cmd], capture_output=True, text=True, timeout=20,
                            env=fast_bus.env())
         assert p.returncode == 1 and 'kneewrapd is not running (nobody owns org.kneewrap1' in p.stderr, (cmd, p.stderr)
+
+
+POLICY_BUS = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <!-- Debian 12's system.conf default policy: holes must be punched per service. -->
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  </policy>
+  <!-- The test runs the daemon as root, standing in for the user kneewrap. -->
+  <policy user="root"><allow own="org.kneewrap1"/></policy>
+  <include>{policy}</include>
+</busconfig>
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to call as another user')
+def test_shipped_policy_lets_root_call_and_shuts_others_out(tmp_path):
+    from kwtestutil import SRCDIR, Notify, start_daemon, stop_daemon, write_config
+    # The socket where nobody can reach it (pytest's tmp_path is root's alone).
+    sockdir = tempfile.mkdtemp(prefix='kw-policy-')
+    os.chmod(sockdir, 0o755)
+    sock = os.path.join(sockdir, 'system_bus_socket')
+    (tmp_path / 'bus.conf').write_text(POLICY_BUS.format(
+        socket=sock, policy=os.path.join(SRCDIR, 'systemd', 'org.kneewrap1.conf')))
+    bus = subprocess.Popen(['dbus-daemon', '--config-file', str(tmp_path / 'bus.conf'), '--nofork', '--print-address'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = bus.stdout.readline().strip()
+    notify = Notify(tmp_path)
+    d = None
+    try:
+        assert address
+        conf = write_config(tmp_path)
+        d = start_daemon(tmp_path, conf, address, notify)
+        api = Api(address)
+        assert not api.get('AdoptionOpen')
+        api.close()
+        env = {**os.environ, 'DBUS_SYSTEM_BUS_ADDRESS': address}
+
+        def run(*prefix_and_cmd):
+            return subprocess.run([*prefix_and_cmd], capture_output=True, text=True, timeout=20, env=env)
+        p = run(KNEEWRAPCTL, '--config', str(conf), 'adopt', '30')
+        assert p.returncode == 0, p.stderr
+        # nobody is neither root nor in the group kneewrap: not even a property read.
+        nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+        for cmd in (['status'], ['start', 'wrap_aabbcc001122', 'cold'], ['adopt', '0']):
+            p = run(*nobody, KNEEWRAPCTL, '--config', str(conf), *cmd)
+            assert p.returncode == 1 and 'not allowed to talk to kneewrapd' in p.stderr, (cmd, p.stderr)
+        p = run(*nobody, 'busctl', f'--address={address}', 'introspect', 'org.kneewrap1', '/org/kneewrap1')
+        assert p.returncode != 0 and ('Access denied' in p.stderr or 'AccessDenied' in p.stderr), p.stderr
+        assert 'Adoption open' in d.log() and 'Adoption closed' not in d.log()
+    finally:
+        if d:
+            stop_daemon(d)
+        notify.close()
+        bus.terminate()
+        bus.wait(5)
+        shutil.rmtree(sockdir, ignore_errors=True)
