@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "manager.h"
+#include "mqtt.h"
 #include "store.h"
 #include "util.h"
 #include "wire.h"
@@ -1240,6 +1241,7 @@ static void adoption_finish(Bluez *b, BzObj *d) {
                 return;
         }
         log_wrap(LOG_NOTICE, d->address, "adopted %s (paired, trusted)", d->name[0] ? d->name : "wrap");
+        mqtt_wrap_added(m->mqtt, wrap_get_id(w));
         manager_update_status(m);
 }
 
@@ -1319,6 +1321,7 @@ static void update_now(Bluez *b) {
                         log_info("using Bluetooth adapter %s (%s)", adapter_name(b->adapter), a->address);
                 else
                         log_error("no usable Bluetooth adapter: %s", b->adapter_why);
+                mqtt_bridge_changed(b->m->mqtt);
         }
 
         if (a && !a->powered) {
@@ -1668,6 +1671,7 @@ static int on_adoption_timer(sd_event_source *s, uint64_t usec, void *userdata) 
         Bluez *b = userdata;
 
         log_info("adoption window closed");
+        mqtt_bridge_changed(b->m->mqtt);
         schedule_update(b);
         return 0;
 }

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "manager.h"
+#include "mqtt.h"
 #include "payload.h"
 #include "record.h"
 #include "rules.h"
@@ -18,14 +19,6 @@
 #include "util.h"
 #include "wire.h"
 #include "wrap.h"
-
-/* Set to 1 once mqtt/mqtt.c links (the MQTT helper's client): the hooks below go live. */
-#ifndef KW_WRAP_MQTT
-#define KW_WRAP_MQTT 0
-#endif
-#if KW_WRAP_MQTT
-#include "mqtt.h"
-#endif
 
 /*
  * Times: a session's deadline is on the scaled clock (KNEEWRAP_TIME_SCALE is for therapy
@@ -119,19 +112,11 @@ const SessionRecord *wrap_get_session(const Wrap *w) {
 /* ---- Telling the rest ---- */
 
 static void wrap_changed(Wrap *w) {
-#if KW_WRAP_MQTT
         mqtt_wrap_changed(w->m->mqtt, w->id);
-#else
-        (void) w;
-#endif
 }
 
 static void outbox_kick(Manager *m) {
-#if KW_WRAP_MQTT
         mqtt_kick(m->mqtt);
-#else
-        (void) m;
-#endif
 }
 
 /* The store failed under us: the manager closes it, says so and retries; we log the session. */
