@@ -1704,6 +1704,15 @@ int bluez_new(Manager *m, Bluez **ret) {
                 r = sd_event_add_time(m->event, &b->power_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
         if (r >= 0)
                 r = sd_event_add_time(m->event, &b->adopt_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
+        /* The timers wait disabled until armed. */
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->adoption_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->discovery_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->power_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_OFF);
         if (r >= 0)
                 r = sd_event_add_exit(m->event, &b->exit_source, on_loop_exit, b);
         if (r >= 0)

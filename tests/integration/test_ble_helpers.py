@@ -98,7 +98,7 @@ class Gateway:
 
     def ctl(self, *args, check=True):
         p = subprocess.run([KNEEWRAPCTL, "--config", str(self.conf), "--db", self.db, *args],
-                           capture_output=True, text=True, timeout=20)
+                           capture_output=True, text=True, timeout=20, env=self.bus.env())
         if check:
             assert p.returncode == 0, f"kneewrapctl {args}: {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p
