@@ -44,12 +44,13 @@ def wait_cp(bus, seen, address, prefix, timeout=5.0):
 
 
 def drive(bus, addrs, presses, gap):
-    starts, stops, denied = [], [], 0
+    starts, stops, calls, denied = [], [], [], 0
     seen = len(bus.cp_log())
     for i in range(presses):
         a = addrs[i % len(addrs)]
         t0 = time.monotonic_ns() // 1000
         bus.mock.PressButton(a, HEAT)
+        calls.append(time.monotonic_ns() // 1000 - t0)
         e, seen = wait_cp(bus, seen, a, '0')
         if e[2].startswith('03'):
             denied += 1
@@ -61,7 +62,7 @@ def drive(bus, addrs, presses, gap):
         e, seen = wait_cp(bus, seen, a, '02')
         stops.append(e[1] - t0)
         time.sleep(gap)
-    return starts, stops, denied
+    return starts, stops, calls, denied
 
 
 def own_measure(logpath):
@@ -69,8 +70,11 @@ def own_measure(logpath):
         return [int(v) for v in re.findall(r'button answered in (\d+) µs', f.read())]
 
 
-def run(kind, n_wraps, presses, gap, timeout):
+def run(kind, n_wraps, presses, gap, timeout, store_dir):
     wd = kwbench.Workdir()
+    sd = kwbench.Workdir() if not store_dir else None
+    store_parent = store_dir or sd.path
+    db = os.path.join(store_parent, f'kw-e2e-{os.getpid()}-{kind}.db')
     bus = kwbench.mock_bus()
     notify = kwbench.Notify(wd)
     addrs = kwbench.wrap_addresses(n_wraps)
@@ -81,10 +85,10 @@ def run(kind, n_wraps, presses, gap, timeout):
         logpath = wd.join(f'{kind}.log')
         with open(logpath, 'w') as log:
             if kind == 'kneewrapd':
-                p = kwbench.start_kneewrapd_with_wraps(bus, wd, addrs, notify, log)
+                p = kwbench.start_kneewrapd_with_wraps(bus, wd, addrs, notify, log, store=db)
             else:
                 env = kwbench.daemon_env(bus.address, notify)
-                p = subprocess.Popen(['/usr/bin/python3', GATEWAY, '--db', wd.join('gw.db'), *addrs],
+                p = subprocess.Popen(['/usr/bin/python3', GATEWAY, '--db', db, *addrs],
                                      env=env, stdout=log, stderr=log)
         if kind == 'kneewrapd':
             notify.wait_for('READY=1', timeout=10)
@@ -102,15 +106,22 @@ def run(kind, n_wraps, presses, gap, timeout):
             notify.wait_for('READY=1', timeout=timeout)
             connected = addrs
         time.sleep(1.0)
-        starts, stops, denied = drive(bus, connected, presses, gap)
+        starts, stops, calls, denied = drive(bus, connected, presses, gap)
         mem = kwbench.memory_kib(p.pid)
-        return {'starts': starts, 'stops': stops, 'denied': denied, 'own': own_measure(logpath),
-                'wraps': len(connected), 'mem': mem}
+        return {'starts': starts, 'stops': stops, 'calls': calls, 'denied': denied,
+                'own': own_measure(logpath), 'wraps': len(connected), 'mem': mem}
     finally:
         if p:
             kwbench.stop(p)
         notify.close()
         bus.stop()
+        for suffix in ('', '-wal', '-shm'):
+            try:
+                os.unlink(db + suffix)
+            except FileNotFoundError:
+                pass
+        if sd:
+            sd.close()
         if not os.environ.get('KW_BENCH_KEEP'):
             wd.close()
 
@@ -129,6 +140,7 @@ def main():
     ap.add_argument('--gap', type=float, default=0.01, help='seconds between presses')
     ap.add_argument('--timeout', type=float, default=60.0, help='for the wraps to connect')
     ap.add_argument('--only', choices=('kneewrapd', 'python'))
+    ap.add_argument('--store-dir', help='where both gateways keep their database (default: $TMPDIR)')
     args = ap.parse_args()
 
     results = []
@@ -136,30 +148,34 @@ def main():
         if args.only and kind != args.only:
             continue
         try:
-            results.append((kind, run(kind, args.wraps, args.presses, args.gap, args.timeout)))
+            results.append((kind, run(kind, args.wraps, args.presses, args.gap, args.timeout, args.store_dir)))
         except (TimeoutError, RuntimeError) as e:
             print(f'bench-e2e: {kind}: {e}', file=sys.stderr)
 
     print(f'bench-e2e: button -> control point write through D-Bus on the mock BlueZ, {args.presses} heat presses '
           f'(each followed by a stop press), ms (target: START < {TARGET_MS:.0f} ms p99, not counting BlueZ)')
+    fstype, src = kwbench.fs_of(args.store_dir or os.environ.get('TMPDIR') or '/tmp')
+    print(f'  databases on {fstype} ({src}), SQLite synchronous=FULL in both; load {open("/proc/loadavg").read()[:14]}')
     print(f'  {"gateway":12} {"wraps":>5} {"measured":34} {"p50":>8} {"p99":>8} {"max":>8}')
     for kind, r in results:
         name = 'kneewrapd' if kind == 'kneewrapd' else 'python-gw'
         print(f'  {name:12} {r["wraps"]:5d} {"press -> START written (mock clock)":34} {fmt(r["starts"])}')
         print(f'  {"":12} {"":5} {"press -> STOP written":34} {fmt(r["stops"])}')
+        print(f'  {"":12} {"":5} {"(bench: PressButton round trip)":34} {fmt(r["calls"])}')
         print(f'  {"":12} {"":5} {"own: notification in -> START out":34} {fmt(r["own"])}')
         if r['denied']:
             print(f'  {"":12} {"":5} DENY instead of START: {r["denied"]}')
         print(f'  {"":12} {"":5} after the run: VmRSS {r["mem"]["VmRSS"] / 1024:.2f} MiB, '
               f'Pss {r["mem"]["Pss"] / 1024:.2f} MiB, VmHWM {r["mem"]["VmHWM"] / 1024:.2f} MiB')
+        tag = '' if not args.store_dir else '_' + fstype
         if kind == 'kneewrapd' and r['starts']:
-            kwbench.summary('e2e_start_p99_ms', kwbench.percentile(r['starts'], 99) / 1000, 'ms',
+            kwbench.summary(f'e2e_start_p99_ms{tag}', kwbench.percentile(r['starts'], 99) / 1000, 'ms',
                             f'< {TARGET_MS:.0f} (incl. mock D-Bus)')
             if r['own']:
-                kwbench.summary('e2e_own_p99_ms', kwbench.percentile(r['own'], 99) / 1000, 'ms',
+                kwbench.summary(f'e2e_own_p99_ms{tag}', kwbench.percentile(r['own'], 99) / 1000, 'ms',
                                 f'< {TARGET_MS:.0f}')
         if kind == 'python' and r['starts']:
-            kwbench.summary('python_gateway_start_p99_ms', kwbench.percentile(r['starts'], 99) / 1000, 'ms', '')
+            kwbench.summary(f'python_gateway_start_p99_ms{tag}', kwbench.percentile(r['starts'], 99) / 1000, 'ms', '')
     print('  "own" is each gateway\'s log of its in-process time (kneewrapd: "button answered in N µs").')
 
 

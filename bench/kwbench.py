@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -99,38 +100,72 @@ class PrivateBus:
 
 
 class Notify:
-    """The $NOTIFY_SOCKET side of sd_notify."""
+    """The $NOTIFY_SOCKET side of sd_notify, drained all the time by a thread.
+
+    sd_notify() blocks while the receiver's queue is full (net.unix.max_dgram_qlen, often 10
+    datagrams), as it never does under systemd: a bench that stopped reading after READY=1
+    would freeze the daemon at its next STATUS= change.
+    """
 
     def __init__(self, workdir):
         self.path = workdir.join(f'notify-{time.monotonic_ns()}')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        self.messages = []          # (time.monotonic_ns(), line)
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
 
-    def wait_for(self, line, timeout=10.0):
-        """Returns time.monotonic_ns() when a datagram holding `line` arrived."""
-        end = time.monotonic() + timeout
+    def _reader(self):
         while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f'no {line} in {timeout} s')
-            self.sock.settimeout(left)
             try:
                 data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
+            except OSError:
+                return
             t = time.monotonic_ns()
-            if line in data.decode(errors='replace').split('\n'):
-                return t
+            with self.cond:
+                if self.closed:
+                    return
+                for line in data.decode(errors='replace').split('\n'):
+                    if line:
+                        self.messages.append((t, line))
+                self.cond.notify_all()
+
+    def mark(self):
+        """An index to pass as wait_for(after=...): only later messages count."""
+        with self.cond:
+            return len(self.messages)
+
+    def wait_for(self, line, timeout=10.0, after=None):
+        """time.monotonic_ns() when `line` arrived (after index `after`; default: any not yet seen)."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            start = self._seen if after is None else after
+            while True:
+                for i in range(start, len(self.messages)):
+                    if self.messages[i][1] == line:
+                        self._seen = i + 1
+                        return self.messages[i][0]
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f'no {line} in {timeout} s')
+                self.cond.wait(left)
+
+    _seen = 0
 
     def drain(self):
-        self.sock.setblocking(False)
-        try:
-            while self.sock.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+        """Forget what came so far: the next wait_for() looks only at later messages."""
+        with self.cond:
+            self._seen = len(self.messages)
 
     def close(self):
+        with self.cond:
+            self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         try:
             os.unlink(self.path)
@@ -227,9 +262,9 @@ def wrap_addresses(n):
     return ['AA:BB:CC:00:00:%02X' % (0x10 + i) for i in range(n)]
 
 
-def start_kneewrapd_with_wraps(bus, workdir, addresses, notify, log, env=None):
+def start_kneewrapd_with_wraps(bus, workdir, addresses, notify, log, env=None, store=None):
     """kneewrapd allowed to adopt `addresses` (already added to the mock), MQTT off."""
-    store = workdir.join('kneewrapd.db')
+    store = store or workdir.join('kneewrapd.db')
     allow = ('allow = ' + ' '.join(addresses) + '\n') if addresses else ''
     conf = write_config(workdir, store, extra=f'[bluetooth]\n{allow}', name='wraps.conf')
     e = daemon_env(bus.address, notify, env=env)
