@@ -364,6 +364,12 @@ static void write_now(Mqtt *q) {
         update_events(q);
 }
 
+/*
+ * Every keepalive/4 s: libmosquitto sends PINGREQ once keepalive has passed since the last
+ * packet out, and the broker gives up after 1.5 × keepalive. Checking every keepalive/2
+ * could send the ping at exactly that limit; a quarter leaves a margin at a cost of 4
+ * wake-ups per keepalive.
+ */
 static int on_misc(sd_event_source *s, uint64_t usec, void *userdata) {
         Mqtt *q = userdata;
         uint64_t period = (q->s.keepalive >= 8 ? q->s.keepalive / 4 : 2) * USEC_PER_SEC;
@@ -1018,6 +1024,13 @@ static const char *err_text(int r, const char *error, char buf[static 128]) {
         return buf;
 }
 
+static void mark_wrap_dirty(Mqtt *q, const char *wrap) {
+        KnownWrap *k = wrap ? known_find(q, wrap) : NULL;
+
+        if (k)
+                k->dirty = true;
+}
+
 static void run_command(Mqtt *q, const char *wrap, const Command *c, const char *response_topic) {
         Manager *m = q->m;
         const char *error = NULL;
@@ -1037,6 +1050,9 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                         respond(q, response_topic, c, data, error ? error : "refused by the therapy rules");
                         log_wrap(LOG_NOTICE, wrap, "MQTT start %s refused: %s", therapy_mode_to_string(c->mode),
                                  error ? error : refusal_reason_to_string(rec.refusal));
+                        /* The refusal is a record in the outbox: send it now. */
+                        mark_wrap_dirty(q, wrap);
+                        schedule_flush(q);
                         return;
                 }
                 break;
@@ -1100,14 +1116,10 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         if (r < 0) {
                 respond(q, response_topic, c, NULL, err_text(r, error, buf));
                 log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s", err_text(r, error, buf));
-                return;
-        }
-        respond(q, response_topic, c, data, NULL);
-        if (wrap) {
-                KnownWrap *k = known_find(q, wrap);
-                if (k)
-                        k->dirty = true;
-        }
+        } else
+                respond(q, response_topic, c, data, NULL);
+        /* Whatever the command wrote (a record, an alert) is in the outbox, and the state may follow. */
+        mark_wrap_dirty(q, wrap);
         schedule_flush(q);
 }
 
