@@ -721,8 +721,8 @@ void wrap_on_response(Wrap *w, const WireResponse *r) {
         disarm(w->answer_timer);
         w->rec.start_result = r->result;
         if (r->result == WIRE_RESULT_SUCCESS) {
+                /* start_result reaches the store with the closed record. */
                 w->phase = PHASE_RUNNING;
-                (void) record_put(w, &w->rec);   /* keeps start_result with the open record */
                 wrap_changed(w);
                 return;
         }

@@ -30,10 +30,10 @@ def wrap_id(address):
 class Gateway:
     """kneewrapd with a store in tmp_path, on `bus` (a MockBluez), at KNEEWRAP_TIME_SCALE=100."""
 
-    def __init__(self, bus, tmp_path, allow=(), extra="", scale=SCALE):
+    def __init__(self, bus, tmp_path, allow=(), extra="", scale=SCALE, db=None):
         self.bus = bus
         self.tmp = tmp_path
-        self.db = os.path.join(str(tmp_path), "kneewrap.db")
+        self.db = db or os.path.join(str(tmp_path), "kneewrap.db")
         self.conf = tmp_path / "kneewrapd.conf"
         allow_line = ("allow = " + " ".join(allow) + "\n") if allow else ""
         self.conf.write_text("[daemon]\nlog_level = debug\n"

@@ -1,0 +1,54 @@
+# test_ble_latency: button -> START inside kneewrapd (notification handled to WriteValue sent), many presses.
+import os
+import re
+import shutil
+import tempfile
+
+import pytest
+
+from test_ble_helpers import HEAT, STOP, Gateway, addr, press
+
+
+def presses(bus, tmp_path, db, n):
+    a = addr(0x60)
+    bus.mock.AddWrap(a)
+    g = Gateway(bus, tmp_path, allow=[a], db=db).start()
+    try:
+        g.wait_connected(a)
+        for i in range(n):
+            press(bus, a, HEAT)                           # no injury: heat is allowed, no rest interval
+            g.wait_cp(a, "0102a00f8403", timeout=5, count=i + 1)
+            press(bus, a, STOP)
+            g.wait_cp(a, "0200", timeout=5, count=i + 1)
+        lat = sorted(int(v) for v in re.findall(r"button answered in (\d+) µs", g.log()))
+        assert len(lat) == n and len(g.sessions(a)) == n
+        return lat
+    finally:
+        g.close()
+
+
+def summary(lat):
+    return lat[len(lat) // 2], lat[min(len(lat) - 1, (len(lat) * 99) // 100)], lat[-1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs a tmpfs at /dev/shm")
+def test_button_to_start_latency_without_the_disk(fast_bus, tmp_path):
+    """The daemon's own path (rules, store logic, SQLite, D-Bus send) with the store on tmpfs:
+    the 5 ms p99 target, BlueZ not counted. The disk's fsync is what a real store adds."""
+    d = tempfile.mkdtemp(dir="/dev/shm", prefix="kw-lat-")
+    try:
+        n = int(os.environ.get("KW_LATENCY_PRESSES", "100"))
+        p50, p99, mx = summary(presses(fast_bus, tmp_path, os.path.join(d, "kneewrap.db"), n))
+        print(f"\nbutton->START in kneewrapd, store on tmpfs, {n} presses: p50 {p50} µs, p99 {p99} µs, max {mx} µs")
+        assert p99 < 5000
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_button_to_start_latency_on_disk(fast_bus, tmp_path):
+    """The same with the store on the test's disk (synchronous=FULL: one fdatasync per START).
+    Reported, and bounded loosely: a shared CI disk's fsync has spikes the daemon cannot help."""
+    n = int(os.environ.get("KW_LATENCY_PRESSES", "100"))
+    p50, p99, mx = summary(presses(fast_bus, tmp_path, None, n))
+    print(f"\nbutton->START in kneewrapd, store on disk, {n} presses: p50 {p50} µs, p99 {p99} µs, max {mx} µs")
+    assert p50 < 5000 and mx < 1_000_000
