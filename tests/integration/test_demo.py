@@ -1,6 +1,7 @@
 # test_demo: scripts/demo --once, the README's first command, plays its whole scenario on the
 # mock BlueZ and a real mosquitto: START on wrap 1, the heat refusal on wrap 2, the session record.
 import os
+import re
 import signal
 import subprocess
 
@@ -26,4 +27,12 @@ def test_demo_once():
     session_lines = [line for line in out.splitlines() if line.startswith('MQTT  kneewrap/wrap_aabbcc001101/session ')]
     assert session_lines and '"outcome":"completed"' in session_lines[-1]
     assert '"reason":"heat_too_soon"' in out
+    # What the wraps were told, from the mock's control-point log, in order.
+    told = [line.strip() for line in out.splitlines() if line.startswith('  gateway -> ')]
+    assert len(told) == 3, told
+    assert told[0] == 'gateway -> AA:BB:CC:00:11:01: START cold 10.00 °C for 900 s'
+    # Five days left, less the scaled minutes the demo ran before the press (time x30).
+    m = re.fullmatch(r'gateway -> AA:BB:CC:00:11:02: DENY \(heat too soon after an injury, (\d+) min left\)', told[1])
+    assert m and 7140 <= int(m.group(1)) <= 7200, told[1]
+    assert told[2] == 'gateway -> AA:BB:CC:00:11:01: STOP (completed)'
     assert 'demo: stopped' in out
