@@ -1,0 +1,437 @@
+/* Unit tests for daemon/wrap.c: sessions against a fake BLE link, a real store and the real rules. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <systemd/sd-event.h>
+
+#include "bluez.h"
+#include "clock.h"
+#include "config.h"
+#include "manager.h"
+#include "mqtt.h"
+#include "record.h"
+#include "rules.h"
+#include "store.h"
+#include "util.h"
+#include "wire.h"
+#include "wrap.h"
+
+/*
+ * wrap.c talks to the BLE client, the manager and MQTT through the functions below; this
+ * file provides them (the linker takes these instead of the real ones), so the tests see
+ * every request wrap.c writes, and drive the link. Time runs at KNEEWRAP_TIME_SCALE=10000:
+ * a 900 s session lasts 90 ms.
+ */
+
+#define ADDR "AA:BB:CC:00:11:22"
+#define WRAP "wrap_aabbcc001122"
+#define SCALE "10000"
+
+static WireRequest sent[64];
+static unsigned n_sent;
+static bool link_up = true;
+static int write_error;
+static unsigned store_failures;
+
+int bluez_link_attach(Bluez *b, Wrap *w) { return 0; }
+void bluez_link_detach(Bluez *b, Wrap *w) {}
+bool bluez_link_ready(Bluez *b, Wrap *w) { return link_up; }
+int bluez_read_status(Bluez *b, Wrap *w) { return link_up ? 0 : -ENOTCONN; }
+int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req) {
+        if (!link_up)
+                return -ENOTCONN;
+        if (write_error)
+                return write_error;
+        assert_true(n_sent < ELEMENTSOF(sent));
+        sent[n_sent++] = *req;
+        return 0;
+}
+
+int64_t manager_now(Manager *m) { return clock_real_sec(); }
+void manager_update_status(Manager *m) {}
+void manager_store_failed(Manager *m, int error) {
+        store_failures++;
+        m->store = store_close(m->store);
+        m->store_error = error;
+}
+void mqtt_kick(Mqtt *q) {}
+void mqtt_wrap_changed(Mqtt *q, const char *wrap) {}
+
+typedef struct Fixture {
+        char dir[64];
+        char db[128];
+        Manager m;
+        Wrap *w;
+} Fixture;
+
+static int setup(void **state) {
+        Fixture *f = calloc(1, sizeof *f);
+
+        assert_non_null(f);
+        setenv("KNEEWRAP_TIME_SCALE", SCALE, 1);
+        assert_int_equal(clock_setup(), atoi(SCALE));
+        snprintf(f->dir, sizeof f->dir, "/tmp/kw-test-wrap-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->db, sizeof f->db, "%s/kneewrap.db", f->dir);
+        config_init(&f->m.config);
+        assert_int_equal(sd_event_new(&f->m.event), 0);
+        f->m.bluez = (Bluez *) 1;       /* non-NULL: wrap.c asks the (fake) link */
+        assert_int_equal(store_open(f->db, &f->m.store), 0);
+        assert_int_equal(store_wrap_add(f->m.store, ADDR, "KneeWrap-1122", clock_real_sec()), 0);
+        assert_int_equal(wraps_load(&f->m), 0);
+        f->w = wrap_find(&f->m, WRAP);
+        assert_non_null(f->w);
+        n_sent = 0;
+        link_up = true;
+        write_error = 0;
+        store_failures = 0;
+        wrap_link_up(f->w);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        Fixture *f = *state;
+        char cmd[160];
+
+        wraps_free(&f->m);
+        f->m.store = store_close(f->m.store);
+        sd_event_unref(f->m.event);
+        config_done(&f->m.config);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+        assert_int_equal(system(cmd), 0);
+        free(f);
+        return 0;
+}
+
+static uint64_t real_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Runs the loop for `ms` real milliseconds (timers fire in it). */
+static void run_for(Fixture *f, unsigned ms) {
+        uint64_t until = real_usec() + ms * USEC_PER_MSEC, now;
+
+        while ((now = real_usec()) < until)
+                assert_true(sd_event_run(f->m.event, until - now) >= 0);
+}
+
+static void press(Fixture *f, uint8_t event, uint8_t seq) {
+        wrap_on_button(f->w, &(WireButton) { .event = event, .seq = seq }, 0);
+}
+
+static void answer(Fixture *f, uint8_t opcode, uint8_t result) {
+        wrap_on_response(f->w, &(WireResponse) { .opcode = opcode, .result = result });
+}
+
+static void status(Fixture *f, uint8_t state, uint8_t mode, uint16_t elapsed, uint8_t faults, uint8_t seq) {
+        wrap_on_status(f->w, &(WireStatus) {
+                .state = state, .mode = mode, .setpoint = 1000, .pack = 1500,
+                .elapsed_s = elapsed, .remaining_s = 0, .faults = faults, .seq = seq,
+        });
+}
+
+static void skin(Fixture *f, int32_t centi) {
+        wrap_on_temperature(f->w, &(WireTemperature) { .centi_c = centi });
+}
+
+static SessionRecord last_record(Fixture *f) {
+        SessionRecord r = { 0 };
+        assert_int_equal(store_last_session(f->m.store, WRAP, &r), 0);
+        return r;
+}
+
+static void test_cold_press_start_then_stop_completed(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(sent[0].opcode, WIRE_OP_START);
+        assert_int_equal(sent[0].mode, 1);
+        assert_int_equal(sent[0].setpoint, 1000);
+        assert_int_equal(sent[0].duration_s, 900);
+        /* The open record was on disk before START went out. */
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_OPEN);
+        assert_int_equal(r.source, SOURCE_BUTTON);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 7);
+        skin(f, 3000);
+        skin(f, 2000);
+        assert_non_null(wrap_get_session(f->w));
+        assert_int_equal(wrap_get_live(f->w)->mode, THERAPY_COLD);
+
+        run_for(f, 60);                 /* 600 scaled s: not yet */
+        assert_int_equal(n_sent, 1);
+        run_for(f, 60);                 /* past 900 s */
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_COMPLETED);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_int_equal(r.duration_s, 900);
+        assert_true(r.compliant);
+        assert_int_equal(r.skin.n, 2);
+        assert_int_equal(r.skin.min, 2000);
+        assert_int_equal(r.skin.max, 3000);
+        assert_int_equal(r.start_result, WIRE_RESULT_SUCCESS);
+        assert_null(wrap_get_session(f->w));
+
+        /* R6: cold again at once is refused with the rest left, and recorded. */
+        press(f, WIRE_BUTTON_COLD, 2);
+        assert_int_equal(n_sent, 3);
+        assert_int_equal(sent[2].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
+        assert_true(sent[2].minutes >= 55 && sent[2].minutes <= 60);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_REFUSED);
+        assert_int_equal(r.refusal, REFUSAL_REST_INTERVAL);
+        assert_int_equal(r.minutes_left, sent[2].minutes);
+}
+
+static void test_repeated_press_is_one_press(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_HEAT, 9);
+        press(f, WIRE_BUTTON_HEAT, 9);
+        press(f, WIRE_BUTTON_HEAT, 9);
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(sent[0].opcode, WIRE_OP_START);
+        assert_int_equal(sent[0].mode, 2);
+        assert_int_equal(sent[0].setpoint, 4000);
+        /* A new sequence number while running: DENY 3 (a session is active). */
+        press(f, WIRE_BUTTON_COLD, 10);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[1].reason, DENY_SESSION_ACTIVE);
+}
+
+static void test_no_store_denies_other(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        f->m.store = store_close(f->m.store);
+        press(f, WIRE_BUTTON_COLD, 1);
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(sent[0].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[0].reason, DENY_OTHER);
+        assert_int_equal(sent[0].minutes, 0);
+        assert_null(wrap_get_session(f->w));
+
+        /* The one door says so to other askers too, and nothing starts. */
+        const char *err = NULL;
+        assert_int_equal(manager_request_start(&f->m, WRAP, THERAPY_COLD, SOURCE_MQTT, &r, &err), 0);
+        assert_int_equal(r.outcome, OUTCOME_REFUSED);
+        assert_int_equal(r.refusal, REFUSAL_STORE_UNAVAILABLE);
+        assert_non_null(err);
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(store_open(f->db, &f->m.store), 0);
+}
+
+static void test_start_refused_by_wrap_is_not_started(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_BUSY);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_NOT_STARTED);
+        assert_int_equal(r.start_result, WIRE_RESULT_BUSY);
+        assert_int_equal(r.started_at, 0);
+        assert_null(wrap_get_session(f->w));
+        run_for(f, 120);
+        assert_int_equal(n_sent, 1);    /* no STOP for a session that never ran */
+}
+
+static void test_skin_and_fault_stop_for_safety(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        skin(f, 800);                   /* 8.00 °C: the limit itself is fine */
+        assert_int_equal(n_sent, 1);
+        skin(f, 799);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_STOPPED_FOR_SAFETY);
+        assert_int_equal(r.skin.min, 799);
+        assert_false(r.compliant);
+
+        /* A fault in Status during a heat session. */
+        press(f, WIRE_BUTTON_HEAT, 2);
+        assert_int_equal(sent[2].opcode, WIRE_OP_START);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_HEATING, 2, 3, 0, 4);
+        assert_int_equal(n_sent, 3);
+        status(f, WIRE_STATE_FAULT, 2, 4, WIRE_FAULT_OVER_TEMP, 4);
+        assert_int_equal(n_sent, 4);
+        assert_int_equal(sent[3].reason, STOP_SAFETY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+}
+
+static void test_stop_button(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        run_for(f, 10);
+        press(f, WIRE_BUTTON_STOP, 2);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_USER);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_BY_USER);
+        /* A stop press without a session does nothing. */
+        press(f, WIRE_BUTTON_STOP, 3);
+        assert_int_equal(n_sent, 2);
+}
+
+static void test_link_lost_then_reconciled(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        link_up = false;
+        wrap_link_down(f->w);
+        run_for(f, 30);
+        link_up = true;
+        wrap_link_up(f->w);
+        status(f, WIRE_STATE_COOLING, 1, 300, 0, 5);   /* same sequence number: still running */
+        assert_non_null(wrap_get_session(f->w));
+        run_for(f, 120);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].reason, STOP_COMPLETED);
+        assert_int_equal(last_record(f).outcome, OUTCOME_COMPLETED);
+}
+
+static void test_link_lost_done_while_away(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        link_up = false;
+        wrap_link_down(f->w);
+        run_for(f, 100);                /* the prescribed end passes while away */
+        assert_int_equal(n_sent, 1);
+        link_up = true;
+        wrap_link_up(f->w);
+        status(f, WIRE_STATE_IDLE, 1, 900, 0, 5);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_int_equal(r.duration_s, 900);
+}
+
+static void test_link_lost_for_good_is_interrupted(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        run_for(f, 20);
+        link_up = false;
+        wrap_link_down(f->w);
+        run_for(f, 200);                /* 900 s + 60 s grace = 96 ms, but at least 5 s real */
+        assert_non_null(wrap_get_session(f->w));
+        run_for(f, 5000);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_INTERRUPTED);
+        assert_true(r.duration_s >= 150 && r.duration_s <= 400);
+        assert_null(wrap_get_session(f->w));
+}
+
+static void test_restart_takes_over_open_session(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+        Wrap *w;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_OPEN);
+        /* A crash: the Wrap goes, the store keeps the open record. */
+        wraps_free(&f->m);
+        assert_int_equal(wraps_load(&f->m), 0);
+        w = f->w = wrap_find(&f->m, WRAP);
+        assert_non_null(w);
+        assert_non_null(wrap_get_session(w));
+        wrap_link_up(w);
+        status(f, WIRE_STATE_COOLING, 1, 10, 0, 1);
+        run_for(f, 120);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[n_sent - 1].reason, STOP_COMPLETED);
+        assert_int_equal(last_record(f).outcome, OUTCOME_COMPLETED);
+        assert_string_equal(last_record(f).session_id, r.session_id);
+}
+
+static void test_malformed_counted(void **state) {
+        Fixture *f = *state;
+
+        for (int i = 0; i < 5; i++)
+                wrap_on_malformed(f->w, WRAP_VALUE_TEMPERATURE, "NaN");
+        wrap_on_malformed(f->w, WRAP_VALUE_STATUS, "short");
+        assert_int_equal(wrap_get_malformed(f->w), 6);
+        assert_int_equal(f->m.malformed, 6);
+        assert_false(wrap_get_live(f->w)->has_skin);
+}
+
+static void test_request_while_disconnected_refused(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+        const char *err = NULL;
+
+        link_up = false;
+        wrap_link_down(f->w);
+        assert_int_equal(manager_request_start(&f->m, WRAP, THERAPY_COLD, SOURCE_CLI, &r, &err), 0);
+        assert_int_equal(r.outcome, OUTCOME_REFUSED);
+        assert_int_equal(r.refusal, REFUSAL_OTHER);
+        assert_string_equal(err, "the wrap is not connected");
+        assert_int_equal(last_record(f).outcome, OUTCOME_REFUSED);
+        assert_int_equal(manager_request_start(&f->m, "wrap_000000000000", THERAPY_COLD, SOURCE_CLI, NULL, &err), -ENOENT);
+        assert_int_equal(manager_request_stop(&f->m, WRAP, SOURCE_CLI, &err), -ESRCH);
+}
+
+static void test_shutdown_stops_running_sessions(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        wraps_shutdown(&f->m);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SHUTDOWN);
+        assert_int_equal(last_record(f).outcome, OUTCOME_INTERRUPTED);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_refused_by_wrap_is_not_started, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_skin_and_fault_stop_for_safety, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stop_button, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_link_lost_then_reconciled, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_link_lost_done_while_away, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_link_lost_for_good_is_interrupted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_takes_over_open_session, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_malformed_counted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_request_while_disconnected_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_shutdown_stops_running_sessions, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
