@@ -473,7 +473,7 @@ static void on_log(struct mosquitto *mosq, void *userdata, int level, const char
 
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         Mqtt *q = userdata;
-        _cleanup_free_ char *t1 = NULL, *t2 = NULL, *t3 = NULL, *online = NULL;
+        _cleanup_free_ char *t1 = NULL, *t2 = NULL, *t3 = NULL;
 
         q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
         if (rc != 0) {
@@ -1261,6 +1261,14 @@ Mqtt *mqtt_free(Mqtt *q) {
         return NULL;
 }
 
+static bool settings_equal(const MqttSettings *a, const MqttSettings *b) {
+        return streq_ptr(a->host, b->host) && a->port == b->port && streq_ptr(a->base, b->base) &&
+                streq_ptr(a->prefix, b->prefix) && streq_ptr(a->client_id, b->client_id) &&
+                streq_ptr(a->username, b->username) && streq_ptr(a->password, b->password) &&
+                streq_ptr(a->ca, b->ca) && streq_ptr(a->cert, b->cert) && streq_ptr(a->key, b->key) &&
+                a->keepalive == b->keepalive && a->protocol == b->protocol;
+}
+
 int mqtt_reload(Mqtt *q) {
         MqttSettings s;
         int r;
@@ -1270,6 +1278,13 @@ int mqtt_reload(Mqtt *q) {
         r = settings_load(&q->m->config, &s);
         if (r < 0)
                 return r;
+        if (settings_equal(&s, &q->s)) {
+                /* The broker side is unchanged: no reconnect, only bridge/info (therapy defaults may differ). */
+                settings_done(&s);
+                q->dirty_info = true;
+                schedule_flush(q);
+                return 0;
+        }
         if (q->connected) {
                 (void) publish_topicf(q, "{\"state\":\"offline\"}", true, "%s/bridge/state", q->s.base);
                 (void) mosquitto_disconnect(q->mosq);

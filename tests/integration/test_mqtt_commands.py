@@ -150,3 +150,26 @@ def test_bridge_requests(tmp_path, private_bus, broker):  # noqa: F811
     finally:
         gw.stop()
         col.close()
+
+
+def test_reload(tmp_path, private_bus, broker):  # noqa: F811
+    import signal
+    col = Collector(broker, topics=('kneewrap/bridge/#', 'other/#'))
+    gw = Gateway(tmp_path, private_bus, broker, seed=())
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+        # SIGHUP with the broker settings unchanged: no reconnect, no offline blip.
+        n = len(col.on('kneewrap/bridge/state'))
+        gw.d.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert len(col.on('kneewrap/bridge/state')) == n
+        assert gw.log().count('MQTT: connected') == 1
+        # A new base topic: offline under the old one, online under the new.
+        gw.conf.write_text(gw.conf.read_text().replace('keepalive = 10', 'keepalive = 10\nbase_topic = other'))
+        gw.d.send_signal(signal.SIGHUP)
+        col.wait(lambda: col.last('other/bridge/state') == b'{"state":"online"}')
+        assert col.last('kneewrap/bridge/state') == b'{"state":"offline"}'
+        assert gw.d.poll() is None
+    finally:
+        gw.stop()
+        col.close()
