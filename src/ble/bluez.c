@@ -156,6 +156,7 @@ struct Bluez {
         sd_event_source *power_timer;
         sd_event_source *adopt_timer;
         sd_event_source *exit_source;
+        sd_event_source *sync_timer;
 
         char *owner;                  /* bluetoothd's unique name; NULL while it is gone */
         bool synced;                  /* GetManagedObjects answered */
@@ -1201,7 +1202,9 @@ static void adoption_failed(Bluez *b, BzObj *d, const char *what, const sd_bus_e
         d->adopting = false;
         d->adopt_failures++;
         d->adopt_after = real_mono_usec() + delay;
-        log_wrap(LOG_ERR, d->address, "adoption failed: %s%s%s%s; retrying in %.0f s. If the wrap was bonded to "
+        /* Loud, but not once a minute forever: the 1st, 2nd, 4th, 8th ... failure. */
+        log_wrap((d->adopt_failures & (d->adopt_failures - 1)) == 0 ? LOG_ERR : LOG_DEBUG, d->address,
+                 "adoption failed: %s%s%s%s; retrying in %.0f s. If the wrap was bonded to "
                  "another gateway, clear its bond (hold its stop button 10 s)",
                  what, e ? " (" : "", e ? error_text(e) : "", e ? ")" : "", (double) delay / USEC_PER_SEC);
         /* Look again when the wait is over. */
@@ -1385,7 +1388,12 @@ static void on_managed_objects(Bluez *b, BzCall *c, sd_bus_message *reply, const
         int r;
 
         if (e) {
-                log_error("GetManagedObjects from bluetoothd failed: %s", error_text(e));
+                uint64_t now;
+
+                log_error("GetManagedObjects from bluetoothd failed: %s; asking again in 1 s", error_text(e));
+                sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+                sd_event_source_set_time(b->sync_timer, now + USEC_PER_SEC);
+                sd_event_source_set_enabled(b->sync_timer, SD_EVENT_ONESHOT);
                 return;
         }
         r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
@@ -1413,6 +1421,21 @@ static void on_register_agent(Bluez *b, BzCall *c, sd_bus_message *reply, const 
         b->agent_registered = true;
 }
 
+static void ask_objects(Bluez *b) {
+        int r = call_simple(b, NULL, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
+                            CALL_TIMEOUT_USEC, on_managed_objects, 0);
+        if (r < 0)
+                log_error_errno(r, "cannot ask bluetoothd for its objects: %s", strerror(abs(r)));
+}
+
+static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Bluez *b = userdata;
+
+        if (b->owner && !b->synced)
+                ask_objects(b);
+        return 0;
+}
+
 static void bluez_appeared(Bluez *b, const char *owner) {
         sd_bus_message *msg = NULL;
         int r;
@@ -1425,11 +1448,7 @@ static void bluez_appeared(Bluez *b, const char *owner) {
         if (!b->owner)
                 return;
         log_info("bluetoothd is on the bus (%s)", owner);
-
-        r = call_simple(b, NULL, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
-                        CALL_TIMEOUT_USEC, on_managed_objects, 0);
-        if (r < 0)
-                log_error_errno(r, "cannot ask bluetoothd for its objects: %s", strerror(abs(r)));
+        ask_objects(b);
 
         r = sd_bus_message_new_method_call(b->bus, &msg, BZ_NAME, "/org/bluez", BZ_AGENT_MANAGER, "RegisterAgent");
         if (r >= 0)
@@ -1517,6 +1536,19 @@ static int on_interfaces_removed(sd_bus_message *msg, void *userdata, sd_bus_err
                                         log_wrap(LOG_WARNING, wrap_get_address(l->w), "device object removed");
                                         link_down(l, BACKOFF_MIN_USEC);
                                 }
+                }
+                if (bit == IF_CHAR) {
+                        /* The wrap's GATT database changed under a live link: start over. */
+                        for (BzLink *l = b->links; l; l = l->next)
+                                for (int i = 0; i < _CH_REQUIRED; i++)
+                                        if (l->ch[i] && streq(l->ch[i], path) &&
+                                            (l->state == LINK_READY || l->state == LINK_SETUP)) {
+                                                log_wrap(LOG_WARNING, wrap_get_address(l->w),
+                                                         "%s went away; reconnecting", chars[i].name);
+                                                link_disconnect(l);
+                                                link_down(l, BACKOFF_MIN_USEC);
+                                                break;
+                                        }
                 }
         }
         objs_drop_unused(b);
@@ -1714,6 +1746,10 @@ int bluez_new(Manager *m, Bluez **ret) {
         if (r >= 0)
                 r = sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_OFF);
         if (r >= 0)
+                r = sd_event_add_time(m->event, &b->sync_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_sync_timer, b);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(b->sync_timer, SD_EVENT_OFF);
+        if (r >= 0)
                 r = sd_event_add_exit(m->event, &b->exit_source, on_loop_exit, b);
         if (r >= 0)
                 r = sd_event_source_set_priority(b->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
@@ -1760,6 +1796,7 @@ Bluez *bluez_free(Bluez *b) {
         sd_event_source_disable_unref(b->power_timer);
         sd_event_source_disable_unref(b->adopt_timer);
         sd_event_source_disable_unref(b->exit_source);
+        sd_event_source_disable_unref(b->sync_timer);
         objs_free_all(b);
         free(b->adapter);
         free(b->owner);
