@@ -24,44 +24,93 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kwbench  # noqa: E402
 
+import dbus.mainloop.glib  # noqa: E402
+from gi.repository import GLib  # noqa: E402
+
+# Before the mock's connection is made, so it delivers signals to the GLib loop.
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+
 HEAT, STOP = 2, 3
 TARGET_MS = 5.0
 GATEWAY = os.path.join(kwbench.HERE, 'python-gateway.py')
 
 
-def wait_cp(bus, seen, address, prefix, timeout=5.0):
-    """The first control-point write to `address` starting with `prefix` beyond the first `seen` entries."""
-    end = time.monotonic() + timeout
-    while True:
-        log = bus.cp_log()
-        for i in range(seen, len(log)):
-            a, t, h, _ = log[i]
-            if a == address and h.startswith(prefix):
-                return log[i], len(log)
-        if time.monotonic() > end:
-            raise TimeoutError(f'no {prefix}.. write to {address} in {timeout} s: {log[seen:]}')
-        time.sleep(0.002)
+class Indications:
+    """Control Point indications (0x80, opcode, result) as the mock emits them, heard passively.
+
+    The bench never calls the mock while a press is in flight: polling GetLog would compete
+    with the write for the mock's loop and the CPU, and its cost would land in the numbers.
+    """
+
+    def __init__(self, conn):
+        self.events = []            # (address, opcode)
+        self.match = conn.add_signal_receiver(self._on_props, 'PropertiesChanged',
+                                              'org.freedesktop.DBus.Properties', path_keyword='path')
+
+    def _on_props(self, iface, changed, invalidated, path=None):
+        v = changed.get('Value')
+        if iface != 'org.bluez.GattCharacteristic1' or v is None or len(v) != 3 or int(v[0]) != 0x80:
+            return
+        m = re.search(r'/dev_([0-9A-F_]{17})/', str(path))
+        if m:
+            self.events.append((m.group(1).replace('_', ':'), int(v[1])))
+
+    def wait(self, address, opcodes, timeout=5.0):
+        ctx = GLib.MainContext.default()
+        end = time.monotonic() + timeout
+        while True:
+            while ctx.iteration(False):
+                pass
+            for i, (a, op) in enumerate(self.events):
+                if a == address and op in opcodes:
+                    del self.events[:i + 1]
+                    return op
+            if time.monotonic() > end:
+                raise TimeoutError(f'no indication {opcodes} from {address} in {timeout} s')
+            time.sleep(0.0005)
 
 
 def drive(bus, addrs, presses, gap):
-    starts, stops, calls, denied = [], [], [], 0
-    seen = len(bus.cp_log())
+    """Presses heat then stop on each wrap in turn; returns per-press (address, kind, t0, call)."""
+    ind = Indications(bus.conn)
+    done = []
     for i in range(presses):
         a = addrs[i % len(addrs)]
-        t0 = time.monotonic_ns() // 1000
-        bus.mock.PressButton(a, HEAT)
-        calls.append(time.monotonic_ns() // 1000 - t0)
-        e, seen = wait_cp(bus, seen, a, '0')
-        if e[2].startswith('03'):
-            denied += 1
+        for event, opcodes in ((HEAT, (0x01, 0x03)), (STOP, (0x02,))):
+            t0 = time.monotonic_ns() // 1000
+            bus.mock.PressButton(a, event)
+            call = time.monotonic_ns() // 1000 - t0
+            ind.wait(a, opcodes)
+            done.append((a, event, t0, call))
+            time.sleep(gap)
+    ind.match.remove()
+    return done
+
+
+def match_log(bus, done):
+    """Pairs every press with its control-point write in the mock's log, wrap by wrap, in order."""
+    seen = set(a for a, _, _, _ in done)
+    writes = {a: [e for e in bus.cp_log() if e[0] == a] for a in seen}
+    taken = {a: 0 for a in seen}
+    starts, stops, calls, denied = [], [], [], 0
+    for a, event, t0, call in done:
+        lst = writes[a]
+        # Skip writes no press of ours asked for (none expected, but never pair them wrongly).
+        while taken[a] < len(lst) and not (lst[taken[a]][1] >= t0 and
+                                           lst[taken[a]][2][:2] in (('01', '03') if event == HEAT else ('02',))):
+            taken[a] += 1
+        if taken[a] >= len(lst):
+            raise RuntimeError(f'no control-point write to {a} for a press at {t0}')
+        _, t, h, _ = lst[taken[a]]
+        taken[a] += 1
+        if event == HEAT:
+            calls.append(call)
+            if h.startswith('03'):
+                denied += 1
+            else:
+                starts.append(t - t0)
         else:
-            starts.append(e[1] - t0)
-        time.sleep(gap)
-        t0 = time.monotonic_ns() // 1000
-        bus.mock.PressButton(a, STOP)
-        e, seen = wait_cp(bus, seen, a, '02')
-        stops.append(e[1] - t0)
-        time.sleep(gap)
+            stops.append(t - t0)
     return starts, stops, calls, denied
 
 
@@ -106,7 +155,8 @@ def run(kind, n_wraps, presses, gap, timeout, store_dir):
             notify.wait_for('READY=1', timeout=timeout)
             connected = addrs
         time.sleep(1.0)
-        starts, stops, calls, denied = drive(bus, connected, presses, gap)
+        done = drive(bus, connected, presses, gap)
+        starts, stops, calls, denied = match_log(bus, done)
         mem = kwbench.memory_kib(p.pid)
         return {'starts': starts, 'stops': stops, 'calls': calls, 'denied': denied,
                 'own': own_measure(logpath), 'wraps': len(connected), 'mem': mem}
@@ -136,7 +186,7 @@ def fmt(v):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('-n', '--wraps', type=int, default=8)
-    ap.add_argument('-p', '--presses', type=int, default=200)
+    ap.add_argument('-p', '--presses', type=int, default=400)
     ap.add_argument('--gap', type=float, default=0.01, help='seconds between presses')
     ap.add_argument('--timeout', type=float, default=60.0, help='for the wraps to connect')
     ap.add_argument('--only', choices=('kneewrapd', 'python'))
