@@ -205,7 +205,7 @@ def main():
     print(f'bench-e2e: button -> control point write through D-Bus on the mock BlueZ, {args.presses} heat presses '
           f'(each followed by a stop press), ms (target: START < {TARGET_MS:.0f} ms p99, not counting BlueZ)')
     fstype, src = kwbench.fs_of(args.store_dir or os.environ.get('TMPDIR') or '/tmp')
-    print(f'  databases on {fstype} ({src}), SQLite synchronous=FULL in both; load {open("/proc/loadavg").read()[:14]}')
+    print(f'  databases on {fstype} ({src}), SQLite synchronous=FULL in both; {kwbench.contention()}')
     print(f'  {"gateway":12} {"wraps":>5} {"measured":34} {"p50":>8} {"p99":>8} {"max":>8}')
     for kind, r in results:
         name = 'kneewrapd' if kind == 'kneewrapd' else 'python-gw'

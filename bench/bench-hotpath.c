@@ -328,6 +328,24 @@ static void rmtree_db(const char *dir) {
         rmdir(dir);
 }
 
+/* /proc/pressure/<kind>'s "some avg60": how contended the machine was while we ran. */
+static int psi_avg60(const char *kind, double *ret) {
+        char path[64], line[256];
+        const char *p;
+        FILE *f;
+
+        snprintf(path, sizeof path, "/proc/pressure/%s", kind);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        p = fgets(line, sizeof line, f) ? strstr(line, "avg60=") : NULL;
+        fclose(f);
+        if (!p)
+                return -EIO;
+        *ret = strtod(p + 6, NULL);
+        return 0;
+}
+
 static void help(void) {
         printf("Usage: bench-hotpath [-n PRESSES] [-d DIR]...\n"
                "Times the button -> START decision path per press (p50/p99/max, microseconds).\n"
@@ -367,10 +385,13 @@ int main(int argc, char *argv[]) {
         }
 
         {
-                double load[3] = { 0 };
+                double load[3] = { 0 }, cpu = -1, io = -1;
                 (void) getloadavg(load, 3);
-                printf("bench-hotpath: button -> START in process, %u presses per row (+%d warm-up), "
-                       "microseconds (load %.2f %.2f %.2f)\n", n, WARMUP, load[0], load[1], load[2]);
+                (void) psi_avg60("cpu", &cpu);
+                (void) psi_avg60("io", &io);
+                printf("bench-hotpath: button -> START in process, %u presses per row (+%d warm-up), microseconds\n"
+                       "  (load %.2f %.2f %.2f, pressure cpu %.0f%% io %.0f%% avg60)\n",
+                       n, WARMUP, load[0], load[1], load[2], cpu, io);
         }
         printf("  %-27s %-22s %9s %9s %9s %9s %6s %6s\n", "path", "store on", "p50", "p99", "max", "mean", ">=1ms", "ckpts");
 

@@ -108,7 +108,7 @@ def main():
                 mb.stop()
 
         print('bench-idle: idle kneewrapd (MQTT off; no BlueZ on the bus unless a wrap is)')
-        print('  wakeups = voluntary context switches (one per return from epoll_wait)')
+        print('  wakeups = voluntary context switches (one per return from epoll_wait); ' + kwbench.contention())
         print(f'  {"case":22} {"window":>7} {"wakeups":>8} {"per min":>8} {"preempted":>9}')
         for name, v, i, dt, calls in rows:
             print(f'  {name:22} {dt:6.0f}s {v:8d} {v * 60 / dt:8.1f} {i:9d}')

@@ -74,7 +74,7 @@ def main():
 
         print(f'bench-ready: fork+exec -> READY=1 of {kwbench.KNEEWRAPD}, {args.runs} runs per row, ms '
               f'(target <= {TARGET_MS} ms)')
-        print(f'  store on {fstype} ({src}); private dbus-daemon; MQTT off; no BlueZ on the bus')
+        print(f'  store on {fstype} ({src}); private dbus-daemon; MQTT off; no BlueZ on the bus; {kwbench.contention()}')
         print(f'  {"store":34} {"min":>7} {"median":>7} {"p95":>7} {"max":>7}')
         for name, v in rows:
             print(f'  {name:34} {min(v):7.1f} {kwbench.percentile(v, 50):7.1f} '

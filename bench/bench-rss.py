@@ -90,6 +90,7 @@ def main():
     mib = 1024.0
     print(f'bench-rss: memory {args.settle:.0f} s after every wrap connected, notifications on (mock BlueZ), MiB '
           f'(target <= {TARGET_MIB:.0f} MiB with 8 wraps)')
+    print(f'  {kwbench.contention()}')
     print(f'  {"process":32} {"VmRSS":>7} {"Pss":>7} {"Private":>7} {"VmHWM":>7} {"up in":>7}')
     for name, m, up in rows:
         private = m.get('Private_Clean', 0) + m.get('Private_Dirty', 0)

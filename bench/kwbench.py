@@ -315,3 +315,20 @@ def smaps_by_file(pid):
             elif name and parts[0] in ('Private_Clean:', 'Private_Dirty:'):
                 out[name][2] += int(parts[1])
     return out
+
+
+def contention():
+    """'load 1.2 1.3 1.1, CPU pressure 12% io 0.3% (avg60)': how busy the machine was, for the record."""
+    out = 'load ' + ' '.join(open('/proc/loadavg').read().split()[:3])
+    psi = []
+    for kind in ('cpu', 'io'):
+        try:
+            with open(f'/proc/pressure/{kind}') as f:
+                some = f.readline().split()
+            avg60 = [x for x in some if x.startswith('avg60=')][0].split('=')[1]
+            psi.append(f'{kind} {float(avg60):.0f}%')
+        except (OSError, IndexError, ValueError):
+            pass
+    if psi:
+        out += ', pressure ' + ' '.join(psi) + ' (avg60)'
+    return out
