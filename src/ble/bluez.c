@@ -127,7 +127,6 @@ struct BzLink {
         unsigned notify_pending;
         WrapInfo info;
         unsigned info_pending;
-        bool status_seen_since_up;
 };
 
 typedef struct BzCall BzCall;

@@ -124,3 +124,33 @@ def test_adapter_off_and_power_on_no_says_so(fast_bus, gw):
         time.sleep(0.05)
     assert "no usable Bluetooth adapter" in g.notify.last_status()
     assert "powering on" not in g.log()
+
+
+def test_other_clients_discovery_is_left_alone(fast_bus, gw):
+    a = addr(0x58)
+    fast_bus.mock.AddWrap(a)
+    adapter = dbus.Interface(fast_bus.conn.get_object("org.bluez", "/org/bluez/hci0"), "org.bluez.Adapter1")
+    props = dbus.Interface(fast_bus.conn.get_object("org.bluez", "/org/bluez/hci0"), "org.freedesktop.DBus.Properties")
+    adapter.StartDiscovery()                                # another client's session, before ours
+    g = gw(allow=[a])
+    g.wait_connected(a)
+    g.wait_log(r"discovery stopped", timeout=5)
+    time.sleep(0.5)
+    # Our StopDiscovery ended our session only.
+    assert bool(props.Get("org.bluez.Adapter1", "Discovering")) is True
+    adapter.StopDiscovery()
+    time.sleep(0.3)
+    assert bool(props.Get("org.bluez.Adapter1", "Discovering")) is False
+
+
+def test_configured_adapter_missing_says_so(fast_bus, gw):
+    a = addr(0x59)
+    fast_bus.mock.AddWrap(a)
+    g = gw(allow=[a], extra="adapter = hci1\n")
+    end = time.monotonic() + 5
+    while "adapter hci1 not found" not in g.notify.last_status():
+        assert time.monotonic() < end, g.notify.statuses()
+        time.sleep(0.05)
+    assert "no usable Bluetooth adapter" in g.log()
+    time.sleep(1.0)
+    assert fast_bus.wrap(a)["connected"] == 0 and fast_bus.wrap(a)["paired"] == 0
