@@ -654,8 +654,12 @@ static void link_failed(BzLink *l, const char *what, const sd_bus_error *e) {
         uint64_t delay = bluez_backoff_usec(l->failures, random_u32());
 
         l->failures++;
-        log_wrap(LOG_WARNING, wrap_get_address(l->w), "%s failed (%s: %s), attempt %u; retrying in %.1f s",
-                 what, error_name(e), error_text(e), l->failures, (double) delay / USEC_PER_SEC);
+        if (e)
+                log_wrap(LOG_WARNING, wrap_get_address(l->w), "%s failed (%s: %s), attempt %u; retrying in %.1f s",
+                         what, error_name(e), error_text(e), l->failures, (double) delay / USEC_PER_SEC);
+        else
+                log_wrap(LOG_WARNING, wrap_get_address(l->w), "%s failed, attempt %u; retrying in %.1f s",
+                         what, l->failures, (double) delay / USEC_PER_SEC);
         link_down(l, delay);
 }
 
