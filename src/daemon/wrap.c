@@ -120,17 +120,17 @@ static void outbox_kick(Manager *m) {
 }
 
 /* The store failed under us: the manager closes it, says so and retries; we log the session. */
-static int store_failed(Wrap *w, int r, const char *session_id, const char *what) {
-        log_internal(LOG_ERR, r, w->address, session_id, "cannot %s: %s", what,
-                     w->m->store ? store_errmsg(w->m->store) : "store unavailable");
-        if (r != -ENOMEM && r != -EINVAL)
-                manager_store_failed(w->m, r);
+static int store_failed(Manager *m, int r, const char *wrap, const char *session_id, const char *what) {
+        log_internal(LOG_ERR, r, wrap, session_id, "cannot %s: %s", what,
+                     m->store ? store_errmsg(m->store) : "store unavailable");
+        /* A broken store is closed and retried by the manager; a busy one is only refused now. */
+        if (r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM)
+                manager_store_failed(m, r);
         return r;
 }
 
 /* Writes the record; a finished one goes into the outbox in the same transaction. */
-static int record_put(Wrap *w, const SessionRecord *rec) {
-        Manager *m = w->m;
+static int record_put_m(Manager *m, const SessionRecord *rec) {
         OutboxMsg msg = { 0 };
         /* Without MQTT nothing would ever take messages out of the outbox. */
         bool publish = rec->outcome != OUTCOME_OPEN && m->config.mqtt_host;
@@ -141,16 +141,20 @@ static int record_put(Wrap *w, const SessionRecord *rec) {
         if (publish) {
                 r = payload_session_msg(&m->config, rec, &msg);
                 if (r < 0)
-                        return store_failed(w, r, rec->session_id, "build the session message");
+                        return store_failed(m, r, rec->wrap, rec->session_id, "build the session message");
         }
         r = store_session_put(m->store, rec, publish ? &msg : NULL);
         if (publish)
                 outbox_msg_done(&msg);
         if (r < 0)
-                return store_failed(w, r, rec->session_id, "record the session");
+                return store_failed(m, r, rec->wrap, rec->session_id, "record the session");
         if (publish)
                 outbox_kick(m);
         return 0;
+}
+
+static int record_put(Wrap *w, const SessionRecord *rec) {
+        return record_put_m(w->m, rec);
 }
 
 static int send_request(Wrap *w, const WireRequest *req) {
@@ -258,7 +262,7 @@ static void raise_safety_alert(Wrap *w, const char *why) {
                 outbox_msg_done(&msg);
         }
         if (r < 0)
-                store_failed(w, r, w->rec.session_id, "record the safety alert");
+                store_failed(m, r, w->id, w->rec.session_id, "record the safety alert");
         else
                 outbox_kick(m);
 }
@@ -433,7 +437,7 @@ static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource so
                 return refuse_unrecorded(w, &rec, -ENXIO, ret_record, ret_error);
         r = store_rules_state(m->store, w->id, &m->config.therapy, &st);
         if (r < 0) {
-                store_failed(w, r, rec.session_id, "read the wrap's therapy state");
+                store_failed(m, r, w->id, rec.session_id, "read the wrap's therapy state");
                 return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
         }
         if (w->phase != PHASE_NONE) {
@@ -866,10 +870,10 @@ static void take_over(Manager *m, const SessionRecord *rec) {
                 r.ended_at = now;
                 r.duration_s = 0;
                 r.compliant = false;
-                if (w || (w = m->wraps)) {
-                        (void) record_put(w, &r);
-                        log_session(LOG_NOTICE, rec->wrap, rec->session_id, "open session closed as interrupted: its wrap is gone");
-                }
+                if (record_put_m(m, &r) >= 0)
+                        log_session(LOG_NOTICE, rec->wrap, rec->session_id,
+                                    "open session closed as interrupted: %s",
+                                    w ? "its wrap runs another session" : "its wrap is no longer adopted");
                 return;
         }
         if (m->store && store_rules_state(m->store, w->id, &m->config.therapy, &st) < 0)
