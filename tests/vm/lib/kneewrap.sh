@@ -8,7 +8,7 @@ KW_CONTROLLERS=3
 . "$KW_SRC/tests/vm/lib/bluez.sh"
 
 KW_RUN=/run/kw
-KW_SCALE=${KW_SCALE:-60}
+KW_SCALE=${KW_SCALE:-40}
 KW_WRAP_ADDR=$KW_HCI1
 KW_WRAP=wrap_00aa01010001
 KW_SIM_SOCK=$KW_RUN/sim.sock
@@ -20,7 +20,7 @@ KW_DEV_ON_HCI0=/org/bluez/hci0/dev_00_AA_01_01_00_01
 KW_DEV_ON_HCI1=/org/bluez/hci1/dev_00_AA_01_00_00_00
 # The session lengths the daemon prescribes ([therapy]), in minutes; KW_SCALE makes them seconds.
 KW_COLD_MIN=10
-KW_HEAT_MIN=15
+KW_HEAT_MIN=20
 
 kw_sim() {
         "$KW_BUILD/kneewrap-sim" --control "$KW_SIM_SOCK" --send "$*"
@@ -138,7 +138,7 @@ kw_world() {
         dbus-monitor --system "type='method_call',interface='org.bluez.Adapter1',member='SetDiscoveryFilter'" \
                 > "$KW_OUT/discovery-filters.log" 2>&1 &
         kw_start_mosquitto
-        kw_start_bystander
+        [ "${KW_BYSTANDER:-1}" = 0 ] || kw_start_bystander
         kw_start_sim
         kw_start_daemon
         touch $KW_RUN/world

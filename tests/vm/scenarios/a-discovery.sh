@@ -25,5 +25,5 @@ for uuid in fac50002 fac50003 fac50004 00002a1c; do
 done
 
 kw_ctl wraps | grep -q "$KW_WRAP" || kw_die "kneewrapctl wraps does not list $KW_WRAP"
-kw_wait_grep 70 "$KW_MQTT_LOG" "^kneewrap/$KW_WRAP/availability .*online"
+kw_wait_grep 25 "$KW_MQTT_LOG" "^kneewrap/$KW_WRAP/availability .*online"
 kw_pass "discovered by UUID, adopted, paired on both sides, connected, subscribed, online on MQTT"

@@ -21,6 +21,6 @@ set -- $at
 [ "$2" -eq $((KW_COLD_MIN * 60)) ] || kw_die "START prescribed $2 s, expected $((KW_COLD_MIN * 60))"
 [ "$1" -ge $(($2 - 30)) ] || kw_die "STOP came at $1 s of $2 s: too early"
 
-kw_wait 70 "the cold session record on MQTT" kw_session_record cold completed
+kw_wait 25 "the cold session record on MQTT" kw_session_record cold completed
 kw_last_record
 kw_pass "START on the cold press, STOP (completed) at $1 of $2 s, record on MQTT"

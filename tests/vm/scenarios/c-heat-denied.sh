@@ -17,7 +17,7 @@ mins=$(echo "$deny" | sed -n 's/.*minutes \([0-9]*\) .*/\1/p')
 kw_sim_is state idle || kw_die "the wrap is not idle after DENY: $(kw_sim status)"
 [ "$(kw_sim_field seq)" = "$seq0" ] || kw_die "the wrap started a session"
 
-kw_wait 70 "the refusal on MQTT" sh -c "grep -E '^kneewrap/$KW_WRAP/session ' '$KW_MQTT_LOG' | grep '\"mode\":\"heat\"' | grep -q '\"reason\":\"heat_too_soon\"'"
+kw_wait 25 "the refusal on MQTT" sh -c "grep -E '^kneewrap/$KW_WRAP/session ' '$KW_MQTT_LOG' | grep '\"mode\":\"heat\"' | grep -q '\"reason\":\"heat_too_soon\"'"
 kw_last_record
 kw_ctl injury $KW_WRAP --resolved || kw_die "kneewrapctl injury --resolved failed"
 kw_pass "DENY (heat too soon, $mins minutes) on the wrap, refusal on MQTT"

@@ -27,7 +27,7 @@ kw_wait 10 "the daemon to reconcile" grep -q "$KW_WRAP_ADDR: back: the session i
 limit=$((KW_HEAT_MIN * 60 / KW_SCALE + 20))
 kw_wait_count $limit "$KW_SIM_LOG" "control point: STOP" "$stops"
 kw_log "wrap: $(grep 'control point: STOP' "$KW_SIM_LOG" | tail -n 1)"
-kw_wait 70 "the heat session record on MQTT" sh -c "[ \$(grep -cE '^kneewrap/$KW_WRAP/session ' '$KW_MQTT_LOG') -gt $n0 ]"
+kw_wait 25 "the heat session record on MQTT" sh -c "[ \$(grep -cE '^kneewrap/$KW_WRAP/session ' '$KW_MQTT_LOG') -gt $n0 ]"
 rec=$(kw_last_record)
 echo "$rec" | grep -q '"mode":"heat"' || kw_die "the last record is not the heat session: $rec"
 echo "$rec" | grep -q '"outcome":"completed"' || kw_die "the heat session was not completed: $rec"

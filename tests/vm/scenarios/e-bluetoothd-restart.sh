@@ -21,7 +21,7 @@ kw_wait_count 20 "$KW_SIM_LOG" "GATT application registered" "$regs"
 kw_wait_relinked "$links" 45
 kw_log "link back at $(kw_sim_field elapsed) s into the session (state $(kw_sim_field state))"
 
-limit=$((KW_HEAT_MIN * 60 / KW_SCALE + 70))
+limit=$((KW_HEAT_MIN * 60 / KW_SCALE + 25))
 kw_wait $limit "the session record on MQTT" sh -c "[ \$(grep -cE '^kneewrap/$KW_WRAP/session ' '$KW_MQTT_LOG') -gt $n0 ]"
 rec=$(kw_last_record)
 echo "$rec" | grep -q '"mode":"heat"' || kw_die "the last record is not the heat session: $rec"
