@@ -4,7 +4,7 @@ import time
 import dbus
 import pytest
 
-from test_ble_helpers import COLD, Gateway, addr, press, wrap_id
+from test_ble_helpers import COLD, HEAT, Gateway, addr, press, wrap_id
 
 
 @pytest.fixture
@@ -61,10 +61,14 @@ def test_remove_wrap_removes_the_bond(fast_bus, gw):
     assert "0200" in g.cp(a)
     st = fast_bus.wrap(a)
     assert st["connected"] == 0 and st["paired"] == 0
-    time.sleep(2.0)
-    # Still in [bluetooth] allow, but the wrap keeps its old bond until its stop button is held:
-    # re-adoption fails loudly, and nothing runs.
-    assert g.alive()
+    assert g.sql("SELECT count(*) FROM wraps WHERE removed_at IS NULL") == [(0,)]
+    # The wrap keeps its old bond until its stop button is held 10 s; then it can be adopted again.
+    fast_bus.mock.ResetBond(a)
+    g.ctl("adopt", "300")
+    g.wait_connected(a, count=2, timeout=15)
+    assert fast_bus.wrap(a)["paired"] == 1
+    press(fast_bus, a, HEAT)                                # cold would wait for R6's rest
+    g.wait_cp(a, "0102a00f8403", timeout=5)
 
 
 def test_cli_start_and_stop_through_the_daemon(fast_bus, gw):
