@@ -554,6 +554,8 @@ static int parse_interfaces(Bluez *b, const char *path, sd_bus_message *msg) {
                         o->ifaces |= bit;
                         /* A new object's cached Value is not a notification. */
                         r = parse_props(b, o, NULL, bit, msg);
+                        if (bit == IF_DEVICE && o->resolved)
+                                o->connected = true;
                 } else
                         r = sd_bus_message_skip(msg, "a{sv}");
                 if (r < 0)
@@ -806,6 +808,7 @@ static void link_check_gatt(BzLink *l) {
 
 static void on_connect_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bus_error *e) {
         BzLink *l = c->link;
+        BzObj *d;
 
         if (e && !sd_bus_error_has_name(e, "org.bluez.Error.AlreadyConnected")) {
                 /* Timeouts, Failed, le-connection-abort-by-local: all retried with backoff. */
@@ -814,6 +817,10 @@ static void on_connect_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const s
         }
         if (l->state != LINK_CONNECTING)
                 return;
+        /* bluetoothd 5.66 does not always signal Connected=true on a reconnect: its reply says it. */
+        d = l->dev ? obj_find(b, l->dev) : NULL;
+        if (d)
+                d->connected = true;
         l->state = LINK_RESOLVING;
         link_arm(l, RESOLVE_TIMEOUT_USEC);
         link_check_gatt(l);
@@ -1589,6 +1596,9 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
                 log_warning_errno(r, "cannot parse PropertiesChanged on %s: %s", path, strerror(abs(r)));
                 return 0;
         }
+        /* Resolved services mean a connection, whether or not Connected=true was signalled. */
+        if (bit == IF_DEVICE && o->resolved)
+                o->connected = true;
 
         if (bit == IF_DEVICE) {
                 for (BzLink *l = b->links; l; l = l->next) {
