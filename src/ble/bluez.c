@@ -1205,22 +1205,27 @@ static bool address_allowed(Bluez *b, const char *address) {
         return false;
 }
 
-static void adoption_failed(Bluez *b, BzObj *d, const char *what, const sd_bus_error *e) {
-        uint64_t delay = bluez_backoff_usec(d->adopt_failures + 1, random_u32());
+/* Look at the device again after `delay` (real time). */
+static void adopt_later(Bluez *b, BzObj *d, uint64_t delay) {
         uint64_t now;
 
         d->adopting = false;
-        d->adopt_failures++;
         d->adopt_after = real_mono_usec() + delay;
+        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_source_set_time(b->adopt_timer, now + delay + USEC_PER_SEC / 10);
+        sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_ONESHOT);
+}
+
+static void adoption_failed(Bluez *b, BzObj *d, const char *what, const sd_bus_error *e) {
+        uint64_t delay = bluez_backoff_usec(d->adopt_failures + 1, random_u32());
+
+        d->adopt_failures++;
+        adopt_later(b, d, delay);
         /* Loud, but not once a minute forever: the 1st, 2nd, 4th, 8th ... failure. */
         log_wrap((d->adopt_failures & (d->adopt_failures - 1)) == 0 ? LOG_ERR : LOG_DEBUG, d->address,
                  "adoption failed: %s%s%s%s; retrying in %.0f s. If the wrap was bonded to "
                  "another gateway, clear its bond (hold its stop button 10 s)",
                  what, e ? " (" : "", e ? error_text(e) : "", e ? ")" : "", (double) delay / USEC_PER_SEC);
-        /* Look again when the wait is over. */
-        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
-        sd_event_source_set_time(b->adopt_timer, now + delay + USEC_PER_SEC / 10);
-        sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_ONESHOT);
         schedule_update(b);
 }
 
@@ -1263,6 +1268,13 @@ static void on_pair_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_b
 
         if (!d || !(d->ifaces & IF_DEVICE))
                 return;
+        if (e && sd_bus_error_has_name(e, "org.bluez.Error.InProgress")) {
+                /* An earlier Pair (one whose call timed out) is still running: wait for Paired. */
+                adopt_later(b, d, 2 * USEC_PER_SEC);
+                log_wrap(LOG_INFO, d->address, "pairing already in progress; waiting for it");
+                schedule_update(b);
+                return;
+        }
         if (e && !sd_bus_error_has_name(e, "org.bluez.Error.AlreadyExists")) {
                 adoption_failed(b, d, "pairing failed", e);
                 return;
@@ -1289,7 +1301,7 @@ static void maybe_adopt(Bluez *b, BzObj *d) {
                 return;
         if (!m->store) {
                 log_wrap(LOG_WARNING, d->address, "cannot adopt while the store is unavailable");
-                d->adopt_after = real_mono_usec() + ADOPT_RETRY_USEC;
+                adopt_later(b, d, ADOPT_RETRY_USEC);
                 return;
         }
         d->adopting = true;
