@@ -86,6 +86,15 @@ typedef struct Device {
         bool connected, paired, bonded;
 } Device;
 
+/* Two advertisements take turns, so that the wrap never stops advertising while it switches
+ * advertising on anew (see READVERTISE_USEC). */
+typedef struct Adv {
+        Sim *sim;
+        unsigned idx;
+        char path[64];
+        bool registered;
+} Adv;
+
 typedef struct Press {
         uint8_t event;
         uint64_t at_usec;               /* wall clock, after start */
@@ -99,7 +108,6 @@ struct Sim {
         char adapter[16];
         char adapter_path[64];
         char root[64];                  /* the GATT application */
-        char adv_path[64];
         char agent_path[64];
         char address[BDADDR_STR_MAX];
         char name[32];
@@ -108,6 +116,7 @@ struct Sim {
 
         WrapFw *fw;
         sd_event_source *fw_timer;
+        uint64_t start_usec;            /* when the wrap last accepted START (its clock), for logs */
 
         Svc svcs[_S_MAX];
         Chr chrs[_C_MAX];
@@ -116,7 +125,9 @@ struct Sim {
         char *bluez_owner;
         bool adapter_present, adapter_powered;
         bool app_registered, app_pending;
-        bool adv_registered, adv_pending;
+        Adv adv[2];
+        unsigned adv_cur;               /* the slot registered last */
+        bool adv_pending, adv_rotate;
         bool agent_registered;
         bool advertise;                 /* wanted: "advertise on|off" */
         sd_event_source *adv_timer;
@@ -416,8 +427,10 @@ static int method_read_value(sd_bus_message *m, void *userdata, sd_bus_error *er
         return sd_bus_send(NULL, reply, NULL);
 }
 
-/* One line per request; "before" is the wrap as the request found it. */
-static void log_request(const uint8_t *b, size_t n, uint8_t result, const char *device, const WrapFwInfo *before) {
+/* One line per request; "before" is the wrap as the request found it, since_start the time
+ * since the last START it accepted, on its own clock (-1: none yet). */
+static void log_request(const uint8_t *b, size_t n, uint8_t result, const char *device, const WrapFwInfo *before,
+                        double since_start) {
         WireRequest q;
         char hex[3 * 16 + 1] = "";
 
@@ -435,8 +448,8 @@ static void log_request(const uint8_t *b, size_t n, uint8_t result, const char *
                          wire_result_to_string(result));
                 break;
         case WIRE_OP_STOP:
-                log_info("control point: STOP reason %u (session at %u of %u s, %s) from %s: %s", q.reason,
-                         before->elapsed_s, before->duration_s, wire_state_to_string(before->state), device,
+                log_info("control point: STOP reason %u (%.1f s after START, of %u s; the wrap was %s) from %s: %s",
+                         q.reason, since_start, before->duration_s, wire_state_to_string(before->state), device,
                          wire_result_to_string(result));
                 break;
         case WIRE_OP_DENY:
@@ -455,6 +468,7 @@ static int method_write_value(sd_bus_message *m, void *userdata, sd_bus_error *e
         size_t n;
         uint8_t result;
         WrapFwInfo before;
+        uint64_t now;
         int r;
 
         if (!from_bluez(s, m))
@@ -471,8 +485,12 @@ static int method_write_value(sd_bus_message *m, void *userdata, sd_bus_error *e
 
         /* The write is acknowledged at the ATT level; the result travels in the indication. */
         wrapfw_get_info(s->fw, fw_now(), &before);
-        result = wrapfw_write_cp(s->fw, v, n, fw_now(), NULL);
-        log_request(v, n, result, device ? device : "?", &before);
+        now = fw_now();
+        result = wrapfw_write_cp(s->fw, v, n, now, NULL);
+        log_request(v, n, result, device ? device : "?", &before,
+                    s->start_usec ? (double) (now - s->start_usec) / USEC_PER_SEC : -1.0);
+        if (result == WIRE_RESULT_SUCCESS && n > 0 && ((const uint8_t *) v)[0] == WIRE_OP_START)
+                s->start_usec = now;
         r = sd_bus_reply_method_return(m, NULL);
         fw_kick(s);
         return r;
@@ -537,14 +555,14 @@ static int prop_adv_uuids(sd_bus *bus, const char *path, const char *iface, cons
 
 static int prop_adv_name(sd_bus *bus, const char *path, const char *iface, const char *prop,
                          sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "s", ((Sim *) userdata)->name);
+        return sd_bus_message_append(reply, "s", ((Adv *) userdata)->sim->name);
 }
 
 static int method_adv_release(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        Sim *s = userdata;
+        Adv *a = userdata;
 
-        log_info("bluetoothd released the advertisement");
-        s->adv_registered = false;
+        log_info("bluetoothd released advertisement %u", a->idx);
+        a->registered = false;
         return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -740,23 +758,41 @@ static int object_ifaces(Sim *s, const char *path, sd_bus_message *m) {
 
 /* ---- calls to bluetoothd ---- */
 
-static int call_async(Sim *s, const char *path, const char *iface, const char *method,
-                      sd_bus_message_handler_t cb, const char *types, ...) {
+static int call_asyncv(Sim *s, void *userdata, const char *path, const char *iface, const char *method,
+                       sd_bus_message_handler_t cb, const char *types, va_list ap) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        va_list ap;
         int r;
 
         r = sd_bus_message_new_method_call(s->bus, &m, BZ_NAME, path, iface, method);
         if (r < 0)
                 return r;
         if (types) {
-                va_start(ap, types);
                 r = sd_bus_message_appendv(m, types, ap);
-                va_end(ap);
                 if (r < 0)
                         return r;
         }
-        return sd_bus_call_async(s->bus, NULL, m, cb, s, CALL_TIMEOUT);
+        return sd_bus_call_async(s->bus, NULL, m, cb, userdata, CALL_TIMEOUT);
+}
+
+static int call_async(Sim *s, const char *path, const char *iface, const char *method,
+                      sd_bus_message_handler_t cb, const char *types, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = call_asyncv(s, s, path, iface, method, cb, types, ap);
+        va_end(ap);
+        return r;
+}
+
+static int call_adv(Adv *a, const char *method, sd_bus_message_handler_t cb, const char *types, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = call_asyncv(a->sim, a, a->sim->adapter_path, BZ_ADV_MANAGER, method, cb, types, ap);
+        va_end(ap);
+        return r;
 }
 
 static const char *reply_error(sd_bus_message *m) {
@@ -779,7 +815,8 @@ static int on_register_app(sd_bus_message *m, void *userdata, sd_bus_error *ret_
 }
 
 static int on_register_adv(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Sim *s = userdata;
+        Adv *a = userdata;
+        Sim *s = a->sim;
         const sd_bus_error *e = sd_bus_message_get_error(m);
 
         s->adv_pending = false;
@@ -787,22 +824,23 @@ static int on_register_adv(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                 log_warning("RegisterAdvertisement on %s failed: %s: %s", s->adapter, e->name, e->message);
                 return 0;
         }
-        if (!s->adv_registered)
+        if (!s->adv[0].registered && !s->adv[1].registered)
                 log_debug("advertising as %s", s->name);
-        s->adv_registered = true;
-        /* A central may have connected meanwhile, or advertising been switched off. */
+        a->registered = true;
+        s->adv_cur = a->idx;
+        /* Next: the older one goes; or a central connected meanwhile, or advertising was switched off. */
         adv_update(s);
         return 0;
 }
 
 static int on_unregister_adv(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Sim *s = userdata;
+        Adv *a = userdata;
 
-        s->adv_pending = false;
-        s->adv_registered = false;
+        a->sim->adv_pending = false;
+        a->registered = false;
         if (reply_error(m))
                 log_debug("UnregisterAdvertisement: %s", reply_error(m));
-        adv_update(s);
+        adv_update(a->sim);
         return 0;
 }
 
@@ -810,20 +848,45 @@ static bool adv_wanted(Sim *s) {
         return s->advertise && s->fw && !device_connected(s);
 }
 
-/* Brings the advertisement to what is wanted; one call in flight at a time. */
+static bool adv_any(Sim *s) {
+        return s->adv[0].registered || s->adv[1].registered;
+}
+
+/*
+ * Brings advertising to what is wanted, one call in flight at a time. While advertising, a
+ * rotation registers the other advertisement first and then unregisters the older one: the
+ * wrap is never without one. (Unregistering first left a gap in which bluetoothd queued the
+ * new registration behind a central's pending Pair Device, which itself waited for the
+ * wrap's advertisement: bluetoothd sends one management command at a time.)
+ */
 static void adv_update(Sim *s) {
+        Adv *cur = &s->adv[s->adv_cur], *other = &s->adv[s->adv_cur ^ 1u], *a = NULL;
+        bool reg = false;
         int r;
 
         if (!s->bluez_owner || !s->adapter_present || s->adv_pending)
                 return;
-        if (adv_wanted(s) && !s->adv_registered) {
-                r = call_async(s, s->adapter_path, BZ_ADV_MANAGER, "RegisterAdvertisement",
-                               on_register_adv, "oa{sv}", s->adv_path, 0);
-        } else if (!adv_wanted(s) && s->adv_registered) {
-                r = call_async(s, s->adapter_path, BZ_ADV_MANAGER, "UnregisterAdvertisement",
-                               on_unregister_adv, "o", s->adv_path);
-        } else
+        if (adv_wanted(s)) {
+                if (!cur->registered && !other->registered) {
+                        a = cur;
+                        reg = true;
+                } else if (cur->registered && other->registered)
+                        a = other;
+                else if (s->adv_rotate) {
+                        s->adv_rotate = false;
+                        a = cur->registered ? other : cur;
+                        reg = true;
+                }
+        } else if (cur->registered)
+                a = cur;
+        else if (other->registered)
+                a = other;
+        if (!a)
                 return;
+        if (reg)
+                r = call_adv(a, "RegisterAdvertisement", on_register_adv, "oa{sv}", a->path, 0);
+        else
+                r = call_adv(a, "UnregisterAdvertisement", on_unregister_adv, "o", a->path);
         if (r < 0)
                 log_warning_errno(r, "cannot call LEAdvertisingManager1: %s", strerror(abs(r)));
         else
@@ -835,14 +898,8 @@ static int on_adv_timer(sd_event_source *es, uint64_t usec, void *userdata) {
 
         (void) sd_event_source_set_time(es, usec + READVERTISE_USEC);
         (void) sd_event_source_set_enabled(es, SD_EVENT_ON);
-        /* Unregister now; on_unregister_adv registers it again, which switches advertising on. */
-        if (adv_wanted(s) && s->adv_registered && !s->adv_pending) {
-                int r = call_async(s, s->adapter_path, BZ_ADV_MANAGER, "UnregisterAdvertisement",
-                                   on_unregister_adv, "o", s->adv_path);
-                if (r >= 0)
-                        s->adv_pending = true;
-        } else
-                adv_update(s);
+        s->adv_rotate = adv_wanted(s);
+        adv_update(s);
         return 0;
 }
 
@@ -936,7 +993,7 @@ static void bluez_vanished(Sim *s) {
         s->bluez_owner = NULL;
         s->adapter_present = s->adapter_powered = false;
         s->app_registered = s->app_pending = false;
-        s->adv_registered = s->adv_pending = false;
+        s->adv[0].registered = s->adv[1].registered = s->adv_pending = false;
         s->agent_registered = false;
         s->n_devices = 0;
         for (size_t i = 0; i < _C_MAX; i++)
@@ -1016,7 +1073,7 @@ static int on_interfaces_removed(sd_bus_message *m, void *userdata, sd_bus_error
                 if (streq(iface, BZ_ADAPTER) && streq(path, s->adapter_path)) {
                         log_warning("%s went away; waiting for it", s->adapter);
                         s->adapter_present = s->adapter_powered = false;
-                        s->app_registered = s->adv_registered = false;
+                        s->app_registered = s->adv[0].registered = s->adv[1].registered = false;
                         s->n_devices = 0;
                 } else if (streq(iface, BZ_DEVICE) && device_path_ours(s, path)) {
                         device_forget(s, path);
@@ -1041,7 +1098,7 @@ static int on_props_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret
                 (void) adapter_props(s, m);
                 if (s->adapter_powered && !was_powered) {
                         /* A power cycle drops advertising instances. */
-                        s->adv_registered = false;
+                        s->adv[0].registered = s->adv[1].registered = false;
                         adv_update(s);
                 }
         }
@@ -1139,7 +1196,7 @@ static void format_status(Sim *s, char *buf, size_t size) {
                  s->name, s->address, wire_state_to_string(i.state), i.mode, i.setpoint / 100.0,
                  i.pack / 100.0, i.skin / 100.0, i.elapsed_s, i.remaining_s, i.faults, i.session_seq,
                  i.press_seq, i.battery, i.no_gateway_count, i.sessions_completed, i.press_pending,
-                 d ? d->address : "none", d ? d->bonded : 0, s->app_registered, s->adv_registered);
+                 d ? d->address : "none", d ? d->bonded : 0, s->app_registered, adv_any(s));
 }
 
 /* Runs one text command; the answer starts with "ok" or "error:". */
@@ -1365,7 +1422,6 @@ static int sim_export(Sim *s) {
         int r;
 
         snprintf(s->root, sizeof s->root, "/org/kneewrap/sim/%s/app", s->adapter);
-        snprintf(s->adv_path, sizeof s->adv_path, "/org/kneewrap/sim/%s/advertisement", s->adapter);
         snprintf(s->agent_path, sizeof s->agent_path, "/org/kneewrap/sim/%s/agent", s->adapter);
 
         r = sd_bus_add_object_manager(s->bus, NULL, s->root);
@@ -1392,9 +1448,15 @@ static int sim_export(Sim *s) {
                 if (r < 0)
                         return r;
         }
-        r = sd_bus_add_object_vtable(s->bus, NULL, s->adv_path, BZ_ADV, adv_vtable, s);
-        if (r < 0)
-                return r;
+        for (unsigned i = 0; i < ELEMENTSOF(s->adv); i++) {
+                Adv *a = &s->adv[i];
+                a->sim = s;
+                a->idx = i;
+                snprintf(a->path, sizeof a->path, "/org/kneewrap/sim/%s/advertisement%u", s->adapter, i);
+                r = sd_bus_add_object_vtable(s->bus, NULL, a->path, BZ_ADV, adv_vtable, a);
+                if (r < 0)
+                        return r;
+        }
         return sd_bus_add_object_vtable(s->bus, NULL, s->agent_path, BZ_AGENT, agent_vtable, s);
 }
 

@@ -14,6 +14,8 @@ overall=0
 for scenario in $(echo "$scenarios" | tr ',' ' '); do
         now=$(cut -d' ' -f1 /proc/uptime)
         left=$(awk -v t0="$t0" -v now="$now" -v lim="$KW_TIMEOUT" 'BEGIN { printf "%d", lim - (now - t0) }')
+        # One stuck scenario must not starve the ones after it.
+        [ "$left" -le "${KW_SCENARIO_LIMIT:-150}" ] || left=${KW_SCENARIO_LIMIT:-150}
         if [ "$left" -lt 5 ]; then
                 echo "kw-guest: no time left for $scenario"
                 echo "KW-RESULT $scenario 124 0"

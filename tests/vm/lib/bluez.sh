@@ -20,14 +20,21 @@ kw_die() {
         exit 1
 }
 
-# kw_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds.  Under TCG
-# every exec costs ~50 ms of the one vCPU, so a tighter loop only slows down what it waits for.
+# kw_uptime: whole seconds since boot, without an exec.
+kw_uptime() {
+        read -r _up _ < /proc/uptime
+        echo "${_up%.*}"
+}
+
+# kw_wait SECONDS WHAT COMMAND...: polls COMMAND every 0.2 s until it succeeds, for at most
+# SECONDS of (guest) time however long each try takes.  Under TCG every exec costs ~50 ms of
+# the one vCPU, so a tighter loop only slows down what it waits for.
 kw_wait() {
-        _limit=$(($1 * 5)); _what=$2; shift 2
-        _i=0
+        read -r _up _ < /proc/uptime
+        _secs=$1; _end=$((${_up%.*} + $1)); _what=$2; shift 2
         until "$@" >/dev/null 2>&1; do
-                _i=$((_i + 1))
-                [ $_i -lt $_limit ] || kw_die "timed out waiting for $_what"
+                read -r _up _ < /proc/uptime
+                [ "${_up%.*}" -lt $_end ] || kw_die "timed out after $_secs s waiting for $_what"
                 sleep 0.2
         done
 }
