@@ -1251,11 +1251,14 @@ static void run_command(Sim *s, char *line, char *out, size_t size) {
                         }
                 return;
         }
-        if (!s->fw) {
+        if (!s->fw && (streq(words[0], "press") || streq(words[0], "skin") || streq(words[0], "fault") ||
+                       streq(words[0], "clear-fault") || streq(words[0], "battery"))) {
                 snprintf(out, size, "error: the wrap has no adapter yet");
                 return;
         }
-        if (streq(words[0], "press") && n == 2) {
+        if (!s->fw)
+                r = -EOPNOTSUPP;
+        else if (streq(words[0], "press") && n == 2) {
                 uint8_t ev;
                 r = parse_button(words[1], &ev);
                 if (r >= 0)
