@@ -46,7 +46,6 @@ typedef struct Manager {
         int log_verbose;             /* -v given n times: n levels above [daemon] log_level */
         sd_event_source *r8_timer;   /* the daily R8 check, just after local midnight */
         uint64_t store_retry_usec;   /* the next store retry's backoff (real time) */
-        bool bluez_running;          /* org.bluez has an owner (STATUS= before bluez.c is wired) */
         char *status;                /* the last STATUS= sent, to send changes only */
         uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
         int64_t now_sec;

@@ -7,31 +7,18 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "bluez.h"
 #include "bus-api.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "manager.h"
+#include "mqtt.h"
 #include "payload.h"
 #include "rules.h"
 #include "store.h"
 #include "util.h"
-
-/*
- * Wiring switches. The BLE and MQTT helpers set theirs to 1 once their code links: that one
- * line turns on every call site marked "BLE" or "MQTT" below (bluez_new/mqtt_new in
- * manager_new, the hooks, the frees), so nothing half-wired can ship.
- */
-#define KW_WIRE_BLUEZ 1   /* BLE */
-#define KW_WIRE_MQTT 1    /* MQTT */
-
-#if KW_WIRE_BLUEZ
-#include "bluez.h"
 #include "wrap.h"
-#endif
-#if KW_WIRE_MQTT
-#include "mqtt.h"
-#endif
 
 #define BUS_NAME "org.kneewrap1"
 #define STORE_RETRY_MIN_USEC (1 * USEC_PER_SEC)
@@ -87,18 +74,12 @@ static const char *store_problem(int error) {
 void manager_update_status(Manager *m) {
         char ble[160], mqtt[160], line[512];
 
-#if KW_WIRE_BLUEZ /* BLE */
         bluez_status(m->bluez, ble, sizeof ble);
-#else
-        snprintf(ble, sizeof ble, "%s", m->bluez_running ? "bluetoothd running" : "bluetoothd not running");
-#endif
 
         if (!m->config.mqtt_host)
                 snprintf(mqtt, sizeof mqtt, "MQTT off");
-#if KW_WIRE_MQTT /* MQTT */
         else if (mqtt_connected(m->mqtt))
                 snprintf(mqtt, sizeof mqtt, "MQTT connected");
-#endif
         else
                 snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
 
@@ -151,12 +132,8 @@ static int store_try_open(Manager *m) {
 
 static void store_now_available(Manager *m) {
         /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
-#if KW_WIRE_BLUEZ /* BLE */
         (void) wraps_load(m);
-#endif
-#if KW_WIRE_MQTT /* MQTT */
         mqtt_kick(m->mqtt);
-#endif
         r8_check_all(m);
 }
 
@@ -227,11 +204,7 @@ static int store_fail(Manager *m, int r, const char *what, const char **ret_erro
 }
 
 static void outbox_changed(Manager *m) {
-#if KW_WIRE_MQTT /* MQTT */
         mqtt_kick(m->mqtt);
-#else
-        (void) m;
-#endif
 }
 
 /* ---- R8, persisting pain: after a diary entry, and daily ---- */
@@ -401,7 +374,6 @@ int manager_reload(Manager *m) {
         old = m->config;
         m->config = new;
 
-#if KW_WIRE_MQTT /* MQTT */
         if (m->config.mqtt_host && !old.mqtt_host)
                 r = mqtt_new(m, &m->mqtt);
         else if (!m->config.mqtt_host && old.mqtt_host) {
@@ -420,7 +392,6 @@ int manager_reload(Manager *m) {
                 else
                         (void) mqtt_reload(m->mqtt);
         }
-#endif
 
         if (!streq_ptr(old.store_path, m->config.store_path) && r >= 0) {
                 log_notice("Reload: the store moves from %s to %s.", old.store_path, m->config.store_path);
@@ -432,9 +403,7 @@ int manager_reload(Manager *m) {
                         store_now_available(m);
         }
         /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
-#if KW_WIRE_BLUEZ /* BLE */
         bluez_adoption_changed(m->bluez);
-#endif
 
         config_done(&old);
         apply_log_level(m);
@@ -465,28 +434,6 @@ static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error 
         return 0;
 }
 
-#if !KW_WIRE_BLUEZ
-/* Until the BLE client is wired, STATUS= still says whether bluetoothd is there. */
-static int on_bluez_owner(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
-        Manager *m = userdata;
-        const char *name = NULL, *old = NULL, *new = NULL;
-        int has = 0;
-
-        if (sd_bus_message_is_method_error(msg, NULL))
-                return 0;
-        if (sd_bus_message_is_signal(msg, "org.freedesktop.DBus", "NameOwnerChanged")) {
-                if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
-                        return 0;
-                has = new && *new;
-        } else if (sd_bus_message_read(msg, "b", &has) < 0)
-                return 0;
-        if (m->bluez_running != !!has)
-                log_info("bluetoothd %s.", has ? "is running" : "is not running: waiting for it");
-        m->bluez_running = has;
-        manager_update_status(m);
-        return 0;
-}
-#endif
 
 static int bus_setup(Manager *m) {
         int r;
@@ -510,16 +457,6 @@ static int bus_setup(Manager *m) {
         if (r < 0)
                 log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
 
-#if !KW_WIRE_BLUEZ
-        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                      "org.freedesktop.DBus", "NameOwnerChanged", on_bluez_owner, NULL, m);
-        if (r >= 0)
-                r = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                             "org.freedesktop.DBus", "NameHasOwner", on_bluez_owner, m,
-                                             "s", "org.bluez");
-        if (r < 0)
-                log_warning_errno(r, "Cannot watch org.bluez: %s", strerror(abs(r)));
-#endif
         return 0;
 }
 
@@ -528,12 +465,8 @@ static int bus_setup(Manager *m) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-#if KW_WIRE_BLUEZ /* BLE */
         m->bluez = bluez_free(m->bluez);
-#endif
-#if KW_WIRE_MQTT /* MQTT */
         m->mqtt = mqtt_free(m->mqtt);
-#endif
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         m->api = bus_api_free(m->api);
@@ -617,20 +550,16 @@ int manager_new(const char *config_path, Manager **ret) {
                 store_retry_schedule(m);
 
         /* MQTT */
-#if KW_WIRE_MQTT
         if (m->config.mqtt_host) {
                 r = mqtt_new(m, &m->mqtt);
                 if (r < 0)
                         return r; /* it logged which file; a setup that can never work */
         }
-#endif
 
         /* BLE */
-#if KW_WIRE_BLUEZ
         r = bluez_new(m, &m->bluez);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the BlueZ client: %s", strerror(abs(r)));
-#endif
 
         r = r8_schedule(m);
         if (r < 0)
@@ -857,12 +786,8 @@ int manager_open_adoption(Manager *m, unsigned seconds) {
         else
                 log_notice("Adoption closed.");
 
-#if KW_WIRE_BLUEZ /* BLE: discover now, and until adoption_until */
         bluez_adoption_changed(m->bluez);
-#endif
-#if KW_WIRE_MQTT /* MQTT: bridge/info shows adoption */
         mqtt_bridge_changed(m->mqtt);
-#endif
         manager_update_status(m);
         return 0;
 }
@@ -883,14 +808,10 @@ int manager_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
 
-#if KW_WIRE_BLUEZ /* BLE: end its session, disconnect, forget the bond */
         r = bluez_remove_wrap(m->bluez, sw.wrap);
         if (r < 0 && r != -ENOENT)
                 log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %s", strerror(abs(r)));
-#endif
-#if KW_WIRE_MQTT /* MQTT: clear its discovery configs and retained topics */
         mqtt_wrap_removed(m->mqtt, sw.wrap);
-#endif
         manager_update_status(m);
         return 0;
 }
