@@ -16,26 +16,11 @@ BUILDDIR = os.environ.get('KW_BUILDDIR', os.path.join(SRCDIR, 'build-bench'))
 KNEEWRAPD = os.environ.get('KNEEWRAPD', os.path.join(BUILDDIR, 'kneewrapd'))
 FILL_STORE = os.environ.get('KW_FILL_STORE', os.path.join(BUILDDIR, 'bench', 'bench-fill-store'))
 
-BUS_CONFIG = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={path}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_type="method_return"/>
-    <allow send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="signal"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-  </policy>
-</busconfig>
-'''
+# The private bus, and the mock BlueZ for the benches with wraps, are the integration tests' own.
+sys.path.insert(0, os.path.join(SRCDIR, 'tests', 'integration'))
+import privatebus  # noqa: E402
+
+PrivateBus = privatebus.PrivateBus      # kwbench.PrivateBus(workdir)
 
 
 def percentile(values, p):
@@ -76,27 +61,11 @@ class Workdir:
     def join(self, *p):
         return os.path.join(self.path, *p)
 
+    def __fspath__(self):
+        return self.path
+
     def close(self):
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-class PrivateBus:
-    """A bare dbus-daemon on a private socket, standing in for the system bus."""
-
-    def __init__(self, workdir):
-        path = workdir.join('system_bus_socket')
-        conf = workdir.join('bus.conf')
-        with open(conf, 'w') as f:
-            f.write(BUS_CONFIG.format(path=path))
-        self.proc = subprocess.Popen(['dbus-daemon', '--config-file', conf, '--nofork', '--print-address'],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.address = self.proc.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError('dbus-daemon did not start')
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
 
 
 class Notify:
@@ -253,7 +222,6 @@ def memory_kib(pid):
 def mock_bus(time_scale=None):
     """A private bus with kneewrap-mock-bluez on it (tests/integration/mockbluez.py)."""
     os.environ.setdefault('KW_BUILDDIR', BUILDDIR)
-    sys.path.insert(0, os.path.join(SRCDIR, 'tests', 'integration'))
     from mockbluez import MockBluez
     return MockBluez(time_scale=time_scale)
 

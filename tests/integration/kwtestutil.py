@@ -1,14 +1,14 @@
 # kwtestutil: running kneewrapd and kneewrapctl in tests: a private system bus, a notify
 # socket that records what the daemon tells systemd, configs in a temporary directory.
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
+
+from privatebus import PrivateBus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.dirname(os.path.dirname(HERE))
@@ -17,27 +17,6 @@ BUILDDIR = (os.environ.get('KNEEWRAP_BUILD_DIR') or os.environ.get('KW_BUILDDIR'
             or os.path.join(SRCDIR, 'build'))
 KNEEWRAPD = os.environ.get('KNEEWRAPD', os.path.join(BUILDDIR, 'kneewrapd'))
 KNEEWRAPCTL = os.environ.get('KNEEWRAPCTL', os.path.join(BUILDDIR, 'kneewrapctl'))
-
-BUS_CONFIG = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={path}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_type="method_return"/>
-    <allow send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="signal"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-  </policy>
-</busconfig>
-'''
 
 
 def wait_for(cond, timeout, step=0.02):
@@ -51,22 +30,9 @@ def wait_for(cond, timeout, step=0.02):
 
 @pytest.fixture
 def private_bus():
-    """A bare dbus-daemon on a private socket, standing in for the system bus (no BlueZ)."""
-    d = tempfile.mkdtemp(prefix='kw-bus-')
-    path = os.path.join(d, 'system_bus_socket')
-    conf = os.path.join(d, 'bus.conf')
-    with open(conf, 'w') as f:
-        f.write(BUS_CONFIG.format(path=path))
-    p = subprocess.Popen(['dbus-daemon', '--config-file', conf, '--nofork', '--print-address'],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    address = p.stdout.readline().strip()
-    assert address, 'dbus-daemon did not start'
-    try:
-        yield address
-    finally:
-        p.terminate()
-        p.wait(timeout=5)
-        shutil.rmtree(d, ignore_errors=True)
+    """A bare dbus-daemon on a private socket, standing in for the system bus (no BlueZ): its address."""
+    with PrivateBus() as b:
+        yield b.address
 
 
 class Notify:
@@ -169,3 +135,4 @@ def stop_daemon(d):
         except subprocess.TimeoutExpired:
             d.kill()
             d.wait()
+

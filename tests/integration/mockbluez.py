@@ -27,31 +27,11 @@ import time
 
 import dbus
 
+from privatebus import PrivateBus
+
 MOCK_NAME = "org.kneewrap.Mock"
 MOCK_PATH = "/org/kneewrap/mock"
 MOCK_IFACE = "org.kneewrap.Mock1"
-
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_type="method_return"/>
-    <allow send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="signal"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-  </policy>
-</busconfig>
-"""
-
 
 def build_dir():
     d = os.environ.get("KNEEWRAP_BUILD_DIR") or os.environ.get("KW_BUILDDIR")
@@ -70,11 +50,10 @@ class MockBluez:
 
     def __init__(self, time_scale=None, binary=None, log_path=None):
         self.tmp = tempfile.mkdtemp(prefix="kw-mockbus-")
-        self.socket = os.path.join(self.tmp, "system_bus_socket")
         self.time_scale = time_scale
         self.binary = binary or mock_binary()
         self.log_path = log_path or os.path.join(self.tmp, "mock-bluez.log")
-        self.daemon = None
+        self.bus = None
         self.proc = None
         self.address = None
         self.conn = None
@@ -82,15 +61,8 @@ class MockBluez:
         self._start()
 
     def _start(self):
-        conf = os.path.join(self.tmp, "bus.conf")
-        with open(conf, "w") as f:
-            f.write(BUS_CONFIG.format(socket=self.socket))
-        self.daemon = subprocess.Popen(
-            ["dbus-daemon", "--config-file=" + conf, "--nofork", "--print-address"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.address = self.daemon.stdout.readline().strip()
-        if not self.address:
-            raise RuntimeError("dbus-daemon did not start")
+        self.bus = PrivateBus(self.tmp)
+        self.address = self.bus.address
         self.start_mock()
 
     def env(self, extra=None):
@@ -131,9 +103,8 @@ class MockBluez:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        if self.daemon and self.daemon.poll() is None:
-            self.daemon.terminate()
-            self.daemon.wait(5)
+        if self.bus is not None:
+            self.bus.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):

@@ -326,19 +326,15 @@ POLICY_BUS = '''<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root to call as another user')
 def test_shipped_policy_lets_root_call_and_shuts_others_out(tmp_path):
     from kwtestutil import SRCDIR, Notify, start_daemon, stop_daemon, write_config
+    from privatebus import PrivateBus
     # The socket where nobody can reach it (pytest's tmp_path is root's alone).
     sockdir = tempfile.mkdtemp(prefix='kw-policy-')
     os.chmod(sockdir, 0o755)
-    sock = os.path.join(sockdir, 'system_bus_socket')
-    (tmp_path / 'bus.conf').write_text(POLICY_BUS.format(
-        socket=sock, policy=os.path.join(SRCDIR, 'systemd', 'org.kneewrap1.conf')))
-    bus = subprocess.Popen(['dbus-daemon', '--config-file', str(tmp_path / 'bus.conf'), '--nofork', '--print-address'],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    address = bus.stdout.readline().strip()
+    bus = PrivateBus(sockdir, POLICY_BUS, policy=os.path.join(SRCDIR, 'systemd', 'org.kneewrap1.conf'))
+    address = bus.address
     notify = Notify(tmp_path)
     d = None
     try:
-        assert address
         conf = write_config(tmp_path)
         d = start_daemon(tmp_path, conf, address, notify)
         api = Api(address)
@@ -362,6 +358,5 @@ def test_shipped_policy_lets_root_call_and_shuts_others_out(tmp_path):
         if d:
             stop_daemon(d)
         notify.close()
-        bus.terminate()
-        bus.wait(5)
+        bus.close()
         shutil.rmtree(sockdir, ignore_errors=True)
