@@ -1,5 +1,6 @@
 # kwtestutil: running kneewrapd and kneewrapctl in tests: a private system bus, a notify
 # socket that records what the daemon tells systemd, configs in a temporary directory.
+import contextlib
 import os
 import signal
 import socket
@@ -136,3 +137,14 @@ def stop_daemon(d):
             d.kill()
             d.wait()
 
+
+@contextlib.contextmanager
+def daemon_running(tmp_path, conf, bus_address, **kw):
+    """start_daemon() with a Notify of its own: yields (daemon, notify) and ends both on the way out."""
+    notify = Notify(tmp_path)
+    d = start_daemon(tmp_path, conf, bus_address, notify, **kw)
+    try:
+        yield d, notify
+    finally:
+        stop_daemon(d)
+        notify.close()

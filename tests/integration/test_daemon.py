@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from kwtestutil import (KNEEWRAPD, SRCDIR, Notify, private_bus, write_config,  # noqa: F401
-                        start_daemon, stop_daemon, wait_for)
+from kwtestutil import KNEEWRAPD, SRCDIR, daemon_running, private_bus, wait_for, write_config  # noqa: F401
 
 SHIPPED_CONF = os.path.join(SRCDIR, 'conf', 'kneewrapd.conf')
 
@@ -63,10 +62,8 @@ def test_check_config_missing(tmp_path):
 
 def test_ready_status_watchdog_and_sigterm(tmp_path, private_bus):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
     t0 = time.monotonic()
-    d = start_daemon(tmp_path, conf, private_bus, notify, watchdog_usec=200000)
-    try:
+    with daemon_running(tmp_path, conf, private_bus, watchdog_usec=200000) as (d, notify):
         ready = notify.wait_for('READY=1', timeout=5)
         latency_ms = (ready - t0) * 1000
         print(f'READY=1 after {latency_ms:.1f} ms (from spawn)')
@@ -93,43 +90,28 @@ def test_ready_status_watchdog_and_sigterm(tmp_path, private_bus):
         print(f'exit after SIGTERM: {rc} in {(time.monotonic() - t1) * 1000:.1f} ms')
         assert rc == 0
         assert notify.count('STOPPING=1') == 1
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_sigint_exits_cleanly(tmp_path, private_bus):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    try:
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         d.send_signal(signal.SIGINT)
         assert d.wait(timeout=5) == 0
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_no_watchdog_when_not_asked(tmp_path, private_bus):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    try:
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         time.sleep(0.3)
         assert notify.count('WATCHDOG=1') == 0
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_bluez_comes_and_goes(tmp_path, bus):
     # `bus` (conftest.py): a private bus with the mock BlueZ on it.
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, bus.address, notify)
-    try:
+    with daemon_running(tmp_path, conf, bus.address) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         wait_for(lambda: notify.last_status() and 'not running' not in notify.last_status(), 5)
         print(f'with BlueZ: STATUS={notify.last_status()}')
@@ -141,16 +123,11 @@ def test_bluez_comes_and_goes(tmp_path, bus):
         wait_for(lambda: 'not running' not in notify.last_status(), 5)
         print(f'back: STATUS={notify.last_status()}')
         assert d.poll() is None
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_sighup_broken_config_keeps_running(tmp_path, private_bus):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    try:
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         good = conf.read_text()
         conf.write_text(good + '[therapy]\nheat_wait_days = 3\n')
@@ -173,31 +150,21 @@ def test_sighup_broken_config_keeps_running(tmp_path, private_bus):
         assert d.poll() is None
         d.send_signal(signal.SIGTERM)
         assert d.wait(timeout=5) == 0
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_invalid_config_at_start_fails(tmp_path, private_bus):
     conf = write_config(tmp_path, extra='[mqtt]\nkeepalive = 1\n')
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    try:
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         assert d.wait(timeout=5) == 1
         assert f'{conf}:' in d.log() and 'keepalive' in d.log()
         assert notify.count('READY=1') == 0
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_corrupt_store_keeps_running(tmp_path, private_bus):
     db = tmp_path / 'kneewrap.db'
     db.write_bytes(b'this is not an SQLite database, just some bytes\n' * 200)
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify)
-    try:
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         status = notify.last_status()
         print(f'STATUS={status}')
@@ -212,42 +179,24 @@ def test_corrupt_store_keeps_running(tmp_path, private_bus):
         db.unlink()
         wait_for(lambda: 'store OK' in notify.last_status(), 10)
         assert 'works again' in d.log()
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_time_scale(tmp_path, private_bus):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify, env={'KNEEWRAP_TIME_SCALE': '100'})
-    try:
+    with daemon_running(tmp_path, conf, private_bus, env={'KNEEWRAP_TIME_SCALE': '100'}) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         assert 'KNEEWRAP_TIME_SCALE=100' in d.log()
-    finally:
-        stop_daemon(d)
-        notify.close()
 
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify, env={'KNEEWRAP_TIME_SCALE': '0'})
-    try:
+    with daemon_running(tmp_path, conf, private_bus, env={'KNEEWRAP_TIME_SCALE': '0'}) as (d, notify):
         assert d.wait(timeout=5) == 1
         assert 'KNEEWRAP_TIME_SCALE' in d.log()
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_no_system_bus_is_fatal(tmp_path):
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, f'unix:path={tmp_path}/no-bus', notify)
-    try:
+    with daemon_running(tmp_path, conf, f'unix:path={tmp_path}/no-bus') as (d, notify):
         assert d.wait(timeout=5) == 1
         assert 'system bus' in d.log()
-    finally:
-        stop_daemon(d)
-        notify.close()
 
 
 def test_r8_at_start_and_daily(tmp_path, private_bus):
@@ -270,15 +219,10 @@ def test_r8_at_start_and_daily(tmp_path, private_bus):
             return [k for (k,) in c.execute('select kind from alerts order by id')]
 
     conf = write_config(tmp_path)
-    notify = Notify(tmp_path)
-    d = start_daemon(tmp_path, conf, private_bus, notify, env={'KNEEWRAP_TIME_SCALE': '100000', 'TZ': 'UTC'})
-    try:
+    with daemon_running(tmp_path, conf, private_bus, env={'KNEEWRAP_TIME_SCALE': '100000', 'TZ': 'UTC'}) as (d, notify):
         notify.wait_for('READY=1', timeout=5)
         assert alerts()[:1] == ['see_physio']
         wait_for(lambda: alerts() == ['see_physio', 'see_physio_overdue'], 5)
         time.sleep(2)  # two more midnights: nothing new to say
         assert alerts() == ['see_physio', 'see_physio_overdue']
         assert 'physiotherapist' in d.log()
-    finally:
-        stop_daemon(d)
-        notify.close()
