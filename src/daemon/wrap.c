@@ -458,6 +458,9 @@ static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource so
         if (d.action != RULES_START) {
                 rec.refusal = refusal_from_deny(d.deny);
                 rec.minutes_left = d.minutes_left;
+                /* What was asked for: a clinic reads the heat requested in the first week. */
+                rec.prescribed_s = mode == THERAPY_HEAT ? st.rx.heat_s : st.rx.cold_s;
+                rec.setpoint = mode == THERAPY_HEAT ? st.rx.heat_setpoint : st.rx.cold_setpoint;
                 r = record_put(w, &rec);
                 if (r < 0)
                         return refuse_unrecorded(w, &rec, r, ret_record, ret_error);

@@ -91,6 +91,8 @@ def test_heat_refused_within_7_days_then_allowed(fast_bus, gw):
     assert reason == 1
     [rec] = g.wait_session(fresh, "refused")
     assert rec["refusal"]["reason"] == "heat_too_soon" and rec["refusal"]["minutes_left"] == minutes
+    # The refused request still says what was asked for: the default heat prescription.
+    assert rec["prescribed_s"] == 900 and rec["duration_s"] == 0 and rec["started_at"] is None
     # Five days left, less the few scaled minutes the test has run.
     requested = datetime.datetime.fromisoformat(rec["requested_at"])
     expect = (two_days + datetime.timedelta(days=7) - requested).total_seconds() / 60
