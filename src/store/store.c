@@ -896,16 +896,16 @@ static int outbox_insert(Store *s, const OutboxMsg *msg, int64_t *ret_id) {
         return 0;
 }
 
-int store_outbox_add(Store *s, OutboxMsg *msg) {
-        int64_t id;
-        int r;
+/*
+ * Ends a write begun with tx_begin(), r being how it went so far: msg's outbox row (if any)
+ * joins it, and all of it commits or none of it does. msg->id is set only once committed,
+ * so a caller never publishes a row that was rolled back.
+ */
+static int tx_finish(Store *s, int r, OutboxMsg *msg) {
+        int64_t id = 0;
 
-        if (!msg)
-                return store_errorf(s, -EINVAL, "no message");
-        r = tx_begin(s);
-        if (r < 0)
-                return r;
-        r = outbox_insert(s, msg, &id);
+        if (r >= 0 && msg)
+                r = outbox_insert(s, msg, &id);
         if (r < 0) {
                 tx_rollback(s);
                 return r;
@@ -913,8 +913,20 @@ int store_outbox_add(Store *s, OutboxMsg *msg) {
         r = tx_commit(s);
         if (r < 0)
                 return r;
-        msg->id = id;
+        if (msg)
+                msg->id = id;
         return 0;
+}
+
+int store_outbox_add(Store *s, OutboxMsg *msg) {
+        int r;
+
+        if (!msg)
+                return store_errorf(s, -EINVAL, "no message");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        return tx_finish(s, 0, msg);
 }
 
 void outbox_msgs_free(OutboxMsg *m, size_t n) {
@@ -1090,8 +1102,20 @@ static int session_bind(Store *s, sqlite3_stmt *st, const SessionRecord *rec) {
         return 0;
 }
 
+static int session_insert(Store *s, const SessionRecord *rec) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_SESSION_PUT, &st);
+        if (r < 0)
+                return r;
+        r = session_bind(s, st, rec);
+        if (r < 0)
+                return r;
+        return stmt_exec(s, st);
+}
+
 int store_session_put(Store *s, const SessionRecord *rec, OutboxMsg *msg) {
-        int64_t id = 0;
         int r;
 
         if (!rec)
@@ -1099,27 +1123,7 @@ int store_session_put(Store *s, const SessionRecord *rec, OutboxMsg *msg) {
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        {
-                _cleanup_reset_ sqlite3_stmt *st = NULL;
-
-                r = stmt_get(s, STMT_SESSION_PUT, &st);
-                if (r >= 0)
-                        r = session_bind(s, st, rec);
-                if (r >= 0)
-                        r = stmt_exec(s, st);
-        }
-        if (r >= 0 && msg)
-                r = outbox_insert(s, msg, &id);
-        if (r < 0) {
-                tx_rollback(s);
-                return r;
-        }
-        r = tx_commit(s);
-        if (r < 0)
-                return r;
-        if (msg)
-                msg->id = id;
-        return 0;
+        return tx_finish(s, session_insert(s, rec), msg);
 }
 
 int store_session_get(Store *s, const char *session_id, SessionRecord *ret) {
@@ -1233,9 +1237,23 @@ static int alert_insert(Store *s, const char *wrap, AlertKind kind, int64_t at) 
         return stmt_exec(s, st);
 }
 
+static int diary_insert(Store *s, const char *wrap, const DiaryEntry *e, const char *where) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_DIARY_ADD, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, e->at);
+        sqlite3_bind_int(st, 3, e->score);
+        bind_text(st, 4, where);
+        sqlite3_bind_int(st, 5, e->flags);
+        return stmt_exec(s, st);
+}
+
 int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind alert, OutboxMsg *msg) {
         const char *where;
-        int64_t id = 0;
         int r;
 
         r = check_wrap_arg(s, wrap);
@@ -1250,33 +1268,10 @@ int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind a
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        {
-                _cleanup_reset_ sqlite3_stmt *st = NULL;
-
-                r = stmt_get(s, STMT_DIARY_ADD, &st);
-                if (r >= 0) {
-                        bind_text(st, 1, wrap);
-                        sqlite3_bind_int64(st, 2, e->at);
-                        sqlite3_bind_int(st, 3, e->score);
-                        bind_text(st, 4, where);
-                        sqlite3_bind_int(st, 5, e->flags);
-                        r = stmt_exec(s, st);
-                }
-        }
+        r = diary_insert(s, wrap, e, where);
         if (r >= 0 && alert != ALERT_NONE)
                 r = alert_insert(s, wrap, alert, e->at);
-        if (r >= 0 && msg)
-                r = outbox_insert(s, msg, &id);
-        if (r < 0) {
-                tx_rollback(s);
-                return r;
-        }
-        r = tx_commit(s);
-        if (r < 0)
-                return r;
-        if (msg)
-                msg->id = id;
-        return 0;
+        return tx_finish(s, r, msg);
 }
 
 int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret, size_t *ret_n) {
@@ -1328,7 +1323,6 @@ int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret
 }
 
 int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, OutboxMsg *msg) {
-        int64_t id = 0;
         int r;
 
         r = check_wrap_arg(s, wrap);
@@ -1337,19 +1331,7 @@ int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, Outb
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        r = alert_insert(s, wrap, kind, at);
-        if (r >= 0 && msg)
-                r = outbox_insert(s, msg, &id);
-        if (r < 0) {
-                tx_rollback(s);
-                return r;
-        }
-        r = tx_commit(s);
-        if (r < 0)
-                return r;
-        if (msg)
-                msg->id = id;
-        return 0;
+        return tx_finish(s, alert_insert(s, wrap, kind, at), msg);
 }
 
 int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret_mask) {
