@@ -86,9 +86,6 @@ allow = $KW_WRAP_ADDR
 [mqtt]
 host = 127.0.0.1
 client_id = kneewrap-vm
-# The shortest keep-alive: kneewrapd's queued publishes leave only when its socket next wakes
-# (see the vm suite's findings), and the keep-alive ping is what wakes it.
-keepalive = 5
 [therapy]
 cold_minutes = $KW_COLD_MIN
 heat_minutes = $KW_HEAT_MIN
