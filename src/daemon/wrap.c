@@ -63,6 +63,10 @@ struct Wrap {
         sd_event_source *timer;       /* the prescribed end, then the grace period */
         sd_event_source *answer_timer;
         sd_event_source *idle_timer;  /* the wrap went idle early: wait for its stop press */
+
+        /* A closed record the store could not take (full disk, ...): kept until it can. */
+        bool has_unsaved;
+        SessionRecord unsaved;
 };
 
 static uint64_t real_mono_usec(void) {
@@ -267,6 +271,24 @@ static void raise_safety_alert(Wrap *w, const char *why) {
                 outbox_kick(m);
 }
 
+/*
+ * Stores the closed record kept back when the store failed. Until it is stored nothing new
+ * starts on the wrap: R6 reads the last cold session's end from the store.
+ */
+static int unsaved_flush(Wrap *w) {
+        int r;
+
+        if (!w->has_unsaved)
+                return 0;
+        r = record_put(w, &w->unsaved);
+        if (r < 0)
+                return r;
+        w->has_unsaved = false;
+        log_session(LOG_NOTICE, w->address, w->unsaved.session_id, "the %s session's record, kept since the store "
+                    "failed, is stored now", therapy_mode_to_string(w->unsaved.mode));
+        return 0;
+}
+
 /* Ends the open session with `outcome`, records it and publishes it. */
 static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uint32_t duration_s, const char *why) {
         SessionRecord *rec = &w->rec;
@@ -278,7 +300,13 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         log_session(LOG_NOTICE, w->address, rec->session_id, "%s session %s after %u s: %s",
                     therapy_mode_to_string(rec->mode), session_outcome_to_string(outcome),
                     (unsigned) rec->duration_s, why);
-        (void) record_put(w, rec);
+        if (record_put(w, rec) < 0) {
+                /* The store keeps the record open; ours is the truth: keep it for the retry. */
+                w->unsaved = *rec;
+                w->has_unsaved = true;
+                log_session(LOG_WARNING, w->address, rec->session_id, "the record is kept in memory and stored "
+                            "when the store works again; the wrap takes no new session until then");
+        }
         if (outcome == OUTCOME_STOPPED_FOR_SAFETY)
                 raise_safety_alert(w, why);
         w->live.has_last = true;
@@ -435,6 +463,9 @@ static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource so
 
         if (!m->store)
                 return refuse_unrecorded(w, &rec, -ENXIO, ret_record, ret_error);
+        r = unsaved_flush(w);
+        if (r < 0)
+                return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
         r = store_rules_state(m->store, w->id, &m->config.therapy, &st);
         if (r < 0) {
                 store_failed(m, r, w->id, rec.session_id, "read the wrap's therapy state");
@@ -851,6 +882,11 @@ void wrap_free(Wrap *w) {
         sd_event_source_disable_unref(w->timer);
         sd_event_source_disable_unref(w->answer_timer);
         sd_event_source_disable_unref(w->idle_timer);
+        if (w->has_unsaved)
+                log_session(LOG_ERR, w->address, w->unsaved.session_id, "the %s session's record (%s, %u s) could "
+                            "not be stored and is lost with the daemon; the store keeps it open",
+                            therapy_mode_to_string(w->unsaved.mode), session_outcome_to_string(w->unsaved.outcome),
+                            (unsigned) w->unsaved.duration_s);
         free(w);
 }
 
@@ -867,6 +903,9 @@ static void take_over(Manager *m, const SessionRecord *rec) {
         int64_t now = manager_now(m), end;
         RulesState st = { 0 };
 
+        /* Closed already: the record kept in memory is the one to store (unsaved_flush). */
+        if (w && w->has_unsaved && streq(w->unsaved.session_id, rec->session_id))
+                return;
         if (!w || w->phase != PHASE_NONE) {
                 SessionRecord r = *rec;
                 r.outcome = OUTCOME_INTERRUPTED;
@@ -918,6 +957,12 @@ int wraps_load(Manager *m) {
                 }
         free(list);
 
+        /* Closed records kept while the store was down go first: they supersede open ones. */
+        for (Wrap *w = m->wraps; w && m->store; w = w->next)
+                (void) unsaved_flush(w);
+        if (!m->store)
+                return -ENXIO;
+
         r = store_sessions_open(m->store, &open, &n_open);
         if (r < 0)
                 return r;
@@ -932,6 +977,8 @@ void wraps_shutdown(Manager *m) {
                 if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
                         session_stop(w, STOP_SHUTDOWN, OUTCOME_INTERRUPTED,
                                      "the gateway is shutting down: nothing would supervise the session");
+        for (Wrap *w = m->wraps; w && m->store; w = w->next)
+                (void) unsaved_flush(w);
         if (m->bus)
                 (void) sd_bus_flush(m->bus);
 }

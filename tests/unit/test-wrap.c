@@ -417,6 +417,70 @@ static void test_shutdown_stops_running_sessions(void **state) {
         assert_int_equal(last_record(f).outcome, OUTCOME_INTERRUPTED);
 }
 
+/* The store fails while a session runs: the closed record is kept and stored when it is back. */
+static void test_close_record_kept_until_store_back(void **state) {
+        Fixture *f = *state;
+        SessionRecord r, open;
+        const char *err = NULL;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 3);
+        skin(f, 2000);
+        open = last_record(f);
+        assert_int_equal(open.outcome, OUTCOME_OPEN);
+
+        /* The disk goes away under the running session (the manager closes the store). */
+        f->m.store = store_close(f->m.store);
+        run_for(f, 120);                /* past 900 s: STOP goes out, the record cannot be written */
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_COMPLETED);
+        assert_null(wrap_get_session(f->w));
+
+        /* Nothing starts while the record is not stored. */
+        assert_int_equal(manager_request_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, &r, &err), 0);
+        assert_int_equal(r.refusal, REFUSAL_STORE_UNAVAILABLE);
+        assert_int_equal(n_sent, 2);
+
+        /* The store works again (manager.c calls wraps_load): the record as it ended. */
+        assert_int_equal(store_open(f->db, &f->m.store), 0);
+        assert_int_equal(wraps_load(&f->m), 0);
+        assert_null(wrap_get_session(f->w));
+        r = last_record(f);
+        assert_string_equal(r.session_id, open.session_id);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_int_equal(r.duration_s, 900);
+        assert_true(r.compliant);
+        assert_int_equal(r.skin.n, 1);
+        assert_true(r.ended_at > 0);
+
+        /* And R6 sees that cold session: cold again is refused for the rest interval. */
+        press(f, WIRE_BUTTON_COLD, 2);
+        assert_int_equal(n_sent, 3);
+        assert_int_equal(sent[2].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
+}
+
+/* Even without a restart of the store, the kept record is stored before the next request. */
+static void test_close_record_stored_before_next_request(void **state) {
+        Fixture *f = *state;
+        SessionRecord r, open;
+        const char *err = NULL;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        open = last_record(f);
+        f->m.store = store_close(f->m.store);
+        assert_int_equal(manager_request_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(store_open(f->db, &f->m.store), 0);
+        assert_int_equal(manager_request_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_CLI, &r, &err), 0);
+        assert_int_equal(r.outcome, OUTCOME_OPEN);
+        assert_int_equal(store_session_get(f->m.store, open.session_id, &r), 0);
+        assert_int_equal(r.outcome, OUTCOME_STOPPED_BY_USER);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
@@ -432,6 +496,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_malformed_counted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_request_while_disconnected_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_shutdown_stops_running_sessions, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_close_record_kept_until_store_back, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_close_record_stored_before_next_request, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
