@@ -67,6 +67,11 @@ struct Wrap {
         /* A closed record the store could not take (full disk, ...): kept until it can. */
         bool has_unsaved;
         SessionRecord unsaved;
+
+        /* The last closed session, to tell its late Status from a session we do not know. */
+        bool have_closed_seq;
+        uint8_t closed_seq;
+        uint64_t closed_real_usec;
 };
 
 static uint64_t real_mono_usec(void) {
@@ -312,6 +317,9 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         w->live.has_last = true;
         snprintf(w->live.last_session, sizeof w->live.last_session, "%s", rec->session_id);
         w->live.last_outcome = outcome;
+        w->have_closed_seq = w->have_seq;
+        w->closed_seq = w->seq;
+        w->closed_real_usec = real_mono_usec();
         session_clear(w);
         wrap_changed(w);
 }
@@ -655,6 +663,65 @@ static void safety_check(Wrap *w, const RulesEvent *ev) {
                 session_stop(w, STOP_SAFETY, OUTCOME_STOPPED_FOR_SAFETY, d.why);
 }
 
+/*
+ * The wrap runs a session with no open record here: it began while the daemon was down and
+ * its record is gone, or the gateway never decided it. Nothing supervises it (R1, R5), so it
+ * is stopped at once, for safety, and recorded as the wrap reports it.
+ */
+static void stray_session(Wrap *w, const WireStatus *s) {
+        Manager *m = w->m;
+        int64_t now = manager_now(m);
+        RulesState st = { 0 };
+        SessionRecord rec = {
+                .mode = s->state == WIRE_STATE_HEATING ? THERAPY_HEAT : THERAPY_COLD,
+                /* It began on the wrap itself, not through any of the gateway's interfaces. */
+                .source = SOURCE_BUTTON,
+                .requested_at = now - s->elapsed_s,
+                .started_at = now - s->elapsed_s,
+                .prescribed_s = (uint32_t) s->elapsed_s + s->remaining_s,
+                .outcome = OUTCOME_OPEN,
+                .setpoint = s->setpoint,
+                .start_result = WIRE_RESULT_SUCCESS,
+        };
+
+        send_stop(w, STOP_SAFETY);
+        log_wrap(LOG_WARNING, w->address, "the wrap runs a %s session the gateway has no record of "
+                 "(%u s in, sequence %u): stopped for safety", therapy_mode_to_string(rec.mode),
+                 (unsigned) s->elapsed_s, (unsigned) s->seq);
+        w->have_closed_seq = true;
+        w->closed_seq = s->seq;
+        w->closed_real_usec = real_mono_usec();
+
+        /* One kept record at a time: a second one is logged, not stored. */
+        if (unsaved_flush(w) < 0 || !m->store || uuid_generate_str(rec.session_id) < 0)
+                return;
+        snprintf(rec.wrap, sizeof rec.wrap, "%s", w->id);
+        if (store_rules_state(m->store, w->id, &m->config.therapy, &st) >= 0)
+                fill_days_since_injury(&rec, &st, now);
+        w->rec = rec;
+        w->have_seq = true;
+        w->seq = s->seq;
+        session_close(w, OUTCOME_STOPPED_FOR_SAFETY, now, s->elapsed_s,
+                      "the wrap ran a session the gateway had no record of");
+}
+
+/* A Status says the wrap runs a session while the gateway has none open. */
+static void unknown_running(Wrap *w, const WireStatus *s) {
+        bool recent = w->closed_real_usec && real_mono_usec() < w->closed_real_usec + STOP_BUTTON_WAIT_USEC;
+
+        if (w->have_closed_seq ? s->seq != w->closed_seq : !recent) {
+                stray_session(w, s);
+                return;
+        }
+        /* Sent before our STOP reached the wrap. */
+        if (recent)
+                return;
+        log_wrap(LOG_WARNING, w->address, "the wrap still runs the session the gateway ended (sequence %u): STOP again",
+                 (unsigned) s->seq);
+        send_stop(w, STOP_SAFETY);
+        w->closed_real_usec = real_mono_usec();
+}
+
 /* After a link loss or a restart: what happened to the session while we were away. */
 static void reconcile(Wrap *w, const WireStatus *s) {
         bool same = w->have_seq ? s->seq == w->seq : s->mode == (uint8_t) w->rec.mode;
@@ -692,6 +759,8 @@ static void reconcile(Wrap *w, const WireStatus *s) {
                 return;
         }
         session_interrupted(w, "the wrap no longer knows the session");
+        if (running)
+                stray_session(w, s);
 }
 
 void wrap_on_status(Wrap *w, const WireStatus *s) {
@@ -705,6 +774,8 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
 
         switch (w->phase) {
         case PHASE_NONE:
+                if (running)
+                        unknown_running(w, s);
                 break;
         case PHASE_AWAY:
                 if (w->live.connected)

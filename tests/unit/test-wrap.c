@@ -481,6 +481,71 @@ static void test_close_record_stored_before_next_request(void **state) {
         assert_int_equal(r.outcome, OUTCOME_STOPPED_BY_USER);
 }
 
+static size_t n_records(Fixture *f) {
+        SessionRecord *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_sessions_list(f->m.store, WRAP, 0, INT64_MAX, &list, &n), 0);
+        free(list);
+        return n;
+}
+
+/* At daemon start the wrap already runs a session the store has no open record of. */
+static void test_unknown_running_session_stopped_and_recorded(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        status(f, WIRE_STATE_HEATING, 2, 300, 0, 42);
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(sent[0].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[0].reason, STOP_SAFETY);
+        assert_null(wrap_get_session(f->w));
+        assert_int_equal(n_records(f), 1);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_STOPPED_FOR_SAFETY);
+        assert_int_equal(r.mode, THERAPY_HEAT);
+        assert_int_equal(r.source, SOURCE_BUTTON);
+        assert_int_equal(r.duration_s, 300);
+        assert_true(r.started_at > 0 && r.ended_at - r.started_at == 300);
+        assert_false(r.compliant);
+
+        /* Its next Status, before the STOP took: no second record. */
+        status(f, WIRE_STATE_HEATING, 2, 301, 0, 42);
+        assert_int_equal(n_sent, 1);
+        /* Still running seconds later: STOP again, still one record. */
+        run_for(f, 2100);
+        status(f, WIRE_STATE_HEATING, 2, 305, 0, 42);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        assert_int_equal(n_records(f), 1);
+        status(f, WIRE_STATE_IDLE, 2, 305, 0, 42);
+        assert_int_equal(n_sent, 2);
+}
+
+/* A late Status of a session the gateway just stopped is not a session of its own. */
+static void test_late_status_after_stop_is_not_unknown(void **state) {
+        Fixture *f = *state;
+        const char *err = NULL;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 8);
+        assert_int_equal(manager_request_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
+        assert_int_equal(n_sent, 2);
+        status(f, WIRE_STATE_COOLING, 1, 2, 0, 8);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(n_records(f), 1);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_BY_USER);
+
+        /* A new sequence number is a session the gateway did not start. */
+        status(f, WIRE_STATE_COOLING, 1, 5, 0, 9);
+        assert_int_equal(n_sent, 3);
+        assert_int_equal(sent[2].reason, STOP_SAFETY);
+        assert_int_equal(n_records(f), 2);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
@@ -498,6 +563,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_shutdown_stops_running_sessions, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_close_record_kept_until_store_back, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_close_record_stored_before_next_request, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unknown_running_session_stopped_and_recorded, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
