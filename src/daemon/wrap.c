@@ -739,6 +739,9 @@ static void reconcile(Wrap *w, const WireStatus *s) {
                 }
                 /* The session keeps its own clock: STOP at the original prescribed end. */
                 arm_session_timer(w, w->deadline_mono);
+                /* R5 holds from the first Status back, not from the next one 5 s later. */
+                if (s->faults)
+                        safety_check(w, &(RulesEvent) { .type = RULES_EVENT_FAULT, .fault_flags = s->faults });
                 return;
         }
         if (same && (s->state == WIRE_STATE_DONE ||

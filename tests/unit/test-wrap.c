@@ -546,6 +546,25 @@ static void test_late_status_after_stop_is_not_unknown(void **state) {
         assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
 }
 
+/* Back after a link loss, the wrap still runs but reports a fault: STOP at once (R5). */
+static void test_reconcile_with_fault_stops_for_safety(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 6);
+        link_up = false;
+        wrap_link_down(f->w);
+        link_up = true;
+        wrap_link_up(f->w);
+        status(f, WIRE_STATE_COOLING, 1, 30, WIRE_FAULT_NOT_WORN, 6);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+        assert_null(wrap_get_session(f->w));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
@@ -565,6 +584,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_close_record_stored_before_next_request, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_running_session_stopped_and_recorded, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reconcile_with_fault_stops_for_safety, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
