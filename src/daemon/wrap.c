@@ -995,15 +995,18 @@ static void take_over(Manager *m, const SessionRecord *rec) {
         if (m->store && store_rules_state(m->store, w->id, &m->config.therapy, &st) < 0)
                 memset(&st, 0, sizeof st);
         w->rec = *rec;
+        /* The store is not trusted to hold a sane duration: R1 and R4 bound the timer too. */
+        if (w->rec.prescribed_s > (rec->mode == THERAPY_HEAT ? RULES_HEAT_MAX_S : RULES_COLD_MAX_S))
+                w->rec.prescribed_s = rec->mode == THERAPY_HEAT ? RULES_HEAT_MAX_S : RULES_COLD_MAX_S;
         w->rules = st;
         w->rules.active = true;
         w->rules.active_mode = rec->mode;
         w->rules.active_started = rec->started_at ? rec->started_at : rec->requested_at;
-        w->rules.active_duration_s = rec->prescribed_s;
+        w->rules.active_duration_s = w->rec.prescribed_s;
         w->phase = PHASE_AWAY;
         w->start_mono = 0;
         w->lost_at = 0;
-        end = w->rules.active_started + rec->prescribed_s;
+        end = w->rules.active_started + w->rec.prescribed_s;
         w->deadline_mono = clock_mono_usec() + (end > now ? (uint64_t) (end - now) * USEC_PER_SEC : 0);
         arm_session_timer(w, w->deadline_mono);
         update_remaining(w);

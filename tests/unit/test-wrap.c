@@ -565,6 +565,35 @@ static void test_reconcile_with_fault_stops_for_safety(void **state) {
         assert_null(wrap_get_session(f->w));
 }
 
+/* An open record read back at restart with a cold duration past R1 still stops at 15 minutes. */
+static void test_restart_open_record_too_long_capped(void **state) {
+        Fixture *f = *state;
+        SessionRecord rec = {
+                .wrap = WRAP,
+                .mode = THERAPY_COLD,
+                .source = SOURCE_CLI,
+                .requested_at = clock_real_sec(),
+                .started_at = clock_real_sec(),
+                .prescribed_s = 1800,
+                .outcome = OUTCOME_OPEN,
+                .setpoint = 1000,
+        };
+
+        assert_int_equal(uuid_generate_str(rec.session_id), 0);
+        assert_int_equal(store_session_put(f->m.store, &rec, NULL), 0);
+        wraps_free(&f->m);
+        assert_int_equal(wraps_load(&f->m), 0);
+        f->w = wrap_find(&f->m, WRAP);
+        wrap_link_up(f->w);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 1);
+        assert_non_null(wrap_get_session(f->w));
+        run_for(f, 130);                /* 1300 scaled s: past 900, well before 1800 */
+        assert_int_equal(n_sent, 1);
+        assert_int_equal(sent[0].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[0].reason, STOP_COMPLETED);
+        assert_true(last_record(f).duration_s <= 900);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
@@ -585,6 +614,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_unknown_running_session_stopped_and_recorded, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_with_fault_stops_for_safety, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_open_record_too_long_capped, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
