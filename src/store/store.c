@@ -102,8 +102,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_RX_GET] =
                 "SELECT cold_s, cold_setpoint, heat_s, heat_setpoint, heat_wait_s, cold_rest_s "
                 "FROM prescriptions WHERE wrap = ?1",
+        /* An interrupted session may have gone on on the wrap (its fail-safe runs to the
+         * duration): R6 rests from that end, cautiously. */
         [STMT_LAST_COLD_END] =
-                "SELECT max(ended_at) FROM sessions WHERE wrap = ?1 AND mode = 'cold' "
+                "SELECT max(CASE WHEN outcome = 'interrupted' THEN max(ended_at, started_at + prescribed_s) "
+                "ELSE ended_at END) FROM sessions WHERE wrap = ?1 AND mode = 'cold' "
                 "AND ended_at IS NOT NULL AND " RAN_SQL,
         [STMT_SESSION_PUT] =
                 "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "

@@ -530,6 +530,11 @@ static void test_rules_state(void **state) {
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
         assert_int_equal(rs.last_cold_end, r.ended_at);
         assert_false(rs.active);
+        /* An interrupted one (the link was lost) may have run on to its duration on the wrap. */
+        r = session("c0000000-0000-4000-8000-000000000007", WRAP_A, THERAPY_COLD, 406000, 100, OUTCOME_INTERRUPTED);
+        assert_int_equal(store_session_put(f->s, &r, NULL), 0);
+        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
+        assert_int_equal(rs.last_cold_end, r.started_at + 900);
 }
 
 static void test_date_only_injury_berlin(void **state) {
