@@ -1,5 +1,7 @@
 # test_ble_link: the BLE link under stress: link loss, bluetoothd restarts, failing connects, restarts of kneewrapd.
+import contextlib
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -127,6 +129,24 @@ def test_kneewrapd_killed_mid_session_reconciles_on_restart(fast_bus, gw):
     assert 899.0 <= (stop[0][1] - start[0][1]) / 1e6 <= 910.0
     [rec] = g.wait_session(a, "completed")
     assert rec["duration_s"] >= 899
+
+
+def test_wrap_running_a_session_unknown_at_start_is_stopped_and_recorded(fast_bus, gw):
+    a = addr(0x49)
+    fast_bus.mock.AddWrap(a)
+    g = gw(allow=[a])
+    start_cold(fast_bus, g, a)
+    time.sleep(1.0)
+    g.stop(signal.SIGKILL)
+    # The open record is gone (say, a store restored from a backup): the wrap cools unsupervised.
+    with contextlib.closing(sqlite3.connect(g.db)) as c, c:
+        assert c.execute("DELETE FROM sessions WHERE outcome = 'open'").rowcount == 1
+    g.start()
+    g.wait_log(r"has no record of", timeout=15)
+    g.wait_cp(a, "0202", timeout=15)                       # STOP, reason 2: safety
+    [rec] = g.wait_session(a, "stopped_for_safety")
+    assert rec["mode"] == "cold" and rec["source"] == "button"
+    assert rec["duration_s"] < 900
 
 
 def test_shutdown_mid_session_stops_the_wrap(fast_bus, gw):
