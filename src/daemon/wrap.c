@@ -317,7 +317,8 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         w->live.has_last = true;
         snprintf(w->live.last_session, sizeof w->live.last_session, "%s", rec->session_id);
         w->live.last_outcome = outcome;
-        w->have_closed_seq = w->have_seq;
+        /* A session the wrap never took has no sequence number: one that runs is not this one. */
+        w->have_closed_seq = w->have_seq && outcome != OUTCOME_NOT_STARTED;
         w->closed_seq = w->seq;
         w->closed_real_usec = real_mono_usec();
         session_clear(w);
@@ -847,6 +848,15 @@ void wrap_on_response(Wrap *w, const WireResponse *r) {
 void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error) {
         if (opcode != WIRE_OP_START || w->phase != PHASE_STARTING)
                 return;
+        /* The reply was lost, not the write: the wrap's Status shows it runs this session. */
+        if (w->have_seq) {
+                log_session(LOG_WARNING, w->address, w->rec.session_id, "writing START reported a failure, "
+                            "but the wrap runs the session");
+                disarm(w->answer_timer);
+                w->phase = PHASE_RUNNING;
+                wrap_changed(w);
+                return;
+        }
         w->rec.started_at = 0;
         session_close(w, OUTCOME_NOT_STARTED, 0, 0, "writing START to the wrap failed");
 }

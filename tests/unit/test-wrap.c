@@ -594,6 +594,41 @@ static void test_restart_open_record_too_long_capped(void **state) {
         assert_true(last_record(f).duration_s <= 900);
 }
 
+/* START's write reported a failure, but the wrap's Status shows it took it: supervised to its end. */
+static void test_start_write_failed_but_running(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 4);
+        wrap_on_write_failed(f->w, WIRE_OP_START, -ETIMEDOUT);
+        assert_non_null(wrap_get_session(f->w));
+        skin(f, 700);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+}
+
+/* The wrap answers START busy: the session it runs is not the gateway's, whatever its mode. */
+static void test_busy_wrap_runs_unknown_session(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        status(f, WIRE_STATE_COOLING, 1, 300, 0, 7);
+        answer(f, WIRE_OP_START, WIRE_RESULT_BUSY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_NOT_STARTED);
+        run_for(f, 2100);
+        status(f, WIRE_STATE_COOLING, 1, 302, 0, 7);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        assert_int_equal(n_records(f), 2);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+        /* It ran cold: R6 counts it. */
+        press(f, WIRE_BUTTON_COLD, 2);
+        assert_int_equal(sent[2].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
@@ -615,6 +650,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_with_fault_stops_for_safety, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_open_record_too_long_capped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_write_failed_but_running, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_busy_wrap_runs_unknown_session, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
