@@ -29,14 +29,20 @@ class Client:
     def __init__(self, address):
         self.conn = dbus.bus.BusConnection(address)
         self.events = []
+        self.signals = []          # whole signals, in order: ("props", path, iface, {changed}, [invalidated])
         self.conn.add_signal_receiver(self._on_props, "PropertiesChanged",
                                       "org.freedesktop.DBus.Properties", path_keyword="path")
-        self.conn.add_signal_receiver(lambda p, i: self.events.append(("added", str(p), set(map(str, i)))),
-                                      "InterfacesAdded", "org.freedesktop.DBus.ObjectManager")
+        self.conn.add_signal_receiver(self._on_added, "InterfacesAdded", "org.freedesktop.DBus.ObjectManager")
         self.conn.add_signal_receiver(lambda p, i: self.events.append(("removed", str(p), set(map(str, i)))),
                                       "InterfacesRemoved", "org.freedesktop.DBus.ObjectManager")
 
+    def _on_added(self, path, ifaces):
+        self.events.append(("added", str(path), set(map(str, ifaces))))
+        self.signals.append(("added", str(path), set(map(str, ifaces))))
+
     def _on_props(self, iface, changed, invalidated, path=None):
+        self.signals.append(("props", str(path), str(iface), {str(k): v for k, v in changed.items()},
+                             [str(k) for k in invalidated]))
         for k, v in changed.items():
             self.events.append(("changed", str(path), str(k), v))
         for k in invalidated:
@@ -77,6 +83,20 @@ class Client:
     def device(self, address=WRAP):
         return self.iface(device_path(address), "org.bluez.Device1")
 
+    def device_signals(self, address=WRAP):
+        """Device1 PropertiesChanged as sorted tuples of what changed ("-X": X invalidated),
+        "gatt" for a GATT object added under the device, and other interfaces added to it."""
+        dev, out = device_path(address), []
+        for sig in self.signals:
+            if sig[0] == "added" and sig[1].startswith(dev + "/"):
+                if not out or out[-1] != "gatt":
+                    out.append("gatt")
+            elif sig[0] == "added" and sig[1] == dev:
+                out.append("+".join(sorted(sig[2])))
+            elif sig[0] == "props" and sig[1] == dev and sig[2] == "org.bluez.Device1":
+                out.append(tuple(sorted(sig[3])) + tuple("-" + k for k in sig[4]))
+        return out
+
     def char_path(self, uuid):
         for p, ifs in self.objects().items():
             c = ifs.get("org.bluez.GattCharacteristic1")
@@ -95,6 +115,7 @@ class Client:
         a.SetDiscoveryFilter({"UUIDs": dbus.Array(list(uuids), signature="s"), "Transport": "le"})
         a.StartDiscovery()
         self.wait(lambda: device_path(WRAP) in self.objects())
+        self.pump(0.05)                 # the signals that came with it, too
 
     def connect_resolved(self):
         self.device().Connect()
@@ -388,3 +409,21 @@ def test_acquire_notify(quick):
     os.close(fd)
     c.wait(lambda: not c.prop(c.char_path(BUTTON), "org.bluez.GattCharacteristic1", "NotifyAcquired"))
     c.char(BUTTON).StartNotify()
+
+
+# What real bluetoothd 5.66 was seen doing in the VM, and the mock does by default.
+
+
+def test_rssi_invalidated_on_connect(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    assert int(c.prop(device_path(WRAP), "org.bluez.Device1", "RSSI")) == -60
+    c.signals.clear()
+    c.connect_resolved()
+    assert ("-RSSI",) in c.device_signals()
+    assert c.device_signals().index(("-RSSI",)) == 1           # right after Connected
+    assert "RSSI" not in c.objects()[device_path(WRAP)]["org.bluez.Device1"]
+    c.pump(1.2)                                                 # discovery goes on, the device is connected
+    assert "RSSI" not in c.objects()[device_path(WRAP)]["org.bluez.Device1"]

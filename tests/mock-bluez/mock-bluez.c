@@ -266,6 +266,24 @@ static void props_changed(Mock *m, const char *path, const char *iface, const ch
                 (void) sd_bus_emit_properties_changed(m->bz, path, iface, prop, NULL);
 }
 
+/* Several properties in ONE PropertiesChanged, as gdbus batches what changed in one main loop turn. */
+static void props_changed_list(Mock *m, const char *path, const char *iface, const char *const *props) {
+        if (m->bz && props[0])
+                (void) sd_bus_emit_properties_changed_strv(m->bz, path, iface, (char **) props);
+}
+
+/* A property that stopped existing (bluez's exists() turned false): listed as invalidated. */
+static void prop_invalidated(Mock *m, const char *path, const char *iface, const char *prop) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *s = NULL;
+
+        if (!m->bz)
+                return;
+        if (sd_bus_message_new_signal(m->bz, &s, path, "org.freedesktop.DBus.Properties", "PropertiesChanged") < 0 ||
+            sd_bus_message_append(s, "sa{sv}as", iface, 0, 1, prop) < 0)
+                return;
+        (void) sd_bus_send(m->bz, s, NULL);
+}
+
 static uint64_t fw_now(void) {
         return clock_mono_usec();
 }
@@ -808,9 +826,7 @@ static void mtu_show(Dev *d, bool on) {
                                 props_changed(m, a->path, "org.bluez.GattCharacteristic1", "MTU");
                 } else if (!on && a->slot_mtu) {
                         a->slot_mtu = sd_bus_slot_unref(a->slot_mtu);
-                        if (m->bz)
-                                (void) sd_bus_emit_properties_changed(m->bz, a->path,
-                                                "org.bluez.GattCharacteristic1", "MTU", NULL);
+                        prop_invalidated(m, a->path, "org.bluez.GattCharacteristic1", "MTU");
                 }
         }
 }
@@ -1171,10 +1187,13 @@ static void rssi_show(Dev *d, bool on) {
                 if (sd_bus_add_object_vtable(m->bz, &d->slot_rssi, d->path, "org.bluez.Device1",
                                              device_rssi_vtable, &d->rssi) < 0)
                         return;
-        } else
+                props_changed(m, d->path, "org.bluez.Device1", "RSSI");
+        } else {
+                /* device_set_rssi(dev, 0): the property no longer exists, it is invalidated. */
                 d->slot_rssi = sd_bus_slot_unref(d->slot_rssi);
+                prop_invalidated(m, d->path, "org.bluez.Device1", "RSSI");
+        }
         d->rssi_shown = on;
-        props_changed(m, d->path, "org.bluez.Device1", "RSSI");
 }
 
 /* bluetoothd's deviceinfo plugin reads the PnP ID and sets Modalias from it (kept afterwards). */
@@ -1321,6 +1340,7 @@ static int on_connect_done(sd_event_source *s, uint64_t usec, void *userdata) {
         d->link = LINK_UP;
         d->encrypted = d->paired;       /* a bonded peer encrypts the link at once */
         props_changed(m, d->path, "org.bluez.Device1", "Connected");
+        rssi_show(d, false);
         reply_ok(&d->connect_msg);
         mtu_show(d, true);
 
