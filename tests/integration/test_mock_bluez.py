@@ -413,6 +413,25 @@ def test_acquire_notify(quick):
 
 # What real bluetoothd 5.66 was seen doing in the VM, and the mock does by default.
 
+def test_first_connection_and_pairing_signal_order(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.signals.clear()
+    c.device().Pair()                  # connects, discovers, pairs: the daemon's adoption
+    c.wait(lambda: c.char_path(CP) and "Modalias" in c.objects()[device_path(WRAP)]["org.bluez.Device1"])
+    c.iface(device_path(WRAP), "org.freedesktop.DBus.Properties").Set("org.bluez.Device1", "Trusted",
+                                                                       dbus.Boolean(True))
+    c.pump(0.3)
+    seq = [s for s in c.device_signals() if s not in (("-RSSI",), "org.bluez.Battery1")]
+    # Connected, ONE signal with UUIDs and ServicesResolved, the objects, Modalias, ONE signal
+    # with Bonded and Paired, Trusted. No Name change: the GAP name is the advertised one.
+    assert seq == [("Connected",), ("ServicesResolved", "UUIDs"), "gatt", ("Modalias",),
+                   ("Bonded", "Paired"), ("Trusted",)]
+    resolved = [s for s in c.signals if s[0] == "props" and "ServicesResolved" in s[3]][0]
+    assert resolved[3]["ServicesResolved"] and THERAPY in list(map(str, resolved[3]["UUIDs"]))
+
 
 def test_rssi_invalidated_on_connect(quick):
     bus = quick

@@ -106,6 +106,8 @@ struct Dev {
         /* BlueZ's view. */
         bool published, temporary, paired, bonded, trusted, blocked, legacy;
         bool rssi_shown, resolved, gatt_exported, battery_shown, db_cached;
+        bool svc_resolved;          /* le_state.svc_resolved: survives disconnects, not restarts */
+        bool pending_paired;        /* Paired set before services resolved: signalled with them */
         uint8_t battery_pct;
         Link link;
         bool encrypted;
@@ -1208,11 +1210,12 @@ static const sd_bus_vtable device_modalias_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
-static void modalias_show(Dev *d) {
+/* emit false: loaded from storage with the device, nothing changed. */
+static void modalias_show(Dev *d, bool emit) {
         if (d->slot_modalias || !d->m->bz || !d->published || !attr_by_role(d, R_PNP))
                 return;
         if (sd_bus_add_object_vtable(d->m->bz, &d->slot_modalias, d->path, "org.bluez.Device1",
-                                     device_modalias_vtable, &d->slot_modalias) >= 0)
+                                     device_modalias_vtable, &d->slot_modalias) >= 0 && emit)
                 props_changed(d->m, d->path, "org.bluez.Device1", "Modalias");
 }
 
@@ -1238,7 +1241,7 @@ static void dev_publish(Dev *d, bool with_rssi) {
 static void dev_forget_bluez_state(Dev *d) {
         d->paired = d->bonded = d->trusted = d->blocked = false;
         d->encrypted = false;
-        d->db_cached = false;
+        d->db_cached = d->svc_resolved = d->pending_paired = false;
         d->temporary = false;
         d->alias[0] = 0;
 }
@@ -1279,7 +1282,7 @@ static void gatt_client_ready(Dev *d) {
                 if (d->attrs[i].kind == K_CHR)
                         notify_recompute(&d->attrs[i]);
         battery_show(d, true);
-        modalias_show(d);
+        modalias_show(d, true);
         fw_kick(d);
 }
 
@@ -1296,19 +1299,31 @@ static int on_services(sd_event_source *s, uint64_t usec, void *userdata) {
         Dev *d = userdata;
         Mock *m = d->m;
         bool first = !d->gatt_exported;
+        const char *props[4];
+        size_t n = 0;
 
         timer_stop(&d->t_services);
-        d->db_cached = true;
-        props_changed(m, d->path, "org.bluez.Device1", "UUIDs");
+        /* One signal: UUIDs when discovery learnt them (a cached reconnect changes nothing),
+         * ServicesResolved, and a Paired that waited for the services (pending_paired). */
+        if (!d->db_cached)
+                props[n++] = "UUIDs";
+        props[n++] = "ServicesResolved";
+        if (d->pending_paired)
+                props[n++] = "Paired";
+        props[n] = NULL;
+        d->db_cached = d->svc_resolved = true;
+        d->pending_paired = false;
         if (first && d->services_late) {
-                /* Observed on real links: ServicesResolved first, the objects a little later. */
-                set_resolved(d, true);
+                /* Observed on real links: ServicesResolved first, the objects 30 ms to 2.6 s later. */
+                d->resolved = true;
+                props_changed_list(m, d->path, "org.bluez.Device1", props);
                 (void) timer_arm(m, &d->t_services, ms(m->late_ms), on_services_late, d);
                 return 0;
         }
         log_wrap(LOG_DEBUG, d->address, "services resolved");
         gatt_export(d);
-        set_resolved(d, true);
+        d->resolved = true;
+        props_changed_list(m, d->path, "org.bluez.Device1", props);
         gatt_client_ready(d);
         return 0;
 }
@@ -1383,8 +1398,14 @@ static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata) {
         d->paired = d->bonded = true;
         d->encrypted = true;
         d->peer_bonded = true;
-        props_changed(m, d->path, "org.bluez.Device1", "Paired");
-        props_changed(m, d->path, "org.bluez.Device1", "Bonded");
+        /* device_set_paired() holds the Paired signal back until services are resolved. */
+        if (d->svc_resolved) {
+                const char *props[] = { "Bonded", "Paired", NULL };
+                props_changed_list(m, d->path, "org.bluez.Device1", props);
+        } else {
+                props_changed(m, d->path, "org.bluez.Device1", "Bonded");
+                d->pending_paired = true;
+        }
         reply_ok(&d->pair_msg);
         for (size_t i = 0; i < d->n_attrs; i++)
                 if (d->attrs[i].write_msg)
@@ -2010,10 +2031,16 @@ static void adapter_publish(Mock *m) {
                                      adapter_vtable, m) < 0)
                 return;
         (void) sd_bus_emit_object_added(m->bz, ADAPTER_PATH);
-        /* Bonded devices come back from storage; their GATT objects only on the next connection. */
+        /* Bonded devices come back from storage (UUIDs and all); their GATT objects only on the
+         * next connection. load_ltks() sets Paired before any service is resolved: its signal
+         * waits for ServicesResolved. */
         for (Dev *d = m->devs; d; d = d->next)
-                if (d->paired)
+                if (d->paired) {
+                        d->pending_paired = true;
                         dev_publish(d, false);
+                        if (d->db_cached)
+                                modalias_show(d, false);
+                }
 }
 
 static void adapter_unpublish(Mock *m) {
@@ -2022,10 +2049,9 @@ static void adapter_unpublish(Mock *m) {
         m->discovering = false;
         timer_stop(&m->t_scan);
         for (Dev *d = m->devs; d; d = d->next) {
-                bool keep = d->paired;
                 dev_unpublish(d);
-                d->db_cached = false;
-                if (!keep)
+                d->svc_resolved = false;
+                if (!d->paired)
                         dev_forget_bluez_state(d);
         }
         if (m->slot_adapter && m->bz)
@@ -2113,7 +2139,7 @@ static Dev *dev_new(Mock *m, const char *address, bool wrap, char **uuids, int *
         d->advertising = true;
         d->rssi = -60;
         d->random_address = wrap;
-        d->services_late = true;
+        d->services_late = true;        /* first connections: the objects after ServicesResolved */
         d->pnp = true;
         d->handle_base = 1;
         d->battery_pct = 100;
@@ -2605,9 +2631,11 @@ int main(int argc, char *argv[]) {
         m = calloc(1, sizeof *m);
         if (!m)
                 return EXIT_FAILURE;
+        /* pair_ms outlasts discover_ms + late_ms: as observed, a first connection's pairing
+         * ends after its GATT objects are there. */
         *m = (Mock) {
                 .adapter_present = true, .powered = true, .pairable = true,
-                .connect_ms = 150, .connect_timeout_ms = 5000, .disconnect_ms = 2000, .pair_ms = 300,
+                .connect_ms = 150, .connect_timeout_ms = 5000, .disconnect_ms = 2000, .pair_ms = 700,
                 .discover_ms = 400, .late_ms = 120, .cached_ms = 100, .stall_drop_ms = 2500,
                 .temp_timeout_ms = 30000, .scan_ms = 1000,
         };
