@@ -433,6 +433,58 @@ def test_first_connection_and_pairing_signal_order(quick):
     assert resolved[3]["ServicesResolved"] and THERAPY in list(map(str, resolved[3]["UUIDs"]))
 
 
+def test_bonded_reconnect_signals_no_connected(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.device().Pair()
+    c.wait(lambda: c.char_path(CP))
+    c.signals.clear()
+    c.device().Disconnect()
+    c.pump(0.1)
+    # Disconnects are signalled; the objects stay (GATT cache), ServicesResolved toggles.
+    assert ("Connected",) in c.device_signals() and ("ServicesResolved",) in c.device_signals()
+    gone = [s[3] for s in c.signals if s[0] == "props" and "Connected" in s[3]]
+    assert gone == [{"Connected": False}]
+    assert c.char_path(CP)
+    c.signals.clear()
+    c.device().Connect()
+    c.wait(lambda: c.prop(device_path(WRAP), "org.bluez.Device1", "ServicesResolved"))
+    c.pump(0.3)
+    # Only ServicesResolved=true: no Connected=true, no UUIDs, no InterfacesAdded, yet Connected reads true.
+    ignored = (("-RSSI",), ("RSSI",), "org.bluez.Battery1")     # Battery1 comes back with each link
+    assert [s for s in c.device_signals() if s not in ignored] == [("ServicesResolved",)]
+    assert c.prop(device_path(WRAP), "org.bluez.Device1", "Connected")
+    assert c.objects()[device_path(WRAP)]["org.bluez.Device1"]["Connected"]
+    c.char(STATUS).ReadValue({})
+
+
+def test_restart_then_paired_arrives_with_services_resolved(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.device().Pair()
+    c.wait(lambda: c.char_path(CP))
+    c.adapter().StopDiscovery()
+    old = c.conn.get_name_owner("org.bluez")
+    bus.mock.RestartBluez(200)
+    c.wait(lambda: c.conn.name_has_owner("org.bluez") and c.conn.get_name_owner("org.bluez") != old)
+    c.wait(lambda: device_path(WRAP) in c.objects())
+    dev = c.objects()[device_path(WRAP)]["org.bluez.Device1"]
+    assert dev["Paired"] and dev["Bonded"] and THERAPY in list(map(str, dev["UUIDs"]))   # from storage
+    assert not c.char_path(CP)
+    c.signals.clear()
+    c.device().Connect()
+    c.wait(lambda: c.char_path(CP))
+    c.pump(0.2)
+    seq = [s for s in c.device_signals() if s not in (("-RSSI",), "org.bluez.Battery1", ("Modalias",))]
+    assert seq == [("Paired", "ServicesResolved"), "gatt"]
+    resolved = [s[3] for s in c.signals if s[0] == "props" and "ServicesResolved" in s[3]]
+    assert resolved == [{"Paired": True, "ServicesResolved": True}]
+
+
 def test_rssi_invalidated_on_connect(quick):
     bus = quick
     bus.mock.AddWrap(WRAP)

@@ -1354,7 +1354,11 @@ static int on_connect_done(sd_event_source *s, uint64_t usec, void *userdata) {
         log_wrap(LOG_INFO, d->address, "connected%s", d->stall_next ? " (stalling)" : "");
         d->link = LINK_UP;
         d->encrypted = d->paired;       /* a bonded peer encrypts the link at once */
-        props_changed(m, d->path, "org.bluez.Device1", "Connected");
+        /* 5.66 on a bonded device: att_connect_cb sets le_state.connected before mgmt's Device
+         * Connected event, so device_add_connection finds it connected and emits nothing.
+         * Connected reads true all the same. */
+        if (!d->bonded)
+                props_changed(m, d->path, "org.bluez.Device1", "Connected");
         rssi_show(d, false);
         reply_ok(&d->connect_msg);
         mtu_show(d, true);
