@@ -12,6 +12,7 @@ from gi.repository import GLib
 from mockbluez import MockBluez, device_path  # noqa: F401
 
 WRAP = "AA:BB:CC:00:11:22"
+WRAP2 = "AA:BB:CC:00:33:44"
 OTHER = "11:22:33:44:55:66"
 THERAPY = "fac50001-c475-4e93-816c-09c2563ceaf2"
 STATUS = "fac50002-c475-4e93-816c-09c2563ceaf2"
@@ -96,6 +97,18 @@ class Client:
             elif sig[0] == "props" and sig[1] == dev and sig[2] == "org.bluez.Device1":
                 out.append(tuple(sorted(sig[3])) + tuple("-" + k for k in sig[4]))
         return out
+
+    def call_async(self, method, *args):
+        """Starts a call; returns a dict that gets "ok" or "error" and "t" (monotonic) on its answer."""
+        r = {}
+
+        def ok(*_):
+            r.update(ok=True, t=time.monotonic())
+
+        def err(e):
+            r.update(error=e.get_dbus_name(), t=time.monotonic())
+        method(*args, reply_handler=ok, error_handler=err, timeout=30)
+        return r
 
     def char_path(self, uuid):
         for p, ifs in self.objects().items():
@@ -483,6 +496,39 @@ def test_restart_then_paired_arrives_with_services_resolved(quick):
     assert seq == [("Paired", "ServicesResolved"), "gatt"]
     resolved = [s[3] for s in c.signals if s[0] == "props" and "ServicesResolved" in s[3]]
     assert resolved == [{"Paired": True, "ServicesResolved": True}]
+
+
+def test_pair_in_flight_holds_the_adapter(quick):
+    bus = quick
+    bus.set_timing(pair_ms=800)
+    bus.mock.AddWrap(WRAP)
+    bus.mock.AddWrap(WRAP2)
+    c, other = Client(bus.address), Client(bus.address)
+    c.discover()
+    c.wait(lambda: device_path(WRAP2) in c.objects())
+    c.adapter().StopDiscovery()
+    t0 = time.monotonic()
+    pair = c.call_async(c.device().Pair)
+    c.pump(0.05)
+    # The daemon's Pair timed out and it retries: bluetoothd still pairs, says so.
+    assert error_of(c.device().Pair) == ("org.bluez.Error.InProgress", "In Progress")
+    waiting = [c.call_async(c.device(WRAP2).Connect), c.call_async(other.adapter().StartDiscovery)]
+    c.pump(0.3)
+    assert not any(waiting)                                   # held while Pair is in flight
+    c.wait(lambda: all(waiting) and pair)
+    assert pair.get("ok") and all(w.get("ok") for w in waiting), (pair, waiting)
+    assert all(w["t"] - t0 > 0.8 for w in waiting)            # connect 0.15 s + pair 0.8 s
+    assert c.prop(device_path(WRAP2), "org.bluez.Device1", "Connected")
+    # Another device's Pair waits too; StopDiscovery likewise.
+    c.device(WRAP2).Disconnect()
+    t0 = time.monotonic()
+    pair = c.call_async(c.device(WRAP2).Pair)
+    c.pump(0.05)
+    stop = c.call_async(other.adapter().StopDiscovery)
+    c.pump(0.3)
+    assert not stop
+    c.wait(lambda: stop and pair, timeout=15)
+    assert stop.get("ok") and pair.get("ok") and stop["t"] - t0 > 0.8
 
 
 def test_rssi_invalidated_on_connect(quick):

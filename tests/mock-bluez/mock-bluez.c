@@ -129,6 +129,14 @@ typedef struct DiscoveryClient {
         char *pattern;
 } DiscoveryClient;
 
+/* A method call waiting for the adapter's mgmt queue (a Pair in flight). */
+typedef struct Queued {
+        sd_bus_message *msg;
+        sd_bus_message_handler_t fn;
+        void *userdata;
+        Dev *dev;                   /* a Device1 method's device, else NULL */
+} Queued;
+
 typedef struct LogEntry {
         char address[BDADDR_STR_MAX];
         int64_t t_usec;
@@ -150,6 +158,9 @@ struct Mock {
         sd_event_source *t_scan, *t_restart;
         LogEntry *log;
         size_t n_log;
+        Queued *queue;
+        size_t n_queue;
+        sd_event_source *t_drain;
 
         /* BlueZ's timing, wall clock ms; tests may shorten it with SetTiming. */
         uint64_t connect_ms, connect_timeout_ms, disconnect_ms, pair_ms, discover_ms,
@@ -1092,6 +1103,83 @@ static int set_dev_alias(sd_bus *bus, const char *path, const char *iface, const
 
 static void connect_start(Dev *d);
 
+/* ---- the adapter's mgmt queue: bluetoothd sends the kernel one mgmt command at a time ---- */
+
+static bool mgmt_busy(Mock *m, const Dev *self) {
+        for (Dev *d = m->devs; d; d = d->next)
+                if (d != self && d->pair_msg)
+                        return true;
+        return false;
+}
+
+/*
+ * While another device's Pair (mgmt Pair Device) is in flight, a call that needs the mgmt
+ * queue waits for it: it is queued here and handled again when the Pair is answered.
+ * Returns true when queued.
+ */
+static bool mgmt_wait(Mock *m, Dev *self, sd_bus_message *msg, sd_bus_message_handler_t fn, void *userdata) {
+        Queued *q;
+
+        if (!mgmt_busy(m, self))
+                return false;
+        q = realloc(m->queue, (m->n_queue + 1) * sizeof *q);
+        if (!q)
+                return false;
+        m->queue = q;
+        m->queue[m->n_queue++] = (Queued) { .msg = sd_bus_message_ref(msg), .fn = fn, .userdata = userdata, .dev = self };
+        log_debug("%s.%s waits for a Pair in flight", sd_bus_message_get_interface(msg), sd_bus_message_get_member(msg));
+        return true;
+}
+
+static int on_mgmt_drain(sd_event_source *s, void *userdata) {
+        Mock *m = userdata;
+        Queued *q = m->queue;
+        size_t n = m->n_queue;
+
+        /* Handled in order; whatever finds a new Pair in flight queues itself again. */
+        m->t_drain = sd_event_source_disable_unref(m->t_drain);
+        m->queue = NULL;
+        m->n_queue = 0;
+        for (size_t i = 0; i < n; i++) {
+                int r;
+
+                if (q[i].dev && !q[i].dev->published)
+                        r = sd_bus_reply_method_errorf(q[i].msg, "org.freedesktop.DBus.Error.UnknownObject",
+                                                       "Unknown object '%s'.", sd_bus_message_get_path(q[i].msg));
+                else
+                        r = q[i].fn(q[i].msg, q[i].userdata, NULL);
+                if (r < 0)
+                        (void) sd_bus_reply_method_errno(q[i].msg, r, NULL);
+                sd_bus_message_unref(q[i].msg);
+        }
+        free(q);
+        return 0;
+}
+
+static void mgmt_kick(Mock *m) {
+        if (m->n_queue > 0 && !m->t_drain)
+                (void) sd_event_add_defer(m->ev, &m->t_drain, on_mgmt_drain, m);
+}
+
+static void mgmt_drop(Mock *m) {
+        for (size_t i = 0; i < m->n_queue; i++)
+                sd_bus_message_unref(m->queue[i].msg);
+        m->queue = mfree_ptr(m->queue);
+        m->n_queue = 0;
+        m->t_drain = sd_event_source_disable_unref(m->t_drain);
+}
+
+/* The Pair call is answered (error NULL: it succeeded), and the mgmt queue moves on. */
+static void pair_reply(Dev *d, const char *error, const char *text) {
+        if (!d->pair_msg)
+                return;
+        if (error)
+                reply_err(&d->pair_msg, error, text);
+        else
+                reply_ok(&d->pair_msg);
+        mgmt_kick(d->m);
+}
+
 static int method_connect(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Dev *d = userdata;
 
@@ -1099,10 +1187,13 @@ static int method_connect(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_reply_method_return(msg, NULL);
         if (d->link == LINK_CONNECTING || d->connect_msg)
                 return sd_bus_reply_method_errorf(msg, ERR "Failed", "%s", strerror(EALREADY));
-        if (!d->m->powered)
-                return sd_bus_reply_method_errorf(msg, ERR "Failed", "%s", strerror(EIO));
+        /* The device stops being temporary at once; only the link waits for the mgmt queue. */
         d->temporary = false;
         timer_stop(&d->t_temp);
+        if (mgmt_wait(d->m, d, msg, method_connect, d))
+                return 1;
+        if (!d->m->powered)
+                return sd_bus_reply_method_errorf(msg, ERR "Failed", "%s", strerror(EIO));
         d->connect_msg = sd_bus_message_ref(msg);
         connect_start(d);
         return 1;
@@ -1126,6 +1217,8 @@ static int method_pair(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 return sd_bus_reply_method_errorf(msg, ERR "AlreadyExists", "Already Exists");
         if (!d->m->powered)
                 return sd_bus_reply_method_errorf(msg, ERR "Failed", "%s", strerror(EIO));
+        if (mgmt_wait(d->m, d, msg, method_pair, d))
+                return 1;
         d->pair_msg = sd_bus_message_ref(msg);
         if (d->link == LINK_DOWN)
                 connect_start(d);           /* pairing starts once the ATT link is up */
@@ -1140,7 +1233,7 @@ static int method_cancel_pairing(sd_bus_message *msg, void *userdata, sd_bus_err
         if (!d->pair_msg)
                 return sd_bus_reply_method_errorf(msg, ERR "DoesNotExist", "Does Not Exist");
         timer_stop(&d->t_pair);
-        reply_err(&d->pair_msg, ERR "AuthenticationCanceled", "Authentication Canceled");
+        pair_reply(d, ERR "AuthenticationCanceled", "Authentication Canceled");
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -1347,7 +1440,7 @@ static int on_connect_done(sd_event_source *s, uint64_t usec, void *userdata) {
                 d->link = LINK_DOWN;
                 log_wrap(LOG_INFO, d->address, "connection attempt failed");
                 reply_err(&d->connect_msg, ERR "Failed", "le-connection-abort-by-local");
-                reply_err(&d->pair_msg, ERR "Failed", strerror(ECONNABORTED));
+                pair_reply(d, ERR "Failed", strerror(ECONNABORTED));
                 return 0;
         }
 
@@ -1393,7 +1486,7 @@ static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata) {
         if (is_wrap(d) && d->peer_bonded) {
                 /* The wrap keeps one bond and accepts no other until its bond is cleared. */
                 log_wrap(LOG_INFO, d->address, "pairing refused by the wrap: it holds a bond");
-                reply_err(&d->pair_msg, ERR "AuthenticationFailed", "Authentication Failed");
+                pair_reply(d, ERR "AuthenticationFailed", "Authentication Failed");
                 for (size_t i = 0; i < d->n_attrs; i++)
                         reply_err(&d->attrs[i].write_msg, ERR "NotPermitted", "Not paired");
                 return 0;
@@ -1410,7 +1503,7 @@ static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata) {
                 props_changed(m, d->path, "org.bluez.Device1", "Bonded");
                 d->pending_paired = true;
         }
-        reply_ok(&d->pair_msg);
+        pair_reply(d, NULL, NULL);
         for (size_t i = 0; i < d->n_attrs; i++)
                 if (d->attrs[i].write_msg)
                         write_deliver(&d->attrs[i]);
@@ -1436,7 +1529,7 @@ static void link_lost(Dev *d, bool emit) {
         d->link = LINK_DOWN;
         d->encrypted = false;
         reply_err(&d->connect_msg, ERR "Failed", "br-connection-canceled");
-        reply_err(&d->pair_msg, ERR "AuthenticationCanceled", "Authentication Canceled");
+        pair_reply(d, ERR "AuthenticationCanceled", "Authentication Canceled");
         for (size_t i = 0; i < d->n_attrs; i++) {
                 reply_err(&d->attrs[i].write_msg, ERR "Failed", "Operation failed");
                 notify_release(&d->attrs[i]);     /* bluez shuts the sockets down: HUP */
@@ -1471,7 +1564,7 @@ static void disconnect_request(Dev *d, sd_bus_message *msg) {
                 timer_stop(&d->t_link);
                 d->link = LINK_DOWN;
                 reply_err(&d->connect_msg, ERR "Failed", "br-connection-canceled");
-                reply_err(&d->pair_msg, ERR "AuthenticationCanceled", "Authentication Canceled");
+                pair_reply(d, ERR "AuthenticationCanceled", "Authentication Canceled");
         }
         if (d->link == LINK_DOWN) {
                 if (msg)
@@ -1604,6 +1697,8 @@ static int method_start_discovery(sd_bus_message *msg, void *userdata, sd_bus_er
         c = client_find(m, owner);
         if (c && c->discovering)
                 return sd_bus_reply_method_errorf(msg, ERR "InProgress", "Operation already in progress");
+        if (mgmt_wait(m, NULL, msg, method_start_discovery, m))
+                return 1;
         if (!c) {
                 if (m->n_clients >= MAX_CLIENTS)
                         return sd_bus_reply_method_errorf(msg, ERR "Failed", "Too many clients");
@@ -1627,6 +1722,8 @@ static int method_stop_discovery(sd_bus_message *msg, void *userdata, sd_bus_err
         c = client_find(m, sd_bus_message_get_sender(msg));
         if (!c || !c->discovering)
                 return sd_bus_reply_method_errorf(msg, ERR "Failed", "No discovery started");
+        if (mgmt_wait(m, NULL, msg, method_stop_discovery, m))
+                return 1;
         /* A client that set a filter keeps it for its next StartDiscovery. */
         if (c->has_filter)
                 c->discovering = false;
@@ -2095,6 +2192,7 @@ static int bluez_connect(Mock *m) {
 }
 
 static void bluez_disconnect(Mock *m) {
+        mgmt_drop(m);
         adapter_unpublish(m);
         for (size_t i = 0; i < MAX_CLIENTS; i++)
                 m->agents[i] = mfree_str(m->agents[i]);
