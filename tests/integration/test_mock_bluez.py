@@ -531,6 +531,29 @@ def test_pair_in_flight_holds_the_adapter(quick):
     assert stop.get("ok") and pair.get("ok") and stop["t"] - t0 > 0.8
 
 
+def test_pnp_id_in_a_separate_device_information_service(quick):
+    bus = quick
+    bus.mock.AddWrap(WRAP)
+    c = Client(bus.address)
+    c.discover()
+    c.connect_resolved()
+    objs = c.objects()
+    dev = device_path(WRAP)
+    services = {str(p): str(ifs["org.bluez.GattService1"]["UUID"])[4:8]
+                for p, ifs in objs.items() if "org.bluez.GattService1" in ifs and str(p).startswith(dev)}
+    chars = {}
+    for p, ifs in objs.items():
+        ch = ifs.get("org.bluez.GattCharacteristic1")
+        if ch and str(ch["Service"]) in services:
+            chars.setdefault(str(ch["Service"]), set()).add(str(ch["UUID"])[4:8])
+    dis = sorted((sorted(chars[p]) for p, u in services.items() if u == "180a"), key=len)
+    assert dis == [["2a50"], ["2a24", "2a25", "2a26", "2a29"]]
+    assert "1801" in services.values() and "1800" not in services.values()   # GAP is bluetoothd's own
+    gatt = [p for p, u in services.items() if u == "1801"][0]
+    assert min(services, key=lambda p: int(p[-4:], 16)) == gatt       # the peer's own services first
+    assert str(objs[dev]["org.bluez.Device1"]["Modalias"]).startswith("usb:v1D6Bp0246")
+
+
 def test_rssi_invalidated_on_connect(quick):
     bus = quick
     bus.mock.AddWrap(WRAP)

@@ -341,11 +341,28 @@ static void db_build(Dev *d) {
         Attr *s;
 
         d->n_attrs = 0;
-        s = db_add(d, &h, K_SVC, "1801", NULL, 0, R_NONE);
-        db_chr(d, &h, s, "2a05", P_INDICATE, R_SVC_CHANGED);
-        s = db_add(d, &h, K_SVC, "1800", NULL, 0, R_NONE);
-        db_chr(d, &h, s, "2a00", P_READ, R_GAP_NAME);
-        db_chr(d, &h, s, "2a01", P_READ, R_GAP_APPEARANCE);
+        if (d->pnp) {
+                /* A BlueZ-based peer: its bluetoothd's own services come first (gatt-database.c:
+                 * GAP, GATT, then a Device Information service with only the PnP ID). */
+                s = db_add(d, &h, K_SVC, "1800", NULL, 0, R_NONE);
+                db_chr(d, &h, s, "2a00", P_READ, R_GAP_NAME);
+                db_chr(d, &h, s, "2a01", P_READ, R_GAP_APPEARANCE);
+                db_chr(d, &h, s, "2aa6", P_READ, R_NONE);
+                s = db_add(d, &h, K_SVC, "1801", NULL, 0, R_NONE);
+                db_chr(d, &h, s, "2a05", P_INDICATE, R_SVC_CHANGED);
+                db_chr(d, &h, s, "2b29", P_READ | P_WRITE, R_NONE);
+                db_chr(d, &h, s, "2b2a", P_READ, R_NONE);
+                db_chr(d, &h, s, "2b3a", P_READ, R_NONE);
+                s = db_add(d, &h, K_SVC, "180a", NULL, 0, R_NONE);
+                db_chr(d, &h, s, "2a50", P_READ, R_PNP);
+        } else {
+                s = db_add(d, &h, K_SVC, "1801", NULL, 0, R_NONE);
+                db_chr(d, &h, s, "2a05", P_INDICATE, R_SVC_CHANGED);
+                s = db_add(d, &h, K_SVC, "1800", NULL, 0, R_NONE);
+                db_chr(d, &h, s, "2a00", P_READ, R_GAP_NAME);
+                db_chr(d, &h, s, "2a01", P_READ, R_GAP_APPEARANCE);
+        }
+        /* The peripheral's own Device Information: the strings only. */
         s = db_add(d, &h, K_SVC, "180a", NULL, 0, R_NONE);
         db_chr(d, &h, s, "2a29", P_READ, R_MANUF);
         if (is_wrap(d)) {
@@ -361,10 +378,6 @@ static void db_build(Dev *d) {
                 db_chr(d, &h, s, WIRE_UUID_BUTTON, P_NOTIFY, R_BUTTON);
                 Attr *cp = db_chr(d, &h, s, WIRE_UUID_CONTROL_POINT, P_WRITE | P_INDICATE, R_CP);
                 cp->encrypted_write = true;
-                if (d->pnp) {
-                        s = db_add(d, &h, K_SVC, "180a", NULL, 0, R_NONE);
-                        db_chr(d, &h, s, "2a50", P_READ, R_PNP);
-                }
         } else
                 for (size_t i = 0; i < ELEMENTSOF(d->adv_uuids) && d->adv_uuids[i]; i++)
                         db_add(d, &h, K_SVC, d->adv_uuids[i], NULL, 0, R_NONE);
