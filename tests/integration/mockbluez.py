@@ -15,6 +15,10 @@ ClearFault(s) SetBattery(s, y) DropLink(s, b stay_away) SetAdvertising(s, b) Set
 FailConnect(s, u) StallNextConnect(s) SetServicesLate(s, b) SetHandleBase(s, q) ResetBond(s)
 SendRaw(s, s uuid, ay) SetTiming(a{sv} of u ms) RestartBluez(u down_ms) RemoveAdapter() AddAdapter()
 GetLog() ClearLog() GetWrap(s) GetTime().
+AddWrapWith options (add_wrap(address, **options)): handle_base (q), pnp (b, default true: a
+BlueZ-based peer with its own GAP/GATT/PnP-ID services), services_late (b, default true),
+public_address (b), advertising (b), rssi (n), name (s, advertised), gap_name (s, the GAP Device
+Name bluetoothd reads after connecting; default the advertised name).
 
 A wrap keeps its bond after Adapter1.RemoveDevice, as the profile says: call ResetBond (the
 10-second stop press) before pairing it again.
@@ -128,7 +132,7 @@ class MockBluez:
         self.mock.SetTiming({k: dbus.UInt32(v) for k, v in ms.items()})
 
     def add_wrap(self, address, **options):
-        types = {"handle_base": dbus.UInt16, "rssi": dbus.Int16, "name": dbus.String}
+        types = {"handle_base": dbus.UInt16, "rssi": dbus.Int16, "name": dbus.String, "gap_name": dbus.String}
         opts = {k: types.get(k, dbus.Boolean)(v) for k, v in options.items()}
         return str(self.mock.AddWrapWith(address, dbus.Dictionary(opts, signature="sv")))
 

@@ -554,6 +554,23 @@ def test_pnp_id_in_a_separate_device_information_service(quick):
     assert str(objs[dev]["org.bluez.Device1"]["Modalias"]).startswith("usb:v1D6Bp0246")
 
 
+def test_gap_name_replaces_the_advertised_name(quick):
+    bus = quick
+    bus.add_wrap(WRAP, gap_name="kw-sim-host")
+    c = Client(bus.address)
+    c.discover()
+    assert str(c.prop(device_path(WRAP), "org.bluez.Device1", "Name")) == "KneeWrap-1122"
+    c.signals.clear()
+    c.connect_resolved()
+    c.wait(lambda: str(c.prop(device_path(WRAP), "org.bluez.Device1", "Name")) == "kw-sim-host")
+    assert str(c.prop(device_path(WRAP), "org.bluez.Device1", "Alias")) == "kw-sim-host"
+    named = [s[3] for s in c.signals if s[0] == "props" and "Name" in s[3]]
+    assert [{k: str(v) for k, v in n.items()} for n in named] == [{"Name": "kw-sim-host", "Alias": "kw-sim-host"}]
+    # Seen advertising again: the advertised complete name wins.
+    c.device().Disconnect()
+    c.wait(lambda: str(c.prop(device_path(WRAP), "org.bluez.Device1", "Name")) == "KneeWrap-1122")
+
+
 def test_rssi_invalidated_on_connect(quick):
     bus = quick
     bus.mock.AddWrap(WRAP)

@@ -84,7 +84,9 @@ struct Dev {
         Dev *next;
         char address[BDADDR_STR_MAX];
         char path[64];
-        char name[32];
+        char name[32];              /* bluetoothd's Name: advertised, or read from GAP */
+        char adv_name[32];          /* the complete local name in the advertisements */
+        char gap_name[32];          /* the peer's GAP Device Name ("": the advertised one) */
         char alias[64];
         bool random_address;
 
@@ -396,6 +398,7 @@ static size_t peer_read(Dev *d, Attr *a, uint8_t *out, size_t max) {
                                       d->address[12], d->address[13], d->address[15], d->address[16]);
                 break;
         case R_FIRMWARE: n = (size_t) snprintf(s, sizeof s, "1.0.%u", d->handle_base); break;
+        case R_GAP_NAME: n = (size_t) snprintf(s, sizeof s, "%s", d->gap_name[0] ? d->gap_name : d->adv_name); break;
         case R_STATUS: return wrapfw_read_status(d->fw, fw_now(), out);
         case R_BATTERY: out[0] = d->fw ? wrapfw_battery(d->fw) : d->battery_pct; return 1;
         case R_PNP: {
@@ -1304,6 +1307,17 @@ static void rssi_show(Dev *d, bool on) {
         d->rssi_shown = on;
 }
 
+/* btd_device_device_set_name(): Name, and Alias while no alias is set, in one signal. */
+static void name_set(Dev *d, const char *name) {
+        const char *props[] = { "Name", d->alias[0] ? NULL : "Alias", NULL };
+
+        if (streq(d->name, name))
+                return;
+        snprintf(d->name, sizeof d->name, "%s", name);
+        if (d->published)
+                props_changed_list(d->m, d->path, "org.bluez.Device1", props);
+}
+
 /* bluetoothd's deviceinfo plugin reads the PnP ID and sets Modalias from it (kept afterwards). */
 static int prop_dev_modalias(sd_bus *bus, const char *path, const char *iface, const char *prop,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -1382,12 +1396,14 @@ static void set_resolved(Dev *d, bool on) {
         props_changed(d->m, d->path, "org.bluez.Device1", "ServicesResolved");
 }
 
-/* Subscriptions made while away are registered again, then the battery plugin runs. */
+/* Subscriptions made while away are registered again, then the plugins run: battery, gap
+ * (reads the Device Name), deviceinfo (Modalias from the PnP ID). */
 static void gatt_client_ready(Dev *d) {
         for (size_t i = 0; i < d->n_attrs; i++)
                 if (d->attrs[i].kind == K_CHR)
                         notify_recompute(&d->attrs[i]);
         battery_show(d, true);
+        name_set(d, d->gap_name[0] ? d->gap_name : d->adv_name);
         modalias_show(d, true);
         fw_kick(d);
 }
@@ -1684,6 +1700,7 @@ static int on_scan(sd_event_source *s, uint64_t usec, void *userdata) {
         for (Dev *d = m->devs; d; d = d->next) {
                 if (!d->advertising || d->link != LINK_DOWN || !filter_match(m, d))
                         continue;
+                name_set(d, d->adv_name);       /* a complete name in the advertisement wins */
                 if (!d->published) {
                         d->temporary = true;
                         dev_publish(d, true);
@@ -2270,6 +2287,7 @@ static Dev *dev_new(Mock *m, const char *address, bool wrap, char **uuids, int *
                                 d->adv_uuids[i] = strdup(u);
                 }
         }
+        memcpy(d->adv_name, d->name, sizeof d->adv_name);
         db_build(d);
         d->next = m->devs;
         m->devs = d;
@@ -2341,8 +2359,15 @@ static int ctl_add_wrap_with(sd_bus_message *msg, void *userdata, sd_bus_error *
                         else if (streq(key, "name")) {
                                 const char *s;
                                 r = sd_bus_message_read(msg, "v", "s", &s);
+                                if (r >= 0) {
+                                        snprintf(d->adv_name, sizeof d->adv_name, "%s", s);
+                                        memcpy(d->name, d->adv_name, sizeof d->name);
+                                }
+                        } else if (streq(key, "gap_name")) {
+                                const char *s;
+                                r = sd_bus_message_read(msg, "v", "s", &s);
                                 if (r >= 0)
-                                        snprintf(d->name, sizeof d->name, "%s", s);
+                                        snprintf(d->gap_name, sizeof d->gap_name, "%s", s);
                         } else
                                 r = -EINVAL;
                         if (r >= 0)
