@@ -10,6 +10,35 @@
  * real links: services resolved before their objects appear, stalled first connections.
  * BlueZ's own timing runs on the wall clock; only the wraps' firmware follows
  * KNEEWRAP_TIME_SCALE (clock.h), exactly like the daemon.
+ *
+ * What real bluetoothd 5.66 was seen doing (in a VM, against kneewrap-sim on a second
+ * bluetoothd), and this mock does by default:
+ *  - A bonded device reconnecting never signals Connected=true (att_connect_cb marks the LE
+ *    bearer connected silently, so device_add_connection says nothing); Get and
+ *    GetManagedObjects still read true. Only ServicesResolved=true is signalled. A first
+ *    connection of an unbonded device does signal Connected=true. Disconnects always signal
+ *    Connected=false.
+ *  - A first connection: Connected=true, then ONE PropertiesChanged with UUIDs and
+ *    ServicesResolved=true, then the GATT objects (late_ms later), Name (the peer's GAP name,
+ *    when it differs), Modalias, then ONE PropertiesChanged with Bonded and Paired once
+ *    pairing ends (pair_ms counts from the connection and ends after discovery by default).
+ *  - GATT objects stay exported across disconnects (GATT cache, DB hash match: no
+ *    rediscovery); ServicesResolved toggles. After a bluetoothd restart a bonded device's
+ *    objects come back only with the next connection, and Paired=true is signalled in the
+ *    same PropertiesChanged as ServicesResolved=true (device_set_paired defers the signal
+ *    until services are resolved: pending_paired).
+ *  - mgmt commands are serialised: while a Pair is in flight on the adapter, other devices'
+ *    Connect and Pair and Start/StopDiscovery wait for it (their calls are queued).
+ *  - A second Pair while one is pending: org.bluez.Error.InProgress "In Progress".
+ *  - A BlueZ-based peer (option pnp, on by default) shows its bluetoothd's own services
+ *    first: GAP 0x1800 (claimed by our gap plugin, never exported), GATT 0x1801 and a
+ *    SEPARATE 0x180A holding only the PnP ID 0x2A50 (Modalias comes from it); the wrap's
+ *    own 0x180A has only its four strings.
+ *  - After connecting, Name (and Alias, if unset) becomes the peer's GAP Device Name
+ *    (option gap_name, default the advertised name); an advertisement seen again sets it
+ *    back to the advertised name.
+ *  - RSSI is invalidated on connect (and when discovery stops); it comes back with the next
+ *    advertisement seen while disconnected.
  */
 #include <errno.h>
 #include <getopt.h>
