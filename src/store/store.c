@@ -689,7 +689,8 @@ int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, i
         if (date) {
                 if (parse_date(date, &y, &m, &d) < 0)
                         return store_errorf(s, -EINVAL, "invalid injury date \"%s\" (want YYYY-MM-DD)", date);
-                /* Kept for reading by eye; store_rules_state() resolves the date anew. */
+                /* The end of that day where it was recorded; store_rules_state() resolves the
+                 * date anew too and takes the later of the two. */
                 if (at == 0 && clock_local_day_end(y, m, d, &at) < 0)
                         return store_errorf(s, -EINVAL, "invalid injury date \"%s\"", date);
         }
@@ -804,9 +805,9 @@ int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *
 }
 
 /*
- * A date-only injury is resolved in the time zone in force now, not the one it was
- * recorded in: R2's instant is the end of that local day, and it began at the end of the
- * day before.
+ * A date-only injury is resolved in the time zone in force now: R2's instant is the end of
+ * that local day, and it began at the end of the day before. The caller keeps the end
+ * resolved when it was recorded if that is later.
  */
 static int injury_date_bounds(const char *date, int64_t *ret_at, int64_t *ret_from) {
         struct tm tm;
@@ -845,8 +846,15 @@ int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defau
                         int64_t at = sqlite3_column_int64(st, 0), from = at;
                         const char *date = (const char *) sqlite3_column_text(st, 1);
 
-                        if (date && injury_date_bounds(date, &at, &from) < 0)
-                                return store_errorf(s, -EBADMSG, "stored injury date \"%s\" is invalid", date);
+                        if (date) {
+                                int64_t recorded = at;
+
+                                if (injury_date_bounds(date, &at, &from) < 0)
+                                        return store_errorf(s, -EBADMSG, "stored injury date \"%s\" is invalid", date);
+                                /* A time zone moved since never shortens R2's wait: the later end stands. */
+                                if (recorded > at)
+                                        at = recorded;
+                        }
                         if (!state.has_injury || at > state.injury_at) {
                                 state.has_injury = true;
                                 state.injury_at = at;

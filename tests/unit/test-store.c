@@ -540,21 +540,16 @@ static void test_rules_state(void **state) {
 static void test_date_only_injury_berlin(void **state) {
         Fixture *f = *state;
         RulesPrescription def;
-        RulesState rs;
+        RulesState rs, rs2;
         struct tm tm;
+        int64_t from;
 
         rules_prescription_default(&def);
-        /* Recorded while the gateway ran in UTC... */
-        set_tz("UTC");
-        assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-03-29", 1774800000), 0);
-        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
-        tm = (struct tm) { .tm_year = 126, .tm_mon = 2, .tm_mday = 30 };
-        assert_int_equal(rs.injury_at, (int64_t) timegm(&tm));
-
-        /* ...and read in Berlin, on the day summer time begins (23 hours long): the end of
-         * that local day is 2026-03-30 00:00 CEST = 2026-03-29 22:00 UTC, its start
+        /* Recorded and read in Berlin, on the day summer time begins (23 hours long): the end
+         * of that local day is 2026-03-30 00:00 CEST = 2026-03-29 22:00 UTC, its start
          * 2026-03-29 00:00 CET = 2026-03-28 23:00 UTC. */
         set_tz("Europe/Berlin");
+        assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-03-29", 1774800000), 0);
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
         assert_true(rs.has_injury);
         tm = (struct tm) { .tm_year = 126, .tm_mon = 2, .tm_mday = 29, .tm_hour = 22 };
@@ -564,19 +559,35 @@ static void test_date_only_injury_berlin(void **state) {
         assert_int_equal(rs.injury_at - rs.injury_from, 23 * 3600);
 
         /* R2 then counts 7 days from the cautious instant. */
-        int64_t from;
         assert_false(rules_heat_allowed(&rs, rs.injury_at + 7 * RULES_DAY_S - 1, &from));
         assert_true(rules_heat_allowed(&rs, rs.injury_at + 7 * RULES_DAY_S, &from));
 
+        /* Read after the gateway moved to UTC, that day ends later (00:00 UTC): the later end
+         * is used. */
+        set_tz("UTC");
+        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs2), 0);
+        tm = (struct tm) { .tm_year = 126, .tm_mon = 2, .tm_mday = 30 };
+        assert_int_equal(rs2.injury_at, (int64_t) timegm(&tm));
+        set_tz("Europe/Berlin");
+
         /* An exact injury later than that day wins; an earlier one does not. */
         assert_int_equal(store_injury_add(f->s, WRAP_A, rs.injury_at - 3600, NULL, 1774900000), 0);
-        RulesState rs2;
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs2), 0);
         assert_int_equal(rs2.injury_at, rs.injury_at);
         assert_int_equal(store_injury_add(f->s, WRAP_A, rs.injury_at + 3600, NULL, 1774900000), 0);
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs2), 0);
         assert_int_equal(rs2.injury_at, rs.injury_at + 3600);
         assert_int_equal(rs2.injury_from, rs.injury_at + 3600);
+
+        /* The same date recorded while the gateway ran in UTC (its end: 00:00 UTC) and read in
+         * Berlin (22:00 UTC): moving the time zone east never shortens R2's wait. */
+        set_tz("UTC");
+        assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-03-29", 1774900100), 0);
+        set_tz("Europe/Berlin");
+        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs2), 0);
+        tm = (struct tm) { .tm_year = 126, .tm_mon = 2, .tm_mday = 30 };
+        assert_int_equal(rs2.injury_at, (int64_t) timegm(&tm));
+        set_tz("UTC");
 }
 
 /* ---- sessions ---- */
