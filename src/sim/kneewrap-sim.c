@@ -1,7 +1,8 @@
 /* kneewrap-sim: a knee wrap on a real Bluetooth adapter, through BlueZ, running the shared firmware (wrapfw). */
 /*
  * It registers the KneeWrap GATT profile (shared/wrap-profile.md) as a GATT application on one
- * adapter, advertises as "KneeWrap-XXXX", answers Just Works pairing with its own agent, and
+ * adapter, advertises as "KneeWrap-" and the adapter address's last two bytes, answers Just
+ * Works pairing with its own agent, and
  * drives wrapfw: the firmware decides every byte the wrap sends, exactly as in the mock BlueZ.
  * Button presses, skin temperature, faults and battery come from the command line or from a
  * control socket. It outlives bluetoothd: when org.bluez returns it registers everything again,
@@ -1507,7 +1508,7 @@ static void help(void) {
                "       %s --control PATH --send COMMAND\n"
                "\n"
                "A knee wrap on a Bluetooth adapter: serves the KneeWrap GATT profile through BlueZ,\n"
-               "advertises as KneeWrap-XXXX and runs the wrap's firmware.\n"
+               "advertises as KneeWrap-<last 2 address bytes> and runs the wrap's firmware.\n"
                "\n"
                "  -h --help             Show this help and exit\n"
                "     --version          Show the version and exit\n"
