@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "bluez.h"
+#include "bus-util.h"
 #include "clock.h"
 #include "log.h"
 #include "manager.h"
@@ -444,78 +445,78 @@ static int read_uuids_has_therapy(sd_bus_message *msg, bool *ret) {
 
 static void on_value(Bluez *b, const char *path, const uint8_t *v, size_t n);
 
-/* Reads an a{sv} of `iface` into o. `path` is the object's (for characteristic values). */
-static int parse_props(Bluez *b, BzObj *o, const char *path, unsigned iface, sd_bus_message *msg) {
+typedef struct {
+        Bluez *b;
+        BzObj *o;
+        const char *path;
+        unsigned iface;
+} PropsCtx;
+
+/* One property of parse_props(); > 0 once the variant is read (the read_* helpers skip a wrong type). */
+static int parse_prop(sd_bus_message *msg, const char *name, _unused_ const char *contents, void *userdata) {
+        PropsCtx *c = userdata;
+        BzObj *o = c->o;
+        unsigned iface = c->iface;
         int r;
 
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                const char *name;
+        if ((iface & (IF_ADAPTER | IF_DEVICE)) && streq(name, "Address")) {
+                char a[BDADDR_STR_MAX] = "";
+                r = read_string(msg, "s", a, sizeof a);
+                if (r > 0 && bdaddr_normalize(a, o->address) < 0)
+                        o->address[0] = '\0';
+        } else if (iface == IF_ADAPTER && streq(name, "Powered"))
+                r = read_bool(msg, &o->powered);
+        else if (iface == IF_ADAPTER && streq(name, "Discovering"))
+                r = read_bool(msg, &o->discovering);
+        else if (iface == IF_DEVICE && streq(name, "Adapter"))
+                r = read_strdup(msg, "o", &o->adapter);
+        else if (iface == IF_DEVICE && (streq(name, "Name") || (streq(name, "Alias") && !o->name[0])))
+                r = read_string(msg, "s", o->name, sizeof o->name);
+        else if (iface == IF_DEVICE && streq(name, "UUIDs"))
+                r = read_uuids_has_therapy(msg, &o->therapy);
+        else if (iface == IF_DEVICE && streq(name, "Connected"))
+                r = read_bool(msg, &o->connected);
+        else if (iface == IF_DEVICE && streq(name, "ServicesResolved"))
+                r = read_bool(msg, &o->resolved);
+        else if (iface == IF_DEVICE && streq(name, "Paired"))
+                r = read_bool(msg, &o->paired);
+        else if (iface == IF_DEVICE && streq(name, "Trusted"))
+                r = read_bool(msg, &o->trusted);
+        else if (iface == IF_BATTERY && streq(name, "Percentage")) {
+                uint8_t p;
+                r = read_variant(msg, "y", &p);
+                if (r > 0)
+                        o->battery = p <= 100 ? p : -1;
+        } else if ((iface & (IF_SERVICE | IF_CHAR)) && streq(name, "UUID"))
+                r = read_string(msg, "s", o->uuid, sizeof o->uuid);
+        else if (iface == IF_SERVICE && streq(name, "Device"))
+                r = read_strdup(msg, "o", &o->parent);
+        else if (iface == IF_CHAR && streq(name, "Service"))
+                r = read_strdup(msg, "o", &o->parent);
+        else if (iface == IF_CHAR && streq(name, "Value") && c->path) {
+                const void *v;
+                size_t n;
 
-                r = sd_bus_message_read(msg, "s", &name);
-                if (r < 0)
-                        return r;
+                r = sd_bus_message_enter_container(msg, 'v', "ay");
+                if (r == 0 || r == -ENXIO)
+                        return 0;
+                if (r > 0) {
+                        r = sd_bus_message_read_array(msg, 'y', &v, &n);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(msg);
+                        if (r >= 0)
+                                on_value(c->b, c->path, v, n);
+                }
+        } else
+                return 0;
+        return r < 0 ? r : 1;
+}
 
-                if ((iface & (IF_ADAPTER | IF_DEVICE)) && streq(name, "Address")) {
-                        char a[BDADDR_STR_MAX] = "";
-                        r = read_string(msg, "s", a, sizeof a);
-                        if (r > 0 && bdaddr_normalize(a, o->address) < 0)
-                                o->address[0] = '\0';
-                } else if (iface == IF_ADAPTER && streq(name, "Powered"))
-                        r = read_bool(msg, &o->powered);
-                else if (iface == IF_ADAPTER && streq(name, "Discovering"))
-                        r = read_bool(msg, &o->discovering);
-                else if (iface == IF_DEVICE && streq(name, "Adapter"))
-                        r = read_strdup(msg, "o", &o->adapter);
-                else if (iface == IF_DEVICE && (streq(name, "Name") || (streq(name, "Alias") && !o->name[0])))
-                        r = read_string(msg, "s", o->name, sizeof o->name);
-                else if (iface == IF_DEVICE && streq(name, "UUIDs"))
-                        r = read_uuids_has_therapy(msg, &o->therapy);
-                else if (iface == IF_DEVICE && streq(name, "Connected"))
-                        r = read_bool(msg, &o->connected);
-                else if (iface == IF_DEVICE && streq(name, "ServicesResolved"))
-                        r = read_bool(msg, &o->resolved);
-                else if (iface == IF_DEVICE && streq(name, "Paired"))
-                        r = read_bool(msg, &o->paired);
-                else if (iface == IF_DEVICE && streq(name, "Trusted"))
-                        r = read_bool(msg, &o->trusted);
-                else if (iface == IF_BATTERY && streq(name, "Percentage")) {
-                        uint8_t p;
-                        r = read_variant(msg, "y", &p);
-                        if (r > 0)
-                                o->battery = p <= 100 ? p : -1;
-                } else if ((iface & (IF_SERVICE | IF_CHAR)) && streq(name, "UUID"))
-                        r = read_string(msg, "s", o->uuid, sizeof o->uuid);
-                else if (iface == IF_SERVICE && streq(name, "Device"))
-                        r = read_strdup(msg, "o", &o->parent);
-                else if (iface == IF_CHAR && streq(name, "Service"))
-                        r = read_strdup(msg, "o", &o->parent);
-                else if (iface == IF_CHAR && streq(name, "Value") && path) {
-                        const void *v;
-                        size_t n;
+/* Reads an a{sv} of `iface` into o. `path` is the object's (for characteristic values). */
+static int parse_props(Bluez *b, BzObj *o, const char *path, unsigned iface, sd_bus_message *msg) {
+        PropsCtx c = { .b = b, .o = o, .path = path, .iface = iface };
 
-                        r = sd_bus_message_enter_container(msg, 'v', "ay");
-                        if (r > 0) {
-                                r = sd_bus_message_read_array(msg, 'y', &v, &n);
-                                if (r >= 0)
-                                        r = sd_bus_message_exit_container(msg);
-                                if (r >= 0)
-                                        on_value(b, path, v, n);
-                        } else if (r == 0 || r == -ENXIO)
-                                r = sd_bus_message_skip(msg, "v");
-                } else
-                        r = sd_bus_message_skip(msg, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(msg);
+        return bus_message_read_dict(msg, parse_prop, &c);
 }
 
 static unsigned iface_bit(const char *iface) {

@@ -8,6 +8,7 @@
 #include <systemd/sd-bus.h>
 
 #include "bus-api.h"
+#include "bus-util.h"
 #include "clock.h"
 #include "kw-build.h"
 #include "log.h"
@@ -480,59 +481,63 @@ static int read_number(sd_bus_message *msg, const char *key, bool decimal, doubl
         return sd_bus_message_exit_container(msg);
 }
 
-static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        /* The configuration's key names, so one vocabulary serves the file and the API. */
-        enum { COLD_MIN, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, _KEY_MAX };
-        static const char *const keys[_KEY_MAX] = {
-                "cold_minutes", "cold_setpoint_c", "heat_minutes", "heat_setpoint_c", "heat_wait_days",
-                "cold_rest_minutes",
-        };
-        Manager *m = userdata;
-        RulesPrescription rx;
-        const char *arg, *key, *why = NULL;
-        char wrap[WRAP_ID_MAX];
+/* The configuration's key names, so one vocabulary serves the file and the API. */
+enum { COLD_MIN, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, _KEY_MAX };
+static const char *const prescription_keys[_KEY_MAX] = {
+        "cold_minutes", "cold_setpoint_c", "heat_minutes", "heat_setpoint_c", "heat_wait_days",
+        "cold_rest_minutes",
+};
+
+typedef struct {
         double val[_KEY_MAX];
-        unsigned mask = 0;
+        unsigned mask;
+        sd_bus_error *error;
+} PrescriptionArgs;
+
+static int prescription_entry(sd_bus_message *msg, const char *key, _unused_ const char *contents, void *userdata) {
+        PrescriptionArgs *a = userdata;
+        sd_bus_error *error = a->error;
+        size_t k;
+        int r;
+
+        for (k = 0; k < _KEY_MAX; k++)
+                if (streq(key, prescription_keys[k]))
+                        break;
+        if (k == _KEY_MAX)
+                return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "unknown key \"%s\": cold_minutes, "
+                                         "cold_setpoint_c, heat_minutes, heat_setpoint_c, heat_wait_days or "
+                                         "cold_rest_minutes", key);
+        if (a->mask & (1u << k))
+                return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "%s given twice", key);
+        r = read_number(msg, key, k == COLD_SET || k == HEAT_SET, &a->val[k], error);
+        if (r < 0)
+                return r;
+        if (!isfinite(a->val[k]) || a->val[k] < (k == COLD_SET || k == HEAT_SET ? -1000 : 0) ||
+            a->val[k] > RX_NUMBER_MAX)
+                return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "%s: %g is not a sensible value",
+                                         key, a->val[k]);
+        a->mask |= 1u << k;
+        return 1;
+}
+
+static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        PrescriptionArgs a = { .error = error };
+        RulesPrescription rx;
+        const char *arg, *why = NULL;
+        char wrap[WRAP_ID_MAX];
+        double *val = a.val;
+        unsigned mask;
         bool prescribed;
         int r;
 
         r = sd_bus_message_read(msg, "s", &arg);
         if (r < 0)
                 return r;
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        r = bus_message_read_dict(msg, prescription_entry, &a);
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                size_t k;
-
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                for (k = 0; k < _KEY_MAX; k++)
-                        if (streq(key, keys[k]))
-                                break;
-                if (k == _KEY_MAX)
-                        return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "unknown key \"%s\": cold_minutes, "
-                                                 "cold_setpoint_c, heat_minutes, heat_setpoint_c, heat_wait_days or "
-                                                 "cold_rest_minutes", key);
-                if (mask & (1u << k))
-                        return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "%s given twice", key);
-                r = read_number(msg, key, k == COLD_SET || k == HEAT_SET, &val[k], error);
-                if (r < 0)
-                        return r;
-                if (!isfinite(val[k]) || val[k] < (k == COLD_SET || k == HEAT_SET ? -1000 : 0) || val[k] > RX_NUMBER_MAX)
-                        return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS, "%s: %g is not a sensible value",
-                                                 key, val[k]);
-                mask |= 1u << k;
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(msg);
-        if (r < 0)
-                return r;
+        mask = a.mask;
 
         r = wrap_arg(arg, wrap, error);
         if (r < 0)

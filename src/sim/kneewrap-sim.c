@@ -25,6 +25,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus-util.h"
 #include "clock.h"
 #include "kw-build.h"
 #include "log.h"
@@ -339,40 +340,31 @@ static int prop_chr_notifying(sd_bus *bus, const char *path, const char *iface, 
         return sd_bus_message_append(reply, "b", ((Chr *) userdata)->notifying);
 }
 
-/* Reads the options dictionary of ReadValue/WriteValue: offset, type and the device. */
-static int read_options(sd_bus_message *m, uint16_t *offset, const char **type, const char **device) {
+typedef struct {
+        uint16_t *offset;
+        const char **type, **device;
+} Options;
+
+static int read_option(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        Options *o = userdata;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                char t;
+        if (streq(key, "offset") && streq(contents, "q"))
+                r = sd_bus_message_read(m, "v", "q", o->offset);
+        else if (streq(key, "type") && streq(contents, "s"))
+                r = sd_bus_message_read(m, "v", "s", o->type);
+        else if (streq(key, "device") && streq(contents, "o"))
+                r = sd_bus_message_read(m, "v", "o", o->device);
+        else
+                return 0;
+        return r < 0 ? r : 1;
+}
 
-                r = sd_bus_message_read(m, "s", &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (streq(key, "offset") && streq(contents, "q"))
-                        r = sd_bus_message_read(m, "v", "q", offset);
-                else if (streq(key, "type") && streq(contents, "s"))
-                        r = sd_bus_message_read(m, "v", "s", type);
-                else if (streq(key, "device") && streq(contents, "o"))
-                        r = sd_bus_message_read(m, "v", "o", device);
-                else
-                        r = sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
+/* Reads the options dictionary of ReadValue/WriteValue: offset, type and the device. */
+static int read_options(sd_bus_message *m, uint16_t *offset, const char **type, const char **device) {
+        Options o = { .offset = offset, .type = type, .device = device };
+
+        return bus_message_read_dict(m, read_option, &o);
 }
 
 static bool from_bluez(Sim *s, sd_bus_message *m) {
@@ -627,51 +619,37 @@ static void device_disconnect(Sim *s, Device *d) {
                 log_warning_errno(r, "cannot disconnect %s: %s", d->path, strerror(abs(r)));
 }
 
+static int device_prop(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        Device *d = userdata;
+        const char *str;
+        int b, r;
+
+        if (streq(contents, "b") && (streq(key, "Connected") || streq(key, "Paired") || streq(key, "Bonded"))) {
+                r = sd_bus_message_read(m, "v", "b", &b);
+                if (r < 0)
+                        return r;
+                if (streq(key, "Connected"))
+                        d->connected = b;
+                else if (streq(key, "Paired"))
+                        d->paired = b;
+                else
+                        d->bonded = b;
+        } else if (streq(key, "Address") && streq(contents, "s")) {
+                r = sd_bus_message_read(m, "v", "s", &str);
+                if (r < 0)
+                        return r;
+                snprintf(d->address, sizeof d->address, "%s", str);
+        } else
+                return 0;
+        return 1;
+}
+
 /* Reads a Device1 property dictionary into d. */
 static int device_props(Sim *s, sd_bus_message *m, Device *d) {
         bool was_connected = d->connected;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents, *str;
-                char t;
-                int b;
-
-                r = sd_bus_message_read(m, "s", &key);
-                if (r >= 0)
-                        r = sd_bus_message_peek_type(m, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (streq(contents, "b") && (streq(key, "Connected") || streq(key, "Paired") || streq(key, "Bonded"))) {
-                        r = sd_bus_message_read(m, "v", "b", &b);
-                        if (r < 0)
-                                return r;
-                        if (streq(key, "Connected"))
-                                d->connected = b;
-                        else if (streq(key, "Paired"))
-                                d->paired = b;
-                        else
-                                d->bonded = b;
-                } else if (streq(key, "Address") && streq(contents, "s")) {
-                        r = sd_bus_message_read(m, "v", "s", &str);
-                        if (r < 0)
-                                return r;
-                        snprintf(d->address, sizeof d->address, "%s", str);
-                } else {
-                        r = sd_bus_message_skip(m, "v");
-                        if (r < 0)
-                                return r;
-                }
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
+        r = bus_message_read_dict(m, device_prop, d);
         if (r < 0)
                 return r;
 
@@ -688,41 +666,26 @@ static int device_props(Sim *s, sd_bus_message *m, Device *d) {
         return 0;
 }
 
-static int adapter_props(Sim *s, sd_bus_message *m) {
-        int r;
+static int adapter_prop(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        Sim *s = userdata;
+        const char *str;
+        int b, r;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents, *str;
-                char t;
-                int b;
-
-                r = sd_bus_message_read(m, "s", &key);
+        if (streq(key, "Address") && streq(contents, "s")) {
+                r = sd_bus_message_read(m, "v", "s", &str);
                 if (r >= 0)
-                        r = sd_bus_message_peek_type(m, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (streq(key, "Address") && streq(contents, "s")) {
-                        r = sd_bus_message_read(m, "v", "s", &str);
-                        if (r >= 0)
-                                snprintf(s->address, sizeof s->address, "%s", str);
-                } else if (streq(key, "Powered") && streq(contents, "b")) {
-                        r = sd_bus_message_read(m, "v", "b", &b);
-                        if (r >= 0)
-                                s->adapter_powered = b;
-                } else
-                        r = sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
+                        snprintf(s->address, sizeof s->address, "%s", str);
+        } else if (streq(key, "Powered") && streq(contents, "b")) {
+                r = sd_bus_message_read(m, "v", "b", &b);
+                if (r >= 0)
+                        s->adapter_powered = b;
+        } else
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+static int adapter_props(Sim *s, sd_bus_message *m) {
+        return bus_message_read_dict(m, adapter_prop, s);
 }
 
 /* One object's a{sa{sv}}: our adapter and the devices on it. */

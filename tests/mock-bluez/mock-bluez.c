@@ -55,6 +55,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus-util.h"
 #include "clock.h"
 #include "log.h"
 #include "util.h"
@@ -447,41 +448,32 @@ static size_t peer_read(Dev *d, Attr *a, uint8_t *out, size_t max) {
 
 /* ---- GATT objects (src/gatt-client.c) ---- */
 
-static int parse_options(sd_bus_message *m, uint16_t *offset, const char **type) {
+typedef struct {
+        uint16_t *offset;
+        const char **type;
+} Options;
+
+static int parse_option(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
+        Options *o = userdata;
         int r;
 
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                char t;
+        if (strcasecmp(key, "offset") == 0) {
+                if (!streq(contents, "q"))
+                        return -EINVAL;
+                r = sd_bus_message_read(m, "v", "q", o->offset);
+        } else if (o->type && strcasecmp(key, "type") == 0) {
+                if (!streq(contents, "s"))
+                        return -EINVAL;
+                r = sd_bus_message_read(m, "v", "s", o->type);
+        } else
+                return 0;
+        return r < 0 ? r : 1;
+}
 
-                r = sd_bus_message_read(m, "s", &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (strcasecmp(key, "offset") == 0) {
-                        if (!streq(contents, "q"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(m, "v", "q", offset);
-                } else if (type && strcasecmp(key, "type") == 0) {
-                        if (!streq(contents, "s"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(m, "v", "s", type);
-                } else
-                        r = sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
+static int parse_options(sd_bus_message *m, uint16_t *offset, const char **type) {
+        Options o = { .offset = offset, .type = type };
+
+        return bus_message_read_dict(m, parse_option, &o);
 }
 
 static int reply_bytes(sd_bus_message *call, const uint8_t *b, size_t n) {
@@ -1792,88 +1784,74 @@ static int method_stop_discovery(sd_bus_message *msg, void *userdata, sd_bus_err
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int parse_filter(sd_bus_message *msg, DiscoveryClient *f) {
+static int filter_entry(sd_bus_message *msg, const char *key, const char *contents, void *userdata) {
+        DiscoveryClient *f = userdata;
         int r;
 
-        *f = (DiscoveryClient) { .rssi_min = INT16_MIN };
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                char t;
-
-                f->has_filter = true;
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(msg, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (streq(key, "UUIDs")) {
-                        if (!streq(contents, "as"))
-                                return -EINVAL;
-                        r = sd_bus_message_enter_container(msg, 'v', "as");
-                        if (r < 0)
-                                return r;
-                        r = sd_bus_message_enter_container(msg, 'a', "s");
-                        if (r < 0)
-                                return r;
-                        const char *u;
-                        while ((r = sd_bus_message_read(msg, "s", &u)) > 0) {
-                                char norm[37];
-                                if (uuid_normalize(u, norm) < 0 || f->n_uuids >= ELEMENTSOF(f->uuids))
-                                        return -EINVAL;
-                                f->uuids[f->n_uuids] = strdup(norm);
-                                if (!f->uuids[f->n_uuids++])
-                                        return -ENOMEM;
-                        }
-                        if (r < 0)
-                                return r;
-                        r = sd_bus_message_exit_container(msg);
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(msg);
-                } else if (streq(key, "RSSI")) {
-                        if (!streq(contents, "n"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(msg, "v", "n", &f->rssi_min);
-                } else if (streq(key, "Pathloss")) {
-                        uint16_t pl;
-                        if (!streq(contents, "q"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(msg, "v", "q", &pl);
-                } else if (streq(key, "Transport")) {
-                        const char *s;
-                        if (!streq(contents, "s"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(msg, "v", "s", &s);
-                        if (r >= 0 && !streq(s, "le") && !streq(s, "bredr") && !streq(s, "auto"))
-                                return -EINVAL;
-                        if (r >= 0)
-                                f->bredr_only = streq(s, "bredr");
-                } else if (streq(key, "DuplicateData") || streq(key, "Discoverable")) {
-                        int b;
-                        if (!streq(contents, "b"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(msg, "v", "b", &b);
-                } else if (streq(key, "Pattern")) {
-                        const char *s;
-                        if (!streq(contents, "s"))
-                                return -EINVAL;
-                        r = sd_bus_message_read(msg, "v", "s", &s);
-                        if (r >= 0) {
-                                free(f->pattern);
-                                f->pattern = strdup(s);
-                        }
-                } else
+        f->has_filter = true;
+        if (streq(key, "UUIDs")) {
+                if (!streq(contents, "as"))
                         return -EINVAL;
+                r = sd_bus_message_enter_container(msg, 'v', "as");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_enter_container(msg, 'a', "s");
+                if (r < 0)
+                        return r;
+                const char *u;
+                while ((r = sd_bus_message_read(msg, "s", &u)) > 0) {
+                        char norm[37];
+                        if (uuid_normalize(u, norm) < 0 || f->n_uuids >= ELEMENTSOF(f->uuids))
+                                return -EINVAL;
+                        f->uuids[f->n_uuids] = strdup(norm);
+                        if (!f->uuids[f->n_uuids++])
+                                return -ENOMEM;
+                }
                 if (r < 0)
                         return r;
                 r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        return r < 0 ? r : sd_bus_message_exit_container(msg);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(msg);
+        } else if (streq(key, "RSSI")) {
+                if (!streq(contents, "n"))
+                        return -EINVAL;
+                r = sd_bus_message_read(msg, "v", "n", &f->rssi_min);
+        } else if (streq(key, "Pathloss")) {
+                uint16_t pl;
+                if (!streq(contents, "q"))
+                        return -EINVAL;
+                r = sd_bus_message_read(msg, "v", "q", &pl);
+        } else if (streq(key, "Transport")) {
+                const char *s;
+                if (!streq(contents, "s"))
+                        return -EINVAL;
+                r = sd_bus_message_read(msg, "v", "s", &s);
+                if (r >= 0 && !streq(s, "le") && !streq(s, "bredr") && !streq(s, "auto"))
+                        return -EINVAL;
+                if (r >= 0)
+                        f->bredr_only = streq(s, "bredr");
+        } else if (streq(key, "DuplicateData") || streq(key, "Discoverable")) {
+                int b;
+                if (!streq(contents, "b"))
+                        return -EINVAL;
+                r = sd_bus_message_read(msg, "v", "b", &b);
+        } else if (streq(key, "Pattern")) {
+                const char *s;
+                if (!streq(contents, "s"))
+                        return -EINVAL;
+                r = sd_bus_message_read(msg, "v", "s", &s);
+                if (r >= 0) {
+                        free(f->pattern);
+                        f->pattern = strdup(s);
+                }
+        } else
+                return -EINVAL;
+        return r < 0 ? r : 1;
+}
+
+static int parse_filter(sd_bus_message *msg, DiscoveryClient *f) {
+        *f = (DiscoveryClient) { .rssi_min = INT16_MIN };
+        return bus_message_read_dict(msg, filter_entry, f);
 }
 
 static int method_set_discovery_filter(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -2347,6 +2325,48 @@ static int get_dev(sd_bus_message *msg, Mock *m, Dev **ret) {
                         return reply_errno(msg, _r, "no such simulated device"); \
         } while (0)
 
+/* One AddWrapWith option: any key not known here is refused. */
+static int wrap_option(sd_bus_message *msg, const char *key, _unused_ const char *contents, void *userdata) {
+        Dev *d = userdata;
+        int r;
+
+        if (streq(key, "handle_base"))
+                r = sd_bus_message_read(msg, "v", "q", &d->handle_base);
+        else if (streq(key, "pnp")) {
+                int b;
+                r = sd_bus_message_read(msg, "v", "b", &b);
+                d->pnp = b;
+        } else if (streq(key, "services_late")) {
+                int b;
+                r = sd_bus_message_read(msg, "v", "b", &b);
+                d->services_late = b;
+        } else if (streq(key, "public_address")) {
+                int b;
+                r = sd_bus_message_read(msg, "v", "b", &b);
+                d->random_address = !b;
+        } else if (streq(key, "advertising")) {
+                int b;
+                r = sd_bus_message_read(msg, "v", "b", &b);
+                d->advertising = b;
+        } else if (streq(key, "rssi"))
+                r = sd_bus_message_read(msg, "v", "n", &d->rssi);
+        else if (streq(key, "name")) {
+                const char *s;
+                r = sd_bus_message_read(msg, "v", "s", &s);
+                if (r >= 0) {
+                        snprintf(d->adv_name, sizeof d->adv_name, "%s", s);
+                        memcpy(d->name, d->adv_name, sizeof d->name);
+                }
+        } else if (streq(key, "gap_name")) {
+                const char *s;
+                r = sd_bus_message_read(msg, "v", "s", &s);
+                if (r >= 0)
+                        snprintf(d->gap_name, sizeof d->gap_name, "%s", s);
+        } else
+                r = -EINVAL;
+        return r < 0 ? r : 1;
+}
+
 static int ctl_add_wrap_with(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Mock *m = userdata;
         const char *address;
@@ -2359,49 +2379,7 @@ static int ctl_add_wrap_with(sd_bus_message *msg, void *userdata, sd_bus_error *
         if (!d)
                 return reply_errno(msg, err, "AddWrap");
         if (streq(sd_bus_message_get_member(msg), "AddWrapWith")) {
-                r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-                while (r >= 0 && (r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                        const char *key;
-                        r = sd_bus_message_read(msg, "s", &key);
-                        if (r < 0)
-                                break;
-                        if (streq(key, "handle_base"))
-                                r = sd_bus_message_read(msg, "v", "q", &d->handle_base);
-                        else if (streq(key, "pnp")) {
-                                int b;
-                                r = sd_bus_message_read(msg, "v", "b", &b);
-                                d->pnp = b;
-                        } else if (streq(key, "services_late")) {
-                                int b;
-                                r = sd_bus_message_read(msg, "v", "b", &b);
-                                d->services_late = b;
-                        } else if (streq(key, "public_address")) {
-                                int b;
-                                r = sd_bus_message_read(msg, "v", "b", &b);
-                                d->random_address = !b;
-                        } else if (streq(key, "advertising")) {
-                                int b;
-                                r = sd_bus_message_read(msg, "v", "b", &b);
-                                d->advertising = b;
-                        } else if (streq(key, "rssi"))
-                                r = sd_bus_message_read(msg, "v", "n", &d->rssi);
-                        else if (streq(key, "name")) {
-                                const char *s;
-                                r = sd_bus_message_read(msg, "v", "s", &s);
-                                if (r >= 0) {
-                                        snprintf(d->adv_name, sizeof d->adv_name, "%s", s);
-                                        memcpy(d->name, d->adv_name, sizeof d->name);
-                                }
-                        } else if (streq(key, "gap_name")) {
-                                const char *s;
-                                r = sd_bus_message_read(msg, "v", "s", &s);
-                                if (r >= 0)
-                                        snprintf(d->gap_name, sizeof d->gap_name, "%s", s);
-                        } else
-                                r = -EINVAL;
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(msg);
-                }
+                r = bus_message_read_dict(msg, wrap_option, d);
                 if (r < 0)
                         return reply_errno(msg, r, "AddWrapWith options");
                 db_build(d);
@@ -2589,7 +2567,8 @@ static int ctl_send_raw(sd_bus_message *msg, void *userdata, sd_bus_error *error
         return reply_errno(msg, -ENOENT, "SendRaw: no such characteristic");
 }
 
-static int ctl_set_timing(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+/* One SetTiming key: every value is a u of milliseconds, and an unknown key is refused. */
+static int timing_entry(sd_bus_message *msg, const char *key, _unused_ const char *contents, void *userdata) {
         Mock *m = userdata;
         struct { const char *key; uint64_t *field; } map[] = {
                 { "connect_ms", &m->connect_ms }, { "connect_timeout_ms", &m->connect_timeout_ms },
@@ -2598,26 +2577,22 @@ static int ctl_set_timing(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 { "cached_ms", &m->cached_ms }, { "stall_drop_ms", &m->stall_drop_ms },
                 { "temp_timeout_ms", &m->temp_timeout_ms }, { "scan_ms", &m->scan_ms },
         };
+        uint32_t v;
         int r;
 
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        while (r >= 0 && (r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                const char *key;
-                uint32_t v;
-                bool found = false;
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r >= 0)
-                        r = sd_bus_message_read(msg, "v", "u", &v);
-                for (size_t i = 0; r >= 0 && i < ELEMENTSOF(map); i++)
-                        if (streq(key, map[i].key)) {
-                                *map[i].field = v;
-                                found = true;
-                        }
-                if (r >= 0 && !found)
-                        r = -EINVAL;
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(msg);
-        }
+        r = sd_bus_message_read(msg, "v", "u", &v);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (streq(key, map[i].key)) {
+                        *map[i].field = v;
+                        return 1;
+                }
+        return -EINVAL;
+}
+
+static int ctl_set_timing(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        int r = bus_message_read_dict(msg, timing_entry, userdata);
         if (r < 0)
                 return reply_errno(msg, r, "SetTiming (keys take u, milliseconds)");
         return sd_bus_reply_method_return(msg, NULL);
