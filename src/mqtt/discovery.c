@@ -337,10 +337,18 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
         return 0;
 }
 
+/* A gateway entity: its unique_id and object_id are both "<node>_<object>". */
+static json_t *bridge_entity(Builder *b, const char *node, const char *object, const char *name) {
+        char id[128];
+
+        snprintf(id, sizeof id, "%s_%s", node, object);
+        return entity(b, id, id, name, bridge_device(node), false, NULL);
+}
+
 int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         const char *base = base_of(c);
         _cleanup_free_ char *node = NULL, *health = NULL, *adopt = NULL, *bstate = NULL;
-        char uid[128], oid[128];
+        char id[128];
         Builder b = { .c = c };
         json_t *o;
         int r;
@@ -353,13 +361,12 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
                 return -ENOMEM;
 
         /* Connectivity: no availability of its own, so it reads "disconnected", not "unavailable". */
-        snprintf(uid, sizeof uid, "%s_connection_state", node);
-        snprintf(oid, sizeof oid, "%s_connection_state", node);
+        snprintf(id, sizeof id, "%s_connection_state", node);
         o = json_object();
         if (o) {
                 set(&b, o, "name", json_string("Connection state"));
-                set(&b, o, "unique_id", json_string(uid));
-                set(&b, o, "object_id", json_string(oid));
+                set(&b, o, "unique_id", json_string(id));
+                set(&b, o, "object_id", json_string(id));
                 set(&b, o, "device", bridge_device(node));
                 set(&b, o, "origin", origin());
                 set(&b, o, "state_topic", json_string(bstate));
@@ -371,9 +378,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "binary_sensor", node, "connection_state", o, false);
 
-        snprintf(uid, sizeof uid, "%s_wraps_connected", node);
-        snprintf(oid, sizeof oid, "%s_wraps_connected", node);
-        o = entity(&b, uid, oid, "Wraps connected", bridge_device(node), false, NULL);
+        o = bridge_entity(&b, node, "wraps_connected", "Wraps connected");
         if (o) {
                 set(&b, o, "state_topic", json_string(health));
                 set(&b, o, "value_template", json_string("{{ value_json.wraps_connected }}"));
@@ -382,9 +387,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "wraps_connected", o, false);
 
-        snprintf(uid, sizeof uid, "%s_outbox_depth", node);
-        snprintf(oid, sizeof oid, "%s_outbox_depth", node);
-        o = entity(&b, uid, oid, "Outbox depth", bridge_device(node), false, NULL);
+        o = bridge_entity(&b, node, "outbox_depth", "Outbox depth");
         if (o) {
                 set(&b, o, "state_topic", json_string(health));
                 set(&b, o, "value_template", json_string("{{ value_json.outbox_depth }}"));
@@ -394,9 +397,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "outbox_depth", o, false);
 
-        snprintf(uid, sizeof uid, "%s_adopt", node);
-        snprintf(oid, sizeof oid, "%s_adopt", node);
-        o = entity(&b, uid, oid, "Adopt a wrap (2 min)", bridge_device(node), false, NULL);
+        o = bridge_entity(&b, node, "adopt", "Adopt a wrap (2 min)");
         if (o) {
                 set(&b, o, "command_topic", json_string(adopt));
                 set(&b, o, "payload_press", json_string("{\"time\":120}"));
