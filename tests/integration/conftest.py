@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mockbluez import MockBluez  # noqa: E402
+from test_ble_helpers import Gateway  # noqa: E402
 
 
 @pytest.fixture
@@ -23,3 +24,17 @@ def fast_bus():
     b = MockBluez(time_scale=100)
     yield b
     b.stop()
+
+
+@pytest.fixture
+def gw(fast_bus, tmp_path):
+    """Makes kneewrapd gateways (test_ble_helpers.Gateway) on fast_bus; each is closed after the test."""
+    made = []
+
+    def make(**kw):
+        g = Gateway(fast_bus, tmp_path, **kw)
+        made.append(g)
+        return g.start()
+    yield make
+    for g in made:
+        g.close()

@@ -2,22 +2,8 @@
 import time
 
 import dbus
-import pytest
 
-from test_ble_helpers import COLD, HEAT, Gateway, addr, press, wrap_id
-
-
-@pytest.fixture
-def gw(fast_bus, tmp_path):
-    made = []
-
-    def make(**kw):
-        g = Gateway(fast_bus, tmp_path, **kw)
-        made.append(g)
-        return g.start()
-    yield make
-    for g in made:
-        g.close()
+from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 
 
 def test_adoption_window_then_closed(fast_bus, gw):

@@ -4,22 +4,7 @@ import signal
 import sqlite3
 import time
 
-import pytest
-
-from test_ble_helpers import COLD, Gateway, addr, press
-
-
-@pytest.fixture
-def gw(fast_bus, tmp_path):
-    made = []
-
-    def make(**kw):
-        g = Gateway(fast_bus, tmp_path, **kw)
-        made.append(g)
-        return g.start()
-    yield make
-    for g in made:
-        g.close()
+from test_ble_helpers import COLD, addr, press
 
 
 def start_cold(bus, g, a):

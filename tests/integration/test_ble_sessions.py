@@ -4,20 +4,7 @@ import time
 
 import pytest
 
-from test_ble_helpers import COLD, HEAT, STOP, TEMP, Gateway, addr, deny_minutes, press, wrap_id
-
-
-@pytest.fixture
-def gw(fast_bus, tmp_path):
-    made = []
-
-    def make(**kw):
-        g = Gateway(fast_bus, tmp_path, **kw)
-        made.append(g)
-        return g.start()
-    yield make
-    for g in made:
-        g.close()
+from test_ble_helpers import COLD, HEAT, STOP, TEMP, addr, deny_minutes, press, wrap_id
 
 
 def test_adopt_cold_session_completed_then_rest_interval(fast_bus, gw):

@@ -6,8 +6,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from kwtestutil import KNEEWRAPD, SRCDIR, daemon_running, private_bus, wait_for, write_config  # noqa: F401
 
 SHIPPED_CONF = os.path.join(SRCDIR, 'conf', 'kneewrapd.conf')
