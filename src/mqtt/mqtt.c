@@ -24,18 +24,8 @@
 #include "state.h"
 #include "store.h"
 #include "util.h"
-
-/*
- * Set to 1 once daemon/wrap.c links (helper "ble"): the live state then comes from the
- * wrap.h getters. Without it the retained state carries only what the store knows.
- */
-#ifndef KW_MQTT_WRAPS
-#define KW_MQTT_WRAPS 1
-#endif
-#if KW_MQTT_WRAPS
 #include "wire.h"
 #include "wrap.h"
-#endif
 
 #define OUTBOX_WINDOW        16                       /* outbox messages in flight at most */
 #define BACKOFF_MIN_USEC     (1 * USEC_PER_SEC)
@@ -58,6 +48,9 @@ typedef struct KnownWrap {
         bool discovered_info;         /* ... with the Device Information the wrap reported */
         bool dirty;
         char *state, *availability, *compliance;
+        /* What the compliance figures were computed for: the last record's id and outcome,
+         * and the local date (the 7- and 30-day windows move once a day). */
+        char compliance_for[UUID_STR_MAX + 24];
 } KnownWrap;
 
 typedef struct MqttSettings {
@@ -733,7 +726,6 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
         size_t n = 0;
         int r;
 
-#if KW_MQTT_WRAPS
         Wrap *w = wrap_find(q->m, k->wrap);
         if (w) {
                 const WrapInfo *info = wrap_get_info(w);
@@ -747,7 +739,6 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
                         d.firmware = info->firmware[0] ? info->firmware : NULL;
                 }
         }
-#endif
         k->discovered_info = d.model != NULL;
         r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
         if (r < 0) {
@@ -767,7 +758,6 @@ static void build_state_view(Mqtt *q, KnownWrap *k, StateView *v, SessionRecord 
 
         memset(v, 0, sizeof(*v));
         v->battery = -1;
-#if KW_MQTT_WRAPS
         {
                 Wrap *w = wrap_find(m, k->wrap);
                 const WrapLive *l = w ? wrap_get_live(w) : NULL;
@@ -789,7 +779,6 @@ static void build_state_view(Mqtt *q, KnownWrap *k, StateView *v, SessionRecord 
                 if (open)
                         v->session_id = open->session_id;
         }
-#endif
         if (m->store && store_rules_state(m->store, k->wrap, &m->config.therapy, &st) >= 0) {
                 int64_t from = 0;
 
@@ -820,13 +809,21 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
 
         if (m->store) {
                 int64_t now = manager_now(m);
+                char key[sizeof k->compliance_for], today[11];
                 Compliance c7, c30;
 
+                /* Status and temperatures change the state every few seconds; the figures change
+                 * only with a record, or as the day turns. Query for them only then. */
+                snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
+                         v.last ? session_outcome_to_string(v.last->outcome) : "", clock_format_date(now, today));
                 /* [since, until): until is the next second, so a record of this very second counts. */
-                if (store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
+                if ((force || !streq(key, k->compliance_for)) &&
+                    store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
                     store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now + 1, &c30) >= 0 &&
-                    state_compliance_json(&c7, &c30, 0, &json) >= 0)
+                    state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
+                        snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
+                }
         }
         k->dirty = false;
 }
@@ -904,13 +901,11 @@ static void publish_health(Mqtt *q) {
         };
         char *json = NULL;
 
-#if KW_MQTT_WRAPS
         for (Wrap *w = m->wraps; w; w = wrap_next(w)) {
                 const WrapLive *l = wrap_get_live(w);
                 if (l && l->connected)
                         h.wraps_connected++;
         }
-#endif
         if (m->store && store_outbox_depth(m->store, &h.outbox_depth) >= 0)
                 h.has_outbox_depth = true;
         if (state_bridge_health_json(&h, &json) >= 0)
@@ -931,13 +926,9 @@ static void publish_bridge_discovery(Mqtt *q) {
 
 /* The wrap's Device Information arrived after its discovery went out: the HA device should show it. */
 static bool wrap_has_info(Mqtt *q, KnownWrap *k) {
-#if KW_MQTT_WRAPS
         Wrap *w = wrap_find(q->m, k->wrap);
         const WrapInfo *info = w ? wrap_get_info(w) : NULL;
         return info && info->have && info->model[0];
-#else
-        return false;
-#endif
 }
 
 /* Everything that waits for the loop: the outbox first, then discovery and state. */
