@@ -57,3 +57,5 @@ void config_done(Config *c);
  * not be used), or -errno when it cannot be read.
  */
 int config_load(Config *c, const char *path, FILE *errors);
+/* The same, from an open stream (left open); `path` names it in the errors. */
+int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors);

@@ -611,22 +611,30 @@ static void check_whole(Parser *p) {
 }
 
 int config_load(Config *c, const char *path, FILE *errors) {
+        FILE *f;
+        int r;
+
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        r = config_load_stream(c, f, path, errors);
+        fclose(f);
+        return r;
+}
+
+int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors) {
         Config tmp;
         Parser p = {
                 .c = &tmp,
                 .path = path,
                 .errors = errors,
                 .section = SECTION_NONE,
+                .f = f,
         };
         int r;
 
-        p.f = fopen(path, "re");
-        if (!p.f)
-                return -errno;
-
         config_init(&tmp);
         if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path) {
-                fclose(p.f);
                 config_done(&tmp);
                 return -ENOMEM;
         }
@@ -650,7 +658,6 @@ int config_load(Config *c, const char *path, FILE *errors) {
         else if (r > 0 && p.n_errors == 0)
                 /* inih saw something our reader let through: still an error, with its line. */
                 perr(&p, (unsigned) r, NULL, "malformed line");
-        fclose(p.f);
         free(p.buf);
 
         if (r >= 0 || p.n_errors > 0) {
