@@ -1116,13 +1116,23 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
 static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
         Mqtt *q = userdata;
-        size_t bl = strlen(q->s.base), pl = strlen(q->s.prefix);
-        const char *t = msg->topic, *rest;
-        char error[COMMAND_ERROR_MAX];
+        const char *t = msg->topic;
+        char error[COMMAND_ERROR_MAX], name[COMMAND_NAME_MAX];
+        _cleanup_free_ char *resp = NULL;
+        TopicKind kind;
         Command c;
         int r;
 
-        if (strncmp(t, q->s.prefix, pl) == 0 && streq(t + pl, "/status")) {
+        kind = command_route(q->s.base, q->s.prefix, t, name);
+        if (kind == TOPIC_IGNORED)
+                return;
+        if (msg->payloadlen < 0 || (size_t) msg->payloadlen > COMMAND_PAYLOAD_MAX) {
+                /* Dropped before anything reads it: a 4 MiB JSON array is never parsed. */
+                log_warning("MQTT: dropped a %d-byte message on %s: larger than %d bytes.",
+                            msg->payloadlen, t, COMMAND_PAYLOAD_MAX);
+                return;
+        }
+        if (kind == TOPIC_HA_STATUS) {
                 /* Home Assistant restarted: send discovery and state again, after a short random delay. */
                 if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0 && !q->ha_timer) {
                         uint64_t delay = USEC_PER_SEC + random_u64() % (4 * USEC_PER_SEC);
@@ -1131,16 +1141,10 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                 }
                 return;
         }
-        if (strncmp(t, q->s.base, bl) != 0 || t[bl] != '/')
-                return;
-        rest = t + bl + 1;
         if (msg->retain)
                 return; /* a command left retained on the broker is stale: never act on it */
 
-        if (strncmp(rest, "bridge/request/", 15) == 0) {
-                const char *name = rest + 15;
-                _cleanup_free_ char *resp = NULL;
-
+        if (kind == TOPIC_BRIDGE_REQUEST) {
                 if (topicf(&resp, "%s/bridge/response/%s", q->s.base, name) < 0)
                         return;
                 r = command_parse(name, msg->payload, (size_t) msg->payloadlen, &c, error);
@@ -1154,27 +1158,17 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         }
 
         /* <wrap>/set */
-        {
-                const char *slash = strchr(rest, '/');
-                char wrap[WRAP_ID_MAX];
-                _cleanup_free_ char *resp = NULL;
-
-                if (!slash || !streq(slash, "/set") || (size_t) (slash - rest) >= sizeof wrap)
-                        return;
-                memcpy(wrap, rest, (size_t) (slash - rest));
-                wrap[slash - rest] = 0;
-                if (topicf(&resp, "%s/%s/response", q->s.base, wrap) < 0)
-                        return;
-                r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
-                if (r < 0) {
-                        respond(q, resp, &c, NULL, error);
-                        log_wrap(LOG_NOTICE, wrap, "MQTT: bad command: %s", error);
-                        return;
-                }
-                if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
-                        return;
-                run_command(q, wrap, &c, resp);
+        if (topicf(&resp, "%s/%s/response", q->s.base, name) < 0)
+                return;
+        r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
+        if (r < 0) {
+                respond(q, resp, &c, NULL, error);
+                log_wrap(LOG_NOTICE, name, "MQTT: bad command: %s", error);
+                return;
         }
+        if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
+                return;
+        run_command(q, name, &c, resp);
 }
 
 /* ---- the public face ---- */
