@@ -438,6 +438,25 @@ int command_response(const Command *c, const char *data_json, const char *error,
         return 0;
 }
 
+unsigned command_needs(const Command *c) {
+        switch (c->type) {
+        case COMMAND_START:
+        case COMMAND_STOP:
+                return MQTT_ALLOW_SESSIONS;
+        case COMMAND_INJURY:
+                /* Recording one only tightens the rules; resolving one may allow heat at once. */
+                return c->injury[0] ? MQTT_ALLOW_INJURY : MQTT_ALLOW_RESOLVE;
+        case COMMAND_DIARY:
+                return MQTT_ALLOW_DIARY;
+        case COMMAND_PRESCRIPTION:
+                return MQTT_ALLOW_PRESCRIPTION;
+        case COMMAND_ADOPT:
+        case COMMAND_REMOVE:
+                return MQTT_ALLOW_ADOPTION;
+        }
+        return 0; /* unreachable: every type is listed */
+}
+
 /* A topic level we may echo into a response topic: not empty, no separator, no wildcard. */
 static bool copy_level(const char *s, size_t n, size_t max, char name[static COMMAND_NAME_MAX]) {
         if (n == 0 || n >= max || n >= COMMAND_NAME_MAX || memchr(s, '+', n) || memchr(s, '#', n))

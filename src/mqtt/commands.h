@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "rules.h"
 
 #define COMMAND_ERROR_MAX    160
@@ -77,6 +78,9 @@ typedef struct Command {
  */
 int command_parse(const char *request, const char *payload, size_t n, Command *ret,
                   char error[static COMMAND_ERROR_MAX]);
+
+/* The one MQTT_ALLOW_* bit of [mqtt] commands that a parsed command needs. */
+unsigned command_needs(const Command *c);
 
 /* The response JSON {"status":"ok"|"error","data":...,"error":...,"transaction":...}.
  * data_json may be NULL (then {}), error NULL for "ok". Returns 0 or -ENOMEM. */

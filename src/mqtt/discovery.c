@@ -183,6 +183,7 @@ typedef struct WrapEntity {
         const char *object;
         const char *name;
         bool wrap_availability;       /* false: shown even when the wrap is away (connectivity) */
+        unsigned needs;               /* MQTT_ALLOW_*: not announced (cleared) unless [mqtt] commands allows it */
 } WrapEntity;
 
 int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, DiscoveryMsg **ret, size_t *ret_n) {
@@ -197,12 +198,12 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                 { "sensor",        "cold_days_7d",      "Cold days (7 days)", false },
                 { "binary_sensor", "connected",         "Connected",         false },
                 { "binary_sensor", "heat_allowed",      "Heat allowed",      false },
-                { "button",        "start_cold",        "Start cold",        true  },
-                { "button",        "start_heat",        "Start heat",        true  },
-                { "button",        "stop",              "Stop",              true  },
-                { "button",        "injured_today",     "Injured today",     false },
-                { "text",          "injury_date",       "Injury date",       false },
-                { "number",        "pain",              "Pain score",        false },
+                { "button",        "start_cold",        "Start cold",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "start_heat",        "Start heat",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "stop",              "Stop",              true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "injured_today",     "Injured today",     false , MQTT_ALLOW_INJURY },
+                { "text",          "injury_date",       "Injury date",       false , MQTT_ALLOW_INJURY },
+                { "number",        "pain",              "Pain score",        false , MQTT_ALLOW_DIARY },
                 { "event",         "session",           "Session",           false },
         };
         const char *base = base_of(c);
@@ -224,7 +225,8 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
 
                 snprintf(uid, sizeof uid, "%s_%s", d->wrap, e->object);
                 snprintf(oid, sizeof oid, "kneewrap_%s_%s", d->wrap + (strncmp(d->wrap, "wrap_", 5) == 0 ? 5 : 0), e->object);
-                if (clear) {
+                if (clear || (e->needs & ~c->mqtt_commands)) {
+                        /* Cleared, also when it was announced before [mqtt] commands refused it. */
                         add(&b, e->component, d->wrap, e->object, json_object(), true);
                         continue;
                 }
@@ -300,7 +302,9 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "state_topic", json_string(state));
                         set(&b, o, "value_template", json_string("{{ value_json.injury_date or '' }}"));
                         set(&b, o, "command_template", json_string("{\"injury\": {{ value | tojson }}}"));
-                        set(&b, o, "pattern", json_string("^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"));
+                        /* Emptied, the text resolves the injury: offered only when MQTT may. */
+                        set(&b, o, "pattern", json_string(c->mqtt_commands & MQTT_ALLOW_RESOLVE
+                                                          ? "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$" : "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"));
                         set(&b, o, "min", json_integer(0));
                         set(&b, o, "max", json_integer(10));
                 } else if (streq(e->object, "pain")) {
@@ -397,6 +401,10 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "outbox_depth", o, false);
 
+        if (!(c->mqtt_commands & MQTT_ALLOW_ADOPTION)) {
+                add(&b, "button", node, "adopt", json_object(), true);
+                goto done;
+        }
         o = bridge_entity(&b, node, "adopt", "Adopt a wrap (2 min)");
         if (o) {
                 set(&b, o, "command_topic", json_string(adopt));
@@ -404,7 +412,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
                 set(&b, o, "entity_category", json_string("config"));
         }
         add(&b, "button", node, "adopt", o, false);
-
+done:
         if (b.error < 0) {
                 discovery_msgs_free(b.msgs, b.n);
                 return b.error;

@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from kwmqtt import Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
 from kwtestutil import private_bus, wait_for  # noqa: F401
 
 A, B = 'AA:BB:CC:DD:EE:01', 'AA:BB:CC:DD:EE:02'
@@ -38,7 +38,7 @@ def render(template, value):
 
 def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('#',))
-    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B), extra=ALL_COMMANDS)
     try:
         col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
         # A refused request each, so that the session topics (the event entities) have been published.
@@ -129,7 +129,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
 
 def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('homeassistant/#', 'kneewrap/#'))
-    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B), extra=ALL_COMMANDS)
     try:
         col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
         col.clear()
