@@ -816,10 +816,14 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
                  * only with a record, or as the day turns. Query for them only then. */
                 snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
                          v.last ? session_outcome_to_string(v.last->outcome) : "", clock_format_date(now, today));
-                /* [since, until): until is the next second, so a record of this very second counts. */
+                /* Whole local days, today included: the one definition (store.h). */
+                int64_t since7, since30, until;
                 if ((force || !streq(key, k->compliance_for)) &&
-                    store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
-                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now + 1, &c30) >= 0 &&
+                    clock_local_day_start(now, 6, &since7) >= 0 &&
+                    clock_local_day_start(now, 29, &since30) >= 0 &&
+                    clock_local_day_start(now, -1, &until) >= 0 &&
+                    store_compliance(m->store, k->wrap, since7, until, &c7) >= 0 &&
+                    store_compliance(m->store, k->wrap, since30, until, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
                         snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
