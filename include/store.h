@@ -1,6 +1,7 @@
 /* store: every durable fact in one SQLite database in WAL mode. */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +17,17 @@
  */
 
 typedef struct Store Store;
+
+/*
+ * The one answer to "does this error mean the store itself is broken?": a full disk, an I/O
+ * error or corrupt file, a read-only file system, permissions. The daemon then closes the
+ * store, refuses sessions as store_unavailable and retries with backoff. Every other error is
+ * about the call, not the store: -EBUSY (another writer holds the lock: try again),
+ * -ENOENT, -EEXIST, -EINVAL, -ENOMEM.
+ */
+static inline bool store_is_broken(int r) {
+        return r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM;
+}
 
 /* Opens (creating if needed) and migrates to the current schema (PRAGMA user_version). */
 int store_open(const char *path, Store **ret);

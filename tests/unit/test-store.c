@@ -591,6 +591,58 @@ static void test_date_only_injury_berlin(void **state) {
         set_tz("UTC");
 }
 
+/* Past 2038-01-19 03:14:07 UTC a 32-bit time_t wraps: on armhf (built with _TIME_BITS=64,
+ * run under qemu-user in CI) the store keeps, reads back and decides on dates after it. */
+static void test_after_2038(void **state) {
+        Fixture *f = *state;
+        RulesPrescription def;
+        RulesState rs;
+        RulesDecision d;
+        SessionRecord r, got;
+        struct tm tm;
+        char iso[CLOCK_ISO_MAX];
+        int64_t recorded, day_end, from;
+
+        assert_int_equal(sizeof(time_t), 8);
+        rules_prescription_default(&def);
+        set_tz("UTC");
+        tm = (struct tm) { .tm_year = 139, .tm_mon = 2, .tm_mday = 1, .tm_hour = 10 };    /* 2039-03-01 10:00 */
+        recorded = (int64_t) timegm(&tm);
+        assert_true(recorded > INT32_MAX);
+        tm = (struct tm) { .tm_year = 139, .tm_mon = 2, .tm_mday = 2 };                   /* its day's end */
+        day_end = (int64_t) timegm(&tm);
+
+        /* A date-only injury that day: R2 waits 7 days from the day's end. */
+        assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2039-03-01", recorded), 0);
+        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
+        assert_true(rs.has_injury);
+        assert_int_equal(rs.injury_at, day_end);
+        d = rules_decide(&rs, &(RulesEvent) { .type = RULES_EVENT_START, .mode = THERAPY_HEAT }, day_end + 2 * RULES_DAY_S);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_HEAT_TOO_SOON);
+        assert_int_equal(d.minutes_left, 5 * 24 * 60);
+        assert_false(rules_heat_allowed(&rs, day_end + 7 * RULES_DAY_S - 1, &from));
+        assert_int_equal(from, day_end + 7 * RULES_DAY_S);
+        d = rules_decide(&rs, &(RulesEvent) { .type = RULES_EVENT_START, .mode = THERAPY_HEAT }, day_end + 7 * RULES_DAY_S);
+        assert_int_equal(d.action, RULES_START);
+        assert_int_equal(d.deadline, day_end + 7 * RULES_DAY_S + d.duration_s);
+
+        /* A cold session then: stored, read back to the second, and R6 rests from its end. */
+        r = session("c0000000-0000-4000-8000-000000002039", WRAP_A, THERAPY_COLD, day_end + 8 * RULES_DAY_S, 900,
+                    OUTCOME_COMPLETED);
+        assert_int_equal(store_session_put(f->s, &r, NULL), 0);
+        assert_int_equal(store_last_session(f->s, WRAP_A, &got), 0);
+        assert_string_equal(got.session_id, r.session_id);
+        assert_int_equal(got.started_at, r.started_at);
+        assert_int_equal(got.ended_at, r.ended_at);
+        assert_string_equal(clock_format_iso(got.started_at, iso), "2039-03-10T00:00:02+00:00");
+        assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
+        assert_int_equal(rs.last_cold_end, r.ended_at);
+        d = rules_decide(&rs, &(RulesEvent) { .type = RULES_EVENT_START, .mode = THERAPY_COLD }, r.ended_at + 60);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_REST_INTERVAL);
+}
+
 /* ---- sessions ---- */
 
 static void test_sessions(void **state) {
@@ -1324,6 +1376,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_date_only_injury_berlin, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sessions, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_diary_alerts, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_after_2038, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_outbox, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_compliance, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_migrate_alerts_from_v1, setup, teardown),
