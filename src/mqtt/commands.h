@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record.h"
 #include "rules.h"
 
 #define COMMAND_ERROR_MAX    160
@@ -20,16 +21,6 @@ typedef enum CommandType {
         COMMAND_REMOVE,          /* bridge/request/remove {"wrap":"wrap_..."} */
         COMMAND_PRESCRIPTION,    /* bridge/request/prescription {"wrap":..., "cold_s":...} */
 } CommandType;
-
-/* Which prescription fields a request sets; the others keep their value in force. */
-enum {
-        RX_COLD_S          = 1 << 0,
-        RX_COLD_SETPOINT   = 1 << 1,
-        RX_HEAT_S          = 1 << 2,
-        RX_HEAT_SETPOINT   = 1 << 3,
-        RX_HEAT_WAIT_S     = 1 << 4,
-        RX_COLD_REST_S     = 1 << 5,
-};
 
 typedef struct Command {
         CommandType type;
@@ -47,7 +38,7 @@ typedef struct Command {
 
         unsigned adopt_seconds;                  /* ADOPT: 0 closes adoption */
 
-        RulesPrescription rx;                    /* PRESCRIPTION: the fields in rx_set */
+        RulesPrescription rx;                    /* PRESCRIPTION: the fields in rx_set (RX_*) */
         unsigned rx_set;
 } Command;
 

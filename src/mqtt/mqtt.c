@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "commands.h"
 #include "discovery.h"
+#include "door.h"
 #include "log.h"
 #include "manager.h"
 #include "mqtt.h"
@@ -213,13 +213,6 @@ static uint64_t now_mono(Mqtt *q) {
         return t;
 }
 
-static uint64_t random_u64(void) {
-        uint64_t x = 0;
-        if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
-                x = clock_mono_usec() * 6364136223846793005ULL + 1442695040888963407ULL;
-        return x;
-}
-
 /* Logs a failure once at `level`; the same failure again only at debug level. */
 static void report(Mqtt *q, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void report(Mqtt *q, int level, const char *fmt, ...) {
@@ -405,17 +398,10 @@ static void drop_connection(Mqtt *q) {
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void schedule_retry(Mqtt *q) {
-        uint64_t base, delay;
-        unsigned shift = q->attempts < 7 ? q->attempts : 6;
+        /* 1 s, 2 s, 4 s ... 60 s, with jitter so that gateways spread out. */
+        uint64_t delay = backoff_usec(q->attempts, BACKOFF_MIN_USEC, BACKOFF_MAX_USEC, random_u64());
         int r;
 
-        /* 1 s, 2 s, 4 s ... 60 s, each scaled by a random 0.5–1.0 so that gateways spread out. */
-        base = BACKOFF_MIN_USEC << shift;
-        if (base > BACKOFF_MAX_USEC)
-                base = BACKOFF_MAX_USEC;
-        delay = base / 2 + random_u64() % (base / 2 + 1);
-        if (delay < BACKOFF_MIN_USEC)
-                delay = BACKOFF_MIN_USEC;
         q->attempts++;
 
         q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
@@ -514,8 +500,11 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
                 /* PUBACK: only now may the record leave the outbox. */
                 if (m->store) {
                         r = store_outbox_ack(m->store, q->inflight[i].id);
-                        if (r < 0 && r != -ENOENT)
+                        if (store_is_broken(r))
                                 manager_store_failed(m, r);
+                        else if (r < 0 && r != -ENOENT)
+                                log_error_errno(r, "MQTT: cannot take message %" PRId64 " out of the outbox: %m",
+                                                q->inflight[i].id);
                 }
                 memmove(q->inflight + i, q->inflight + i + 1, (q->n_inflight - i - 1) * sizeof(Inflight));
                 q->n_inflight--;
@@ -632,7 +621,9 @@ static void outbox_send(Mqtt *q) {
 
                 r = store_outbox_peek(m->store, q->last_sent_id, want, &msgs, &n);
                 if (r < 0) {
-                        manager_store_failed(m, r);
+                        /* Busy: the next flush tries again. */
+                        if (store_is_broken(r))
+                                manager_store_failed(m, r);
                         return;
                 }
                 for (size_t i = 0; i < n; i++) {
@@ -651,7 +642,8 @@ static void outbox_send(Mqtt *q) {
                                 r = store_outbox_ack(m->store, msgs[i].id);
                                 if (r < 0 && r != -ENOENT) {
                                         outbox_msgs_free(msgs, n);
-                                        manager_store_failed(m, r);
+                                        if (store_is_broken(r))
+                                                manager_store_failed(m, r);
                                         return;
                                 }
                         } else
@@ -816,10 +808,14 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
                  * only with a record, or as the day turns. Query for them only then. */
                 snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
                          v.last ? session_outcome_to_string(v.last->outcome) : "", clock_format_date(now, today));
-                /* [since, until): until is the next second, so a record of this very second counts. */
+                /* Whole local days, today included: the one definition (store.h). */
+                int64_t since7, since30, until;
                 if ((force || !streq(key, k->compliance_for)) &&
-                    store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
-                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now + 1, &c30) >= 0 &&
+                    clock_local_day_start(now, 6, &since7) >= 0 &&
+                    clock_local_day_start(now, 29, &since30) >= 0 &&
+                    clock_local_day_start(now, -1, &until) >= 0 &&
+                    store_compliance(m->store, k->wrap, since7, until, &c7) >= 0 &&
+                    store_compliance(m->store, k->wrap, since30, until, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
                         snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
@@ -1034,7 +1030,7 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 SessionRecord rec;
 
                 memset(&rec, 0, sizeof rec);
-                r = manager_request_start(m, wrap, c->mode, SOURCE_MQTT, &rec, &error);
+                r = door_start(m, wrap, c->mode, SOURCE_MQTT, 0, &rec, &error);
                 if (r >= 0 && rec.session_id[0])
                         (void) payload_session(&rec, &data);
                 if (r >= 0 && rec.outcome == OUTCOME_REFUSED) {
@@ -1049,59 +1045,33 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 break;
         }
         case COMMAND_STOP:
-                r = manager_request_stop(m, wrap, SOURCE_MQTT, &error);
+                r = door_stop(m, wrap, SOURCE_MQTT, &error);
                 break;
         case COMMAND_INJURY: {
                 const char *v = c->injury[0] ? c->injury : NULL;
                 if (v && streq(v, "today"))
                         v = clock_format_date(manager_now(m), date);
-                r = manager_set_injury(m, wrap, v, &error);
+                r = door_set_injury(m, wrap, v, &error);
                 break;
         }
         case COMMAND_DIARY: {
                 DiaryEntry e = c->diary;
                 if (e.at == 0)
                         e.at = manager_now(m);
-                r = manager_add_diary(m, wrap, &e, &error);
+                r = door_add_diary(m, wrap, &e, &error);
                 break;
         }
         case COMMAND_ADOPT:
-                r = manager_open_adoption(m, c->adopt_seconds);
+                r = door_open_adoption(m, c->adopt_seconds, &error);
                 if (r >= 0 && asprintf(&data, "{\"time\":%u}", c->adopt_seconds) < 0)
                         data = NULL;
                 break;
         case COMMAND_REMOVE:
-                r = manager_remove_wrap(m, wrap, &error);
+                r = door_remove_wrap(m, wrap, &error);
                 break;
-        case COMMAND_PRESCRIPTION: {
-                RulesPrescription rx;
-                bool prescribed;
-
-                if (!m->store) {
-                        r = -EIO;
-                        error = "the store is unavailable";
-                        break;
-                }
-                r = store_prescription_get(m->store, wrap, &m->config.therapy, &rx, &prescribed);
-                if (r < 0) {
-                        error = r == -ENOENT ? "no such wrap" : "the store cannot be read";
-                        break;
-                }
-                if (c->rx_set & RX_COLD_S)
-                        rx.cold_s = c->rx.cold_s;
-                if (c->rx_set & RX_COLD_SETPOINT)
-                        rx.cold_setpoint = c->rx.cold_setpoint;
-                if (c->rx_set & RX_HEAT_S)
-                        rx.heat_s = c->rx.heat_s;
-                if (c->rx_set & RX_HEAT_SETPOINT)
-                        rx.heat_setpoint = c->rx.heat_setpoint;
-                if (c->rx_set & RX_HEAT_WAIT_S)
-                        rx.heat_wait_s = c->rx.heat_wait_s;
-                if (c->rx_set & RX_COLD_REST_S)
-                        rx.cold_rest_s = c->rx.cold_rest_s;
-                r = manager_set_prescription(m, wrap, &rx, &error);
+        case COMMAND_PRESCRIPTION:
+                r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, &error);
                 break;
-        }
         }
 
         if (r < 0) {

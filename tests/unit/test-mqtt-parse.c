@@ -232,9 +232,11 @@ static void test_state(void **state) {
         assert_int_equal(state_compliance_json(&c7, &c30, 0, &j), 0);
         assert_string_equal(j,
                 "{\"last_7_days\":{\"cold_completed\":3,\"cold_incomplete\":0,\"cold_refused\":0,"
-                "\"heat_refused\":0,\"minutes\":45,\"days_with_cold\":2},"
+                "\"heat_refused\":0,\"heat_refused_first_week\":0,\"minutes\":45,\"days_with_cold\":2,"
+                "\"runs\":0,\"runs_followed\":0},"
                 "\"last_30_days\":{\"cold_completed\":0,\"cold_incomplete\":0,\"cold_refused\":0,"
-                "\"heat_refused\":1,\"minutes\":0,\"days_with_cold\":0}}");
+                "\"heat_refused\":1,\"heat_refused_first_week\":0,\"minutes\":0,\"days_with_cold\":0,"
+                "\"runs\":0,\"runs_followed\":0}}");
         free(j);
 }
 
