@@ -212,9 +212,12 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
         assert gw.sql('select count(*) from wraps')[0][0] == 1
         assert col.last_json('kneewrap/bridge/info')['adoption_open'] is False
 
-        # Discovery: the adopt button is cleared (empty retained config), the injury date cannot be emptied.
+        # Discovery: the adoption switch and its end are cleared (empty retained configs), the
+        # injury date cannot be emptied.
         col.wait(lambda: col.on(f'homeassistant/text/{w}/injury_date/config'))
-        assert col.last('homeassistant/button/kneewrap_bridge/adopt/config') == b''
+        col.wait(lambda: col.on('homeassistant/switch/kneewrap_bridge/adoption/config'))
+        assert col.last('homeassistant/switch/kneewrap_bridge/adoption/config') == b''
+        assert col.last('homeassistant/sensor/kneewrap_bridge/adoption_ends/config') == b''
         assert col.last_json(f'homeassistant/text/{w}/injury_date/config')['pattern'] == '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
         assert col.last_json(f'homeassistant/button/{w}/start_cold/config')['command_topic'] == set_t
     finally:
