@@ -195,6 +195,11 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                                 settings_done(&s);
                                 return log_error_errno(r, "MQTT: cannot read the credential %s: %s", p, strerror(abs(r)));
                         }
+                        /* The unit's SetCredential= default when the file is missing: no password. */
+                        if (s.password && !s.password[0]) {
+                                free(s.password);
+                                s.password = NULL;
+                        }
                 }
         }
         if (s.password && !s.username) {
