@@ -32,6 +32,9 @@
  *   -EAGAIN   the store is unavailable (closed after a failure, being retried)
  *   store_is_broken(r): the store failed during the action; it is now unavailable
  *   -EBUSY    the store is busy (another writer): try again
+ *   -ENOBUFS  (door_start) the wrap had a request decided less than a second ago (scaled
+ *             clock): this one is dropped, neither decided nor recorded, and counted in
+ *             m->requests_dropped (bridge/health), so a flood cannot fill the store
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.
  */

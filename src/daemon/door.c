@@ -1,5 +1,6 @@
 /* door: the one door: every action that changes the gateway's state (see door.h). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,6 +335,45 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
         return 0;
 }
 
+/* When a wrap's last session request was decided: one entry per adopted wrap that asked. */
+typedef struct DoorRate {
+        char wrap[WRAP_ID_MAX];
+        uint64_t decided_usec;       /* clock_mono_usec(), the scaled clock */
+} DoorRate;
+
+/*
+ * At most one session request per wrap per second is decided: every decision is a record, so
+ * a flood (a stuck button, a script on the broker) would otherwise fill the store. The extra
+ * ones are dropped before anything is recorded, and counted.
+ */
+static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
+        uint64_t now = clock_mono_usec();
+        DoorRate *d = NULL;
+
+        for (size_t i = 0; i < m->n_rates && !d; i++)
+                if (streq(m->rates[i].wrap, wrap))
+                        d = m->rates + i;
+        if (!d) {
+                DoorRate *n = realloc(m->rates, (m->n_rates + 1) * sizeof *n);
+                if (!n) {
+                        set_error(ret_error, "out of memory");
+                        return -ENOMEM;
+                }
+                m->rates = n;
+                d = m->rates + m->n_rates++;
+                snprintf(d->wrap, sizeof d->wrap, "%s", wrap);
+        } else if (now - d->decided_usec < USEC_PER_SEC) {
+                /* Logged once per 100 so that the flood does not fill the journal instead. */
+                if (m->requests_dropped++ % 100 == 0)
+                        log_wrap(LOG_WARNING, wrap, "More than one session request a second: dropped, not recorded "
+                                 "(%" PRIu64 " dropped since start).", m->requests_dropped);
+                set_error(ret_error, "too many requests: at most one a second per wrap; this one was dropped");
+                return -ENOBUFS;
+        }
+        d->decided_usec = now;
+        return 0;
+}
+
 int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source, uint64_t press_usec,
                SessionRecord *ret_record, const char **ret_error) {
         Wrap *w;
@@ -344,6 +384,9 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
                 return -EINVAL;
         }
         r = session_wrap(m, wrap, &w, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, ret_error);
         if (r < 0)
                 return r;
         return wrap_request_start(w, mode, source, press_usec, ret_record, ret_error);

@@ -903,6 +903,7 @@ static void publish_health(Mqtt *q) {
                 .store_ok = m->store != NULL,
                 .mqtt_reconnects = m->mqtt_reconnects,
                 .malformed = m->malformed,
+                .requests_dropped = m->requests_dropped,
         };
         char *json = NULL;
 
@@ -1095,6 +1096,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 break;
         }
 
+        if (r == -ENOBUFS)
+                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
         if (r < 0) {
                 respond(q, response_topic, c, NULL, err_text(r, error, buf));
                 log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s", err_text(r, error, buf));

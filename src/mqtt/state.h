@@ -53,5 +53,6 @@ typedef struct BridgeHealth {
         uint64_t outbox_depth;
         uint64_t mqtt_reconnects;
         uint64_t malformed;
+        uint64_t requests_dropped;
 } BridgeHealth;
 int state_bridge_health_json(const BridgeHealth *h, char **ret);
