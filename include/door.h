@@ -6,6 +6,7 @@
 #include "manager.h"
 #include "record.h"
 #include "rules.h"
+#include "util.h"
 
 /*
  * The wrap's button, MQTT (mqtt/mqtt.c), D-Bus (daemon/bus-api.c) and so kneewrapctl all
@@ -38,6 +39,12 @@
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.
  */
+
+/* When a wrap's last session request was decided (Manager.rates): one per wrap that asked. */
+typedef struct DoorRate {
+        char wrap[WRAP_ID_MAX];
+        uint64_t decided_usec;       /* clock_mono_usec(), the scaled clock */
+} DoorRate;
 
 /* Sessions. press_usec: mono_usec() when the wrap's button was pressed, for the latency
  * figures; 0 for every other asker. */

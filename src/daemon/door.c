@@ -335,12 +335,6 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
         return 0;
 }
 
-/* When a wrap's last session request was decided: one entry per adopted wrap that asked. */
-typedef struct DoorRate {
-        char wrap[WRAP_ID_MAX];
-        uint64_t decided_usec;       /* clock_mono_usec(), the scaled clock */
-} DoorRate;
-
 /*
  * At most one session request per wrap per second is decided: every decision is a record, so
  * a flood (a stuck button, a script on the broker) would otherwise fill the store. The extra
@@ -362,7 +356,7 @@ static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
                 m->rates = n;
                 d = m->rates + m->n_rates++;
                 snprintf(d->wrap, sizeof d->wrap, "%s", wrap);
-        } else if (now - d->decided_usec < USEC_PER_SEC) {
+        } else if (now < d->decided_usec + USEC_PER_SEC) {
                 /* Logged once per 100 so that the flood does not fill the journal instead. */
                 if (m->requests_dropped++ % 100 == 0)
                         log_wrap(LOG_WARNING, wrap, "More than one session request a second: dropped, not recorded "
