@@ -14,11 +14,12 @@ WRAP_OBJECTS = {
     'sensor': {'skin_temperature', 'pack_temperature', 'battery', 'therapy', 'remaining', 'last_session',
                'heat_allowed_from', 'cold_days_7d'},
     'binary_sensor': {'connected', 'heat_allowed'},
-    'button': {'start_cold', 'start_heat', 'stop', 'injured_today'},
+    'button': {'start_cold', 'start_heat', 'stop', 'injured_today', 'ran'},
     'text': {'injury_date'},
     'number': {'pain'},
-    'event': {'session'},
+    'event': {'session', 'alert'},
 }
+WRAP_ENTITIES = sum(len(v) for v in WRAP_OBJECTS.values())
 
 
 def configs(col):
@@ -40,7 +41,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
     col = Collector(broker, topics=('#',))
     gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
     try:
-        col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
+        col.wait(lambda: len(configs(col)) == 2 * WRAP_ENTITIES + 4)
         # A refused request each, so that the session topics (the event entities) have been published.
         for w in gw.wraps:
             n = len(col.on('kneewrap/bridge/response/injury'))
@@ -131,11 +132,11 @@ def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):
     col = Collector(broker, topics=('homeassistant/#', 'kneewrap/#'))
     gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
     try:
-        col.wait(lambda: len(configs(col)) == 2 * 17 + 4)
+        col.wait(lambda: len(configs(col)) == 2 * WRAP_ENTITIES + 4)
         col.clear()
         t0 = time.monotonic()
         col.publish('homeassistant/status', 'online')
-        col.wait(lambda: len(configs(col)) == 2 * 17 + 4, timeout=10)
+        col.wait(lambda: len(configs(col)) == 2 * WRAP_ENTITIES + 4, timeout=10)
         assert time.monotonic() - t0 >= 0.9          # after a short random delay, not at once
         col.wait(lambda: col.on(f'kneewrap/{gw.wraps[0]}/state'))
 
@@ -145,7 +146,7 @@ def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):
         col.wait(lambda: col.on('kneewrap/bridge/response/remove'))
         assert col.last_json('kneewrap/bridge/response/remove') == {'status': 'ok', 'data': {}, 'transaction': 'rm'}
         col.wait(lambda: sum(1 for t, p, _ in col.messages
-                             if t.startswith(f'homeassistant/') and f'/{gw.wraps[1]}/' in t and p == b'') == 17)
+                             if t.startswith(f'homeassistant/') and f'/{gw.wraps[1]}/' in t and p == b'') == WRAP_ENTITIES)
         for leaf in ('state', 'availability', 'compliance'):
             col.wait(lambda: col.on(f'kneewrap/{gw.wraps[1]}/{leaf}') and
                      col.on(f'kneewrap/{gw.wraps[1]}/{leaf}')[-1][0] == b'')
