@@ -41,6 +41,9 @@ void mqtt_kick(Mqtt *q);
  */
 void mqtt_wrap_changed(Mqtt *q, const char *wrap);
 
+/* A record that counts in compliance but is no session (a run) was added: recompute it. */
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap);
+
 /* A wrap's patient profile changed: its discovery (the device name is the label) again. */
 void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap);
 

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #include "config.h"
 #include "record.h"
@@ -16,6 +17,8 @@
 
 /* A session record with exactly the fields of therapy-rules.md. */
 int payload_session(const SessionRecord *rec, char **ret_json);
+/* The same as a jansson object (a new reference), or NULL without memory. */
+json_t *payload_session_json(const SessionRecord *rec);
 
 /* The outbox message for a finished session: <base>/<wrap>/session, QoS 1, not retained. */
 int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *ret);

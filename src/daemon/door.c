@@ -455,7 +455,7 @@ int door_record_run(Manager *m, const RunRecord *run, int64_t *ret_id, const cha
                  r0.minutes, r0.meters / 1000.0, RUN_FOLLOW_WINDOW_S / 60);
         if (ret_id)
                 *ret_id = id;
-        mqtt_wrap_changed(m->mqtt, r0.wrap);
+        mqtt_wrap_compliance_changed(m->mqtt, r0.wrap);
         return 0;
 }
 

@@ -1308,6 +1308,16 @@ void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
         schedule_flush(q);
 }
 
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->compliance_for[0] = '\0';
+        k->dirty = true;
+        schedule_flush(q);
+}
+
 void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {
         KnownWrap *k;
 

@@ -136,6 +136,10 @@ int payload_session(const SessionRecord *rec, char **ret_json) {
         return dump(session_json(rec), ret_json);
 }
 
+json_t *payload_session_json(const SessionRecord *rec) {
+        return session_json(rec);
+}
+
 static int topic_for(const Config *c, const char *wrap, const char *leaf, char **ret) {
         char *t;
 
