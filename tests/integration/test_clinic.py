@@ -63,7 +63,9 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
     fast_bus.mock.AddWrap(a)
     col = Collector(broker, topics=('kneewrap/#', 'homeassistant/#'))
     signals = Signals(fast_bus.address, str(tmp_path / 'signals.log'))
-    g = gw(allow=[a], extra=f'\n[mqtt]\nhost = 127.0.0.1\nport = {broker.port}\nkeepalive = 10\n')
+    # Acknowledging alerts over MQTT is a clinic's call: allowed here on purpose.
+    g = gw(allow=[a], extra=f'\n[mqtt]\nhost = 127.0.0.1\nport = {broker.port}\nkeepalive = 10\n'
+                              'commands = sessions diary runs injury alerts\n')
     conn = dbus.bus.BusConnection(fast_bus.address)
     set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
     try:
