@@ -84,3 +84,10 @@ int session_outcome_from_string(const char *s);
 const char *refusal_reason_to_string(RefusalReason r);     /* NULL for REFUSAL_NONE */
 int refusal_reason_from_string(const char *s);
 RefusalReason refusal_from_deny(DenyReason d);
+
+/*
+ * R10: gives a record taken before the clock was trusted its true times, wall0 being the
+ * trusted wall clock's reading at the start of the record's boot; clock_synced turns true.
+ * False (and nothing changed) when it was synced already or a time has no boot stamp.
+ */
+bool record_correct_times(SessionRecord *rec, int64_t wall0);

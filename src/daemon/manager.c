@@ -84,10 +84,10 @@ void manager_update_status(Manager *m) {
                 snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
 
         if (!m->store)
-                snprintf(line, sizeof line, "Store unavailable: %s — refusing sessions; %s, %s",
-                         store_problem(m->store_error), ble, mqtt);
+                snprintf(line, sizeof line, "Store unavailable: %s — refusing sessions; %s, %s, %s",
+                         store_problem(m->store_error), ble, mqtt, manager_clock_status(m));
         else
-                snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
+                snprintf(line, sizeof line, "%s, %s, store OK, %s", ble, mqtt, manager_clock_status(m));
 
         if (!m->status || !streq(m->status, line)) {
                 free(m->status);
@@ -132,9 +132,15 @@ static int store_try_open(Manager *m) {
 
 static void store_now_available(Manager *m) {
         /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
+        int64_t newest;
+
+        if (store_newest_time(m->store, &newest) >= 0 && newest > m->newest_wall)
+                m->newest_wall = newest;
         (void) wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
+        m->clock_was_trusted = false;   /* records taken while the store was away may need correcting */
+        manager_clock_check(m);
 }
 
 static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -468,6 +474,7 @@ Manager *manager_free(Manager *m) {
         m->bluez = bluez_free(m->bluez);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
+        manager_time_free(m);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         m->api = bus_api_free(m->api);
         m->bus = sd_bus_flush_close_unref(m->bus);
@@ -549,6 +556,11 @@ int manager_new(const char *config_path, Manager **ret) {
         if (store_try_open(m) < 0)
                 store_retry_schedule(m);
 
+        /* R10: before any wrap or request, the clocks and what they may be trusted for. */
+        r = manager_time_setup(m);
+        if (r < 0)
+                return r;
+
         /* MQTT */
         if (m->config.mqtt_host) {
                 r = mqtt_new(m, &m->mqtt);
@@ -611,6 +623,7 @@ int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, co
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
+        bool trusted;
         int r;
 
         r = need_store(m, ret_error);
@@ -633,26 +646,67 @@ int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, co
                 return 0;
         }
 
+        /* R10: "today" and "now" are the moment of entry. With no trusted clock the date is not
+         * known: it counts from that moment (the boot clock) and is dated once the clock syncs. */
+        if (streq(iso_or_null, "today") || streq(iso_or_null, "now")) {
+                RulesTime rec = { .wall_ok = manager_clock_trusted(m) };
+
+                manager_stamp(m, &rec.wall, &rec.boot_s);
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                if (rec.wall_ok) {
+                        if (streq(iso_or_null, "today"))
+                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL);
+                        else
+                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL);
+                } else if (!m->boot_id[0]) {
+                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
+                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
+                        return -EAGAIN;
+                } else
+                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null);
+                if (r < 0)
+                        return store_fail(m, r, "recording the injury", ret_error);
+                manager_time_stored(m, rec.wall, rec.wall_ok);
+                log_wrap(LOG_INFO, wrap, "Injury recorded: %s%s; heat is refused for the wait after it (R2).",
+                         iso_or_null, rec.wall_ok ? "" : " (the clock is not synchronised: it counts from this "
+                         "moment and gets its date when the clock syncs, R10)");
+                outbox_changed(m);
+                (void) r8_check(m, wrap, now);
+                return 0;
+        }
+
         r = clock_parse_iso(iso_or_null, &at, &date_only);
         if (r < 0) {
                 set_error(ret_error, "\"%s\" is not a date (YYYY-MM-DD) or a date and time "
                           "(YYYY-MM-DDTHH:MM[:SS], optionally Z or ±HH:MM)", iso_or_null);
                 return -EINVAL;
         }
-        if (date_only) {
-                /* A date resolves to the end of that local day; it may be today, not later. */
+        trusted = manager_clock_trusted(m);
+        if (date_only)
                 snprintf(date, sizeof date, "%.10s", iso_or_null);
+        /* "In the future" means something only on a trusted clock (R10); a later injury than
+         * the true one only makes R2 wait longer, so without one the date is taken as given. */
+        if (date_only && trusted) {
+                /* A date resolves to the end of that local day; it may be today, not later. */
                 clock_format_date(now, today);
                 if (strcmp(date, today) > 0) {
                         set_error(ret_error, "the injury date %s is in the future", date);
                         return -EINVAL;
                 }
-        } else if (at > now + FUTURE_SLACK_S) {
+        } else if (trusted && at > now + FUTURE_SLACK_S) {
                 set_error(ret_error, "the injury time %s is in the future", iso_or_null);
                 return -EINVAL;
         }
 
-        r = store_injury_add(m->store, wrap, at, date_only ? date : NULL, now);
+        {
+                RulesTime rec = { .wall_ok = trusted };
+
+                manager_stamp(m, &rec.wall, &rec.boot_s);
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL);
+                if (r >= 0)
+                        manager_time_stored(m, rec.wall, rec.wall_ok);
+        }
         if (r < 0)
                 return store_fail(m, r, "recording the injury", ret_error);
         log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);

@@ -158,3 +158,18 @@ uint8_t deny_reason_wire(DenyReason r) {
         }
         return DENY_OTHER;
 }
+
+/* R10: the times of a record taken before the clock was trusted, from its boot stamps. */
+bool record_correct_times(SessionRecord *rec, int64_t wall0) {
+        /* Every time the record has must have its boot stamp, or it stays unsynced. */
+        if (rec->clock_synced || rec->requested_boot < 0 ||
+            (rec->started_at && rec->started_boot < 0) || (rec->ended_at && rec->ended_boot < 0))
+                return false;
+        rec->requested_at = wall0 + rec->requested_boot;
+        if (rec->started_at)
+                rec->started_at = wall0 + rec->started_boot;
+        if (rec->ended_at)
+                rec->ended_at = wall0 + rec->ended_boot;
+        rec->clock_synced = true;
+        return true;
+}
