@@ -18,9 +18,15 @@ static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
 static int64_t real0;                /* real CLOCK_REALTIME at setup */
 static uint64_t boot0;               /* real CLOCK_BOOTTIME at setup */
 
-static uint64_t now_usec(clockid_t id) {
+static int64_t realtime_usec(void) {
         struct timespec ts;
-        clock_gettime(id, &ts);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * (int64_t) USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+static uint64_t boottime_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
@@ -36,9 +42,9 @@ int clock_setup(void) {
                         return -EINVAL;
         }
         scale = (unsigned) v;
-        mono0 = mono0_real = now_usec(CLOCK_MONOTONIC);
-        boot0 = now_usec(CLOCK_BOOTTIME);
-        real0 = (int64_t) now_usec(CLOCK_REALTIME);
+        mono0 = mono0_real = mono_usec();
+        boot0 = boottime_usec();
+        real0 = realtime_usec();
         return (int) scale;
 }
 
@@ -94,7 +100,7 @@ static bool seam_read(Seam *ret) {
 }
 
 int64_t clock_boot_usec(void) {
-        uint64_t n = now_usec(CLOCK_BOOTTIME);
+        uint64_t n = boottime_usec();
         int64_t b = (int64_t) n;
         Seam seam;
 
@@ -143,19 +149,19 @@ int clock_synchronized(void) {
 }
 
 uint64_t clock_mono_usec(void) {
-        uint64_t n = now_usec(CLOCK_MONOTONIC);
+        uint64_t n = mono_usec();
         if (scale == 1 || mono0_real == 0)
                 return n;
         return mono0 + (n - mono0_real) * scale;
 }
 
 int64_t clock_real_usec(void) {
-        int64_t n = (int64_t) now_usec(CLOCK_REALTIME);
+        int64_t n = realtime_usec();
         Seam seam;
 
         if (scale != 1 && mono0_real != 0)
                 /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
-                n = real0 + (int64_t) ((now_usec(CLOCK_MONOTONIC) - mono0_real) * scale);
+                n = real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
         if (seam_read(&seam))
                 n += seam.wall_offset * (int64_t) USEC_PER_SEC;
         return n;
@@ -189,6 +195,26 @@ char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]) {
         snprintf(buf + n, CLOCK_ISO_MAX - n, "%c%02d:%02d",
                  tm.tm_gmtoff < 0 ? '-' : '+', (int) (off / 60 % 100), (int) (off % 60));
         return buf;
+}
+
+int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec) {
+        char date[11];
+        struct tm tm = { 0 };
+        time_t t;
+        int y, mo, d;
+
+        clock_format_date(at, date);
+        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
+                return -EINVAL;
+        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
+        tm.tm_year = y - 1900;
+        tm.tm_mon = mo - 1;
+        tm.tm_mday = d - back - 1;
+        tm.tm_hour = 12;
+        t = timegm(&tm);
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_unix_sec);
 }
 
 char *clock_format_date(int64_t unix_sec, char buf[static 11]) {

@@ -4,7 +4,7 @@
 import json
 import subprocess
 
-from kwmqtt import Broker, Collector, Gateway
+from kwmqtt import ALL_COMMANDS, Broker, Collector, Gateway
 from kwtestutil import KNEEWRAPD, private_bus, wait_for  # noqa: F401
 
 ACL = '''user gateway
@@ -25,7 +25,7 @@ def test_tls_password_acl(tmp_path, private_bus):  # noqa: F811
     col = Collector(b, topics=('#',), username='ha', password='ha pass')
     pw = tmp_path / 'mqtt-password'
     pw.write_text('gw pass\n')
-    gw = Gateway(tmp_path, private_bus, b, extra=f'username = gateway\npassword_file = {pw}\n')
+    gw = Gateway(tmp_path, private_bus, b, extra=f'username = gateway\npassword_file = {pw}\n' + ALL_COMMANDS)
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
         col.wait(lambda: col.on(f'homeassistant/sensor/{gw.wrap}/skin_temperature/config'))
