@@ -94,6 +94,24 @@ def test_password_from_systemd_credential(tmp_path, private_bus):  # noqa: F811
         b.stop()
 
 
+def test_empty_credential_is_no_password(tmp_path, private_bus):  # noqa: F811
+    """The unit's SetCredential=mqtt-password:\\n default, used when /etc/kneewrap/mqtt-password
+    is missing: one empty line, which means no password (an anonymous broker, no username)."""
+    b = Broker(tmp_path)
+    col = Collector(b, topics=('kneewrap/bridge/state',))
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    (creds / 'mqtt-password').write_text('\n')
+    gw = Gateway(tmp_path, private_bus, b, seed=(), env={'CREDENTIALS_DIRECTORY': str(creds)})
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+        assert gw.d.poll() is None
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
+
+
 def test_mqtt_5_when_configured(tmp_path, private_bus):  # noqa: F811
     b = Broker(tmp_path)
     col = Collector(b, topics=('kneewrap/#',))
