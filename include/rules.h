@@ -171,6 +171,7 @@ enum {
 };
 
 typedef struct DiaryEntry {
+        int64_t id;              /* the store's row id; 0 before it is stored */
         int64_t at;
         uint8_t score;           /* 0..10 */
         DiaryWhere where;
@@ -183,6 +184,8 @@ typedef enum AlertKind {
         ALERT_SEE_PHYSIO_OVERDUE = 1 << 1,  /* R8 at 42 days */
         ALERT_RED_FLAG = 1 << 2,            /* R9, urgent */
         ALERT_SAFETY_STOP = 1 << 3,         /* R5, raised by the daemon with the STOP */
+        ALERT_LOW_BATTERY = 1 << 4,         /* a session asked for with the battery low */
+        ALERT_HEAT_FIRST_WEEK = 1 << 5,     /* heat asked for in the week after an injury (R2) */
 } AlertKind;
 
 /* R9: an entry with swelling after a pop raises ALERT_RED_FLAG at once. */
@@ -203,4 +206,6 @@ const char *request_source_to_string(RequestSource s);      /* "button", "mqtt",
 const char *deny_reason_to_string(DenyReason r);            /* "heat_too_soon", ... "other" */
 const char *diary_where_to_string(DiaryWhere w);            /* "front", "inner", "outer", "back", "below" */
 int diary_where_from_string(const char *s);
-const char *alert_kind_to_string(AlertKind a);              /* "see_physio", "see_physio_overdue", "red_flag", "safety_stop" */
+const char *alert_kind_to_string(AlertKind a);              /* "see_physio", "see_physio_overdue", "red_flag", "safety_stop",
+                                                               "low_battery", "heat_first_week" */
+int alert_kind_from_string(const char *s);                  /* the AlertKind, or -EINVAL */

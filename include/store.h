@@ -56,6 +56,36 @@ int store_wrap_list(Store *s, StoredWrap **ret, size_t *ret_n);
 /* The same as store_wrap_get, removed wraps included: their records still go to a clinic. */
 int store_wrap_get_any(Store *s, const char *wrap, StoredWrap *ret);
 
+/*
+ * The patient behind a wrap, as a clinic knows them: pseudonymous on purpose. The gateway
+ * never stores a name; `label` is what the clinic calls the patient ("Patient 12").
+ */
+typedef enum Knee {
+        KNEE_UNSET,
+        KNEE_LEFT,
+        KNEE_RIGHT,
+        _KNEE_MAX,
+} Knee;
+
+#define PROFILE_TEXT_MAX 64           /* label and clinic_ref, bytes with the NUL */
+
+typedef struct PatientProfile {
+        char wrap[WRAP_ID_MAX];
+        char label[PROFILE_TEXT_MAX];       /* "" when unset */
+        Knee knee;
+        char clinic_ref[PROFILE_TEXT_MAX];  /* the clinic's own reference, "" when unset */
+        int64_t set_at;                     /* 0: never set */
+} PatientProfile;
+
+
+/* The wrap's Device Information service (0x180A), as last read. "" where unknown. */
+typedef struct WrapDeviceInfo {
+        char manufacturer[64];
+        char model[64];
+        char serial[64];
+        char firmware[64];
+} WrapDeviceInfo;
+
 /* Injuries: at is the instant, or with date_only the local date "YYYY-MM-DD" in `date`. */
 int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, int64_t now);
 int store_injury_resolve(Store *s, const char *wrap, int64_t now);
@@ -91,6 +121,32 @@ int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret
 /* Alerts. The R8 ones raised since `since` (an injury's start), as an AlertKind mask. */
 int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, OutboxMsg *msg);
 int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret_mask);
+
+#define ALERT_TEXT_MAX 256
+
+/* An alert as stored: what a clinic sees and acknowledges. */
+typedef struct AlertRecord {
+        int64_t id;                   /* the store's row id: what --ack takes */
+        char wrap[WRAP_ID_MAX];
+        AlertKind kind;
+        int64_t at;
+        char text[ALERT_TEXT_MAX];    /* a sentence for people */
+        int64_t acked_at;             /* 0: not acknowledged (open) */
+} AlertRecord;
+
+
+/* A run the runner logged: cold should follow it within RUN_FOLLOW_WINDOW_S of its end. */
+#define RUN_FOLLOW_WINDOW_S 3600
+
+typedef struct RunRecord {
+        int64_t id;
+        char wrap[WRAP_ID_MAX];
+        int64_t ended_at;             /* when the run ended ("I just ran": now) */
+        uint32_t minutes;             /* 0: not given */
+        uint32_t meters;              /* 0: not given */
+        RequestSource source;
+        int64_t recorded_at;
+} RunRecord;
 
 /* The outbox, in order. A message leaves it only with store_outbox_ack (after PUBACK). */
 int store_outbox_add(Store *s, OutboxMsg *msg);

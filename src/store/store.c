@@ -141,7 +141,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DIARY_ADD] =
                 "INSERT INTO diary (wrap, at, score, location, flags) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_DIARY_LIST] =
-                "SELECT at, score, location, flags FROM diary WHERE wrap = ?1 AND at >= ?2 "
+                "SELECT at, score, location, flags, id FROM diary WHERE wrap = ?1 AND at >= ?2 "
                 "ORDER BY at, id",
         [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at) VALUES (?1, ?2, ?3)",
         [STMT_ALERTS_RAISED] =
@@ -1395,6 +1395,7 @@ int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret
                         return store_errorf(s, -EBADMSG, "a diary entry has a place this build cannot read");
                 }
                 list[n++] = (DiaryEntry) {
+                        .id = sqlite3_column_int64(st, 4),
                         .at = sqlite3_column_int64(st, 0),
                         .score = (uint8_t) sqlite3_column_int(st, 1),
                         .where = (DiaryWhere) where,

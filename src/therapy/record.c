@@ -74,10 +74,23 @@ const char *alert_kind_to_string(AlertKind a) {
                 return "red_flag";
         case ALERT_SAFETY_STOP:
                 return "safety_stop";
+        case ALERT_LOW_BATTERY:
+                return "low_battery";
+        case ALERT_HEAT_FIRST_WEEK:
+                return "heat_first_week";
         case ALERT_NONE:
                 break;
         }
         return NULL;
+}
+
+int alert_kind_from_string(const char *s) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+                const char *name = alert_kind_to_string((AlertKind) (1u << bit));
+                if (s && name && streq(s, name))
+                        return (int) (1u << bit);
+        }
+        return -EINVAL;
 }
 
 static const char *const session_outcome_table[_OUTCOME_MAX] = {

@@ -725,6 +725,9 @@ static void test_diary_alerts(void **state) {
         assert_int_equal(n, 2);
         assert_diary_equal(&list[0], &e1);
         assert_diary_equal(&list[1], &e2);
+        /* Each carries its row id: what names it in FHIR (fhir.h). */
+        assert_true(list[0].id > 0);
+        assert_true(list[1].id > list[0].id);
         free(list);
         assert_int_equal(store_diary_list(f->s, WRAP_A, 1500, &list, &n), 0);
         assert_int_equal(n, 1);
