@@ -1577,6 +1577,7 @@ int store_diary_get(Store *s, int64_t id, char wrap[static WRAP_ID_MAX], DiaryEn
                 return store_errorf(s, -EBADMSG, "diary entry %lld has a place this build cannot read", (long long) id);
         snprintf(wrap, WRAP_ID_MAX, "%s", (const char *) sqlite3_column_text(st, 0));
         *ret = (DiaryEntry) {
+                .id = id,
                 .at = sqlite3_column_int64(st, 1),
                 .score = (uint8_t) sqlite3_column_int(st, 2),
                 .where = (DiaryWhere) where,

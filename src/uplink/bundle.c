@@ -91,8 +91,8 @@ static WrapRef *wrap_find(Builder *b, const char *wrap) {
 }
 
 /*
- * The first time a wrap is named, its Patient and Device are added. A Bundle holds at most
- * `batch` records, so at most that many wraps: the array was sized for it.
+ * The first time a wrap is named, its Patient and Device are added (2 entries). A Bundle
+ * holds at most max_entries, so at most that many wraps: the array was sized for it.
  */
 static int wrap_ref(Builder *b, const char *wrap, bool update, WrapRef **ret) {
         StoredWrap w;
@@ -130,6 +130,39 @@ static int wrap_ref(Builder *b, const char *wrap, bool update, WrapRef **ret) {
         b->n_wraps++;
         *ret = ref;
         return 0;
+}
+
+/* The wrap a change's record belongs to, read before anything is added. */
+static int change_wrap(Builder *b, const StoreChange *c, char wrap[static WRAP_ID_MAX]) {
+        SessionRecord rec;
+        DiaryEntry e;
+        AlertRecord a;
+        int64_t id;
+        int r;
+
+        switch (c->kind) {
+        case CHANGE_WRAP:
+                snprintf(wrap, WRAP_ID_MAX, "%s", c->key);
+                return 0;
+        case CHANGE_SESSION:
+                r = store_session_get(b->store, c->key, &rec);
+                if (r >= 0)
+                        snprintf(wrap, WRAP_ID_MAX, "%s", rec.wrap);
+                return r;
+        case CHANGE_DIARY:
+                if (parse_int64(c->key, &id) < 0)
+                        return -ENOENT;
+                return store_diary_get(b->store, id, wrap, &e);
+        case CHANGE_ALERT:
+                if (parse_int64(c->key, &id) < 0)
+                        return -ENOENT;
+                r = store_alert_get(b->store, id, &a);
+                if (r >= 0)
+                        snprintf(wrap, WRAP_ID_MAX, "%s", a.wrap);
+                return r;
+        default:
+                return -ENOENT;   /* a kind this build does not know */
+        }
 }
 
 static int add_session(Builder *b, const StoreChange *c) {
@@ -191,41 +224,52 @@ static int add_alert(Builder *b, const StoreChange *c) {
         return add_entry(b->bundle, urn, fhir_flag(&a, ref->patient_urn, ref->device_urn), c->rev > 1);
 }
 
-int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, int64_t now,
-                        json_t **ret, size_t *ret_entries, size_t *ret_skipped) {
+int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t max_entries, int64_t now,
+                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped) {
         Builder b = { .store = s };
-        size_t skipped = 0;
+        size_t used = 0, skipped = 0, entries = 0;
         int r = 0;
 
+        if (max_entries < 3)
+                return -EINVAL;   /* a record of a wrap not yet in the Bundle takes 3 */
         b.bundle = fhir_bundle_new("transaction", now);
-        b.wraps = calloc(n ? n : 1, sizeof(*b.wraps));
+        b.wraps = calloc(max_entries, sizeof(*b.wraps));
         if (!b.bundle || !b.wraps) {
                 r = -ENOMEM;
                 goto done;
         }
-        /* Wraps that changed come first, so a Patient update wins over a mere mention. */
-        for (size_t i = 0; i < n && r >= 0; i++)
-                if (changes[i].kind == CHANGE_WRAP) {
-                        WrapRef *ref;
-                        r = wrap_ref(&b, changes[i].key, changes[i].rev > 1, &ref);
-                        if (r == -ENOENT) {
-                                skipped++;
-                                r = 0;
-                        }
-                }
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                switch (changes[i].kind) {
-                case CHANGE_SESSION: r = add_session(&b, &changes[i]); break;
-                case CHANGE_DIARY: r = add_diary(&b, &changes[i]); break;
-                case CHANGE_ALERT: r = add_alert(&b, &changes[i]); break;
-                case CHANGE_WRAP: break;
-                default: r = -ENOENT; break;   /* a kind this build does not know */
-                }
-                /* A record gone from the store (or of a removed wrap) has nothing to send. */
+        for (; used < n; used++) {
+                const StoreChange *c = &changes[used];
+                char wrap[WRAP_ID_MAX];
+                WrapRef *ref;
+                size_t need;
+
+                r = change_wrap(&b, c, wrap);
                 if (r == -ENOENT) {
+                        /* Gone from the store (or a kind unknown here): nothing to send. */
                         skipped++;
                         r = 0;
+                        continue;
                 }
+                if (r < 0)
+                        goto done;
+                ref = wrap_find(&b, wrap);
+                /* A wrap corrected after this Bundle already named it: its update goes next time. */
+                if (c->kind == CHANGE_WRAP && ref && c->rev > 1 && !ref->update)
+                        break;
+                need = (c->kind == CHANGE_WRAP ? 0 : 1) + (ref ? 0 : 2);
+                if (entries + need > max_entries)
+                        break;
+                switch (c->kind) {
+                case CHANGE_WRAP: r = wrap_ref(&b, wrap, c->rev > 1, &ref); break;
+                case CHANGE_SESSION: r = add_session(&b, c); break;
+                case CHANGE_DIARY: r = add_diary(&b, c); break;
+                case CHANGE_ALERT: r = add_alert(&b, c); break;
+                default: break;
+                }
+                if (r < 0)
+                        goto done;
+                entries = json_array_size(json_object_get(b.bundle, "entry"));
         }
 done:
         free(b.wraps);
@@ -234,7 +278,8 @@ done:
                 return r;
         }
         *ret = b.bundle;
-        *ret_entries = json_array_size(json_object_get(b.bundle, "entry"));
+        *ret_used = used;
+        *ret_entries = entries;
         if (ret_skipped)
                 *ret_skipped = skipped;
         return 0;

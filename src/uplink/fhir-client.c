@@ -317,6 +317,8 @@ static void post(Fhir *f, const char *body_json, size_t n_entries, FhirOutcome *
         headers = curl_slist_append(headers, "Content-Type: application/fhir+json");
         headers = curl_slist_append(headers, "Accept: application/fhir+json");
         headers = curl_slist_append(headers, "Prefer: return=minimal");
+        /* No "Expect: 100-continue" round trip before each Bundle. */
+        headers = curl_slist_append(headers, "Expect:");
         if (f->token) {
                 if (asprintf(&auth, "Authorization: Bearer %s", f->token) < 0)
                         auth = NULL;

@@ -53,6 +53,9 @@ static void schedule(Uplink *u, uint64_t delay_usec) {
         uint64_t now;
 
         (void) sd_event_now(u->event, CLOCK_MONOTONIC, &now);
+        /* sd-event's default slack is 250 ms: right for a poll or a backoff, not between the
+         * Bundles of a backlog (it capped delivery at 4 Bundles a second). */
+        (void) sd_event_source_set_time_accuracy(u->timer, delay_usec <= SETTLE_USEC ? USEC_PER_MSEC : 0);
         (void) sd_event_source_set_time(u->timer, now + delay_usec);
         (void) sd_event_source_set_enabled(u->timer, SD_EVENT_ONESHOT);
 }
@@ -157,7 +160,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Uplink *u = userdata;
         _cleanup_free_ StoreChange *changes = NULL;
         _cleanup_free_ char *body = NULL;
-        size_t n = 0, entries = 0, skipped = 0;
+        size_t n = 0, used = 0, entries = 0, skipped = 0;
         int64_t cursor, created;
         uint64_t pending = 0;
         FhirOutcome o;
@@ -186,7 +189,10 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
 
-        r = uplink_bundle_build(u->store, changes, n, clock_real_sec(), &bundle, &entries, &skipped);
+        r = uplink_bundle_build(u->store, changes, n, u->config.batch, clock_real_sec(), &bundle, &used, &entries,
+                                &skipped);
+        if (r >= 0 && used == 0)
+                r = -E2BIG;
         if (r < 0) {
                 failed(u, 0, "cannot build the Bundle: %s (%s)", strerror(-r), store_errmsg(u->store));
                 return 0;
@@ -208,20 +214,20 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 json_decref(bundle);
 
         /* Confirmed: the cursor moves, durably, before anything else is sent. */
-        r = uplink_state_confirm(u->state, created, changes[n - 1].seq, n - skipped, clock_real_sec());
+        r = uplink_state_confirm(u->state, created, changes[used - 1].seq, used - skipped, clock_real_sec());
         if (r < 0) {
                 failed(u, 0, "cannot save the cursor: %s", strerror(-r));
                 return 0;
         }
-        u->delivered += n - skipped;
+        u->delivered += used - skipped;
         if (u->last_error[0]) {
-                log_notice("Clinic uplink: delivering again (%zu records in this Bundle)", n - skipped);
+                log_notice("Clinic uplink: delivering again (%zu records in this Bundle)", used - skipped);
                 u->last_error[0] = '\0';
         }
         u->backoff_usec = 0;
         log_debug("Clinic uplink: %zu records (%zu entries, %zu bytes) confirmed up to seq %lld",
-                  n - skipped, entries, body ? strlen(body) : 0, (long long) changes[n - 1].seq);
-        (void) store_changes_pending(u->store, changes[n - 1].seq, &pending, NULL);
+                  used - skipped, entries, body ? strlen(body) : 0, (long long) changes[used - 1].seq);
+        (void) store_changes_pending(u->store, changes[used - 1].seq, &pending, NULL);
         status(u, "Delivering: %llu records pending", (unsigned long long) pending);
         schedule(u, 0);   /* the next batch at once */
         return 0;

@@ -125,7 +125,7 @@ static int handler(void *user, const char *section, const char *name, const char
                 else if (streq(name, "state"))
                         r = set_path(&c->state_path, value, &why);
                 else if (streq(name, "batch"))
-                        r = set_uint(&c->batch, value, 1, 1000, &why);
+                        r = set_uint(&c->batch, value, 3, 1000, &why);
                 else if (streq(name, "retry_max"))
                         r = set_uint(&c->retry_max_s, value, 1, 86400, &why);
                 else if (streq(name, "poll"))
@@ -160,6 +160,11 @@ int uplink_config_load(UplinkConfig *c, const char *path, FILE *errors) {
                         fprintf(errors, "%s: %s\n", path, strerror(-r));
                 return r;
         }
+        /* As kneewrapd.conf: no continuation lines or inline comments to hide a mistake. */
+        ini_allow_multiline = false;
+        ini_allow_inline_comments = false;
+        ini_allow_no_value = false;
+        ini_stop_on_first_error = false;
         r = ini_parse_stream(reader, &p, handler, &p);
         fclose(p.file);
         if (r > 0 && p.n_errors == 0) {

@@ -74,7 +74,7 @@ int uplink_state_open(const char *path, bool readonly, UplinkState **ret, char *
                 sqlite3_extended_result_codes(u->db, 1);
                 sqlite3_busy_timeout(u->db, 1000);
                 if (!readonly)
-                        rc = sqlite3_exec(u->db, "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL; "
+                        rc = sqlite3_exec(u->db, "PRAGMA journal_mode = TRUNCATE; PRAGMA synchronous = FULL; "
                                           "BEGIN IMMEDIATE; " STATE_SCHEMA "COMMIT;", NULL, NULL, NULL);
         }
         if (rc != SQLITE_OK) {
@@ -167,19 +167,18 @@ int uplink_report(Store *store, const char *state_path, UplinkReport *ret) {
 
         *ret = (UplinkReport) { 0 };
         r = uplink_state_open(state_path, true, &u, NULL);
-        if (r == -ENOENT)
-                return 0;   /* the uplink never ran here: nothing to say */
-        if (r < 0)
-                return r;
-        r = uplink_state_get(u, &ret->status);
-        uplink_state_close(u);
-        if (r < 0)
-                return r;
-        ret->configured = true;
+        if (r >= 0) {
+                r = uplink_state_get(u, &ret->status);
+                uplink_state_close(u);
+                if (r < 0)
+                        return r;
+                ret->configured = true;
+        } else if (r != -ENOENT)
+                return r;   /* -ENOENT: the uplink never ran here, and everything is pending */
         if (!store)
                 return 0;
         /* A cursor of another store counts for nothing: all of this one is pending. */
-        if (store_identity(store, &created) >= 0 && created == ret->status.store_created_at)
+        if (ret->configured && store_identity(store, &created) >= 0 && created == ret->status.store_created_at)
                 cursor = ret->status.cursor;
         if (store_changes_pending(store, cursor, &ret->pending, NULL) >= 0)
                 ret->has_pending = true;

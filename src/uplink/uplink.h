@@ -24,7 +24,7 @@ typedef struct UplinkConfig {
         /* [uplink] */
         char *store_path;             /* kneewrapd's store, read-only */
         char *state_path;             /* the cursor */
-        unsigned batch;               /* records per transaction */
+        unsigned batch;               /* entries per transaction (records and their Patient/Device) */
         unsigned retry_max_s;         /* the longest wait between tries */
         unsigned poll_s;              /* a look at the store besides inotify */
 } UplinkConfig;
@@ -61,14 +61,15 @@ void fhir_client_transaction(Fhir *f, const char *body, size_t n_entries, FhirOu
 /* ---- transaction Bundles from the store's changes ---- */
 
 /*
- * Builds one transaction of every change in `changes` (skipping those whose record is gone,
- * counted in *ret_skipped): each record as its resource, created with ifNoneExist on its
+ * Builds one transaction from the changes in `changes`, in order, while it holds at most
+ * max_entries entries: each record as its resource, created with ifNoneExist on its
  * identifier the first time (rev 1) and by conditional update once corrected (rev > 1),
  * with the Patient and Device of each wrap it names, so references resolve inside the
- * Bundle. *ret_entries: how many entries the Bundle holds (0: nothing to send).
+ * Bundle. *ret_used: how many changes it covers (the cursor may move past them once the
+ * server confirms), of which *ret_skipped had no record any more; *ret_entries: its entries.
  */
-int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, int64_t now,
-                        json_t **ret, size_t *ret_entries, size_t *ret_skipped);
+int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t max_entries, int64_t now,
+                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped);
 
 /* "identifier=<system>|<value>" of a resource, URL-encoded, for ifNoneExist and the update's search. */
 int uplink_identifier_query(const json_t *resource, char **ret);
