@@ -47,7 +47,3 @@ bool bluez_link_ready(Bluez *b, Wrap *w);
 int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req);
 /* Reads Therapy Status; the value comes back as wrap_on_status(). */
 int bluez_read_status(Bluez *b, Wrap *w);
-
-/* Backoff before connect attempt n+1 (n failures so far): 1 s doubling to 60 s, ±20 %
- * jitter from `random` (0..UINT32_MAX). Real microseconds. */
-uint64_t bluez_backoff_usec(unsigned failures, uint32_t random);

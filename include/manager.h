@@ -45,7 +45,7 @@ typedef struct Manager {
         /* manager.c's own bookkeeping. */
         int log_verbose;             /* -v given n times: n levels above [daemon] log_level */
         sd_event_source *r8_timer;   /* the daily R8 check, just after local midnight */
-        uint64_t store_retry_usec;   /* the next store retry's backoff (real time) */
+        unsigned store_retries;      /* store retries failed so far, for the backoff */
         char *status;                /* the last STATUS= sent, to send changes only */
         uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
         int64_t now_sec;
@@ -70,17 +70,10 @@ void manager_update_status(Manager *m);
 /* Scaled time, read once per event-loop iteration. */
 int64_t manager_now(Manager *m);
 
-/*
- * The one door. Every interface (the wrap's button, MQTT, D-Bus, kneewrapctl) asks through
- * these, and every one goes through the therapy rules. Each returns 0 (the request was
- * decided; a refusal is a decision, recorded and reported) or a negative errno, and fills
- * *ret_error, when given, with a message for the asker.
- */
-int manager_request_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source,
-                          SessionRecord *ret_record, const char **ret_error);
-int manager_request_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error);
-int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error);
-int manager_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error);
-int manager_set_prescription(Manager *m, const char *wrap, const RulesPrescription *rx, const char **ret_error);
-int manager_open_adoption(Manager *m, unsigned seconds);
-int manager_remove_wrap(Manager *m, const char *wrap, const char **ret_error);
+/* What a store error means, for people: "disk full", "file corrupt or unreadable", ... */
+const char *manager_store_problem(int error);
+
+/* R8 (persisting pain) for one wrap: raises its alert when due. 1 when raised, 0, or -errno. */
+int manager_r8_check(Manager *m, const char *wrap, int64_t now);
+
+/* Every action that changes state goes through the one door: door.h. */

@@ -28,6 +28,18 @@ typedef enum RefusalReason {
         _REFUSAL_MAX,
 } RefusalReason;
 
+/* Which fields of a RulesPrescription a request sets; the others keep their value in force
+ * (door_set_prescription() merges them, once, for every interface). */
+enum {
+        RX_COLD_S          = 1 << 0,
+        RX_COLD_SETPOINT   = 1 << 1,
+        RX_HEAT_S          = 1 << 2,
+        RX_HEAT_SETPOINT   = 1 << 3,
+        RX_HEAT_WAIT_S     = 1 << 4,
+        RX_COLD_REST_S     = 1 << 5,
+        RX_ALL             = (1 << 6) - 1,
+};
+
 /* Skin temperature readings during a session, 0.01 °C. */
 typedef struct SkinStats {
         uint32_t n;

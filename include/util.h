@@ -29,6 +29,22 @@ static inline void le32_put(uint8_t *p, uint32_t v) {
         p[0] = (uint8_t) v; p[1] = (uint8_t) (v >> 8); p[2] = (uint8_t) (v >> 16); p[3] = (uint8_t) (v >> 24);
 }
 
+/*
+ * The real CLOCK_MONOTONIC in µs. KNEEWRAP_TIME_SCALE does not apply (clock.h has the scaled
+ * clocks): the radio, the broker and a disk run in real time, and so do latencies.
+ */
+uint64_t mono_usec(void);
+
+/* Random bits for jitter and delays (getrandom, never blocking; the clock when it cannot). */
+uint64_t random_u64(void);
+
+/*
+ * The one backoff: the wait before attempt n+1 after n failures, min_usec doubling up to
+ * max_usec, with ±20 % jitter from `random` (so that wraps or gateways that failed together
+ * do not retry in lockstep), never below min_usec.
+ */
+uint64_t backoff_usec(unsigned failures, uint64_t min_usec, uint64_t max_usec, uint64_t random);
+
 /* A random (version 4) UUID in its 36-character text form. Returns 0 or -errno. */
 #define UUID_STR_MAX 37
 int uuid_generate_str(char buf[static UUID_STR_MAX]);

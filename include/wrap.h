@@ -97,6 +97,11 @@ void wrap_on_response(Wrap *w, const WireResponse *r);
 void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error);
 void wrap_on_battery(Wrap *w, int percent);
 void wrap_on_info(Wrap *w, const WrapInfo *info);
+/* The session side of door_start() and door_stop() (door.h), which checked the request. */
+int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
+                       SessionRecord *ret_record, const char **ret_error);
+int wrap_request_stop(Wrap *w, RequestSource source, const char **ret_error);
+
 /* A value the wire codec rejected: counted always, logged once per wrap and kind. */
 void wrap_on_malformed(Wrap *w, WrapValueKind kind, const char *why);
 

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -610,30 +609,9 @@ static void link_disarm(BzLink *l) {
                 sd_event_source_set_enabled(l->timer, SD_EVENT_OFF);
 }
 
-uint64_t bluez_backoff_usec(unsigned failures, uint32_t random) {
-        uint64_t d = BACKOFF_MIN_USEC;
-
-        for (unsigned i = 0; i < failures && d < BACKOFF_MAX_USEC; i++)
-                d *= 2;
-        if (d > BACKOFF_MAX_USEC)
-                d = BACKOFF_MAX_USEC;
-        /* ±20 %, so that wraps that dropped together do not retry in lockstep. */
-        return d - d / 5 + (uint64_t) ((double) random / UINT32_MAX * (double) (2 * d / 5));
-}
-
-static uint64_t real_mono_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static uint32_t random_u32(void) {
-        uint32_t v = 0;
-
-        if (getrandom(&v, sizeof v, GRND_NONBLOCK) != sizeof v)
-                v = (uint32_t) real_mono_usec();
-        return v;
+/* Backoff before connect attempt n+1 (n failures so far): real time, the one backoff in util. */
+static uint64_t link_backoff_usec(unsigned failures) {
+        return backoff_usec(failures, BACKOFF_MIN_USEC, BACKOFF_MAX_USEC, random_u64());
 }
 
 /* The link is gone or failed: tell the wrap, forget the GATT paths, retry after a while. */
@@ -654,7 +632,7 @@ static void link_down(BzLink *l, uint64_t delay_usec) {
 }
 
 static void link_failed(BzLink *l, const char *what, const sd_bus_error *e) {
-        uint64_t delay = bluez_backoff_usec(l->failures, random_u32());
+        uint64_t delay = link_backoff_usec(l->failures);
 
         l->failures++;
         if (e)
@@ -689,16 +667,8 @@ static void on_info_read(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bu
                 dst = c->arg == CH_MANUFACTURER ? l->info.manufacturer :
                       c->arg == CH_MODEL ? l->info.model :
                       c->arg == CH_SERIAL ? l->info.serial : l->info.firmware;
-                /* UTF-8 strings, not terminated on the wire; keep only printable bytes. */
-                size_t k = 0;
-                for (size_t i = 0; i < n && k + 1 < 64; i++) {
-                        uint8_t ch = ((const uint8_t *) v)[i];
-                        if (ch == 0)
-                                break;
-                        if (ch >= 0x20 && ch != 0x7f)
-                                dst[k++] = (char) ch;
-                }
-                dst[k] = '\0';
+                /* Valid UTF-8 only: the strings go into JSON, which takes nothing else. */
+                (void) wire_info_string(v, n, dst, sizeof l->info.manufacturer);
         } else if (e)
                 log_wrap(LOG_INFO, wrap_get_address(l->w), "reading %s failed: %s", chars[c->arg].name, error_text(e));
         if (l->info_pending > 0 && --l->info_pending == 0) {
@@ -961,12 +931,8 @@ int bluez_read_status(Bluez *b, Wrap *w) {
 
 /* A characteristic's new value: decode it with wire.h and hand it to the wrap. */
 static void on_value(Bluez *b, const char *path, const uint8_t *v, size_t n) {
-        struct timespec ts;
-        uint64_t now;
-
         /* Real time: the button latency is measured on the wall clock, whatever the scale. */
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        uint64_t now = mono_usec();
 
         for (BzLink *l = b->links; l; l = l->next) {
                 const char *why = NULL;
@@ -1211,14 +1177,14 @@ static void adopt_later(Bluez *b, BzObj *d, uint64_t delay) {
         uint64_t now;
 
         d->adopting = false;
-        d->adopt_after = real_mono_usec() + delay;
+        d->adopt_after = mono_usec() + delay;
         sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
         sd_event_source_set_time(b->adopt_timer, now + delay + USEC_PER_SEC / 10);
         sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_ONESHOT);
 }
 
 static void adoption_failed(Bluez *b, BzObj *d, const char *what, const sd_bus_error *e) {
-        uint64_t delay = bluez_backoff_usec(d->adopt_failures + 1, random_u32());
+        uint64_t delay = link_backoff_usec(d->adopt_failures + 1);
 
         d->adopt_failures++;
         adopt_later(b, d, delay);
@@ -1298,7 +1264,7 @@ static void maybe_adopt(Bluez *b, BzObj *d) {
                 d->neighbour_logged = true;
                 return;
         }
-        if (real_mono_usec() < d->adopt_after)
+        if (mono_usec() < d->adopt_after)
                 return;
         if (!m->store) {
                 log_wrap(LOG_WARNING, d->address, "cannot adopt while the store is unavailable");
@@ -1624,7 +1590,7 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
                                 else
                                         l->failures++;
                                 link_down(l, l->state == LINK_READY ? BACKOFF_MIN_USEC
-                                                                    : bluez_backoff_usec(l->failures - 1, random_u32()));
+                                                                    : link_backoff_usec(l->failures - 1));
                         } else
                                 link_check_gatt(l);
                 }
@@ -1882,7 +1848,7 @@ int bluez_remove_wrap(Bluez *b, const char *wrap) {
         d = device_by_address(b, address);
         if (!d || !b->adapter)
                 return 0;
-        d->adopt_after = real_mono_usec() + ADOPT_RETRY_USEC;
+        d->adopt_after = mono_usec() + ADOPT_RETRY_USEC;
         r = sd_bus_message_new_method_call(b->bus, &msg, BZ_NAME, b->adapter, BZ_ADAPTER, "RemoveDevice");
         if (r >= 0)
                 r = sd_bus_message_append(msg, "o", d->path);

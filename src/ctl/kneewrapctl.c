@@ -18,6 +18,7 @@
 #include "bus-api.h"
 #include "clock.h"
 #include "config.h"
+#include "door.h"
 #include "kw-build.h"
 #include "log.h"
 #include "manager.h"
@@ -157,27 +158,6 @@ static int parse_uint(const char *s, int64_t max, int64_t *ret) {
         return 0;
 }
 
-/* The start of a local calendar day `back` days before the one `at` falls in. */
-static int local_day_start(int64_t at, int back, int64_t *ret) {
-        char date[11];
-        struct tm tm = { 0 };
-        time_t t;
-        int y, mo, d;
-
-        clock_format_date(at, date);
-        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
-                return -EINVAL;
-        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
-        tm.tm_year = y - 1900;
-        tm.tm_mon = mo - 1;
-        tm.tm_mday = d - back - 1;
-        tm.tm_hour = 12;
-        t = timegm(&tm);
-        if (!gmtime_r(&t, &tm))
-                return -EINVAL;
-        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret);
-}
-
 static int parse_since(const char *s, int64_t *ret) {
         bool date_only;
         int64_t at;
@@ -185,7 +165,7 @@ static int parse_since(const char *s, int64_t *ret) {
         if (clock_parse_iso(s, &at, &date_only) < 0)
                 return -EINVAL;
         if (date_only)
-                return local_day_start(at - 1, 0, ret); /* at is the day's end: the start of that day */
+                return clock_local_day_start(at - 1, 0, ret); /* at is the day's end: the start of that day */
         *ret = at;
         return 0;
 }
@@ -225,7 +205,7 @@ static int cmd_injury(Ctl *c, int argc, char **argv) {
                 return fail("usage: injury WRAP DATE|DATETIME|--resolved");
         wrap = wrap_arg(argv[1], id);
         resolved = streq(argv[2], "--resolved");
-        r = manager_set_injury(&c->m, wrap, resolved ? NULL : argv[2], &err);
+        r = door_set_injury(&c->m, wrap, resolved ? NULL : argv[2], &err);
         if (r < 0)
                 return fail("%s", err ? err : strerror(-r));
         if (resolved)
@@ -293,7 +273,7 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
         wrap = wrap_arg(argv[optind], id);
         e.at = manager_now(&c->m);
 
-        r = manager_add_diary(&c->m, wrap, &e, &err);
+        r = door_add_diary(&c->m, wrap, &e, &err);
         if (r < 0)
                 return fail("%s", err ? err : strerror(-r));
         printf("%s: diary entry recorded: pain %u/10, %s.\n", wrap, e.score, diary_where_to_string(e.where));
@@ -317,7 +297,7 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         RulesPrescription rx;
         char id[WRAP_ID_MAX];
         const char *err = NULL, *wrap;
-        bool clear = false, any = false, prescribed;
+        bool clear = false, any = false;
         int64_t v;
         int32_t t;
         int o, r;
@@ -376,35 +356,19 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         wrap = wrap_arg(wrap_raw, id);
 
         if (clear) {
-                r = manager_set_prescription(&c->m, wrap, NULL, &err);
+                r = door_clear_prescription(&c->m, wrap, &err);
                 if (r < 0)
                         return fail("%s", err ? err : strerror(-r));
                 printf("%s: prescription cleared; the configured defaults apply.\n", wrap);
                 return EXIT_SUCCESS;
         }
 
-        /* What is not given stays as it is in force now. */
-        r = store_prescription_get(c->m.store, wrap, &c->m.config.therapy, &rx, &prescribed);
-        if (r == -ENOENT)
-                return fail("no adopted wrap is called \"%s\"", wrap);
+        /* What is not given stays as it is in force now: the door merges. */
+        r = door_set_prescription(&c->m, wrap, &set, mask, &rx, &err);
+        if (r == -ERANGE)
+                return fail("refused: %s", err);
         if (r < 0)
-                return fail("cannot read the prescription: %s", strerror(-r));
-        if (mask & (1u << (COLD_MIN - COLD_MIN)))
-                rx.cold_s = set.cold_s;
-        if (mask & (1u << (COLD_SET - COLD_MIN)))
-                rx.cold_setpoint = set.cold_setpoint;
-        if (mask & (1u << (HEAT_MIN - COLD_MIN)))
-                rx.heat_s = set.heat_s;
-        if (mask & (1u << (HEAT_SET - COLD_MIN)))
-                rx.heat_setpoint = set.heat_setpoint;
-        if (mask & (1u << (WAIT_DAYS - COLD_MIN)))
-                rx.heat_wait_s = set.heat_wait_s;
-        if (mask & (1u << (REST_MIN - COLD_MIN)))
-                rx.cold_rest_s = set.cold_rest_s;
-
-        r = manager_set_prescription(&c->m, wrap, &rx, &err);
-        if (r < 0)
-                return fail("refused: %s", err ? err : strerror(-r));
+                return fail("%s", err ? err : strerror(-r));
         printf("%s: prescribed: cold %" PRIu32 " min at %.2f °C, heat %" PRIu32 " min at %.2f °C, "
                "heat waits %" PRIu32 " days after an injury, %" PRIu32 " min rest between cold sessions.\n",
                wrap, rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -510,7 +474,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         };
         char id[WRAP_ID_MAX], iso[CLOCK_ISO_MAX];
         const char *wrap = NULL;
-        int64_t days = 7, now, since;
+        int64_t days = 7, now, since, until;
         StoredWrap sw;
         Compliance co;
         int o, r;
@@ -539,10 +503,13 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
                 return fail("cannot read the wrap: %s", strerror(-r));
 
         now = manager_now(&c->m);
-        r = local_day_start(now, (int) days - 1, &since);
+        r = clock_local_day_start(now, (int) days - 1, &since);
         if (r < 0)
                 return fail("cannot compute the period");
-        r = store_compliance(c->m.store, wrap, since, now, &co);
+        r = clock_local_day_start(now, -1, &until);
+        if (r < 0)
+                return fail("cannot compute the period");
+        r = store_compliance(c->m.store, wrap, since, until, &co);
         if (r < 0)
                 return fail("cannot compute compliance: %s", strerror(-r));
 

@@ -9,6 +9,7 @@
 
 #include "bus-api.h"
 #include "bus-util.h"
+#include "door.h"
 #include "clock.h"
 #include "kw-build.h"
 #include "log.h"
@@ -20,7 +21,6 @@
 #include "util.h"
 #include "wrap.h"
 
-#define ADOPTION_MAX_S 3600
 /* Minutes and days above this are nonsense; the rules' bounds then name the real limit. */
 #define RX_NUMBER_MAX 100000
 
@@ -169,10 +169,6 @@ static bool wrap_exists(Manager *m, const char *wrap) {
         return wrap_find(m, wrap) || (m->store && store_wrap_get(m->store, wrap, &sw) == 0);
 }
 
-static bool store_error(int r) {
-        return r == -EAGAIN || r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM;
-}
-
 /* A one-door call's error as a D-Bus error; `message` is its *ret_error, when it gave one. */
 static int one_door_error(Manager *m, sd_bus_error *error, int r, const char *wrap, const char *message) {
         char buf[256];
@@ -192,7 +188,7 @@ static int one_door_error(Manager *m, sd_bus_error *error, int r, const char *wr
                 name = BUS_API_ERROR_NO_SUCH_WRAP;
         } else if (r == -ESRCH)
                 name = BUS_API_ERROR_NO_SESSION;
-        else if (store_error(r))
+        else if (r == -EAGAIN || store_is_broken(r))
                 name = BUS_API_ERROR_STORE_UNAVAILABLE;
         else
                 name = BUS_API_ERROR_FAILED;
@@ -235,7 +231,7 @@ static int start_session(sd_bus_message *msg, Manager *m, const char *wrap_raw, 
                 return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS,
                                          "mode must be \"cold\" or \"heat\", not \"%s\"", mode_s);
 
-        r = manager_request_start(m, wrap, (TherapyMode) mode, source, &rec, &why);
+        r = door_start(m, wrap, (TherapyMode) mode, source, 0, &rec, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
 
@@ -282,7 +278,7 @@ static int stop_session(sd_bus_message *msg, Manager *m, const char *wrap_raw, R
         r = wrap_arg(wrap_raw, wrap, error);
         if (r < 0)
                 return r;
-        r = manager_request_stop(m, wrap, source, &why);
+        r = door_stop(m, wrap, source, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -316,18 +312,16 @@ static int method_stop_session_as(sd_bus_message *msg, void *userdata, sd_bus_er
 
 static int method_open_adoption(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const char *why = NULL;
         uint32_t seconds;
         int r;
 
         r = sd_bus_message_read(msg, "u", &seconds);
         if (r < 0)
                 return r;
-        if (seconds > ADOPTION_MAX_S)
-                return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS,
-                                         "adoption opens for at most %d seconds, not %" PRIu32, ADOPTION_MAX_S, seconds);
-        r = manager_open_adoption(m, seconds);
+        r = door_open_adoption(m, seconds, &why);
         if (r < 0)
-                return one_door_error(m, error, r, NULL, NULL);
+                return one_door_error(m, error, r, NULL, why);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -343,7 +337,7 @@ static int method_remove_wrap(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = manager_remove_wrap(m, wrap, &why);
+        r = door_remove_wrap(m, wrap, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -388,7 +382,7 @@ static int method_set_injury(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = manager_set_injury(m, wrap, *iso ? iso : NULL, &why);
+        r = door_set_injury(m, wrap, *iso ? iso : NULL, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -442,7 +436,7 @@ static int method_add_diary(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 e.where = (DiaryWhere) r;
         }
         e.at = manager_now(m);
-        r = manager_add_diary(m, wrap, &e, &why);
+        r = door_add_diary(m, wrap, &e, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -481,8 +475,12 @@ static int read_number(sd_bus_message *msg, const char *key, bool decimal, doubl
         return sd_bus_message_exit_container(msg);
 }
 
-/* The configuration's key names, so one vocabulary serves the file and the API. */
+/* The configuration's key names, so one vocabulary serves the file and the API. A key's bit
+ * in the mask is its RX_* bit (record.h), so the mask goes to the door as it is. */
 enum { COLD_MIN, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, _KEY_MAX };
+_Static_assert(1u << COLD_MIN == RX_COLD_S && 1u << COLD_SET == RX_COLD_SETPOINT && 1u << HEAT_MIN == RX_HEAT_S &&
+               1u << HEAT_SET == RX_HEAT_SETPOINT && 1u << WAIT_DAYS == RX_HEAT_WAIT_S &&
+               1u << REST_MIN == RX_COLD_REST_S, "prescription keys follow the RX_* bits");
 static const char *const prescription_keys[_KEY_MAX] = {
         "cold_minutes", "cold_setpoint_c", "heat_minutes", "heat_setpoint_c", "heat_wait_days",
         "cold_rest_minutes",
@@ -523,12 +521,11 @@ static int prescription_entry(sd_bus_message *msg, const char *key, _unused_ con
 static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         PrescriptionArgs a = { .error = error };
-        RulesPrescription rx;
+        RulesPrescription rx = { 0 };
         const char *arg, *why = NULL;
         char wrap[WRAP_ID_MAX];
         double *val = a.val;
         unsigned mask;
-        bool prescribed;
         int r;
 
         r = sd_bus_message_read(msg, "s", &arg);
@@ -542,16 +539,7 @@ static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_e
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        if (mask == 0)
-                return sd_bus_error_set(error, BUS_API_ERROR_INVALID_ARGS,
-                                        "nothing to prescribe (ClearPrescription goes back to the defaults)");
-        if (!m->store)
-                return one_door_error(m, error, -EAGAIN, wrap, "the store is unavailable: nothing can be recorded now");
-
-        /* What is not given stays as it is in force now; the one door checks the whole. */
-        r = store_prescription_get(m->store, wrap, &m->config.therapy, &rx, &prescribed);
-        if (r < 0)
-                return one_door_error(m, error, r, wrap, NULL);
+        /* In the store's units; what is not given stays as it is in force (the door merges). */
         if (mask & (1u << COLD_MIN))
                 rx.cold_s = (uint32_t) val[COLD_MIN] * 60;
         if (mask & (1u << COLD_SET))
@@ -568,7 +556,7 @@ static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_e
         if (mask & (1u << REST_MIN))
                 rx.cold_rest_s = (uint32_t) val[REST_MIN] * 60;
 
-        r = manager_set_prescription(m, wrap, &rx, &why);
+        r = door_set_prescription(m, wrap, &rx, mask, NULL, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -586,7 +574,7 @@ static int method_clear_prescription(sd_bus_message *msg, void *userdata, sd_bus
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = manager_set_prescription(m, wrap, NULL, &why);
+        r = door_clear_prescription(m, wrap, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);

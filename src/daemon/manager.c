@@ -25,26 +25,10 @@
 #define STORE_RETRY_MAX_USEC (60 * USEC_PER_SEC)
 /* R8 runs a little after local midnight, once the day's diary is complete. */
 #define R8_AFTER_MIDNIGHT_S 300
-#define FUTURE_SLACK_S 300
 
 static void store_retry_schedule(Manager *m);
 static int r8_schedule(Manager *m);
 static void r8_check_all(Manager *m);
-
-/* The ret_error text of the one-door calls: valid until the next call (one thread). */
-static char error_buf[256];
-
-static const char *set_error(const char **ret_error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *set_error(const char **ret_error, const char *fmt, ...) {
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(error_buf, sizeof error_buf, fmt, ap);
-        va_end(ap);
-        if (ret_error)
-                *ret_error = error_buf;
-        return error_buf;
-}
 
 int64_t manager_now(Manager *m) {
         uint64_t it = 0;
@@ -59,14 +43,17 @@ int64_t manager_now(Manager *m) {
 
 /* ---- STATUS= ---- */
 
-static const char *store_problem(int error) {
+/* What is wrong with the store, and what the administrator can do about it. */
+const char *manager_store_problem(int error) {
         switch (-abs(error)) {
-        case -ENOSPC: return "disk full";
-        case -EIO: return "file corrupt or unreadable";
+        case -ENOSPC: return "disk full (or a file size limit): free space on its file system";
+        case -EIO: return "file corrupt, truncated or unreadable: stop kneewrapd, move the file aside "
+                          "and restore a backup (or let kneewrapd start a new one)";
         case -EACCES:
-        case -EPERM: return "permission denied";
-        case -EROFS: return "read-only file system";
-        case -ENOENT: return "directory missing";
+        case -EPERM: return "permission denied: the file and its directory must be writable by the service's user";
+        case -EROFS: return "read-only file system: remount it read-write";
+        case -ENOENT: return "directory missing: create it (StateDirectory= does)";
+        case -EPROTO: return "written by a newer kneewrap: install that version again, or restore a backup";
         default: return strerror(abs(error));
         }
 }
@@ -84,8 +71,8 @@ void manager_update_status(Manager *m) {
                 snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
 
         if (!m->store)
-                snprintf(line, sizeof line, "Store unavailable: %s — refusing sessions; %s, %s",
-                         store_problem(m->store_error), ble, mqtt);
+                snprintf(line, sizeof line, "Store unavailable (%s): %s; refusing sessions, retrying; %s, %s",
+                         m->config.store_path, manager_store_problem(m->store_error), ble, mqtt);
         else
                 snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
 
@@ -116,7 +103,7 @@ static int store_try_open(Manager *m) {
                 /* Once per kind of failure, not once per retry. */
                 log_internal(m->store_error != r ? LOG_ERR : LOG_DEBUG, r, NULL, NULL,
                              "Store %s unavailable (%s%s%s): refusing sessions until it works again",
-                             m->config.store_path, store_problem(r), why ? ": " : "", why ? why : "");
+                             m->config.store_path, manager_store_problem(r), why ? ": " : "", why ? why : "");
                 m->store_error = r;
                 return r;
         }
@@ -125,7 +112,7 @@ static int store_try_open(Manager *m) {
                 log_notice("Store %s works again.", m->config.store_path);
         m->store = s;
         m->store_error = 0;
-        m->store_retry_usec = 0;
+        m->store_retries = 0;
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         return 0;
 }
@@ -152,28 +139,26 @@ static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 static void store_retry_schedule(Manager *m) {
         int r;
 
-        m->store_retry_usec = m->store_retry_usec ? m->store_retry_usec * 2 : STORE_RETRY_MIN_USEC;
-        if (m->store_retry_usec > STORE_RETRY_MAX_USEC)
-                m->store_retry_usec = STORE_RETRY_MAX_USEC;
+        uint64_t delay = backoff_usec(m->store_retries++, STORE_RETRY_MIN_USEC, STORE_RETRY_MAX_USEC, random_u64());
 
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         /* Real time: a disk does not get fixed faster under KNEEWRAP_TIME_SCALE. */
-        r = sd_event_add_time_relative(m->event, &m->store_retry, CLOCK_MONOTONIC, m->store_retry_usec,
+        r = sd_event_add_time_relative(m->event, &m->store_retry, CLOCK_MONOTONIC, delay,
                                        USEC_PER_SEC / 10, on_store_retry, m);
         if (r < 0)
-                log_error_errno(r, "Cannot schedule the store retry: %s", strerror(abs(r)));
+                log_error_errno(r, "Cannot schedule the store retry: %m");
         else
-                log_debug("Retrying the store in %llu s.", (unsigned long long) (m->store_retry_usec / USEC_PER_SEC));
+                log_debug("Retrying the store in %.1f s.", (double) delay / USEC_PER_SEC);
 }
 
 void manager_store_failed(Manager *m, int error) {
         if (!m->store && m->store_retry)
                 return; /* already known */
         log_error_errno(error, "Store %s failed (%s: %s): refusing sessions until it works again",
-                        m->config.store_path, store_problem(error), m->store ? store_errmsg(m->store) : "closed");
+                        m->config.store_path, manager_store_problem(error), m->store ? store_errmsg(m->store) : "closed");
         m->store = store_close(m->store);
         m->store_error = error < 0 ? error : -error;
-        m->store_retry_usec = 0;
+        m->store_retries = 0;
         /* kneewrapctl borrows the one door without a loop: it just reports the error. */
         if (!m->event)
                 return;
@@ -181,35 +166,9 @@ void manager_store_failed(Manager *m, int error) {
         manager_update_status(m);
 }
 
-/* A failure of the store itself, as opposed to "no such row": the store is then unavailable. */
-static bool store_broken(int r) {
-        return r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM || r == -ENOMEM;
-}
-
-static int need_store(Manager *m, const char **ret_error) {
-        if (m->store)
-                return 0;
-        set_error(ret_error, "the store is unavailable (%s): nothing can be recorded now",
-                  store_problem(m->store_error));
-        return -EAGAIN;
-}
-
-static int store_fail(Manager *m, int r, const char *what, const char **ret_error) {
-        if (store_broken(r)) {
-                set_error(ret_error, "the store failed while %s (%s)", what, store_problem(r));
-                manager_store_failed(m, r);
-        } else
-                set_error(ret_error, "%s failed: %s", what, strerror(-r));
-        return r;
-}
-
-static void outbox_changed(Manager *m) {
-        mqtt_kick(m->mqtt);
-}
-
 /* ---- R8, persisting pain: after a diary entry, and daily ---- */
 
-static int r8_check(Manager *m, const char *wrap, int64_t now) {
+int manager_r8_check(Manager *m, const char *wrap, int64_t now) {
         _cleanup_free_ DiaryEntry *entries = NULL;
         OutboxMsg msg = { 0 };
         RulesState st;
@@ -247,7 +206,7 @@ static int r8_check(Manager *m, const char *wrap, int64_t now) {
         if (r < 0)
                 return r;
         log_wrap(LOG_WARNING, wrap, "%s", detail);
-        outbox_changed(m);
+        mqtt_kick(m->mqtt);
         return 1;
 }
 
@@ -261,15 +220,15 @@ static void r8_check_all(Manager *m) {
                 return;
         r = store_wrap_list(m->store, &wraps, &n);
         if (r < 0) {
-                if (store_broken(r))
+                if (store_is_broken(r))
                         manager_store_failed(m, r);
                 else
                         log_error_errno(r, "R8 check: cannot list the wraps: %s", strerror(abs(r)));
                 return;
         }
         for (size_t i = 0; i < n; i++) {
-                r = r8_check(m, wraps[i].wrap, now);
-                if (store_broken(r)) {
+                r = manager_r8_check(m, wraps[i].wrap, now);
+                if (store_is_broken(r)) {
                         manager_store_failed(m, r);
                         return;
                 }
@@ -521,6 +480,10 @@ int manager_new(const char *config_path, Manager **ret) {
         if (r < 0)
                 return log_error_errno(r, "Cannot create the event loop: %s", strerror(abs(r)));
 
+        /* A file-size limit (LimitFSIZE=) must make the store's write fail with EFBIG, which
+         * it handles like a full disk, not kill the daemon. */
+        (void) signal(SIGXFSZ, SIG_IGN);
+
         /* Blocked first, so a signal that arrives now waits for the loop instead of killing us. */
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
@@ -585,233 +548,4 @@ int manager_run(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
         return r;
-}
-
-/* ---- the one door: what does not start or stop a session ---- */
-
-static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char **ret_error) {
-        StoredWrap sw;
-        int r;
-
-        if (!wrap || !*wrap) {
-                set_error(ret_error, "no wrap given");
-                return -EINVAL;
-        }
-        r = store_wrap_get(m->store, wrap, ret ? ret : &sw);
-        if (r == -ENOENT) {
-                set_error(ret_error, "no adopted wrap is called \"%s\"", wrap);
-                return r;
-        }
-        if (r < 0)
-                return store_fail(m, r, "looking up the wrap", ret_error);
-        return 0;
-}
-
-int manager_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
-        int64_t now = manager_now(m), at;
-        bool date_only;
-        char today[11], date[11] = "";
-        int r;
-
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
-        r = wrap_known(m, wrap, NULL, ret_error);
-        if (r < 0)
-                return r;
-
-        if (!iso_or_null) {
-                r = store_injury_resolve(m->store, wrap, now);
-                if (r == -ENOENT) {
-                        set_error(ret_error, "%s has no unresolved injury", wrap);
-                        return r;
-                }
-                if (r < 0)
-                        return store_fail(m, r, "resolving the injury", ret_error);
-                log_wrap(LOG_INFO, wrap, "Injury marked resolved: heat is allowed (R3).");
-                outbox_changed(m);
-                return 0;
-        }
-
-        r = clock_parse_iso(iso_or_null, &at, &date_only);
-        if (r < 0) {
-                set_error(ret_error, "\"%s\" is not a date (YYYY-MM-DD) or a date and time "
-                          "(YYYY-MM-DDTHH:MM[:SS], optionally Z or ±HH:MM)", iso_or_null);
-                return -EINVAL;
-        }
-        if (date_only) {
-                /* A date resolves to the end of that local day; it may be today, not later. */
-                snprintf(date, sizeof date, "%.10s", iso_or_null);
-                clock_format_date(now, today);
-                if (strcmp(date, today) > 0) {
-                        set_error(ret_error, "the injury date %s is in the future", date);
-                        return -EINVAL;
-                }
-        } else if (at > now + FUTURE_SLACK_S) {
-                set_error(ret_error, "the injury time %s is in the future", iso_or_null);
-                return -EINVAL;
-        }
-
-        r = store_injury_add(m->store, wrap, at, date_only ? date : NULL, now);
-        if (r < 0)
-                return store_fail(m, r, "recording the injury", ret_error);
-        log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);
-        outbox_changed(m);
-        (void) r8_check(m, wrap, now);
-        return 0;
-}
-
-int manager_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error) {
-        int64_t now = manager_now(m);
-        OutboxMsg msg = { 0 };
-        AlertKind alert;
-        int r;
-
-        if (!e) {
-                set_error(ret_error, "no diary entry given");
-                return -EINVAL;
-        }
-        if (e->score > 10) {
-                set_error(ret_error, "the pain score must be 0 to 10, not %u", e->score);
-                return -EINVAL;
-        }
-        if ((unsigned) e->where >= _WHERE_MAX) {
-                set_error(ret_error, "unknown place: front, inner, outer, back or below");
-                return -EINVAL;
-        }
-        if (e->flags & ~(DIARY_SWELLING | DIARY_POP | DIARY_GIVING_WAY | DIARY_CATCHING)) {
-                set_error(ret_error, "unknown flags: swelling, pop, giving_way and catching are known");
-                return -EINVAL;
-        }
-        if (e->at <= 0 || e->at > now + FUTURE_SLACK_S) {
-                set_error(ret_error, "the entry's time is in the future");
-                return -EINVAL;
-        }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
-        r = wrap_known(m, wrap, NULL, ret_error);
-        if (r < 0)
-                return r;
-
-        /* R9: the alert is committed with the entry, or neither is. */
-        alert = rules_diary_alert(e);
-        if (alert != ALERT_NONE && m->config.mqtt_host) {
-                r = payload_alert_msg(&m->config, wrap, alert, e->at,
-                                      "Sudden swelling after a pop: have the knee imaged urgently (R9).",
-                                      NULL, &msg);
-                if (r < 0) {
-                        set_error(ret_error, "cannot build the alert: %s", strerror(-r));
-                        return r;
-                }
-        }
-        r = store_diary_add(m->store, wrap, e, alert, alert != ALERT_NONE && m->config.mqtt_host ? &msg : NULL);
-        outbox_msg_done(&msg);
-        if (r < 0)
-                return store_fail(m, r, "recording the diary entry", ret_error);
-
-        if (alert != ALERT_NONE)
-                log_wrap(LOG_ALERT, wrap, "Red flag: sudden swelling after a pop: have the knee imaged urgently (R9).");
-        else
-                log_wrap(LOG_INFO, wrap, "Diary: pain %u/10, %s.", e->score, diary_where_to_string(e->where));
-
-        /* R8 may now be due, or newly not. */
-        r = r8_check(m, wrap, now);
-        if (store_broken(r))
-                manager_store_failed(m, r);
-        else if (r < 0)
-                log_wrap_errno(LOG_ERR, r, wrap, "R8 check failed: %s", strerror(abs(r)));
-        outbox_changed(m);
-        return 0;
-}
-
-static const char *rx_field_name(const char *field) {
-        /* The names kneewrapctl's options and the config use, not the struct's. */
-        static const struct { const char *field, *name; } map[] = {
-                { "cold_s", "cold minutes" },
-                { "cold_setpoint", "cold setpoint" },
-                { "heat_s", "heat minutes" },
-                { "heat_setpoint", "heat setpoint" },
-                { "heat_wait_s", "heat wait days" },
-                { "cold_rest_s", "rest minutes" },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(map); i++)
-                if (streq(map[i].field, field))
-                        return map[i].name;
-        return field;
-}
-
-int manager_set_prescription(Manager *m, const char *wrap, const RulesPrescription *rx, const char **ret_error) {
-        const char *field = NULL, *why = NULL;
-        int r;
-
-        if (rx) {
-                r = rules_prescription_check(rx, &field, &why);
-                if (r < 0) {
-                        set_error(ret_error, "%s: %s", rx_field_name(field), why);
-                        return -ERANGE;
-                }
-        }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
-        r = wrap_known(m, wrap, NULL, ret_error);
-        if (r < 0)
-                return r;
-
-        if (!rx) {
-                r = store_prescription_clear(m->store, wrap);
-                if (r < 0 && r != -ENOENT)
-                        return store_fail(m, r, "clearing the prescription", ret_error);
-                log_wrap(LOG_INFO, wrap, "Prescription cleared: the configured defaults apply.");
-        } else {
-                r = store_prescription_set(m->store, wrap, rx, manager_now(m));
-                if (r < 0)
-                        return store_fail(m, r, "recording the prescription", ret_error);
-                log_wrap(LOG_INFO, wrap, "Prescription: cold %u min at %.2f °C, heat %u min at %.2f °C, "
-                         "heat wait %u days, rest %u min.",
-                         rx->cold_s / 60, rx->cold_setpoint / 100.0, rx->heat_s / 60, rx->heat_setpoint / 100.0,
-                         (unsigned) (rx->heat_wait_s / RULES_DAY_S), rx->cold_rest_s / 60);
-        }
-        outbox_changed(m);
-        return 0;
-}
-
-int manager_open_adoption(Manager *m, unsigned seconds) {
-        if (seconds > 3600)
-                return -ERANGE;
-        m->adoption_until = seconds ? manager_now(m) + seconds : 0;
-        if (seconds)
-                log_notice("Adoption open for %u s: a wrap in pairing mode nearby will be adopted.", seconds);
-        else
-                log_notice("Adoption closed.");
-
-        bluez_adoption_changed(m->bluez);
-        mqtt_bridge_changed(m->mqtt);
-        manager_update_status(m);
-        return 0;
-}
-
-int manager_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
-        StoredWrap sw;
-        int r;
-
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
-        r = wrap_known(m, wrap, &sw, ret_error);
-        if (r < 0)
-                return r;
-
-        r = store_wrap_remove(m->store, sw.wrap);
-        if (r < 0)
-                return store_fail(m, r, "removing the wrap", ret_error);
-        log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
-
-        r = bluez_remove_wrap(m->bluez, sw.wrap);
-        if (r < 0 && r != -ENOENT)
-                log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %s", strerror(abs(r)));
-        mqtt_wrap_removed(m->mqtt, sw.wrap);
-        manager_update_status(m);
-        return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "bluez.h"
 #include "clock.h"
+#include "door.h"
 #include "log.h"
 #include "manager.h"
 #include "mqtt.h"
@@ -74,13 +75,6 @@ struct Wrap {
         uint64_t closed_real_usec;
 };
 
-static uint64_t real_mono_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
 /* ---- Lookup and getters ---- */
 
 Wrap *wrap_find_address(Manager *m, const char *address) {
@@ -133,7 +127,7 @@ static int store_failed(Manager *m, int r, const char *wrap, const char *session
         log_internal(LOG_ERR, r, wrap, session_id, "cannot %s: %s", what,
                      m->store ? store_errmsg(m->store) : "store unavailable");
         /* A broken store is closed and retried by the manager; a busy one is only refused now. */
-        if (r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM)
+        if (store_is_broken(r))
                 manager_store_failed(m, r);
         return r;
 }
@@ -320,7 +314,7 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         /* A session the wrap never took has no sequence number: one that runs is not this one. */
         w->have_closed_seq = w->have_seq && outcome != OUTCOME_NOT_STARTED;
         w->closed_seq = w->seq;
-        w->closed_real_usec = real_mono_usec();
+        w->closed_real_usec = mono_usec();
         session_clear(w);
         wrap_changed(w);
 }
@@ -370,7 +364,7 @@ static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
                 if (real_grace < real_min)
                         real_grace = real_min;
-                if (real_mono_usec() + USEC_PER_MSEC < real_grace) {
+                if (mono_usec() + USEC_PER_MSEC < real_grace) {
                         arm(w, &w->timer, real_grace, on_session_timer);
                         break;
                 }
@@ -441,7 +435,7 @@ static void latency_add(Wrap *w, uint64_t since_usec) {
 
         if (!since_usec)
                 return;
-        d = real_mono_usec() - since_usec;
+        d = mono_usec() - since_usec;
         w->latency.n++;
         w->latency.sum_usec += d;
         if (d > w->latency.max_usec)
@@ -452,8 +446,9 @@ static void latency_add(Wrap *w, uint64_t since_usec) {
         log_wrap(LOG_INFO, w->address, "button answered in %llu µs", (unsigned long long) d);
 }
 
-static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
-                         SessionRecord *ret_record, const char **ret_error) {
+int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
+                       SessionRecord *ret_record, const char **ret_error) {
+        Manager *m = w->m;
         int64_t now = manager_now(m);
         SessionRecord rec = {
                 .mode = mode,
@@ -564,7 +559,7 @@ static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource so
                 return 0;
         }
         arm_session_timer(w, w->deadline_mono);
-        arm(w, &w->answer_timer, real_mono_usec() + ANSWER_TIMEOUT_USEC, on_answer_timer);
+        arm(w, &w->answer_timer, mono_usec() + ANSWER_TIMEOUT_USEC, on_answer_timer);
         update_remaining(w);
         log_session(LOG_NOTICE, w->address, rec.session_id, "%s %s session: START %d.%02d °C for %u s (%s)",
                     request_source_to_string(source), therapy_mode_to_string(d.mode),
@@ -575,32 +570,9 @@ static int request_start(Manager *m, Wrap *w, TherapyMode mode, RequestSource so
         return 0;
 }
 
-int manager_request_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source,
-                          SessionRecord *ret_record, const char **ret_error) {
-        Wrap *w = wrap_find(m, wrap);
-
-        if (!w) {
-                if (ret_error)
-                        *ret_error = "no such wrap";
-                return -ENOENT;
-        }
-        if (mode != THERAPY_COLD && mode != THERAPY_HEAT) {
-                if (ret_error)
-                        *ret_error = "mode must be cold or heat";
-                return -EINVAL;
-        }
-        return request_start(m, w, mode, source, 0, ret_record, ret_error);
-}
-
-int manager_request_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error) {
-        Wrap *w = wrap_find(m, wrap);
+int wrap_request_stop(Wrap *w, RequestSource source, const char **ret_error) {
         RulesDecision d;
 
-        if (!w) {
-                if (ret_error)
-                        *ret_error = "no such wrap";
-                return -ENOENT;
-        }
         if (w->phase == PHASE_NONE) {
                 if (ret_error)
                         *ret_error = "no session is running on this wrap";
@@ -611,7 +583,7 @@ int manager_request_stop(Manager *m, const char *wrap, RequestSource source, con
                         *ret_error = "the wrap is not connected; its session ends by itself at its duration";
                 return -ENOTCONN;
         }
-        d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_STOP }, manager_now(m));
+        d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_STOP }, manager_now(w->m));
         log_session(LOG_INFO, w->address, w->rec.session_id, "stop asked for (%s)", request_source_to_string(source));
         session_stop(w, d.action == RULES_STOP ? d.stop : STOP_USER, OUTCOME_STOPPED_BY_USER,
                      source == SOURCE_BUTTON ? "the stop button was pressed" : "stop asked for");
@@ -633,9 +605,10 @@ void wrap_on_button(Wrap *w, const WireButton *b, uint64_t received_usec) {
         case WIRE_BUTTON_COLD:
         case WIRE_BUTTON_HEAT: {
                 TherapyMode mode = b->event == WIRE_BUTTON_COLD ? THERAPY_COLD : THERAPY_HEAT;
-                int r = request_start(w->m, w, mode, SOURCE_BUTTON, received_usec, NULL, &err);
+                int r = door_start(w->m, w->id, mode, SOURCE_BUTTON, received_usec, NULL, &err);
                 if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, w->address, "%s press failed: %s", therapy_mode_to_string(mode), strerror(abs(r)));
+                        log_wrap_errno(LOG_ERR, r, w->address, "%s press failed: %m%s%s", therapy_mode_to_string(mode),
+                                       err ? ": " : "", err ? err : "");
                 break;
         }
         case WIRE_BUTTON_STOP:
@@ -645,7 +618,7 @@ void wrap_on_button(Wrap *w, const WireButton *b, uint64_t received_usec) {
                  * wrap whose own stop did not take.
                  */
                 if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING)
-                        manager_request_stop(w->m, w->id, SOURCE_BUTTON, &err);
+                        (void) door_stop(w->m, w->id, SOURCE_BUTTON, &err);
                 else
                         log_wrap(LOG_DEBUG, w->address, "stop pressed with no session running");
                 break;
@@ -691,7 +664,7 @@ static void stray_session(Wrap *w, const WireStatus *s) {
                  (unsigned) s->elapsed_s, (unsigned) s->seq);
         w->have_closed_seq = true;
         w->closed_seq = s->seq;
-        w->closed_real_usec = real_mono_usec();
+        w->closed_real_usec = mono_usec();
 
         /* One kept record at a time: a second one is logged, not stored. */
         if (unsaved_flush(w) < 0 || !m->store || uuid_generate_str(rec.session_id) < 0)
@@ -708,7 +681,7 @@ static void stray_session(Wrap *w, const WireStatus *s) {
 
 /* A Status says the wrap runs a session while the gateway has none open. */
 static void unknown_running(Wrap *w, const WireStatus *s) {
-        bool recent = w->closed_real_usec && real_mono_usec() < w->closed_real_usec + STOP_BUTTON_WAIT_USEC;
+        bool recent = w->closed_real_usec && mono_usec() < w->closed_real_usec + STOP_BUTTON_WAIT_USEC;
 
         if (w->have_closed_seq ? s->seq != w->closed_seq : !recent) {
                 stray_session(w, s);
@@ -720,7 +693,7 @@ static void unknown_running(Wrap *w, const WireStatus *s) {
         log_wrap(LOG_WARNING, w->address, "the wrap still runs the session the gateway ended (sequence %u): STOP again",
                  (unsigned) s->seq);
         send_stop(w, STOP_SAFETY);
-        w->closed_real_usec = real_mono_usec();
+        w->closed_real_usec = mono_usec();
 }
 
 /* After a link loss or a restart: what happened to the session while we were away. */
@@ -805,7 +778,7 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
                                       "the prescribed time is over (the wrap ended it)");
                 } else if (s->state == WIRE_STATE_IDLE)
                         /* Stopped early: the stop press is usually notified with it. */
-                        arm(w, &w->idle_timer, real_mono_usec() + STOP_BUTTON_WAIT_USEC, on_idle_timer);
+                        arm(w, &w->idle_timer, mono_usec() + STOP_BUTTON_WAIT_USEC, on_idle_timer);
                 break;
         }
         update_remaining(w);

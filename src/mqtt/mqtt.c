@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "commands.h"
 #include "discovery.h"
+#include "door.h"
 #include "log.h"
 #include "manager.h"
 #include "mqtt.h"
@@ -57,7 +57,7 @@ typedef struct MqttSettings {
         char *host;
         uint16_t port;
         char *base, *prefix, *client_id, *username, *password;
-        char *ca, *cert, *key;
+        char *ca, *ca_dir, *cert, *key;
         uint16_t keepalive;
         MqttProtocol protocol;
 } MqttSettings;
@@ -113,6 +113,7 @@ static void settings_done(MqttSettings *s) {
                 free(s->password);
         }
         free(s->ca);
+        free(s->ca_dir);
         free(s->cert);
         free(s->key);
         memset(s, 0, sizeof(*s));
@@ -148,6 +149,8 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 return log_error_errno(EINVAL, "MQTT: no [mqtt] host configured.");
         r = check_readable("TLS CA file", c->tls_ca_file);
         if (r >= 0)
+                r = check_readable("TLS CA directory", c->tls_ca_dir);
+        if (r >= 0)
                 r = check_readable("TLS certificate file", c->tls_cert_file);
         if (r >= 0)
                 r = check_readable("TLS key file", c->tls_key_file);
@@ -155,12 +158,12 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 return r;
         if (!!c->tls_cert_file != !!c->tls_key_file)
                 return log_error_errno(EINVAL, "MQTT: tls_cert_file and tls_key_file go together; one is missing.");
-        if (c->tls_cert_file && !c->tls_ca_file)
-                return log_error_errno(EINVAL, "MQTT: a client certificate needs tls_ca_file too (verification stays on).");
+        if (c->tls_cert_file && !c->tls_ca_file && !c->tls_ca_dir)
+                return log_error_errno(EINVAL, "MQTT: a client certificate needs tls_ca_file or tls_ca_dir too (verification stays on).");
 
         if (dup_opt(c->mqtt_host, &s.host) < 0 || dup_opt(c->base_topic ? c->base_topic : "kneewrap", &s.base) < 0 ||
             dup_opt(c->discovery_prefix ? c->discovery_prefix : "homeassistant", &s.prefix) < 0 ||
-            dup_opt(c->username, &s.username) < 0 || dup_opt(c->tls_ca_file, &s.ca) < 0 ||
+            dup_opt(c->username, &s.username) < 0 || dup_opt(c->tls_ca_file, &s.ca) < 0 || dup_opt(c->tls_ca_dir, &s.ca_dir) < 0 ||
             dup_opt(c->tls_cert_file, &s.cert) < 0 || dup_opt(c->tls_key_file, &s.key) < 0)
                 goto oom;
         if (c->client_id) {
@@ -192,6 +195,11 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                                 settings_done(&s);
                                 return log_error_errno(r, "MQTT: cannot read the credential %s: %s", p, strerror(abs(r)));
                         }
+                        /* The unit's SetCredential= default when the file is missing: no password. */
+                        if (s.password && !s.password[0]) {
+                                free(s.password);
+                                s.password = NULL;
+                        }
                 }
         }
         if (s.password && !s.username) {
@@ -211,13 +219,6 @@ static uint64_t now_mono(Mqtt *q) {
         uint64_t t = 0;
         (void) sd_event_now(q->m->event, CLOCK_MONOTONIC, &t);
         return t;
-}
-
-static uint64_t random_u64(void) {
-        uint64_t x = 0;
-        if (getrandom(&x, sizeof x, GRND_NONBLOCK) != sizeof x)
-                x = clock_mono_usec() * 6364136223846793005ULL + 1442695040888963407ULL;
-        return x;
 }
 
 /* Logs a failure once at `level`; the same failure again only at debug level. */
@@ -293,7 +294,7 @@ static void update_events(Mqtt *q) {
                  * read; asking for EPOLLOUT then would spin. Past the TCP connect the
                  * handshake moves on reads, and every read is followed by a write attempt.
                  */
-                if (!(q->connecting && q->s.ca && q->saw_writable))
+                if (!(q->connecting && (q->s.ca || q->s.ca_dir) && q->saw_writable))
                         ev |= EPOLLOUT;
         } else if (q->connecting && !q->saw_writable)
                 ev |= EPOLLOUT;
@@ -405,17 +406,10 @@ static void drop_connection(Mqtt *q) {
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata);
 
 static void schedule_retry(Mqtt *q) {
-        uint64_t base, delay;
-        unsigned shift = q->attempts < 7 ? q->attempts : 6;
+        /* 1 s, 2 s, 4 s ... 60 s, with jitter so that gateways spread out. */
+        uint64_t delay = backoff_usec(q->attempts, BACKOFF_MIN_USEC, BACKOFF_MAX_USEC, random_u64());
         int r;
 
-        /* 1 s, 2 s, 4 s ... 60 s, each scaled by a random 0.5–1.0 so that gateways spread out. */
-        base = BACKOFF_MIN_USEC << shift;
-        if (base > BACKOFF_MAX_USEC)
-                base = BACKOFF_MAX_USEC;
-        delay = base / 2 + random_u64() % (base / 2 + 1);
-        if (delay < BACKOFF_MIN_USEC)
-                delay = BACKOFF_MIN_USEC;
         q->attempts++;
 
         q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
@@ -514,8 +508,11 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
                 /* PUBACK: only now may the record leave the outbox. */
                 if (m->store) {
                         r = store_outbox_ack(m->store, q->inflight[i].id);
-                        if (r < 0 && r != -ENOENT)
+                        if (store_is_broken(r))
                                 manager_store_failed(m, r);
+                        else if (r < 0 && r != -ENOENT)
+                                log_error_errno(r, "MQTT: cannot take message %" PRId64 " out of the outbox: %m",
+                                                q->inflight[i].id);
                 }
                 memmove(q->inflight + i, q->inflight + i + 1, (q->n_inflight - i - 1) * sizeof(Inflight));
                 q->n_inflight--;
@@ -556,15 +553,16 @@ static int connect_now(Mqtt *q) {
                 if (rc != MOSQ_ERR_SUCCESS)
                         return log_error_errno(EINVAL, "MQTT: cannot set the username: %s", mosquitto_strerror(rc));
         }
-        if (s->ca) {
-                rc = mosquitto_tls_set(q->mosq, s->ca, NULL, s->cert, s->key, NULL);
+        if (s->ca || s->ca_dir) {
+                /* The host name is checked against the certificate (tls_insecure off), also with a CA directory. */
+                rc = mosquitto_tls_set(q->mosq, s->ca, s->ca_dir, s->cert, s->key, NULL);
                 if (rc == MOSQ_ERR_SUCCESS)
                         rc = mosquitto_tls_opts_set(q->mosq, 1 /* SSL_VERIFY_PEER */, NULL, NULL);
                 if (rc == MOSQ_ERR_SUCCESS)
                         rc = mosquitto_tls_insecure_set(q->mosq, false);
                 if (rc != MOSQ_ERR_SUCCESS)
                         return log_error_errno(EINVAL, "MQTT: cannot use the TLS files (CA %s): %s",
-                                               s->ca, mosquitto_strerror(rc));
+                                               s->ca ? s->ca : s->ca_dir, mosquitto_strerror(rc));
         }
 
         q->connecting = true;
@@ -632,7 +630,9 @@ static void outbox_send(Mqtt *q) {
 
                 r = store_outbox_peek(m->store, q->last_sent_id, want, &msgs, &n);
                 if (r < 0) {
-                        manager_store_failed(m, r);
+                        /* Busy: the next flush tries again. */
+                        if (store_is_broken(r))
+                                manager_store_failed(m, r);
                         return;
                 }
                 for (size_t i = 0; i < n; i++) {
@@ -651,7 +651,8 @@ static void outbox_send(Mqtt *q) {
                                 r = store_outbox_ack(m->store, msgs[i].id);
                                 if (r < 0 && r != -ENOENT) {
                                         outbox_msgs_free(msgs, n);
-                                        manager_store_failed(m, r);
+                                        if (store_is_broken(r))
+                                                manager_store_failed(m, r);
                                         return;
                                 }
                         } else
@@ -816,10 +817,14 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
                  * only with a record, or as the day turns. Query for them only then. */
                 snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
                          v.last ? session_outcome_to_string(v.last->outcome) : "", clock_format_date(now, today));
-                /* [since, until): until is the next second, so a record of this very second counts. */
+                /* Whole local days, today included: the one definition (store.h). */
+                int64_t since7, since30, until;
                 if ((force || !streq(key, k->compliance_for)) &&
-                    store_compliance(m->store, k->wrap, now - 7 * RULES_DAY_S, now + 1, &c7) >= 0 &&
-                    store_compliance(m->store, k->wrap, now - 30 * RULES_DAY_S, now + 1, &c30) >= 0 &&
+                    clock_local_day_start(now, 6, &since7) >= 0 &&
+                    clock_local_day_start(now, 29, &since30) >= 0 &&
+                    clock_local_day_start(now, -1, &until) >= 0 &&
+                    store_compliance(m->store, k->wrap, since7, until, &c7) >= 0 &&
+                    store_compliance(m->store, k->wrap, since30, until, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
                         snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
@@ -1027,14 +1032,26 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         const char *error = NULL;
         char buf[128], date[11];
         _cleanup_free_ char *data = NULL;
+        unsigned needs = command_needs(c);
         int r = 0;
+
+        if (!(needs & m->config.mqtt_commands)) {
+                /* Authority: the broker's ACL says who may publish; [mqtt] commands says what that may do. */
+                char why[COMMAND_ERROR_MAX];
+
+                snprintf(why, sizeof why, "not allowed over MQTT: [mqtt] commands does not list \"%s\"",
+                         mqtt_allow_to_string(needs));
+                respond(q, response_topic, c, NULL, why);
+                log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s.", why);
+                return;
+        }
 
         switch (c->type) {
         case COMMAND_START: {
                 SessionRecord rec;
 
                 memset(&rec, 0, sizeof rec);
-                r = manager_request_start(m, wrap, c->mode, SOURCE_MQTT, &rec, &error);
+                r = door_start(m, wrap, c->mode, SOURCE_MQTT, 0, &rec, &error);
                 if (r >= 0 && rec.session_id[0])
                         (void) payload_session(&rec, &data);
                 if (r >= 0 && rec.outcome == OUTCOME_REFUSED) {
@@ -1049,59 +1066,33 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 break;
         }
         case COMMAND_STOP:
-                r = manager_request_stop(m, wrap, SOURCE_MQTT, &error);
+                r = door_stop(m, wrap, SOURCE_MQTT, &error);
                 break;
         case COMMAND_INJURY: {
                 const char *v = c->injury[0] ? c->injury : NULL;
                 if (v && streq(v, "today"))
                         v = clock_format_date(manager_now(m), date);
-                r = manager_set_injury(m, wrap, v, &error);
+                r = door_set_injury(m, wrap, v, &error);
                 break;
         }
         case COMMAND_DIARY: {
                 DiaryEntry e = c->diary;
                 if (e.at == 0)
                         e.at = manager_now(m);
-                r = manager_add_diary(m, wrap, &e, &error);
+                r = door_add_diary(m, wrap, &e, &error);
                 break;
         }
         case COMMAND_ADOPT:
-                r = manager_open_adoption(m, c->adopt_seconds);
+                r = door_open_adoption(m, c->adopt_seconds, &error);
                 if (r >= 0 && asprintf(&data, "{\"time\":%u}", c->adopt_seconds) < 0)
                         data = NULL;
                 break;
         case COMMAND_REMOVE:
-                r = manager_remove_wrap(m, wrap, &error);
+                r = door_remove_wrap(m, wrap, &error);
                 break;
-        case COMMAND_PRESCRIPTION: {
-                RulesPrescription rx;
-                bool prescribed;
-
-                if (!m->store) {
-                        r = -EIO;
-                        error = "the store is unavailable";
-                        break;
-                }
-                r = store_prescription_get(m->store, wrap, &m->config.therapy, &rx, &prescribed);
-                if (r < 0) {
-                        error = r == -ENOENT ? "no such wrap" : "the store cannot be read";
-                        break;
-                }
-                if (c->rx_set & RX_COLD_S)
-                        rx.cold_s = c->rx.cold_s;
-                if (c->rx_set & RX_COLD_SETPOINT)
-                        rx.cold_setpoint = c->rx.cold_setpoint;
-                if (c->rx_set & RX_HEAT_S)
-                        rx.heat_s = c->rx.heat_s;
-                if (c->rx_set & RX_HEAT_SETPOINT)
-                        rx.heat_setpoint = c->rx.heat_setpoint;
-                if (c->rx_set & RX_HEAT_WAIT_S)
-                        rx.heat_wait_s = c->rx.heat_wait_s;
-                if (c->rx_set & RX_COLD_REST_S)
-                        rx.cold_rest_s = c->rx.cold_rest_s;
-                r = manager_set_prescription(m, wrap, &rx, &error);
+        case COMMAND_PRESCRIPTION:
+                r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, &error);
                 break;
-        }
         }
 
         if (r < 0) {
@@ -1116,13 +1107,23 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
 static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
         Mqtt *q = userdata;
-        size_t bl = strlen(q->s.base), pl = strlen(q->s.prefix);
-        const char *t = msg->topic, *rest;
-        char error[COMMAND_ERROR_MAX];
+        const char *t = msg->topic;
+        char error[COMMAND_ERROR_MAX], name[COMMAND_NAME_MAX];
+        _cleanup_free_ char *resp = NULL;
+        TopicKind kind;
         Command c;
         int r;
 
-        if (strncmp(t, q->s.prefix, pl) == 0 && streq(t + pl, "/status")) {
+        kind = command_route(q->s.base, q->s.prefix, t, name);
+        if (kind == TOPIC_IGNORED)
+                return;
+        if (msg->payloadlen < 0 || (size_t) msg->payloadlen > COMMAND_PAYLOAD_MAX) {
+                /* Dropped before anything reads it: a 4 MiB JSON array is never parsed. */
+                log_warning("MQTT: dropped a %d-byte message on %s: larger than %d bytes.",
+                            msg->payloadlen, t, COMMAND_PAYLOAD_MAX);
+                return;
+        }
+        if (kind == TOPIC_HA_STATUS) {
                 /* Home Assistant restarted: send discovery and state again, after a short random delay. */
                 if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0 && !q->ha_timer) {
                         uint64_t delay = USEC_PER_SEC + random_u64() % (4 * USEC_PER_SEC);
@@ -1131,16 +1132,10 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                 }
                 return;
         }
-        if (strncmp(t, q->s.base, bl) != 0 || t[bl] != '/')
-                return;
-        rest = t + bl + 1;
         if (msg->retain)
                 return; /* a command left retained on the broker is stale: never act on it */
 
-        if (strncmp(rest, "bridge/request/", 15) == 0) {
-                const char *name = rest + 15;
-                _cleanup_free_ char *resp = NULL;
-
+        if (kind == TOPIC_BRIDGE_REQUEST) {
                 if (topicf(&resp, "%s/bridge/response/%s", q->s.base, name) < 0)
                         return;
                 r = command_parse(name, msg->payload, (size_t) msg->payloadlen, &c, error);
@@ -1154,27 +1149,17 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         }
 
         /* <wrap>/set */
-        {
-                const char *slash = strchr(rest, '/');
-                char wrap[WRAP_ID_MAX];
-                _cleanup_free_ char *resp = NULL;
-
-                if (!slash || !streq(slash, "/set") || (size_t) (slash - rest) >= sizeof wrap)
-                        return;
-                memcpy(wrap, rest, (size_t) (slash - rest));
-                wrap[slash - rest] = 0;
-                if (topicf(&resp, "%s/%s/response", q->s.base, wrap) < 0)
-                        return;
-                r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
-                if (r < 0) {
-                        respond(q, resp, &c, NULL, error);
-                        log_wrap(LOG_NOTICE, wrap, "MQTT: bad command: %s", error);
-                        return;
-                }
-                if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
-                        return;
-                run_command(q, wrap, &c, resp);
+        if (topicf(&resp, "%s/%s/response", q->s.base, name) < 0)
+                return;
+        r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
+        if (r < 0) {
+                respond(q, resp, &c, NULL, error);
+                log_wrap(LOG_NOTICE, name, "MQTT: bad command: %s", error);
+                return;
         }
+        if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
+                return;
+        run_command(q, name, &c, resp);
 }
 
 /* ---- the public face ---- */
@@ -1256,7 +1241,7 @@ static bool settings_equal(const MqttSettings *a, const MqttSettings *b) {
         return streq_ptr(a->host, b->host) && a->port == b->port && streq_ptr(a->base, b->base) &&
                 streq_ptr(a->prefix, b->prefix) && streq_ptr(a->client_id, b->client_id) &&
                 streq_ptr(a->username, b->username) && streq_ptr(a->password, b->password) &&
-                streq_ptr(a->ca, b->ca) && streq_ptr(a->cert, b->cert) && streq_ptr(a->key, b->key) &&
+                streq_ptr(a->ca, b->ca) && streq_ptr(a->ca_dir, b->ca_dir) && streq_ptr(a->cert, b->cert) && streq_ptr(a->key, b->key) &&
                 a->keepalive == b->keepalive && a->protocol == b->protocol;
 }
 
@@ -1270,9 +1255,13 @@ int mqtt_reload(Mqtt *q) {
         if (r < 0)
                 return r;
         if (settings_equal(&s, &q->s)) {
-                /* The broker side is unchanged: no reconnect, only bridge/info (therapy defaults may differ). */
+                /* The broker side is unchanged: no reconnect. bridge/info (therapy defaults may differ)
+                 * and discovery ([mqtt] commands decides which entities are offered) go again. */
                 settings_done(&s);
                 q->dirty_info = true;
+                q->dirty_all = true;
+                for (size_t i = 0; i < q->n_wraps; i++)
+                        q->wraps[i].discovered = false;
                 schedule_flush(q);
                 return 0;
         }

@@ -109,9 +109,59 @@ static const char *const schema_step1[] = {
         NULL,
 };
 
+/*
+ * 2: what a clinic reads. Alerts become records a person acknowledges, with a text and two
+ * more kinds (the table is rebuilt: SQLite cannot change a CHECK; AUTOINCREMENT so an
+ * alert's id, which names it in FHIR, is never reused); runs; the patient profile; the
+ * wrap's Device Information.
+ */
+static const char *const schema_step2[] = {
+        "CREATE TABLE alerts2 (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        kind TEXT NOT NULL CHECK (kind IN ('see_physio', 'see_physio_overdue', 'red_flag',\n"
+        "                'safety_stop', 'low_battery', 'heat_first_week')),\n"
+        "        at INTEGER NOT NULL,\n"
+        "        text TEXT NOT NULL DEFAULT '' CHECK (length(CAST(text AS BLOB)) < 256),\n"
+        "        acked_at INTEGER\n"
+        ");\n",
+        "INSERT INTO alerts2 (id, wrap, kind, at) SELECT id, wrap, kind, at FROM alerts;\n",
+        "DROP TABLE alerts;\n",
+        "ALTER TABLE alerts2 RENAME TO alerts;\n",
+        "CREATE INDEX alerts_wrap_at ON alerts (wrap, at);\n",
+
+        "CREATE TABLE runs (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        ended_at INTEGER NOT NULL,\n"
+        "        minutes INTEGER NOT NULL DEFAULT 0 CHECK (minutes BETWEEN 0 AND 1440),\n"
+        "        meters INTEGER NOT NULL DEFAULT 0 CHECK (meters BETWEEN 0 AND 1000000),\n"
+        "        source TEXT NOT NULL CHECK (source IN ('button', 'mqtt', 'cli', 'dbus')),\n"
+        "        recorded_at INTEGER NOT NULL\n"
+        ");\n",
+        "CREATE INDEX runs_wrap_ended ON runs (wrap, ended_at);\n",
+
+        "CREATE TABLE patients (\n"
+        "        wrap TEXT PRIMARY KEY NOT NULL REFERENCES wraps (id),\n"
+        "        label TEXT NOT NULL DEFAULT '' CHECK (length(CAST(label AS BLOB)) < 64),\n"
+        "        knee TEXT CHECK (knee IS NULL OR knee IN ('left', 'right')),\n"
+        "        clinic_ref TEXT NOT NULL DEFAULT '' CHECK (length(CAST(clinic_ref AS BLOB)) < 64),\n"
+        "        set_at INTEGER NOT NULL\n"
+        ");\n",
+
+        "CREATE TABLE device_info (\n"
+        "        wrap TEXT PRIMARY KEY NOT NULL REFERENCES wraps (id),\n"
+        "        manufacturer TEXT NOT NULL DEFAULT '' CHECK (length(CAST(manufacturer AS BLOB)) < 64),\n"
+        "        model TEXT NOT NULL DEFAULT '' CHECK (length(CAST(model AS BLOB)) < 64),\n"
+        "        serial TEXT NOT NULL DEFAULT '' CHECK (length(CAST(serial AS BLOB)) < 64),\n"
+        "        firmware TEXT NOT NULL DEFAULT '' CHECK (length(CAST(firmware AS BLOB)) < 64),\n"
+        "        read_at INTEGER NOT NULL\n"
+        ");\n",
+        NULL,
+};
 
 /*
- * 2: the clinic uplink's change sequence. Every write of a record that goes to the clinic
+ * 3: the clinic uplink's change sequence. Every write of a record that goes to the clinic
  * (a wrap: its Patient and Device; a finished session; a diary entry; an alert) gives that record
  * the next seq, so "the highest seq the server confirmed" is a complete cursor: a record
  * corrected later (R10) moves past the cursor again and is sent again, as an update (rev
@@ -124,7 +174,7 @@ static const char *const schema_step1[] = {
         "SELECT coalesce(max(seq), 0) + 1, '" kind "', " key " FROM uplink_changes WHERE true " \
         "ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq, rev = rev + 1;\n"
 
-static const char *const schema_step2[] = {
+static const char *const schema_step3[] = {
         "CREATE TABLE uplink_changes (\n"
         "        seq INTEGER NOT NULL UNIQUE CHECK (seq > 0),\n"
         "        kind TEXT NOT NULL CHECK (kind IN ('wrap', 'session', 'diary', 'alert')),\n"
@@ -157,6 +207,19 @@ static const char *const schema_step2[] = {
         "CREATE TRIGGER uplink_wrap_update AFTER UPDATE ON wraps BEGIN\n"
         UPLINK_BUMP("wrap", "NEW.id")
         "END;\n",
+        /* The Patient is made of the profile, the Device of the Device Information. */
+        "CREATE TRIGGER uplink_patient_insert AFTER INSERT ON patients BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_patient_update AFTER UPDATE ON patients BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_device_info_insert AFTER INSERT ON device_info BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_device_info_update AFTER UPDATE ON device_info BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
         /* What was recorded before the uplink existed goes too: wraps first, then by time. */
         "INSERT INTO uplink_changes (seq, kind, key) SELECT row_number() OVER (ORDER BY o, at, key), kind, key FROM (\n"
         "        SELECT 0 AS o, adopted_at AS at, 'wrap' AS kind, id AS key FROM wraps\n"
@@ -166,9 +229,11 @@ static const char *const schema_step2[] = {
         NULL,
 };
 #undef UPLINK_BUMP
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
-        schema_step2,       /* 2: the clinic uplink's change sequence */
+        schema_step2,       /* 2: alert records, runs, patient profiles, device information */
+        schema_step3,       /* 3: the clinic uplink's change sequence */
 };
 
 size_t schema_version_latest(void) {

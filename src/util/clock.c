@@ -13,10 +13,10 @@ static unsigned scale = 1;
 static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
 static int64_t real0;                /* real CLOCK_REALTIME at setup */
 
-static uint64_t now_usec(clockid_t id) {
+static int64_t realtime_usec(void) {
         struct timespec ts;
-        clock_gettime(id, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * (int64_t) USEC_PER_SEC + ts.tv_nsec / 1000;
 }
 
 int clock_setup(void) {
@@ -28,8 +28,8 @@ int clock_setup(void) {
                         return -EINVAL;
         }
         scale = (unsigned) v;
-        mono0 = mono0_real = now_usec(CLOCK_MONOTONIC);
-        real0 = (int64_t) now_usec(CLOCK_REALTIME);
+        mono0 = mono0_real = mono_usec();
+        real0 = realtime_usec();
         return (int) scale;
 }
 
@@ -38,18 +38,18 @@ unsigned clock_scale(void) {
 }
 
 uint64_t clock_mono_usec(void) {
-        uint64_t n = now_usec(CLOCK_MONOTONIC);
+        uint64_t n = mono_usec();
         if (scale == 1 || mono0_real == 0)
                 return n;
         return mono0 + (n - mono0_real) * scale;
 }
 
 int64_t clock_real_usec(void) {
-        int64_t n = (int64_t) now_usec(CLOCK_REALTIME);
+        int64_t n = realtime_usec();
         if (scale == 1 || mono0_real == 0)
                 return n;
         /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
-        return real0 + (int64_t) ((now_usec(CLOCK_MONOTONIC) - mono0_real) * scale);
+        return real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
 }
 
 uint64_t clock_wait_usec(uint64_t scaled_usec) {
@@ -80,6 +80,26 @@ char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]) {
         snprintf(buf + n, CLOCK_ISO_MAX - n, "%c%02d:%02d",
                  tm.tm_gmtoff < 0 ? '-' : '+', (int) (off / 60 % 100), (int) (off % 60));
         return buf;
+}
+
+int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec) {
+        char date[11];
+        struct tm tm = { 0 };
+        time_t t;
+        int y, mo, d;
+
+        clock_format_date(at, date);
+        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
+                return -EINVAL;
+        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
+        tm.tm_year = y - 1900;
+        tm.tm_mon = mo - 1;
+        tm.tm_mday = d - back - 1;
+        tm.tm_hour = 12;
+        t = timegm(&tm);
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_unix_sec);
 }
 
 char *clock_format_date(int64_t unix_sec, char buf[static 11]) {

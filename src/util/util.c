@@ -6,9 +6,38 @@
 #include <stdio.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util.h"
+
+uint64_t mono_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+uint64_t random_u64(void) {
+        uint64_t x = 0;
+
+        if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t) sizeof x)
+                /* Early boot without entropy: jitter only needs to differ between hosts a bit. */
+                x = mono_usec() * 6364136223846793005ULL + 1442695040888963407ULL;
+        return x;
+}
+
+uint64_t backoff_usec(unsigned failures, uint64_t min_usec, uint64_t max_usec, uint64_t random) {
+        uint64_t d = min_usec, j;
+
+        for (unsigned i = 0; i < failures && d < max_usec; i++)
+                d *= 2;
+        if (d > max_usec)
+                d = max_usec;
+        j = d / 5;
+        d = d - j + (j ? random % (2 * j + 1) : 0);
+        return d < min_usec ? min_usec : d;
+}
 
 int uuid_generate_str(char buf[static UUID_STR_MAX]) {
         uint8_t b[16];

@@ -165,7 +165,10 @@ static void fuzz_request(const uint8_t *data, size_t size) {
         CHECK(n == size);
         CHECK(memcmp(out, data, n) == 0);
         CHECK(wire_request_decode(out, n, &q2) == WIRE_RESULT_SUCCESS);
-        CHECK(memcmp(&q, &q2, sizeof q) == 0);
+        /* Field by field: a struct copy need not copy the padding byte after .reason, and
+         * gcc -O2 does not (memcmp then read stack garbage in the plain-gcc seed replay). */
+        CHECK(q.opcode == q2.opcode && q.mode == q2.mode && q.setpoint == q2.setpoint &&
+              q.duration_s == q2.duration_s && q.reason == q2.reason && q.minutes == q2.minutes);
 }
 
 static void fuzz_response(const uint8_t *data, size_t size) {
@@ -194,7 +197,8 @@ static void fuzz_battery(const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* Decoders get a buffer of exactly `size` bytes, so ASan sees any read past it. */
-        uint8_t *copy = malloc(size ? size : 1);
+        /* calloc: an empty input leaves nothing uninitialized for gcc to warn about. */
+        uint8_t *copy = calloc(1, size ? size : 1);
 
         if (!copy)
                 return 0;

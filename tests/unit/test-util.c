@@ -106,6 +106,23 @@ static void test_parse(void **state) {
         assert_int_equal(parse_bool("maybe", &b), -EINVAL);
 }
 
+static void test_backoff(void **state) {
+        const uint64_t s = 1000000;
+
+        /* 1 s doubling to 60 s, ±20 %, never under the minimum. */
+        assert_int_equal(backoff_usec(0, s, 60 * s, 0), s);
+        assert_int_equal(backoff_usec(0, s, 60 * s, 2 * (s / 5)), s + s / 5);
+        assert_int_equal(backoff_usec(3, s, 60 * s, 0), 8 * s - 8 * s / 5);
+        assert_int_equal(backoff_usec(3, s, 60 * s, 2 * (8 * s / 5)), 8 * s + 8 * s / 5);
+        assert_int_equal(backoff_usec(6, s, 60 * s, 12 * s), 60 * s);
+        assert_int_equal(backoff_usec(1000, s, 60 * s, 0), 48 * s);
+        for (unsigned n = 0; n < 40; n++) {
+                uint64_t d = backoff_usec(n, s, 60 * s, random_u64());
+                assert_true(d >= s && d <= 72 * s);
+        }
+        assert_true(mono_usec() > 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_iso_format_offset),
@@ -113,6 +130,7 @@ int main(void) {
                 cmocka_unit_test(test_day_end_dst),
                 cmocka_unit_test(test_ids),
                 cmocka_unit_test(test_parse),
+                cmocka_unit_test(test_backoff),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

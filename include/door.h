@@ -1,0 +1,65 @@
+/* door: the one door: every action that changes the gateway's state, whoever asks for it. */
+#pragma once
+
+#include <stdint.h>
+
+#include "manager.h"
+#include "record.h"
+#include "rules.h"
+
+/*
+ * The wrap's button, MQTT (mqtt/mqtt.c), D-Bus (daemon/bus-api.c) and so kneewrapctl all
+ * call these functions and nothing below them: one validation, one merge, one log line (the
+ * audit) and one set of errors per action, so that no interface can go around the therapy
+ * rules or word a refusal its own way.
+ *
+ * NEW ACTIONS GO HERE. Add one door_*() function below (and in daemon/door.c), with the
+ * same shape: (Manager *m, what the action needs..., const char **ret_error). Validate every
+ * argument in it, not in the interface; return the errors listed below; log the action once.
+ * Then have each interface call it: a D-Bus method in bus-api.c (map the error with
+ * bus_api's one_door_error), an MQTT command in mqtt/commands.c + mqtt.c, a kneewrapctl
+ * command that calls the D-Bus method. Document it in docs/ in the same commit.
+ *
+ * Return values, the one set of errors:
+ *   0         done, or decided: a refusal by the therapy rules is a decision, recorded and
+ *             reported in *ret_record / *ret_error, not an error
+ *   -EINVAL   the request is malformed (a mode, a date, a score, nothing to prescribe,
+ *             adoption too long)
+ *   -ENOENT   no adopted wrap has that id, or (injury) nothing to resolve
+ *   -ERANGE   outside the therapy rules' bounds (a prescription)
+ *   -ESRCH    no session is running on the wrap
+ *   -ENOTCONN the wrap is not connected
+ *   -EAGAIN   the store is unavailable (closed after a failure, being retried)
+ *   store_is_broken(r): the store failed during the action; it is now unavailable
+ *   -EBUSY    the store is busy (another writer): try again
+ * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
+ * valid until the next door call.
+ */
+
+/* Sessions. press_usec: mono_usec() when the wrap's button was pressed, for the latency
+ * figures; 0 for every other asker. */
+int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source, uint64_t press_usec,
+               SessionRecord *ret_record, const char **ret_error);
+int door_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error);
+
+/* An injury, as "YYYY-MM-DD" or an ISO 8601 date and time; NULL marks it resolved (R3). */
+int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error);
+
+/* A pain diary entry; R9's red flag and R8 are checked here. */
+int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error);
+
+/*
+ * A clinic's prescription: the fields in `set` (RX_* of record.h) take their value from
+ * `values`; the others keep the value in force (the clinic's, or the configured defaults).
+ * The whole is checked against the rules' bounds. *ret_in_force, when given, is the result.
+ */
+int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
+                          RulesPrescription *ret_in_force, const char **ret_error);
+/* Back to the configured defaults. */
+int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error);
+
+/* Adoption: open for `seconds` (at most DOOR_ADOPTION_MAX_S), or close with 0. */
+#define DOOR_ADOPTION_MAX_S 3600
+int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error);
+/* Forgets a wrap: its session ends, its bond goes; its history stays in the store. */
+int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error);
