@@ -164,19 +164,30 @@ class Gateway:
     def logtext(self):
         return open(self.log_path).read() if os.path.exists(self.log_path) else ''
 
-    def state_row(self):
+    @staticmethod
+    def _read(path, sql, args=()):
+        """One read of a file another process writes: a read that meets the writer's lock or
+        its journal mid-commit is tried again, as SQLite's own readers would."""
         import sqlite3
+        for attempt in range(50):
+            try:
+                with sqlite3.connect(f'file:{path}?mode=ro', uri=True, timeout=5) as c:
+                    c.row_factory = sqlite3.Row
+                    return c.execute(sql, args).fetchone()
+            except sqlite3.OperationalError as e:
+                last = e
+                time.sleep(0.05)
+        raise last
+
+    def state_row(self):
         if not os.path.exists(self.state):
             return None
-        with sqlite3.connect(f'file:{self.state}?mode=ro', uri=True) as c:
-            c.row_factory = sqlite3.Row
-            return dict(c.execute('SELECT * FROM uplink').fetchone())
+        row = self._read(self.state, 'SELECT * FROM uplink')
+        return dict(row) if row else None
 
     def pending(self):
-        import sqlite3
         row = self.state_row() or {'cursor': 0}
-        with sqlite3.connect(f'file:{self.db}?mode=ro', uri=True) as c:
-            return c.execute('SELECT count(*) FROM uplink_changes WHERE seq > ?', (row['cursor'],)).fetchone()[0]
+        return self._read(self.db, 'SELECT count(*) FROM uplink_changes WHERE seq > ?', (row['cursor'],))[0]
 
     def wait_delivered(self, timeout=120):
         wait_for(lambda: self.pending() == 0, timeout, 0.1)
