@@ -144,6 +144,14 @@ static int key_adapter(Parser *p, const char *value, const char **why) {
         return -EINVAL;
 }
 
+static int key_clock_trusted(Parser *p, const char *value, const char **why) {
+        if (parse_bool(value, &p->c->clock_trusted) < 0) {
+                *why = "not a boolean (yes or no)";
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int key_auto_adopt(Parser *p, const char *value, const char **why) {
         if (parse_bool(value, &p->c->auto_adopt) < 0) {
                 *why = "not a boolean (yes or no)";
@@ -293,7 +301,7 @@ static int key_tls_ca_dir(Parser *p, const char *value, const char **why) {
 }
 
 static const char *const allow_names[] = {
-        "sessions", "diary", "runs", "injury", "resolve", "prescription", "adoption",
+        "sessions", "diary", "runs", "injury", "resolve", "prescription", "adoption", "alerts",
 };
 
 const char *mqtt_allow_to_string(unsigned bit) {
@@ -319,7 +327,7 @@ static int key_commands(Parser *p, const char *value, const char **why) {
                         ;
                 if (i == ELEMENTSOF(allow_names)) {
                         snprintf(p->why_buf, sizeof p->why_buf, "unknown command \"%.40s\" (sessions, diary, runs, "
-                                 "injury, resolve, prescription, adoption, or none)", tok);
+                                 "injury, resolve, prescription, adoption, alerts, or none)", tok);
                         *why = p->why_buf;
                         return -EINVAL;
                 }
@@ -455,6 +463,7 @@ static int key_uplink_state(Parser *p, const char *value, const char **why) {
 
 static const Key keys[] = {
         { SECTION_DAEMON,    "log_level",         key_log_level },
+        { SECTION_DAEMON,    "clock_trusted",     key_clock_trusted },
         { SECTION_BLUETOOTH, "adapter",           key_adapter },
         { SECTION_BLUETOOTH, "auto_adopt",        key_auto_adopt },
         { SECTION_BLUETOOTH, "allow",             key_allow },

@@ -740,6 +740,11 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
                         d.firmware = info->firmware[0] ? info->firmware : NULL;
                 }
         }
+        /* The patient's label, where the clinic set one, names the device. Read here, on
+         * discovery only: never on the notification path. */
+        PatientProfile profile;
+        if (!clear && q->m->store && store_profile_get(q->m->store, k->wrap, &profile) >= 0 && profile.label[0])
+                d.label = profile.label;
         k->discovered_info = d.model != NULL;
         r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
         if (r < 0) {
@@ -903,6 +908,9 @@ static void publish_health(Mqtt *q) {
                 .store_ok = m->store != NULL,
                 .mqtt_reconnects = m->mqtt_reconnects,
                 .malformed = m->malformed,
+                .clock_synced = m->clock_sync > 0,
+                .clock_trusted = manager_clock_trusted(m),
+                .clock_declared_trusted = m->config.clock_trusted,
         };
         char *json = NULL;
 
@@ -1030,7 +1038,7 @@ static void mark_wrap_dirty(Mqtt *q, const char *wrap) {
 static void run_command(Mqtt *q, const char *wrap, const Command *c, const char *response_topic) {
         Manager *m = q->m;
         const char *error = NULL;
-        char buf[128], date[11];
+        char buf[128];
         _cleanup_free_ char *data = NULL;
         unsigned needs = command_needs(c);
         int r = 0;
@@ -1069,10 +1077,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 r = door_stop(m, wrap, SOURCE_MQTT, &error);
                 break;
         case COMMAND_INJURY: {
-                const char *v = c->injury[0] ? c->injury : NULL;
-                if (v && streq(v, "today"))
-                        v = clock_format_date(manager_now(m), date);
-                r = door_set_injury(m, wrap, v, &error);
+                /* "today" goes through as it is: the daemon dates it (R10). */
+                r = door_set_injury(m, wrap, c->injury[0] ? c->injury : NULL, &error);
                 break;
         }
         case COMMAND_DIARY: {
@@ -1093,6 +1099,25 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         case COMMAND_PRESCRIPTION:
                 r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, &error);
                 break;
+        case COMMAND_RUN: {
+                RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,
+                                  .source = SOURCE_MQTT };
+                int64_t id = 0;
+                snprintf(run.wrap, sizeof run.wrap, "%s", wrap);
+                r = door_record_run(m, &run, &id, &error);
+                if (r >= 0 && asprintf(&data, "{\"id\":%lld}", (long long) id) < 0)
+                        data = NULL;
+                break;
+        }
+        case COMMAND_ACK_ALERT: {
+                AlertRecord a;
+                r = door_ack_alert(m, c->alert_id, &a, &error);
+                if (r >= 0 && !streq(a.wrap, wrap)) {
+                        /* Acknowledged all the same: an id names one alert wherever it is asked. */
+                        log_wrap(LOG_NOTICE, wrap, "MQTT acknowledged alert %lld of %s.", (long long) a.id, a.wrap);
+                }
+                break;
+        }
         }
 
         if (r < 0) {
@@ -1303,6 +1328,26 @@ void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
         schedule_flush(q);
 }
 
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->compliance_for[0] = '\0';
+        k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->discovered = false;
+        k->dirty = true;
+        schedule_flush(q);
+}
+
 void mqtt_wrap_added(Mqtt *q, const char *wrap) {
         KnownWrap *k;
 
@@ -1346,6 +1391,8 @@ void mqtt_bridge_changed(Mqtt *q) {
         if (!q)
                 return;
         q->dirty_info = true;
+        /* The clock's state (R10) is in bridge/health. */
+        q->dirty_health = true;
         schedule_flush(q);
 }
 

@@ -101,7 +101,7 @@ int main(int argc, char *argv[]) {
         else if (streq(argv[2], "diary") && argc == 6 && parse_int64(argv[4], &at) == 0 &&
                  parse_int64(argv[5], &left) == 0) {
                 DiaryEntry e = { .at = at, .score = (uint8_t) left, .where = WHERE_FRONT };
-                r = store_diary_add(s, argv[3], &e, ALERT_NONE, NULL);
+                r = store_diary_add(s, argv[3], &e, NULL, NULL, NULL);
         } else
                 r = -EINVAL;
         if (r < 0)

@@ -38,6 +38,7 @@ static SessionRecord completed_cold(void) {
                 .refusal = REFUSAL_NONE,
                 .has_days_since_injury = true,
                 .days_since_injury = 35,
+                .clock_synced = true,
                 .setpoint = 1000,
         };
         /* min 10.5, max 14.5, mean (1050+1200+1451)/3 = 1233.67 -> 12.34 */
@@ -61,7 +62,7 @@ static void test_completed(void **state) {
                 "\"prescribed_s\":900,\"duration_s\":900,\"outcome\":\"completed\","
                 "\"compliant\":true,\"refusal\":null,"
                 "\"skin_c\":{\"min\":10.5,\"mean\":12.34,\"max\":14.51},"
-                "\"days_since_injury\":3.5}");
+                "\"days_since_injury\":3.5,\"clock_synced\":true}");
 }
 
 static void test_refused(void **state) {
@@ -73,7 +74,7 @@ static void test_refused(void **state) {
                 .requested_at = T0,
                 .prescribed_s = 900,
                 .outcome = OUTCOME_REFUSED,
-                .refusal = REFUSAL_HEAT_TOO_SOON,
+                .refusal = REFUSAL_CLOCK_UNSYNCED,
                 .minutes_left = 7245,
                 .has_days_since_injury = true,
                 .days_since_injury = 20,
@@ -88,8 +89,8 @@ static void test_refused(void **state) {
                 "\"started_at\":null,\"ended_at\":null,"
                 "\"prescribed_s\":900,\"duration_s\":0,\"outcome\":\"refused\","
                 "\"compliant\":false,"
-                "\"refusal\":{\"reason\":\"heat_too_soon\",\"minutes_left\":7245},"
-                "\"skin_c\":null,\"days_since_injury\":2.0}");
+                "\"refusal\":{\"reason\":\"clock_unsynced\",\"minutes_left\":7245},"
+                "\"skin_c\":null,\"days_since_injury\":2.0,\"clock_synced\":false}");
 }
 
 static void test_not_started(void **state) {
@@ -114,7 +115,7 @@ static void test_not_started(void **state) {
                 "\"started_at\":null,\"ended_at\":null,"
                 "\"prescribed_s\":720,\"duration_s\":0,\"outcome\":\"not_started\","
                 "\"compliant\":false,\"refusal\":null,\"skin_c\":null,"
-                "\"days_since_injury\":null}");
+                "\"days_since_injury\":null,\"clock_synced\":false}");
 }
 
 static char *skin_of(int32_t a, int32_t b) {
@@ -179,27 +180,31 @@ static void test_session_msg(void **state) {
 
 static void test_alert_msg(void **state) {
         Config c = test_config();
+        AlertRecord a = { .id = 7, .wrap = "wrap_aabbccddeeff", .kind = ALERT_RED_FLAG, .at = T0,
+                          .text = "Sudden swelling after a \"pop\": see a doctor today." };
         OutboxMsg m = { 0 };
 
-        assert_int_equal(payload_alert_msg(&c, "wrap_aabbccddeeff", ALERT_RED_FLAG, T0,
-                                           "Sudden swelling after a \"pop\": see a doctor today.",
-                                           NULL, &m), 0);
+        assert_int_equal(payload_alert_msg(&c, &a, true, NULL, &m), 0);
         assert_string_equal(m.topic, "kneewrap/wrap_aabbccddeeff/alert");
         assert_int_equal(m.qos, 1);
-        assert_false(m.retain);
+        assert_true(m.retain);
         assert_string_equal(m.payload,
-                "{\"alert\":\"red_flag\",\"severity\":\"urgent\",\"wrap\":\"wrap_aabbccddeeff\","
-                "\"at\":\"2026-11-21T15:04:05+01:00\","
+                "{\"id\":7,\"event_type\":\"red_flag\",\"alert\":\"red_flag\",\"severity\":\"urgent\","
+                "\"wrap\":\"wrap_aabbccddeeff\",\"at\":\"2026-11-21T15:04:05+01:00\","
                 "\"message\":\"Sudden swelling after a \\\"pop\\\": see a doctor today.\","
-                "\"session_id\":null}");
+                "\"session_id\":null,\"acked_at\":null}");
         outbox_msg_done(&m);
 
-        assert_int_equal(payload_alert_msg(&c, "wrap_aabbccddeeff", ALERT_SEE_PHYSIO, T0,
-                                           "ok", "0f8fad5b-d9cb-469f-a165-70867728950e", &m), 0);
+        /* Acknowledged, and no longer the latest: not retained, or it would hide the newer one. */
+        a.kind = ALERT_SEE_PHYSIO;
+        a.acked_at = T0 + 60;
+        snprintf(a.text, sizeof a.text, "ok");
+        assert_int_equal(payload_alert_msg(&c, &a, false, "0f8fad5b-d9cb-469f-a165-70867728950e", &m), 0);
+        assert_false(m.retain);
         assert_string_equal(m.payload,
-                "{\"alert\":\"see_physio\",\"severity\":\"warning\",\"wrap\":\"wrap_aabbccddeeff\","
-                "\"at\":\"2026-11-21T15:04:05+01:00\",\"message\":\"ok\","
-                "\"session_id\":\"0f8fad5b-d9cb-469f-a165-70867728950e\"}");
+                "{\"id\":7,\"event_type\":\"acknowledged\",\"alert\":\"see_physio\",\"severity\":\"warning\","
+                "\"wrap\":\"wrap_aabbccddeeff\",\"at\":\"2026-11-21T15:04:05+01:00\",\"message\":\"ok\","
+                "\"session_id\":\"0f8fad5b-d9cb-469f-a165-70867728950e\",\"acked_at\":\"2026-11-21T15:05:05+01:00\"}");
         outbox_msg_done(&m);
 }
 
