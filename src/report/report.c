@@ -385,7 +385,8 @@ static void csv_sessions(Csv *c, const ReportData *d) {
         static const char *const head[] = {
                 "session_id", "wrap", "mode", "source", "requested_at", "started_at", "ended_at",
                 "prescribed_s", "duration_s", "outcome", "compliant", "refusal_reason",
-                "refusal_minutes_left", "skin_c_min", "skin_c_mean", "skin_c_max", "days_since_injury", NULL,
+                "refusal_minutes_left", "skin_c_min", "skin_c_mean", "skin_c_max", "days_since_injury",
+                "clock_synced", NULL,
         };
 
         csv_header(c, head);
@@ -424,6 +425,7 @@ static void csv_sessions(Csv *c, const ReportData *d) {
                         csv_fieldf(c, "%d.%d", s->days_since_injury / 10, s->days_since_injury % 10);
                 else
                         csv_field(c, NULL);
+                csv_field(c, s->clock_synced ? "true" : "false");
                 csv_end(c);
         }
 }
