@@ -1199,7 +1199,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         clock_format_date(p.since, from);
         clock_format_date(p.until - 1, to);
         if (json) {
-                json_t *j = report_compliance_json(&co);
+                json_t *j = payload_compliance_json(&co);
                 if (j && (json_object_set_new(j, "wrap", json_string(id)) < 0 ||
                           json_object_set_new(j, "since", json_string(from)) < 0 ||
                           json_object_set_new(j, "until", json_string(to)) < 0)) {
