@@ -187,6 +187,7 @@ typedef struct WrapEntity {
         const char *object;
         const char *name;
         bool wrap_availability;       /* false: shown even when the wrap is away (connectivity) */
+        unsigned needs;               /* MQTT_ALLOW_*: not announced (cleared) unless [mqtt] commands allows it */
 } WrapEntity;
 
 int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, DiscoveryMsg **ret, size_t *ret_n) {
@@ -208,12 +209,12 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                 { "binary_sensor", "fault_low_battery",       "Low battery",       true },
                 { "binary_sensor", "fault_not_worn",          "Not worn",          true },
                 { "binary_sensor", "fault_element",           "Element failure",   true },
-                { "button",        "start_cold",        "Start cold",        true  },
-                { "button",        "start_heat",        "Start heat",        true  },
-                { "button",        "stop",              "Stop",              true  },
-                { "button",        "injured_today",     "Injured today",     false },
-                { "text",          "injury_date",       "Injury date",       false },
-                { "number",        "pain",              "Pain score",        false },
+                { "button",        "start_cold",        "Start cold",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "start_heat",        "Start heat",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "stop",              "Stop",              true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "injured_today",     "Injured today",     false , MQTT_ALLOW_INJURY },
+                { "text",          "injury_date",       "Injury date",       false , MQTT_ALLOW_INJURY },
+                { "number",        "pain",              "Pain score",        false , MQTT_ALLOW_DIARY },
                 { "event",         "session",           "Session",           false },
         };
         const char *base = base_of(c);
@@ -235,7 +236,8 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
 
                 snprintf(uid, sizeof uid, "%s_%s", d->wrap, e->object);
                 snprintf(oid, sizeof oid, "kneewrap_%s_%s", d->wrap + (strncmp(d->wrap, "wrap_", 5) == 0 ? 5 : 0), e->object);
-                if (clear) {
+                if (clear || (e->needs & ~c->mqtt_commands)) {
+                        /* Cleared, also when it was announced before [mqtt] commands refused it. */
                         add(&b, e->component, d->wrap, e->object, json_object(), true);
                         continue;
                 }
@@ -324,7 +326,9 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "state_topic", json_string(state));
                         set(&b, o, "value_template", json_string("{{ value_json.injury_date or '' }}"));
                         set(&b, o, "command_template", json_string("{\"injury\": {{ value | tojson }}}"));
-                        set(&b, o, "pattern", json_string("^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"));
+                        /* Emptied, the text resolves the injury: offered only when MQTT may. */
+                        set(&b, o, "pattern", json_string(c->mqtt_commands & MQTT_ALLOW_RESOLVE
+                                                          ? "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$" : "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"));
                         set(&b, o, "min", json_integer(0));
                         set(&b, o, "max", json_integer(10));
                 } else if (streq(e->object, "pain")) {
@@ -422,6 +426,12 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "outbox_depth", o, false);
 
+        if (!(c->mqtt_commands & MQTT_ALLOW_ADOPTION)) {
+                /* [mqtt] commands refuses adoption: neither the switch nor its end is offered. */
+                add(&b, "switch", node, "adoption", json_object(), true);
+                add(&b, "sensor", node, "adoption_ends", json_object(), true);
+                goto done;
+        }
         /* Adoption as a switch, as zigbee2mqtt shows permit_join: on opens it for 2 minutes,
          * off closes it, and its state is bridge/info's adoption_open, so it turns itself off
          * when the window closes (bridge/info is published then). */
@@ -450,6 +460,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "adoption_ends", o, false);
 
+done:
         /* The retained button config of an older version: removed, so the switch replaces it. */
         add(&b, "button", node, "adopt", json_object(), true);
 

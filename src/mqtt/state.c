@@ -134,7 +134,7 @@ int state_bridge_info_json(const BridgeInfo *b, char **ret) {
         f |= put(cfg, "mqtt_host", str_or_null(c->mqtt_host));
         f |= put(cfg, "mqtt_port", json_integer(c->mqtt_port));
         f |= put(cfg, "protocol", json_string(c->protocol == MQTT_PROTOCOL_V5 ? "5" : "3.1.1"));
-        f |= put(cfg, "tls", json_boolean(c->tls_ca_file != NULL));
+        f |= put(cfg, "tls", json_boolean(c->tls_ca_file || c->tls_ca_dir));
         f |= put(cfg, "client_certificate", json_boolean(c->tls_cert_file != NULL));
         f |= put(cfg, "username", json_boolean(c->username != NULL));
         f |= put(cfg, "base_topic", str_or_null(c->base_topic));

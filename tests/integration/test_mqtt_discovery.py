@@ -8,7 +8,7 @@ import re
 import time
 
 import hadiscovery
-from kwmqtt import Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
 from kwtestutil import private_bus, wait_for  # noqa: F401
 
 A, B = 'AA:BB:CC:DD:EE:01', 'AA:BB:CC:DD:EE:02'
@@ -57,7 +57,7 @@ def test_the_key_table_refuses():
 
 def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('#',))
-    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B), extra=ALL_COMMANDS)
     try:
         col.wait(lambda: len(configs(col)) == 2 * N_WRAP + N_BRIDGE)
         # A refused request each, so that the session topics (the event entities) have been published.
@@ -171,7 +171,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
 
 def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('homeassistant/#', 'kneewrap/#'))
-    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B))
+    gw = Gateway(tmp_path, private_bus, broker, seed=(A, B), extra=ALL_COMMANDS)
     try:
         col.wait(lambda: len(configs(col)) == 2 * N_WRAP + N_BRIDGE)
         col.clear()

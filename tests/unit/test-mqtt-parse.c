@@ -148,7 +148,8 @@ static void test_response(void **state) {
 }
 
 static Config test_config(void) {
-        Config c = { .base_topic = (char *) "kneewrap", .discovery_prefix = (char *) "homeassistant" };
+        Config c = { .base_topic = (char *) "kneewrap", .discovery_prefix = (char *) "homeassistant",
+                     .mqtt_commands = MQTT_ALLOW_DEFAULT | MQTT_ALLOW_RESOLVE | MQTT_ALLOW_PRESCRIPTION | MQTT_ALLOW_ADOPTION };
         return c;
 }
 
