@@ -41,6 +41,12 @@ void mqtt_kick(Mqtt *q);
  */
 void mqtt_wrap_changed(Mqtt *q, const char *wrap);
 
+/* A record that counts in compliance but is no session (a run) was added: recompute it. */
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap);
+
+/* A wrap's patient profile changed: its discovery (the device name is the label) again. */
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap);
+
 /* A wrap was adopted: publish its discovery configs and state. */
 void mqtt_wrap_added(Mqtt *q, const char *wrap);
 /* A wrap was removed: clear its discovery configs and retained topics (empty retained messages). */

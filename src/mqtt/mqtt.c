@@ -740,6 +740,11 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
                         d.firmware = info->firmware[0] ? info->firmware : NULL;
                 }
         }
+        /* The patient's label, where the clinic set one, names the device. Read here, on
+         * discovery only: never on the notification path. */
+        PatientProfile profile;
+        if (!clear && q->m->store && store_profile_get(q->m->store, k->wrap, &profile) >= 0 && profile.label[0])
+                d.label = profile.label;
         k->discovered_info = d.model != NULL;
         r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
         if (r < 0) {
@@ -1093,6 +1098,25 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         case COMMAND_PRESCRIPTION:
                 r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, &error);
                 break;
+        case COMMAND_RUN: {
+                RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,
+                                  .source = SOURCE_MQTT };
+                int64_t id = 0;
+                snprintf(run.wrap, sizeof run.wrap, "%s", wrap);
+                r = door_record_run(m, &run, &id, &error);
+                if (r >= 0 && asprintf(&data, "{\"id\":%lld}", (long long) id) < 0)
+                        data = NULL;
+                break;
+        }
+        case COMMAND_ACK_ALERT: {
+                AlertRecord a;
+                r = door_ack_alert(m, c->alert_id, &a, &error);
+                if (r >= 0 && !streq(a.wrap, wrap)) {
+                        /* Acknowledged all the same: an id names one alert wherever it is asked. */
+                        log_wrap(LOG_NOTICE, wrap, "MQTT acknowledged alert %lld of %s.", (long long) a.id, a.wrap);
+                }
+                break;
+        }
         }
 
         if (r < 0) {
@@ -1300,6 +1324,26 @@ void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
         k = known_add(q, wrap, NULL);
         if (k)
                 k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->compliance_for[0] = '\0';
+        k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->discovered = false;
+        k->dirty = true;
         schedule_flush(q);
 }
 

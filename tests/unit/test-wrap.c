@@ -68,6 +68,8 @@ void mqtt_kick(Mqtt *q) {}
 void mqtt_wrap_changed(Mqtt *q, const char *wrap) {}
 void mqtt_wrap_added(Mqtt *q, const char *wrap) {}
 void mqtt_wrap_removed(Mqtt *q, const char *wrap) {}
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {}
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {}
 void mqtt_bridge_changed(Mqtt *q) {}
 bool mqtt_connected(Mqtt *q) { return false; }
 
