@@ -129,6 +129,8 @@ static int ctl_open(Ctl *c) {
         r = store_open_err(db, &c->m.store, &why);
         if (r < 0)
                 return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
+        /* R10: what the clock may be trusted for (this Manager has no loop: it only reads). */
+        (void) manager_time_setup(&c->m);
         return 0;
 }
 

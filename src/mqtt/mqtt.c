@@ -908,6 +908,9 @@ static void publish_health(Mqtt *q) {
                 .store_ok = m->store != NULL,
                 .mqtt_reconnects = m->mqtt_reconnects,
                 .malformed = m->malformed,
+                .clock_synced = m->clock_sync > 0,
+                .clock_trusted = manager_clock_trusted(m),
+                .clock_declared_trusted = m->config.clock_trusted,
         };
         char *json = NULL;
 
@@ -1035,7 +1038,7 @@ static void mark_wrap_dirty(Mqtt *q, const char *wrap) {
 static void run_command(Mqtt *q, const char *wrap, const Command *c, const char *response_topic) {
         Manager *m = q->m;
         const char *error = NULL;
-        char buf[128], date[11];
+        char buf[128];
         _cleanup_free_ char *data = NULL;
         unsigned needs = command_needs(c);
         int r = 0;
@@ -1074,10 +1077,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 r = door_stop(m, wrap, SOURCE_MQTT, &error);
                 break;
         case COMMAND_INJURY: {
-                const char *v = c->injury[0] ? c->injury : NULL;
-                if (v && streq(v, "today"))
-                        v = clock_format_date(manager_now(m), date);
-                r = door_set_injury(m, wrap, v, &error);
+                /* "today" goes through as it is: the daemon dates it (R10). */
+                r = door_set_injury(m, wrap, c->injury[0] ? c->injury : NULL, &error);
                 break;
         }
         case COMMAND_DIARY: {
@@ -1390,6 +1391,8 @@ void mqtt_bridge_changed(Mqtt *q) {
         if (!q)
                 return;
         q->dirty_info = true;
+        /* The clock's state (R10) is in bridge/health. */
+        q->dirty_health = true;
         schedule_flush(q);
 }
 

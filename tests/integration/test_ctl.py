@@ -15,7 +15,7 @@ ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
 RECORD_FIELDS = {'session_id', 'wrap', 'mode', 'source', 'requested_at', 'started_at', 'ended_at',
                  'prescribed_s', 'duration_s', 'outcome', 'compliant', 'refusal', 'skin_c',
-                 'days_since_injury'}
+                 'days_since_injury', 'clock_synced'}
 
 
 class Ctl:
@@ -23,13 +23,17 @@ class Ctl:
         self.db = tmp_path / 'kneewrap.db'
         self.conf = tmp_path / 'kneewrapd.conf'
         text = f'[store]\npath = {self.db}\n'
+        # R10: a synchronised clock (the test seam), whatever the host's is.
+        self.seam = tmp_path / 'clock-seam'
+        self.seam.write_text('synced=1\n')
         if mqtt:
             text += '[mqtt]\nhost = 127.0.0.1\nbase_topic = kw\n'
         self.conf.write_text(text)
 
     def __call__(self, *args, rc=0):
         r = subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), *args],
-                           capture_output=True, text=True, timeout=10, env={**os.environ, 'TZ': 'UTC'})
+                           capture_output=True, text=True, timeout=10,
+                           env={**os.environ, 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)})
         if r.returncode != rc:
             print(r.stdout, r.stderr)
         assert r.returncode == rc
