@@ -59,7 +59,17 @@ static void help(void) {
                "  sessions [WRAP] [--since DATE] [--json]\n"
                "                                        Session history, refused requests included\n"
                "  export [WRAP] [--since DATE]          Session records as JSON lines\n"
-               "  compliance WRAP [--days 7|30]         Cold sessions done, missed, refused\n"
+               "  compliance WRAP [--days N | --since DATE] [--until DATE] [--json]\n"
+               "                                        Cold sessions done, missed, refused; runs followed\n"
+               "  diary WRAP [--since DATE] [--until DATE] [--json]\n"
+               "  injuries WRAP [--json]                The injuries recorded\n"
+               "  prescription WRAP [--json]            The prescription in force\n"
+               "  runs WRAP [--since DATE] [--until DATE] [--json]\n"
+               "                                        Runs, and whether cold followed within 60 min\n"
+               "  alerts [WRAP] [--all] [--json]        Open alerts (--all: acknowledged ones too)\n"
+               "  report WRAP [--since DATE] [--until DATE] --format csv|json|fhir|html\n"
+               "         [--what sessions|runs|diary|alerts] [-o FILE]\n"
+               "                                        A clinic's report of the period\n"
                "\n"
                "Through the running daemon (D-Bus, org.kneewrap1):\n"
                "  status                                The gateway, and each wrap's link and session\n"
@@ -67,6 +77,11 @@ static void help(void) {
                "  stop WRAP                             Stop the running session\n"
                "  adopt [SECONDS]                       Adopt a wrap in pairing mode (default 120 s; 0 closes)\n"
                "  remove WRAP                           Forget a wrap; its history stays\n"
+               "  run WRAP [--at TIME] [--minutes N] [--km X]\n"
+               "                                        Record a run (default: it just ended)\n"
+               "  profile WRAP [--label TEXT] [--knee left|right] [--clinic-ref TEXT] [--json]\n"
+               "                                        Show or set the patient profile\n"
+               "  alerts [WRAP] --ack ID                Acknowledge an alert\n"
                "\n"
                "Options:\n"
                "  -c --config FILE   The daemon's configuration (default %s)\n"
@@ -1122,7 +1137,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         clock_format_date(p.since, from);
         clock_format_date(p.until - 1, to);
         if (json) {
-                json_t *j = report_compliance_json(&co);
+                json_t *j = payload_compliance_json(&co);
                 if (j && (json_object_set_new(j, "wrap", json_string(id)) < 0 ||
                           json_object_set_new(j, "since", json_string(from)) < 0 ||
                           json_object_set_new(j, "until", json_string(to)) < 0)) {

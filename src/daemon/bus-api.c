@@ -190,6 +190,8 @@ static int one_door_error(Manager *m, sd_bus_error *error, int r, const char *wr
                 name = BUS_API_ERROR_NO_SESSION;
         else if (r == -EAGAIN || store_is_broken(r))
                 name = BUS_API_ERROR_STORE_UNAVAILABLE;
+        else if (r == -ENOBUFS)
+                name = BUS_API_ERROR_TOO_MANY;
         else
                 name = BUS_API_ERROR_FAILED;
         return sd_bus_error_set(error, name, message);

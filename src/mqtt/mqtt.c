@@ -908,6 +908,7 @@ static void publish_health(Mqtt *q) {
                 .store_ok = m->store != NULL,
                 .mqtt_reconnects = m->mqtt_reconnects,
                 .malformed = m->malformed,
+                .requests_dropped = m->requests_dropped,
                 .clock_synced = m->clock_sync > 0,
                 .clock_trusted = manager_clock_trusted(m),
                 .clock_declared_trusted = m->config.clock_trusted,
@@ -1120,6 +1121,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         }
         }
 
+        if (r == -ENOBUFS)
+                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
         if (r < 0) {
                 respond(q, response_topic, c, NULL, err_text(r, error, buf));
                 log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s", err_text(r, error, buf));

@@ -431,6 +431,35 @@ static int list_grow(void **list, size_t *allocated, size_t n, size_t size) {
         return 0;
 }
 
+/* Steps `st` to the end, each row read by `row` into a new element of size `size`. */
+static int collect_rows(Store *s, sqlite3_stmt *st, size_t size, int (*row)(Store *s, sqlite3_stmt *st, void *elem),
+                        void **ret, size_t *ret_n) {
+        void *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (list_grow(&list, &allocated, n, size) < 0) {
+                        free(list);
+                        return -ENOMEM;
+                }
+                memset((char *) list + n * size, 0, size);
+                r = row(s, st, (char *) list + n * size);
+                if (r < 0) {
+                        free(list);
+                        return r;
+                }
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
 static int check_wrap_arg(Store *s, const char *wrap) {
         if (!wrap || !*wrap || strlen(wrap) >= WRAP_ID_MAX)
                 return store_errorf(s, -EINVAL, "invalid wrap id");
@@ -1497,36 +1526,12 @@ int store_session_get(Store *s, const char *session_id, SessionRecord *ret) {
         return session_from_row(s, st, ret);
 }
 
-static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n) {
-        SessionRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+static int session_row(Store *s, sqlite3_stmt *st, void *elem) {
+        return session_from_row(s, st, elem);
+}
 
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (n == allocated) {
-                        size_t a = allocated ? allocated * 2 : 8;
-                        SessionRecord *l = realloc(list, a * sizeof(*l));
-                        if (!l) {
-                                free(list);
-                                return -ENOMEM;
-                        }
-                        list = l;
-                        allocated = a;
-                }
-                r = session_from_row(s, st, &list[n]);
-                if (r < 0) {
-                        free(list);
-                        return r;
-                }
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n) {
+        return collect_rows(s, st, sizeof(SessionRecord), session_row, (void **) ret, ret_n);
 }
 
 int store_sessions_open(Store *s, SessionRecord **ret, size_t *ret_n) {
@@ -1732,12 +1737,14 @@ static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
         return 0;
 }
 
+static int alert_row(Store *s, sqlite3_stmt *st, void *elem) {
+        return alert_from_row(s, st, elem);
+}
+
 int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, bool open_only,
                       AlertRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        AlertRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
                 return r;
@@ -1748,25 +1755,7 @@ int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, 
         sqlite3_bind_int64(st, 2, since);
         sqlite3_bind_int64(st, 3, until);
         sqlite3_bind_int(st, 4, open_only);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                r = alert_from_row(s, st, &list[n]);
-                if (r < 0) {
-                        free(list);
-                        return r;
-                }
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(AlertRecord), alert_row, (void **) ret, ret_n);
 }
 
 int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
@@ -1820,11 +1809,22 @@ int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *
 
 /* ---- injuries, for people ---- */
 
+static int injury_row(Store *s, sqlite3_stmt *st, void *elem) {
+        InjuryRecord *i = elem;
+
+        *i = (InjuryRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .at = sqlite3_column_int64(st, 1),
+                .recorded_at = sqlite3_column_int64(st, 3),
+                .resolved_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4),
+        };
+        copy_text(i->date, sizeof(i->date), st, 2);
+        return 0;
+}
+
 int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        InjuryRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
@@ -1833,27 +1833,7 @@ int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *
         if (r < 0)
                 return r;
         bind_text(st, 1, wrap);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                list[n] = (InjuryRecord) {
-                        .id = sqlite3_column_int64(st, 0),
-                        .at = sqlite3_column_int64(st, 1),
-                        .recorded_at = sqlite3_column_int64(st, 3),
-                        .resolved_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4),
-                };
-                copy_text(list[n].date, sizeof(list[n].date), st, 2);
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(InjuryRecord), injury_row, (void **) ret, ret_n);
 }
 
 /* ---- runs ---- */
@@ -1892,11 +1872,31 @@ int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_i
         return r;
 }
 
+static int run_row(Store *s, sqlite3_stmt *st, void *elem) {
+        int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
+        RunRecord *run = elem;
+
+        if (source < 0)
+                return store_errorf(s, -EBADMSG, "a run has a source this build cannot read");
+        *run = (RunRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .ended_at = sqlite3_column_int64(st, 2),
+                .minutes = (uint32_t) sqlite3_column_int(st, 3),
+                .meters = (uint32_t) sqlite3_column_int(st, 4),
+                .source = (RequestSource) source,
+                .recorded_at = sqlite3_column_int64(st, 6),
+        };
+        copy_text(run->wrap, sizeof(run->wrap), st, 1);
+        copy_text(run->followed_by, sizeof(run->followed_by), st, 7);
+        copy_text(run->cold_press, sizeof(run->cold_press), st, 8);
+        if (*run->followed_by)
+                run->cold_press[0] = '\0';
+        return 0;
+}
+
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        RunRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
                 return r;
@@ -1906,39 +1906,7 @@ int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, Ru
         bind_text(st, 1, wrap);
         sqlite3_bind_int64(st, 2, since);
         sqlite3_bind_int64(st, 3, until);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
-
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                if (source < 0) {
-                        free(list);
-                        return store_errorf(s, -EBADMSG, "a run has a source this build cannot read");
-                }
-                list[n] = (RunRecord) {
-                        .id = sqlite3_column_int64(st, 0),
-                        .ended_at = sqlite3_column_int64(st, 2),
-                        .minutes = (uint32_t) sqlite3_column_int(st, 3),
-                        .meters = (uint32_t) sqlite3_column_int(st, 4),
-                        .source = (RequestSource) source,
-                        .recorded_at = sqlite3_column_int64(st, 6),
-                };
-                copy_text(list[n].wrap, sizeof(list[n].wrap), st, 1);
-                copy_text(list[n].followed_by, sizeof(list[n].followed_by), st, 7);
-                copy_text(list[n].cold_press, sizeof(list[n].cold_press), st, 8);
-                if (*list[n].followed_by)
-                        list[n].cold_press[0] = '\0';
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(RunRecord), run_row, (void **) ret, ret_n);
 }
 
 /* ---- the patient profile and the wrap's Device Information ---- */
