@@ -63,6 +63,7 @@ typedef struct Config {
 
         /* [store] */
         char *store_path;                 /* /var/lib/kneewrap/kneewrap.db */
+        char *uplink_state_path;          /* the clinic uplink's cursor, read for status only */
 } Config;
 
 /* Fills the built-in defaults. */

@@ -457,6 +457,10 @@ static int key_store_path(Parser *p, const char *value, const char **why) {
         return set_path(&p->c->store_path, value, why);
 }
 
+static int key_uplink_state(Parser *p, const char *value, const char **why) {
+        return set_path(&p->c->uplink_state_path, value, why);
+}
+
 static const Key keys[] = {
         { SECTION_DAEMON,    "log_level",         key_log_level },
         { SECTION_DAEMON,    "clock_trusted",     key_clock_trusted },
@@ -485,6 +489,7 @@ static const Key keys[] = {
         { SECTION_THERAPY,   "heat_wait_days",    key_heat_wait_days },
         { SECTION_THERAPY,   "cold_rest_minutes", key_cold_rest_minutes },
         { SECTION_STORE,     "path",              key_store_path },
+        { SECTION_STORE,     "uplink_state",      key_uplink_state },
 };
 
 _Static_assert(ELEMENTSOF(keys) <= ELEMENTSOF(((Parser *) 0)->seen), "Parser.seen too small");
@@ -630,6 +635,7 @@ void config_init(Config *c) {
                 .protocol = MQTT_PROTOCOL_V311,
                 .mqtt_commands = MQTT_ALLOW_DEFAULT,
                 .store_path = strdup("/var/lib/kneewrap/kneewrap.db"),
+                .uplink_state_path = strdup("/var/lib/kneewrap-uplink/uplink.db"),
         };
         rules_prescription_default(&c->therapy);
 }
@@ -649,6 +655,7 @@ void config_done(Config *c) {
         free(c->tls_cert_file);
         free(c->tls_key_file);
         free(c->store_path);
+        free(c->uplink_state_path);
         *c = (Config) { 0 };
 }
 
@@ -692,7 +699,7 @@ int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors) {
         int r;
 
         config_init(&tmp);
-        if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path) {
+        if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path || !tmp.uplink_state_path) {
                 config_done(&tmp);
                 return -ENOMEM;
         }
