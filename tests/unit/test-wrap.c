@@ -1305,7 +1305,7 @@ static void test_matrix_case(void **state) {
         seed_injury(f, sc);
         if (sc->rx_cold_s) {
                 RulesPrescription rx = { .cold_s = sc->rx_cold_s };
-                assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_COLD_S, NULL, NULL), 0);
+                assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_COLD_S, NULL, NULL), 0);
         }
         /* The clocks at the request. A new boot when the uptime is shorter than the history. */
         set_tz(sc->tz);
