@@ -13,6 +13,9 @@
 /*
  * kw-store-seed DB wrap ADDRESS NAME AT
  * kw-store-seed DB session WRAP cold|heat OUTCOME REQUESTED_AT DURATION_S [REFUSAL MINUTES_LEFT]
+ * kw-store-seed DB sessions WRAP N FIRST_AT   N completed cold sessions 2 h apart; prints their ids
+ * kw-store-seed DB correct SESSION_ID DURATION_S   rewrites a session's duration (a correction)
+ * kw-store-seed DB diary WRAP AT SCORE
  * kw-store-seed DB history ADDRESS NOW
  * Adoption needs BlueZ and sessions need a wrap: tests that only read history seed it here.
  * "history" writes three weeks of one runner's knee before NOW, the same every time: the
@@ -20,6 +23,45 @@
  * them or not (one refused by R6, one stopped early), heat asked for in the first week,
  * a falling pain diary, and alerts (for reports and the screenshot in docs/).
  */
+static int seed_sessions(Store *s, const char *wrap, int64_t n, int64_t first_at) {
+        for (int64_t i = 0; i < n; i++) {
+                SessionRecord rec = {
+                        .mode = THERAPY_COLD,
+                        .source = SOURCE_BUTTON,
+                        .outcome = OUTCOME_COMPLETED,
+                        .requested_at = first_at + i * 7200,
+                        .started_at = first_at + i * 7200 + 1,
+                        .ended_at = first_at + i * 7200 + 901,
+                        .prescribed_s = 900,
+                        .duration_s = 900,
+                        .compliant = true,
+                        .setpoint = 1200,
+                };
+                int r;
+
+                uuid_generate_str(rec.session_id);
+                snprintf(rec.wrap, sizeof rec.wrap, "%s", wrap);
+                r = store_session_put(s, &rec, NULL);
+                if (r < 0)
+                        return r;
+                printf("%s\n", rec.session_id);
+        }
+        return 0;
+}
+
+static int correct_session(Store *s, const char *session_id, int64_t duration) {
+        SessionRecord rec;
+        int r;
+
+        r = store_session_get(s, session_id, &rec);
+        if (r < 0)
+                return r;
+        rec.duration_s = (uint32_t) duration;
+        rec.ended_at = rec.started_at + duration;
+        rec.compliant = rules_compliant(rec.mode, rec.duration_s);
+        return store_session_put(s, &rec, NULL);
+}
+
 static SessionRecord session_at(const char *wrap, TherapyMode mode, int64_t at, uint32_t ran, SessionOutcome o,
                                 RefusalReason why, uint16_t left, int64_t injury) {
         SessionRecord rec = { .mode = mode, .source = SOURCE_BUTTON, .requested_at = at, .outcome = o,
@@ -155,6 +197,15 @@ int main(int argc, char *argv[]) {
                         rec.minutes_left = (uint16_t) left;
                 }
                 r = store_session_put(s, &rec, NULL);
+        } else if (streq(argv[2], "sessions") && argc == 6 && parse_int64(argv[4], &dur) == 0 &&
+                   parse_int64(argv[5], &at) == 0)
+                r = seed_sessions(s, argv[3], dur, at);
+        else if (streq(argv[2], "correct") && argc == 5 && parse_int64(argv[4], &dur) == 0)
+                r = correct_session(s, argv[3], dur);
+        else if (streq(argv[2], "diary") && argc == 6 && parse_int64(argv[4], &at) == 0 &&
+                 parse_int64(argv[5], &left) == 0) {
+                DiaryEntry e = { .at = at, .score = (uint8_t) left, .where = WHERE_FRONT };
+                r = store_diary_add(s, argv[3], &e, NULL, NULL, NULL);
         } else
                 r = -EINVAL;
         if (r < 0)
