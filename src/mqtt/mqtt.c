@@ -922,6 +922,14 @@ static void publish_health(Mqtt *q) {
         }
         if (m->store && store_outbox_depth(m->store, &h.outbox_depth) >= 0)
                 h.has_outbox_depth = true;
+        manager_uplink_refresh(m);
+        if (m->uplink.configured) {
+                h.uplink = true;
+                h.has_uplink_pending = m->uplink.has_pending;
+                h.uplink_pending = m->uplink.pending;
+                h.uplink_last_success = m->uplink.status.last_success_at;
+                h.uplink_last_error = m->uplink.status.last_error;
+        }
         if (state_bridge_health_json(&h, &json) >= 0)
                 (void) publish_topicf(q, json, false, "%s/bridge/health", q->s.base);
         free(json);
