@@ -65,6 +65,7 @@ static void help(void) {
                "                                        Cold sessions done, missed, refused; runs followed\n"
                "  diary WRAP [--since DATE] [--until DATE] [--json]\n"
                "  injuries WRAP [--json]                The injuries recorded\n"
+               "  history [WRAP] [--json]               Who changed injuries, prescriptions, adoption\n"
                "  prescription WRAP [--json]            The prescription in force\n"
                "  runs WRAP [--since DATE] [--until DATE] [--json]\n"
                "                                        Runs, and whether cold followed within 60 min\n"
@@ -204,16 +205,22 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
                 printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
                 return EXIT_SUCCESS;
         }
-        printf("%-18s %-17s %-24s %s\n", "WRAP", "ADDRESS", "NAME", "ADOPTED");
+        printf("%-18s %-17s %-24s %-25s %s\n", "WRAP", "ADDRESS", "NAME", "ADOPTED", "PATIENT");
         for (size_t i = 0; i < n; i++) {
                 char iso[CLOCK_ISO_MAX];
-                printf("%-18s %-17s %-24s %s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
-                       clock_format_iso(w[i].adopted_at, iso));
+                PatientProfile p;
+
+                if (store_profile_get(c->m.store, w[i].wrap, &p) < 0)
+                        p.label[0] = '\0';
+                printf("%-18s %-17s %-24s %-25s %s%s%s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
+                       clock_format_iso(w[i].adopted_at, iso), p.label[0] ? p.label : "-",
+                       knee_to_string(p.knee) ? ", knee: " : "", knee_to_string(p.knee) ? knee_to_string(p.knee) : "");
         }
         return EXIT_SUCCESS;
 }
 
 static int cmd_injury(Ctl *c, int argc, char **argv) {
+        const DoorActor who = { .source = SOURCE_CLI, .uid = (int64_t) getuid() };
         char id[WRAP_ID_MAX];
         const char *err = NULL, *wrap;
         bool resolved;
@@ -223,7 +230,7 @@ static int cmd_injury(Ctl *c, int argc, char **argv) {
                 return fail("usage: injury WRAP DATE|DATETIME|--resolved");
         wrap = wrap_arg(argv[1], id);
         resolved = streq(argv[2], "--resolved");
-        r = door_set_injury(&c->m, wrap, resolved ? NULL : argv[2], &err);
+        r = door_set_injury(&c->m, &who, wrap, resolved ? NULL : argv[2], &err);
         if (r < 0)
                 return fail("%s", err ? err : strerror(-r));
         if (resolved)
@@ -318,6 +325,7 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
 }
 
 static int cmd_prescribe(Ctl *c, int argc, char **argv) {
+        const DoorActor who = { .source = SOURCE_CLI, .uid = (int64_t) getuid() };
         enum { COLD_MIN = 0x100, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, CLEAR };
         static const struct option options[] = {
                 { "cold-minutes",   required_argument, NULL, COLD_MIN },
@@ -391,7 +399,7 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         wrap = wrap_arg(wrap_raw, id);
 
         if (clear) {
-                r = door_clear_prescription(&c->m, wrap, &err);
+                r = door_clear_prescription(&c->m, &who, wrap, &err);
                 if (r < 0)
                         return fail("%s", err ? err : strerror(-r));
                 printf("%s: prescription cleared; the configured defaults apply.\n", wrap);
@@ -399,7 +407,7 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         }
 
         /* What is not given stays as it is in force now: the door merges. */
-        r = door_set_prescription(&c->m, wrap, &set, mask, &rx, &err);
+        r = door_set_prescription(&c->m, &who, wrap, &set, mask, &rx, &err);
         if (r == -ERANGE)
                 return fail("refused: %s", err);
         if (r < 0)
@@ -871,6 +879,58 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
                 printf("%-4" PRId64 " %-25s %-10s %s\n", list[i].id, clock_format_iso(list[i].at, at),
                        *list[i].date ? list[i].date : "-",
                        list[i].resolved_at ? clock_format_iso(list[i].resolved_at, res) : "no: heat waits (R2)");
+        return EXIT_SUCCESS;
+}
+
+/* The append-only change history: every change to an injury, a prescription or the adoption,
+ * with where it came from and the caller's uid. */
+static int cmd_history(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ AuditRecord *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->client];
+        bool json = false;
+        size_t n = 0;
+        int r;
+
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--json"))
+                        json = true;
+                else if (!arg && argv[i][0] != '-')
+                        arg = argv[i];
+                else
+                        return fail("usage: history [WRAP] [--json]");
+        }
+        if (arg && known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        r = store_audit_list(c->m.store, arg ? id : NULL, &list, &n);
+        if (r < 0)
+                return fail("cannot read the history: %s", strerror(-r));
+        if (json) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++) {
+                        const AuditRecord *e = &list[i];
+                        json_array_append_new(a, json_pack("{s:I, s:s, s:s?, s:s, s:s, s:s, s:o, s:s?}", "id", (json_int_t) e->id,
+                                "at", clock_format_iso(e->at, at), "wrap", *e->wrap ? e->wrap : NULL, "what", e->what,
+                                "detail", e->detail, "source", request_source_to_string(e->source),
+                                "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
+                                "client", *e->client ? e->client : NULL));
+                }
+                return print_json(a);
+        }
+        if (n == 0) {
+                printf("No change recorded.\n");
+                return EXIT_SUCCESS;
+        }
+        printf("%-25s %-18s %-20s %-5s %-10s %s\n", "AT", "WRAP", "CHANGE", "VIA", "WHO", "DETAIL");
+        for (size_t i = 0; i < n; i++) {
+                const AuditRecord *e = &list[i];
+                if (e->uid >= 0)
+                        snprintf(who, sizeof who, "uid %" PRId64, e->uid);
+                else
+                        snprintf(who, sizeof who, "%s", *e->client ? e->client : "-");
+                printf("%-25s %-18s %-20s %-5s %-10s %s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
+                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-");
+        }
         return EXIT_SUCCESS;
 }
 
@@ -1369,6 +1429,7 @@ int main(int argc, char *argv[]) {
                 { "adopt",      cmd_adopt,       false },
                 { "remove",     cmd_remove,      false },
                 { "injuries",   cmd_injuries,    true },
+                { "history",    cmd_history,     true },
                 { "prescription", cmd_prescription, true },
                 { "runs",       cmd_runs,        true },
                 { "run",        cmd_run,         false },

@@ -922,6 +922,14 @@ static void publish_health(Mqtt *q) {
         }
         if (m->store && store_outbox_depth(m->store, &h.outbox_depth) >= 0)
                 h.has_outbox_depth = true;
+        manager_uplink_refresh(m);
+        if (m->uplink.configured) {
+                h.uplink = true;
+                h.has_uplink_pending = m->uplink.has_pending;
+                h.uplink_pending = m->uplink.pending;
+                h.uplink_last_success = m->uplink.status.last_success_at;
+                h.uplink_last_error = m->uplink.status.last_error;
+        }
         if (state_bridge_health_json(&h, &json) >= 0)
                 (void) publish_topicf(q, json, false, "%s/bridge/health", q->s.base);
         free(json);
@@ -1042,6 +1050,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         char buf[128];
         _cleanup_free_ char *data = NULL;
         unsigned needs = command_needs(c);
+        /* MQTT does not name the publisher to subscribers: the history says it came over MQTT. */
+        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1 };
         int r = 0;
 
         if (!(needs & m->config.mqtt_commands)) {
@@ -1079,7 +1089,7 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 break;
         case COMMAND_INJURY: {
                 /* "today" goes through as it is: the daemon dates it (R10). */
-                r = door_set_injury(m, wrap, c->injury[0] ? c->injury : NULL, &error);
+                r = door_set_injury(m, &who, wrap, c->injury[0] ? c->injury : NULL, &error);
                 break;
         }
         case COMMAND_DIARY: {
@@ -1090,15 +1100,15 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 break;
         }
         case COMMAND_ADOPT:
-                r = door_open_adoption(m, c->adopt_seconds, &error);
+                r = door_open_adoption(m, &who, c->adopt_seconds, &error);
                 if (r >= 0 && asprintf(&data, "{\"time\":%u}", c->adopt_seconds) < 0)
                         data = NULL;
                 break;
         case COMMAND_REMOVE:
-                r = door_remove_wrap(m, wrap, &error);
+                r = door_remove_wrap(m, &who, wrap, &error);
                 break;
         case COMMAND_PRESCRIPTION:
-                r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, &error);
+                r = door_set_prescription(m, &who, wrap, &c->rx, c->rx_set, NULL, &error);
                 break;
         case COMMAND_RUN: {
                 RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,
