@@ -289,7 +289,7 @@ int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         else
                 log_notice("Adoption closed.");
 
-        bluez_adoption_changed(m->bluez);
+        bluez_set_adoption(m->bluez, m->adoption_until);
         mqtt_bridge_changed(m->mqtt);
         manager_update_status(m);
         return 0;
@@ -311,9 +311,7 @@ int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
 
-        r = bluez_remove_wrap(m->bluez, sw.wrap);
-        if (r < 0 && r != -ENOENT)
-                log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %m");
+        (void) manager_wrap_forget(m, sw.wrap);
         mqtt_wrap_removed(m->mqtt, sw.wrap);
         manager_update_status(m);
         return 0;

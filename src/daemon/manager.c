@@ -116,7 +116,7 @@ static int store_try_open(Manager *m) {
 
 static void store_now_available(Manager *m) {
         /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
-        (void) wraps_load(m);
+        (void) manager_wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
 }
@@ -359,7 +359,7 @@ int manager_reload(Manager *m) {
                         store_now_available(m);
         }
         /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
-        bluez_adoption_changed(m->bluez);
+        bluez_set_adoption(m->bluez, m->adoption_until);
 
         config_done(&old);
         apply_log_level(m);
@@ -421,7 +421,11 @@ static int bus_setup(Manager *m) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* Sessions stop while the link can still carry STOP; then the leaf goes, then the wraps. */
+        wraps_shutdown(m);
         m->bluez = bluez_free(m->bluez);
+        wraps_free(m);
+        m->exit_source = sd_event_source_disable_unref(m->exit_source);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
@@ -440,8 +444,14 @@ static void manager_freep(Manager **m) {
         manager_free(*m);
 }
 
+static int on_loop_exit(sd_event_source *s, void *userdata) {
+        wraps_shutdown(userdata);
+        return 0;
+}
+
 int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        BluezHooks hooks;
         _cleanup_free_ char *errors = NULL;
         size_t errors_size = 0;
         sigset_t ss;
@@ -512,10 +522,22 @@ int manager_new(const char *config_path, Manager **ret) {
                         return r; /* it logged which file; a setup that can never work */
         }
 
-        /* BLE */
-        r = bluez_new(m, &m->bluez);
+        /* BLE: the leaf, then the wraps (from the store), each with its link. */
+        manager_ble_hooks(m, &hooks);
+        r = bluez_new(m->event, m->bus, &m->config, &hooks, &m->bluez);
         if (r < 0)
-                return log_error_errno(r, "Cannot start the BlueZ client: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot start the BlueZ client: %m");
+        m->link_ops = &manager_link_ops;
+        m->link_userdata = m;
+        r = manager_wraps_load(m);
+        if (r < 0 && r != -ENXIO)
+                log_warning_errno(r, "Cannot load the adopted wraps: %m");
+        /* The loop is exiting: stop the sessions before sd-bus's own exit handler closes the bus. */
+        r = sd_event_add_exit(m->event, &m->exit_source, on_loop_exit, m);
+        if (r >= 0)
+                r = sd_event_source_set_priority(m->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch the loop's exit: %m");
 
         r = r8_schedule(m);
         if (r < 0)

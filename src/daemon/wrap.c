@@ -7,7 +7,6 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#include "bluez.h"
 #include "clock.h"
 #include "door.h"
 #include "log.h"
@@ -43,7 +42,6 @@ struct Wrap {
         char id[WRAP_ID_MAX];
         char address[BDADDR_STR_MAX];
         char name[64];
-        BzLink *link;
         WrapLive live;
         WrapInfo info;
         WrapLatency latency;
@@ -105,8 +103,6 @@ const WrapLive *wrap_get_live(const Wrap *w) { return &w->live; }
 const WrapInfo *wrap_get_info(const Wrap *w) { return &w->info; }
 uint64_t wrap_get_malformed(const Wrap *w) { return w->malformed; }
 const WrapLatency *wrap_get_latency(const Wrap *w) { return &w->latency; }
-BzLink *wrap_get_link(const Wrap *w) { return w->link; }
-void wrap_set_link(Wrap *w, BzLink *link) { w->link = link; }
 
 const SessionRecord *wrap_get_session(const Wrap *w) {
         return w->phase == PHASE_NONE ? NULL : &w->rec;
@@ -161,7 +157,8 @@ static int record_put(Wrap *w, const SessionRecord *rec) {
 }
 
 static int send_request(Wrap *w, const WireRequest *req) {
-        return w->m->bluez ? bluez_write_request(w->m->bluez, w, req) : -ENOTCONN;
+        const WrapLinkOps *ops = w->m->link_ops;
+        return ops && ops->write_request ? ops->write_request(w->m->link_userdata, w->address, req) : -ENOTCONN;
 }
 
 static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
@@ -446,6 +443,11 @@ static void latency_add(Wrap *w, uint64_t since_usec) {
         log_wrap(LOG_INFO, w->address, "button answered in %llu µs", (unsigned long long) d);
 }
 
+static bool wrap_link_ready(Wrap *w) {
+        const WrapLinkOps *ops = w->m->link_ops;
+        return ops && ops->ready && ops->ready(w->m->link_userdata, w->address);
+}
+
 int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
                        SessionRecord *ret_record, const char **ret_error) {
         Manager *m = w->m;
@@ -485,7 +487,7 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
 
         d = rules_decide(&st, &(RulesEvent) { .type = RULES_EVENT_START, .mode = mode }, now);
 
-        if (d.action == RULES_START && !bluez_link_ready(m->bluez, w)) {
+        if (d.action == RULES_START && !wrap_link_ready(w)) {
                 /* Not a rule: the wrap cannot be reached, so nothing can start. */
                 d = (RulesDecision) { .action = RULES_DENY, .deny = DENY_OTHER, .why = "the wrap is not connected" };
         }
@@ -912,11 +914,6 @@ int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret) {
                 ;
         *tail = w;
         m->n_wraps++;
-        if (m->bluez) {
-                r = bluez_link_attach(m->bluez, w);
-                if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, w->address, "cannot set up the wrap's link: %s", strerror(abs(r)));
-        }
         if (ret)
                 *ret = w;
         return 0;
@@ -928,8 +925,6 @@ void wrap_free(Wrap *w) {
         if (!w)
                 return;
         m = w->m;
-        if (m->bluez)
-                bluez_link_detach(m->bluez, w);
         for (Wrap **p = &m->wraps; *p; p = &(*p)->next)
                 if (*p == w) {
                         *p = w->next;
