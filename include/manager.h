@@ -8,11 +8,11 @@
 
 #include "bluez.h"
 #include "config.h"
+#include "mqtt.h"
 #include "record.h"
 #include "rules.h"
 #include "store.h"
 
-typedef struct Mqtt Mqtt;         /* mqtt/mqtt.c: the MQTT client */
 typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
 typedef struct BusApi BusApi;     /* daemon/bus-api.c: our own D-Bus API, org.kneewrap1 */
 
@@ -40,7 +40,6 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
-        uint64_t mqtt_reconnects;
 
         bool ready;                  /* READY=1 sent */
 
@@ -83,6 +82,9 @@ int manager_r8_check(Manager *m, const char *wrap, int64_t now);
  * link operations wrap.c uses, and the wraps' life: loading from the store (adding their
  * links), adoption, removal. */
 void manager_ble_hooks(Manager *m, BluezHooks *ret);
+void manager_mqtt_hooks(Manager *m, MqttHooks *ret);
+/* Creates m->mqtt with the daemon's hooks. */
+int manager_mqtt_new(Manager *m);
 extern const struct WrapLinkOps manager_link_ops;
 int manager_wraps_load(Manager *m);
 int manager_wrap_adopt(Manager *m, const char *address, const char *name);

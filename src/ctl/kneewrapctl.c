@@ -17,10 +17,8 @@
 #include "bus-api.h"
 #include "clock.h"
 #include "config.h"
-#include "door.h"
 #include "kw-build.h"
 #include "log.h"
-#include "manager.h"
 #include "payload.h"
 #include "record.h"
 #include "rules.h"
@@ -28,18 +26,19 @@
 #include "util.h"
 
 /*
- * What needs no daemon is done here, on the store directly; but never around the rules:
- * injuries, diary entries and prescriptions go through the daemon's own one-door functions
- * (manager.h), on a Manager that has a store and a config and no event loop. Starting and
- * stopping sessions, adoption, removing a wrap and the live status need the running daemon:
- * those go over its D-Bus API (org.kneewrap1 on the system bus), recorded as source "cli".
+ * Every change goes through the running daemon's D-Bus API (org.kneewrap1 on the system
+ * bus), and so through its one door and the therapy rules, recorded as source "cli": the
+ * daemon hears of it at once (an R9 red flag entered here is acted on now). Only history
+ * (wraps, sessions, export, compliance) is read from the store directly. This program links
+ * neither libmosquitto nor the BLE client (a meson test checks with ldd and nm).
  */
 
 typedef struct Ctl {
         const char *config_path;
         bool explicit_config;
         const char *db_path;
-        Manager m;                /* the one door, without a loop */
+        Config config;
+        Store *store;             /* for reading history; changes go through the daemon */
 } Ctl;
 
 static void help(void) {
@@ -111,31 +110,29 @@ static int ctl_open(Ctl *c) {
         const char *db;
         int r;
 
-        config_init(&c->m.config);
+        config_init(&c->config);
         if (c->explicit_config || access(c->config_path, F_OK) == 0) {
-                r = config_load(&c->m.config, c->config_path, stderr);
+                r = config_load(&c->config, c->config_path, stderr);
                 if (r == -EINVAL)
                         return -fail("%s has errors (above); fix them first.", c->config_path);
                 if (r < 0)
                         return -fail("cannot read %s: %s", c->config_path, strerror(-r));
         }
-        db = c->db_path ? c->db_path : c->m.config.store_path;
+        db = c->db_path ? c->db_path : c->config.store_path;
 
         r = drop_to_store_owner(db);
         if (r < 0)
                 return -fail("cannot switch to the owner of %s: %s", db, strerror(-r));
 
-        r = store_open_err(db, &c->m.store, &why);
+        r = store_open_err(db, &c->store, &why);
         if (r < 0)
                 return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
         return 0;
 }
 
 static void ctl_close(Ctl *c) {
-        c->m.store = store_close(c->m.store);
-        config_done(&c->m.config);
-        free(c->m.status);
-        c->m.status = NULL;
+        c->store = store_close(c->store);
+        config_done(&c->config);
 }
 
 /* A wrap's id, from an id or an address. */
@@ -188,6 +185,75 @@ static int parse_since(const char *s, int64_t *ret) {
         return 0;
 }
 
+/* ---- through the daemon's D-Bus API ---- */
+
+static int bus_fail(const char *what, const sd_bus_error *e, int r) {
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                return fail("%s: kneewrapd is not running (nobody owns %s on the system bus)", what, BUS_API_NAME);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+                return fail("%s: not allowed to talk to kneewrapd; run as root or as a member of the group kneewrap",
+                            what);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD) || sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return fail("%s: the running kneewrapd does not have this API; is it older than kneewrapctl?", what);
+        if (sd_bus_error_has_name(e, BUS_API_ERROR_REFUSED))
+                return fail("refused: %s", e->message ? e->message : "outside the therapy rules' bounds");
+        if (sd_bus_error_is_set(e) && strncmp(e->name, "org.kneewrap1.Error.", 20) == 0)
+                return fail("%s", e->message ? e->message : e->name);
+        if (sd_bus_error_is_set(e))
+                return fail("%s: %s", what, e->message ? e->message : e->name);
+        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
+}
+
+static int bus_open(sd_bus **ret) {
+        int r;
+
+        /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
+        r = sd_bus_open_system(ret);
+        if (r < 0)
+                return -fail("cannot connect to the system bus: %s", strerror(-r));
+        return 0;
+}
+
+/* A method call to build; api_send() sends it. */
+static int api_message(const char *what, const char *member, sd_bus **ret_bus, sd_bus_message **ret_msg) {
+        int r;
+
+        if (bus_open(ret_bus) < 0)
+                return -EXIT_FAILURE;
+        r = sd_bus_message_new_method_call(*ret_bus, ret_msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
+        if (r < 0)
+                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+        return 0;
+}
+
+static int api_send(const char *what, sd_bus *bus, sd_bus_message *msg, sd_bus_message **reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = sd_bus_call(bus, msg, 0, &e, reply);
+
+        if (r < 0)
+                return -bus_fail(what, &e, r);
+        return 0;
+}
+
+static int api_call(const char *what, const char *member, sd_bus_message **reply, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        va_list ap;
+        int r;
+
+        r = api_message(what, member, &bus, &msg);
+        if (r < 0)
+                return r;
+        if (types) {
+                va_start(ap, types);
+                r = sd_bus_message_appendv(msg, types, ap);
+                va_end(ap);
+                if (r < 0)
+                        return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+        }
+        return api_send(what, bus, msg, reply);
+}
+
 /* ---- commands ---- */
 
 static int cmd_wraps(Ctl *c, int argc, char **argv) {
@@ -197,9 +263,9 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
 
         if (argc != 1)
                 return fail("wraps takes no arguments");
-        r = store_wrap_list(c->m.store, &w, &n);
+        r = store_wrap_list(c->store, &w, &n);
         if (r < 0)
-                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->m.store));
+                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->store));
         if (n == 0) {
                 printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
                 return EXIT_SUCCESS;
@@ -215,17 +281,15 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
 
 static int cmd_injury(Ctl *c, int argc, char **argv) {
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
+        const char *wrap;
         bool resolved;
-        int r;
 
         if (argc != 3)
                 return fail("usage: injury WRAP DATE|DATETIME|--resolved");
         wrap = wrap_arg(argv[1], id);
         resolved = streq(argv[2], "--resolved");
-        r = door_set_injury(&c->m, wrap, resolved ? NULL : argv[2], &err);
-        if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+        if (api_call("injury", "SetInjury", NULL, "ss", wrap, resolved ? "" : argv[2]) < 0)
+                return EXIT_FAILURE;
         if (resolved)
                 printf("%s: injury resolved; heat is allowed (R3).\n", wrap);
         else
@@ -261,9 +325,13 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
                 { "flags", required_argument, NULL, 'f' },
                 { 0 }
         };
+        /* Bit i of DiaryEntry.flags, as the D-Bus API names it. */
+        static const char *const flag_names[] = { "swelling", "pop", "giving_way", "catching" };
         DiaryEntry e = { .where = WHERE_FRONT };
+        const char *flags[ELEMENTSOF(flag_names)] = { 0 };
+        unsigned n_flags = 0;
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
+        const char *wrap;
         int64_t score;
         int o, r;
 
@@ -289,11 +357,13 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
                 return fail("the pain score must be a whole number from 0 to 10, not \"%s\"", argv[optind + 1]);
         e.score = (uint8_t) score;
         wrap = wrap_arg(argv[optind], id);
-        e.at = manager_now(&c->m);
-
-        r = door_add_diary(&c->m, wrap, &e, &err);
-        if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+        /* The daemon stamps the entry with its own clock. */
+        for (unsigned i = 0; i < ELEMENTSOF(flag_names); i++)
+                if (e.flags & (1u << i))
+                        flags[n_flags++] = flag_names[i];
+        if (api_call("diary", "AddDiary", NULL, "sysas", wrap, e.score, diary_where_to_string(e.where),
+                     n_flags, flags[0], flags[1], flags[2], flags[3]) < 0)
+                return EXIT_FAILURE;
         printf("%s: diary entry recorded: pain %u/10, %s.\n", wrap, e.score, diary_where_to_string(e.where));
         if (rules_diary_alert(&e) != ALERT_NONE)
                 printf("URGENT: sudden swelling after a pop. Have the knee examined and imaged now (R9).\n");
@@ -312,10 +382,12 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
                 { "clear",          no_argument,       NULL, CLEAR },
                 { 0 }
         };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         RulesPrescription rx;
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
-        bool clear = false, any = false;
+        const char *wrap;
+        bool clear = false, any = false, prescribed;
         int64_t v;
         int32_t t;
         int o, r;
@@ -363,7 +435,7 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
                 default:
                         return EXIT_FAILURE;
                 }
-                mask |= 1u << (o - COLD_MIN);
+                mask |= 1u << (o - COLD_MIN);   /* the options are in RX_* order */
         }
         if (!wrap_raw)
                 return fail("usage: prescribe WRAP [--cold-minutes N] ... | --clear");
@@ -374,19 +446,42 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         wrap = wrap_arg(wrap_raw, id);
 
         if (clear) {
-                r = door_clear_prescription(&c->m, wrap, &err);
-                if (r < 0)
-                        return fail("%s", err ? err : strerror(-r));
+                if (api_call("prescribe", "ClearPrescription", NULL, "s", wrap) < 0)
+                        return EXIT_FAILURE;
                 printf("%s: prescription cleared; the configured defaults apply.\n", wrap);
                 return EXIT_SUCCESS;
         }
 
-        /* What is not given stays as it is in force now: the door merges. */
-        r = door_set_prescription(&c->m, wrap, &set, mask, &rx, &err);
-        if (r == -ERANGE)
-                return fail("refused: %s", err);
+        /* Only what is given goes to the daemon: what is not stays as it is in force (the door merges). */
+        r = api_message("prescribe", "SetPrescription", &bus, &msg);
         if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+                return EXIT_FAILURE;
+        r = sd_bus_message_append(msg, "s", wrap);
+        if (r >= 0)
+                r = sd_bus_message_open_container(msg, 'a', "{sv}");
+        if (r >= 0 && (mask & RX_COLD_S))
+                r = sd_bus_message_append(msg, "{sv}", "cold_minutes", "u", set.cold_s / 60);
+        if (r >= 0 && (mask & RX_COLD_SETPOINT))
+                r = sd_bus_message_append(msg, "{sv}", "cold_setpoint_c", "d", set.cold_setpoint / 100.0);
+        if (r >= 0 && (mask & RX_HEAT_S))
+                r = sd_bus_message_append(msg, "{sv}", "heat_minutes", "u", set.heat_s / 60);
+        if (r >= 0 && (mask & RX_HEAT_SETPOINT))
+                r = sd_bus_message_append(msg, "{sv}", "heat_setpoint_c", "d", set.heat_setpoint / 100.0);
+        if (r >= 0 && (mask & RX_HEAT_WAIT_S))
+                r = sd_bus_message_append(msg, "{sv}", "heat_wait_days", "u", (uint32_t) (set.heat_wait_s / RULES_DAY_S));
+        if (r >= 0 && (mask & RX_COLD_REST_S))
+                r = sd_bus_message_append(msg, "{sv}", "cold_rest_minutes", "u", set.cold_rest_s / 60);
+        if (r >= 0)
+                r = sd_bus_message_close_container(msg);
+        if (r < 0)
+                return fail("prescribe: cannot build the D-Bus call: %s", strerror(-r));
+        if (api_send("prescribe", bus, msg, NULL) < 0)
+                return EXIT_FAILURE;
+
+        /* What is in force now, read back from the store. */
+        r = store_prescription_get(c->store, wrap, &c->config.therapy, &rx, &prescribed);
+        if (r < 0)
+                return fail("prescribed, but cannot read it back: %s", strerror(-r));
         printf("%s: prescribed: cold %" PRIu32 " min at %.2f °C, heat %" PRIu32 " min at %.2f °C, "
                "heat waits %" PRIu32 " days after an injury, %" PRIu32 " min rest between cold sessions.\n",
                wrap, rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -431,15 +526,15 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
 
         if (wrap) {
                 StoredWrap sw;
-                r = store_wrap_get(c->m.store, wrap, &sw);
+                r = store_wrap_get(c->store, wrap, &sw);
                 if (r == -ENOENT) {
                         /* A removed wrap's history stays: only refuse ids that never had any. */
-                        r = store_last_session(c->m.store, wrap, &(SessionRecord) { 0 });
+                        r = store_last_session(c->store, wrap, &(SessionRecord) { 0 });
                         if (r == -ENOENT)
                                 return fail("no wrap called \"%s\" has any sessions", wrap);
                 }
         }
-        r = store_sessions_list(c->m.store, wrap, since, INT64_MAX, &recs, &n);
+        r = store_sessions_list(c->store, wrap, since, INT64_MAX, &recs, &n);
         if (r < 0)
                 return fail("cannot read the sessions: %s", strerror(-r));
 
@@ -514,17 +609,17 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
                 }
         if (!wrap)
                 return fail("usage: compliance WRAP [--days 7|30]");
-        r = store_wrap_get(c->m.store, wrap, &sw);
+        r = store_wrap_get(c->store, wrap, &sw);
         if (r == -ENOENT)
                 return fail("no adopted wrap is called \"%s\"", wrap);
         if (r < 0)
                 return fail("cannot read the wrap: %s", strerror(-r));
 
-        now = manager_now(&c->m);
+        now = clock_real_sec();
         r = local_day_start(now, (int) days - 1, &since);
         if (r < 0)
                 return fail("cannot compute the period");
-        r = store_compliance(c->m.store, wrap, since, now, &co);
+        r = store_compliance(c->store, wrap, since, now, &co);
         if (r < 0)
                 return fail("cannot compute compliance: %s", strerror(-r));
 
@@ -536,56 +631,6 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         printf("  heat requests refused: %" PRIu32 "\n", co.heat_refused);
         printf("  therapy minutes: %" PRIu32 "\n", co.minutes);
         return EXIT_SUCCESS;
-}
-
-/* ---- through the daemon's D-Bus API ---- */
-
-static int bus_fail(const char *what, const sd_bus_error *e, int r) {
-        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
-                return fail("%s: kneewrapd is not running (nobody owns %s on the system bus)", what, BUS_API_NAME);
-        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
-                return fail("%s: not allowed to talk to kneewrapd; run as root or as a member of the group kneewrap",
-                            what);
-        if (sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD) || sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                return fail("%s: the running kneewrapd does not have this API; is it older than kneewrapctl?", what);
-        if (sd_bus_error_is_set(e) && strncmp(e->name, "org.kneewrap1.Error.", 20) == 0)
-                return fail("%s", e->message ? e->message : e->name);
-        if (sd_bus_error_is_set(e))
-                return fail("%s: %s", what, e->message ? e->message : e->name);
-        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
-}
-
-static int bus_open(sd_bus **ret) {
-        int r;
-
-        /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
-        r = sd_bus_open_system(ret);
-        if (r < 0)
-                return -fail("cannot connect to the system bus: %s", strerror(-r));
-        return 0;
-}
-
-static int api_call(const char *what, const char *member, sd_bus_message **reply, const char *types, ...) {
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        va_list ap;
-        int r;
-
-        if (bus_open(&bus) < 0)
-                return -EXIT_FAILURE;
-        r = sd_bus_message_new_method_call(bus, &msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
-        if (r >= 0 && types) {
-                va_start(ap, types);
-                r = sd_bus_message_appendv(msg, types, ap);
-                va_end(ap);
-        }
-        if (r < 0)
-                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
-        r = sd_bus_call(bus, msg, 0, &e, reply);
-        if (r < 0)
-                return -bus_fail(what, &e, r);
-        return 0;
 }
 
 static int cmd_start(Ctl *c, int argc, char **argv) {
@@ -735,8 +780,8 @@ int main(int argc, char *argv[]) {
                 bool store;
         } commands[] = {
                 { "wraps",      cmd_wraps,       true },
-                { "injury",     cmd_injury,      true },
-                { "diary",      cmd_diary,       true },
+                { "injury",     cmd_injury,      false },
+                { "diary",      cmd_diary,       false },
                 { "prescribe",  cmd_prescribe,   true },
                 { "sessions",   cmd_sessions,    true },
                 { "export",     cmd_export,      true },

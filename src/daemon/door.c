@@ -290,7 +290,7 @@ int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
                 log_notice("Adoption closed.");
 
         bluez_set_adoption(m->bluez, m->adoption_until);
-        mqtt_bridge_changed(m->mqtt);
+        mqtt_bridge_changed(m->mqtt, m->adoption_until);
         manager_update_status(m);
         return 0;
 }

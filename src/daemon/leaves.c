@@ -1,13 +1,19 @@
-/* leaves: the daemon's side of its leaves: the hooks it sets on the BLE client, and the wraps' life. */
+/* leaves: the daemon's side of its leaves: the hooks it sets on the BLE and MQTT clients, and the wraps' life. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bluez.h"
+#include "clock.h"
+#include "commands.h"
+#include "discovery.h"
+#include "door.h"
 #include "log.h"
 #include "manager.h"
 #include "mqtt.h"
+#include "payload.h"
+#include "state.h"
 #include "store.h"
 #include "util.h"
 #include "wrap.h"
@@ -105,7 +111,7 @@ static void on_status_changed(void *userdata) {
 
 static void on_bridge_changed(void *userdata) {
         Manager *m = userdata;
-        mqtt_bridge_changed(m->mqtt);
+        mqtt_bridge_changed(m->mqtt, m->adoption_until);
 }
 
 void manager_ble_hooks(Manager *m, BluezHooks *ret) {
@@ -182,7 +188,7 @@ int manager_wrap_adopt(Manager *m, const char *address, const char *name) {
         r = bluez_link_add(m->bluez, address);
         if (r < 0)
                 log_wrap_errno(LOG_ERR, r, address, "cannot set up the wrap's link: %m");
-        mqtt_wrap_added(m->mqtt, wrap_get_id(w));
+        mqtt_wrap_added(m->mqtt, wrap_get_id(w), wrap_get_address(w));
         manager_update_status(m);
         return 0;
 }
@@ -198,4 +204,174 @@ int manager_wrap_forget(Manager *m, const char *wrap) {
         bluez_link_remove(m->bluez, address, true);
         wrap_free(w);
         return 0;
+}
+
+/* ---- the MQTT client's hooks ---- */
+
+static Store *mq_store(void *userdata) {
+        Manager *m = userdata;
+        return m->store;
+}
+
+static void mq_store_failed(void *userdata, int error) {
+        manager_store_failed(userdata, error);
+}
+
+/* The commands, through the one door; "today" and a diary entry's missing time are ours. */
+static int mq_command(void *userdata, const char *wrap, const Command *c, char **ret_data, const char **ret_error) {
+        Manager *m = userdata;
+        char date[11];
+        int r = -EINVAL;
+
+        switch (c->type) {
+        case COMMAND_START: {
+                SessionRecord rec = { 0 };
+
+                r = door_start(m, wrap, c->mode, SOURCE_MQTT, 0, &rec, ret_error);
+                if (r >= 0 && rec.session_id[0])
+                        (void) payload_session(&rec, ret_data);
+                if (r >= 0 && rec.outcome == OUTCOME_REFUSED && !*ret_error)
+                        *ret_error = "refused by the therapy rules";
+                else if (r >= 0 && rec.outcome != OUTCOME_REFUSED)
+                        *ret_error = NULL;    /* started: a note such as the rule's "why" is not an error */
+                break;
+        }
+        case COMMAND_STOP:
+                r = door_stop(m, wrap, SOURCE_MQTT, ret_error);
+                break;
+        case COMMAND_INJURY: {
+                const char *v = c->injury[0] ? c->injury : NULL;
+                if (v && streq(v, "today"))
+                        v = clock_format_date(manager_now(m), date);
+                r = door_set_injury(m, wrap, v, ret_error);
+                break;
+        }
+        case COMMAND_DIARY: {
+                DiaryEntry e = c->diary;
+                if (e.at == 0)
+                        e.at = manager_now(m);
+                r = door_add_diary(m, wrap, &e, ret_error);
+                break;
+        }
+        case COMMAND_ADOPT:
+                r = door_open_adoption(m, c->adopt_seconds, ret_error);
+                if (r >= 0 && asprintf(ret_data, "{\"time\":%u}", c->adopt_seconds) < 0)
+                        *ret_data = NULL;
+                break;
+        case COMMAND_REMOVE:
+                r = door_remove_wrap(m, wrap, ret_error);
+                break;
+        case COMMAND_PRESCRIPTION:
+                r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, ret_error);
+                break;
+        }
+        if (r >= 0 && c->type != COMMAND_START)
+                *ret_error = NULL;
+        return r;
+}
+
+static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
+        static SessionRecord last;
+        static char injury_date[11];
+        Manager *m = userdata;
+        Wrap *w = wrap_find(m, wrap);
+        const WrapLive *l = w ? wrap_get_live(w) : NULL;
+        const SessionRecord *open = w ? wrap_get_session(w) : NULL;
+        int64_t now = manager_now(m);
+        RulesState st;
+
+        *v = (StateView) { .battery = -1 };
+        if (l) {
+                v->connected = l->connected;
+                v->has_status = l->has_status;
+                v->state = l->state;
+                v->faults = l->faults;
+                v->mode = l->mode;
+                v->remaining_s = l->remaining_s;
+                v->has_skin = l->has_skin;
+                v->skin = l->skin;
+                v->has_pack = l->has_pack;
+                v->pack = l->pack;
+                v->battery = l->battery;
+        }
+        if (open)
+                v->session_id = open->session_id;
+        if (m->store && store_rules_state(m->store, wrap, &m->config.therapy, &st) >= 0) {
+                int64_t from = 0;
+
+                v->heat_allowed = rules_heat_allowed(&st, now, &from);
+                v->heat_allowed_at = v->heat_allowed ? 0 : from;
+                if (st.has_injury)
+                        v->injury_date = clock_format_date(st.injury_from, injury_date);
+                if (store_last_session(m->store, wrap, &last) >= 0 && last.outcome != OUTCOME_OPEN)
+                        v->last = &last;
+        }
+        return w ? 0 : -ENOENT;
+}
+
+static int mq_wrap_compliance(void *userdata, const char *wrap, Compliance *c7, Compliance *c30) {
+        Manager *m = userdata;
+        int64_t now = manager_now(m);
+        int r;
+
+        if (!m->store)
+                return -EAGAIN;
+        /* [since, until): until is the next second, so a record of this very second counts. */
+        r = store_compliance(m->store, wrap, now - 7 * RULES_DAY_S, now + 1, c7);
+        if (r >= 0)
+                r = store_compliance(m->store, wrap, now - 30 * RULES_DAY_S, now + 1, c30);
+        return r;
+}
+
+static bool mq_wrap_device(void *userdata, const char *wrap, DiscoveryDevice *d) {
+        Wrap *w = wrap_find(userdata, wrap);
+        const WrapInfo *info;
+
+        if (!w)
+                return false;
+        info = wrap_get_info(w);
+        d->name = wrap_get_name(w);
+        d->address = wrap_get_address(w);
+        if (info->have) {
+                d->manufacturer = info->manufacturer[0] ? info->manufacturer : NULL;
+                d->model = info->model[0] ? info->model : NULL;
+                d->serial = info->serial[0] ? info->serial : NULL;
+                d->firmware = info->firmware[0] ? info->firmware : NULL;
+        }
+        return true;
+}
+
+static void mq_health(void *userdata, BridgeHealth *h) {
+        Manager *m = userdata;
+
+        h->uptime_s = (clock_mono_usec() - m->started_usec) / USEC_PER_SEC;
+        h->store_ok = m->store != NULL;
+        h->malformed = m->malformed;
+        for (Wrap *w = m->wraps; w; w = wrap_next(w))
+                h->wraps_connected += wrap_get_live(w)->connected;
+}
+
+static void mq_connection_changed(void *userdata) {
+        manager_update_status(userdata);
+}
+
+void manager_mqtt_hooks(Manager *m, MqttHooks *ret) {
+        *ret = (MqttHooks) {
+                .userdata = m,
+                .store = mq_store,
+                .store_failed = mq_store_failed,
+                .command = mq_command,
+                .wrap_state = mq_wrap_state,
+                .wrap_compliance = mq_wrap_compliance,
+                .wrap_device = mq_wrap_device,
+                .health = mq_health,
+                .connection_changed = mq_connection_changed,
+        };
+}
+
+int manager_mqtt_new(Manager *m) {
+        MqttHooks hooks;
+
+        manager_mqtt_hooks(m, &hooks);
+        return mqtt_new(m->event, &m->config, &hooks, &m->mqtt);
 }

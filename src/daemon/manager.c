@@ -331,7 +331,7 @@ int manager_reload(Manager *m) {
         m->config = new;
 
         if (m->config.mqtt_host && !old.mqtt_host)
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
         else if (!m->config.mqtt_host && old.mqtt_host) {
                 m->mqtt = mqtt_free(m->mqtt);
                 r = 0;
@@ -342,7 +342,7 @@ int manager_reload(Manager *m) {
                 m->config = old;
                 old = new;
                 if (m->config.mqtt_host && !m->mqtt)
-                        (void) mqtt_new(m, &m->mqtt);
+                        (void) manager_mqtt_new(m);
                 else if (!m->config.mqtt_host)
                         m->mqtt = mqtt_free(m->mqtt);
                 else
@@ -517,7 +517,7 @@ int manager_new(const char *config_path, Manager **ret) {
 
         /* MQTT */
         if (m->config.mqtt_host) {
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
                 if (r < 0)
                         return r; /* it logged which file; a setup that can never work */
         }
