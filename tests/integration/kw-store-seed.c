@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "record.h"
 #include "rules.h"
 #include "store.h"
@@ -12,7 +13,9 @@
 /*
  * kw-store-seed DB wrap ADDRESS NAME AT
  * kw-store-seed DB session WRAP cold|heat OUTCOME REQUESTED_AT DURATION_S [REFUSAL MINUTES_LEFT]
- * Adoption needs BlueZ and sessions need a wrap: tests that only read history seed it here.
+ * kw-store-seed DB injury WRAP YYYY-MM-DD
+ * Adoption needs BlueZ and sessions need a wrap: tests that only read history seed it here,
+ * and a test that needs an injury before the daemon starts (kneewrapctl needs the daemon).
  */
 int main(int argc, char *argv[]) {
         Store *s = NULL;
@@ -28,6 +31,13 @@ int main(int argc, char *argv[]) {
         }
         if (streq(argv[2], "wrap") && argc == 6 && parse_int64(argv[5], &at) == 0)
                 r = store_wrap_add(s, argv[3], argv[4], at);
+        else if (streq(argv[2], "injury") && argc == 5) {
+                bool date_only;
+
+                r = clock_parse_iso(argv[4], &at, &date_only);
+                if (r >= 0)
+                        r = store_injury_add(s, argv[3], at, date_only ? argv[4] : NULL, clock_real_sec());
+        }
         else if (streq(argv[2], "session") && (argc == 8 || argc == 10) &&
                  parse_int64(argv[6], &at) == 0 && parse_int64(argv[7], &dur) == 0 &&
                  (argc == 8 || parse_int64(argv[9], &left) == 0)) {
