@@ -100,9 +100,6 @@ bool bluez_link_ready(Bluez *b, const char *address);
 /* Encodes with wire.h and writes the Control Point (with response). A failed write comes
  * back through hooks.write_failed; the answer through hooks.response. -ENOTCONN when down. */
 int bluez_write_request(Bluez *b, const char *address, const WireRequest *req);
-/* Reads Therapy Status; the value comes back through hooks.status. */
-int bluez_read_status(Bluez *b, const char *address);
 
 /* For STATUS=: "bluetoothd not running", "no usable adapter: ...", "hci0: 2/3 wraps connected". */
 const char *bluez_status(Bluez *b, char *buf, size_t size);
-bool bluez_usable(Bluez *b);

@@ -48,6 +48,20 @@ typedef struct WrapLinkOps {
         bool (*ready)(void *userdata, const char *address);
 } WrapLinkOps;
 
+/* What the store says of a wrap, for MQTT's state: kept in memory, so that a notification
+ * runs no SQL; read once, and again only after the daemon wrote something it depends on
+ * (a session record, an injury, a prescription, a reload). */
+typedef struct WrapStored {
+        bool valid;
+        bool has_rules;
+        RulesState rules;             /* the prescription in force, the injury, the last cold end */
+        bool has_last;
+        SessionRecord last;           /* the last finished session */
+} WrapStored;
+const WrapStored *wrap_stored(Wrap *w);
+/* The daemon wrote something about `wrap` (NULL: about every wrap, or the store moved). */
+void wraps_stored_invalidate(Manager *m, const char *wrap);
+
 /* Lifecycle (the daemon's: manager.c and leaves.c; the BLE link is added beside it). */
 int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret);
 /* Unlinks from m->wraps and frees; an open session stays open in the store. */

@@ -950,14 +950,6 @@ int bluez_write_request(Bluez *b, const char *address, const WireRequest *req) {
         return r;
 }
 
-int bluez_read_status(Bluez *b, const char *address) {
-        BzLink *l = link_find(b, address);
-
-        if (!l || l->state != LINK_READY)
-                return -ENOTCONN;
-        return read_value(l, CH_STATUS, on_status_read);
-}
-
 /* A characteristic's new value: decode it with wire.h and hand it to the wrap. */
 static void on_value(Bluez *b, const char *path, const uint8_t *v, size_t n) {
         /* Real time: the button latency is measured on the wall clock, whatever the scale. */
@@ -1183,7 +1175,7 @@ static void discovery_update(Bluez *b) {
                 r = call_send(b, NULL, msg, CALL_TIMEOUT_USEC, on_set_filter, b->adapter, 0);
         sd_bus_message_unref(msg);
         if (r < 0) {
-                log_warning_errno(r, "cannot start discovery: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot start discovery: %m");
                 discovery_retry_later(b);
                 return;
         }
@@ -1411,7 +1403,7 @@ static void on_managed_objects(Bluez *b, BzCall *c, sd_bus_message *reply, const
                         r = sd_bus_message_exit_container(reply);
         }
         if (r < 0)
-                log_error_errno(r, "cannot parse bluetoothd's objects: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot parse bluetoothd's objects: %m");
         b->synced = true;
         log_info("bluetoothd's objects loaded");
         update_now(b);
@@ -1429,7 +1421,7 @@ static void ask_objects(Bluez *b) {
         int r = call_simple(b, NULL, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
                             CALL_TIMEOUT_USEC, on_managed_objects, 0);
         if (r < 0)
-                log_error_errno(r, "cannot ask bluetoothd for its objects: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot ask bluetoothd for its objects: %m");
 }
 
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -1461,7 +1453,7 @@ static void bluez_appeared(Bluez *b, const char *owner) {
                 r = call_send(b, NULL, msg, CALL_TIMEOUT_USEC, on_register_agent, NULL, 0);
         sd_bus_message_unref(msg);
         if (r < 0)
-                log_error_errno(r, "cannot register the pairing agent: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot register the pairing agent: %m");
 }
 
 static int on_get_name_owner(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
@@ -1509,7 +1501,7 @@ static int on_interfaces_added(sd_bus_message *msg, void *userdata, sd_bus_error
         if (r >= 0)
                 r = parse_interfaces(b, path, msg);
         if (r < 0)
-                log_warning_errno(r, "cannot parse InterfacesAdded: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot parse InterfacesAdded: %m");
         /* GATT objects may arrive after ServicesResolved: check waiting links now. */
         for (BzLink *l = b->links; l; l = l->next)
                 link_check_gatt(l);
@@ -1587,7 +1579,7 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
         was_powered = o->powered;
         r = parse_props(b, o, path, bit, msg);
         if (r < 0) {
-                log_warning_errno(r, "cannot parse PropertiesChanged on %s: %s", path, strerror(abs(r)));
+                log_warning_errno(r, "cannot parse PropertiesChanged on %s: %m", path);
                 return 0;
         }
         /* Resolved services mean a connection, whether or not Connected=true was signalled. */
@@ -1855,11 +1847,6 @@ void bluez_link_remove(Bluez *b, const char *address, bool forget) {
         sd_bus_message_unref(msg);
         if (r < 0)
                 log_wrap_errno(LOG_WARNING, r, a, "cannot remove the Bluetooth bond: %m");
-}
-
-bool bluez_usable(Bluez *b) {
-        BzObj *a = b ? adapter_obj(b) : NULL;
-        return a && a->powered;
 }
 
 const char *bluez_status(Bluez *b, char *buf, size_t size) {

@@ -91,6 +91,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
                 }
                 if (r < 0)
                         return store_fail(m, r, "resolving the injury", ret_error);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury marked resolved: heat is allowed (R3).");
                 mqtt_kick(m->mqtt);
                 return 0;
@@ -118,6 +119,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
         r = store_injury_add(m->store, wrap, at, date_only ? date : NULL, now);
         if (r < 0)
                 return store_fail(m, r, "recording the injury", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);
         mqtt_kick(m->mqtt);
         (void) manager_r8_check(m, wrap, now);
@@ -251,6 +253,7 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
         r = store_prescription_set(m->store, wrap, &rx, manager_now(m));
         if (r < 0)
                 return store_fail(m, r, "recording the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription: cold %u min at %.2f °C, heat %u min at %.2f °C, "
                  "heat wait %u days, rest %u min.",
                  rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -273,6 +276,7 @@ int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error
         r = store_prescription_clear(m->store, wrap);
         if (r < 0 && r != -ENOENT)
                 return store_fail(m, r, "clearing the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription cleared: the configured defaults apply.");
         mqtt_kick(m->mqtt);
         return 0;

@@ -271,14 +271,13 @@ static int mq_command(void *userdata, const char *wrap, const Command *c, char *
 }
 
 static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
-        static SessionRecord last;
         static char injury_date[11];
         Manager *m = userdata;
         Wrap *w = wrap_find(m, wrap);
         const WrapLive *l = w ? wrap_get_live(w) : NULL;
         const SessionRecord *open = w ? wrap_get_session(w) : NULL;
+        const WrapStored *st = w ? wrap_stored(w) : NULL;
         int64_t now = manager_now(m);
-        RulesState st;
 
         *v = (StateView) { .battery = -1 };
         if (l) {
@@ -296,15 +295,16 @@ static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
         }
         if (open)
                 v->session_id = open->session_id;
-        if (m->store && store_rules_state(m->store, wrap, &m->config.therapy, &st) >= 0) {
+        /* From memory: a notification runs no SQL (wrap_stored() reads only after a write). */
+        if (st && st->has_rules) {
                 int64_t from = 0;
 
-                v->heat_allowed = rules_heat_allowed(&st, now, &from);
+                v->heat_allowed = rules_heat_allowed(&st->rules, now, &from);
                 v->heat_allowed_at = v->heat_allowed ? 0 : from;
-                if (st.has_injury)
-                        v->injury_date = clock_format_date(st.injury_from, injury_date);
-                if (store_last_session(m->store, wrap, &last) >= 0 && last.outcome != OUTCOME_OPEN)
-                        v->last = &last;
+                if (st->rules.has_injury)
+                        v->injury_date = clock_format_date(st->rules.injury_from, injury_date);
+                if (st->has_last)
+                        v->last = &st->last;
         }
         return w ? 0 : -ENOENT;
 }

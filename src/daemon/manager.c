@@ -116,6 +116,7 @@ static int store_try_open(Manager *m) {
 
 static void store_now_available(Manager *m) {
         /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
+        wraps_stored_invalidate(m, NULL);
         (void) manager_wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
@@ -220,7 +221,7 @@ static void r8_check_all(Manager *m) {
                 if (store_is_broken(r))
                         manager_store_failed(m, r);
                 else
-                        log_error_errno(r, "R8 check: cannot list the wraps: %s", strerror(abs(r)));
+                        log_error_errno(r, "R8 check: cannot list the wraps: %m");
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -230,7 +231,7 @@ static void r8_check_all(Manager *m) {
                         return;
                 }
                 if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %s", strerror(abs(r)));
+                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %m");
         }
 }
 
@@ -264,7 +265,7 @@ static int r8_schedule(Manager *m) {
         } else
                 r = sd_event_add_time(m->event, &m->r8_timer, CLOCK_MONOTONIC, deadline, accuracy, on_r8_timer, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot schedule the daily R8 check: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot schedule the daily R8 check: %m");
         return 0;
 }
 
@@ -358,6 +359,8 @@ int manager_reload(Manager *m) {
                 else
                         store_now_available(m);
         }
+        /* The therapy defaults may differ: what MQTT shows is read again. */
+        wraps_stored_invalidate(m, NULL);
         /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
         bluez_set_adoption(m->bluez, m->adoption_until);
 
@@ -396,22 +399,22 @@ static int bus_setup(Manager *m) {
 
         r = sd_bus_open_system_with_description(&m->bus, "kneewrapd");
         if (r < 0)
-                return log_error_errno(r, "Cannot connect to the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot connect to the system bus: %m");
         /* Without the bus we can do nothing useful: exit, and let systemd restart us. */
         r = sd_bus_set_exit_on_disconnect(m->bus, true);
         if (r < 0)
-                return log_error_errno(r, "Cannot set up the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot set up the system bus: %m");
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
-                return log_error_errno(r, "Cannot attach the system bus to the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot attach the system bus to the event loop: %m");
 
         /* The API's object first: whoever sees the name appear finds it there. */
         r = bus_api_new(m, &m->api);
         if (r < 0)
-                return log_error_errno(r, "Cannot register the D-Bus API: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot register the D-Bus API: %m");
         r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
         if (r < 0)
-                log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
+                log_warning_errno(r, "Cannot ask for %s: %m", BUS_NAME);
 
         return 0;
 }
@@ -479,13 +482,13 @@ int manager_new(const char *config_path, Manager **ret) {
                 if (r == -EINVAL)
                         return log_error_errno(r, "%s has the errors above; not starting.", config_path);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot read %s: %s", config_path, strerror(abs(r)));
+                        return log_error_errno(r, "Cannot read %s: %m", config_path);
         }
         apply_log_level(m);
 
         r = sd_event_default(&m->event);
         if (r < 0)
-                return log_error_errno(r, "Cannot create the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot create the event loop: %m");
 
         /* Blocked first, so a signal that arrives now waits for the loop instead of killing us. */
         sigemptyset(&ss);
@@ -493,19 +496,19 @@ int manager_new(const char *config_path, Manager **ret) {
         sigaddset(&ss, SIGINT);
         sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
-                return log_error_errno(errno, "Cannot block signals: %s", strerror(abs(errno)));
+                return log_error_errno(errno, "Cannot block signals: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot watch signals: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot watch signals: %m");
 
         /* WATCHDOG=1 at half of WatchdogSec, from the loop itself: a stuck loop stops pinging. */
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
-                log_warning_errno(r, "Cannot set up the watchdog: %s", strerror(abs(r)));
+                log_warning_errno(r, "Cannot set up the watchdog: %m");
 
         r = bus_setup(m);
         if (r < 0)
@@ -561,6 +564,6 @@ int manager_run(Manager *m) {
 
         r = sd_event_loop(m->event);
         if (r < 0)
-                return log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+                return log_error_errno(r, "Event loop failed: %m");
         return r;
 }

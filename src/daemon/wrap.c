@@ -63,6 +63,9 @@ struct Wrap {
         sd_event_source *answer_timer;
         sd_event_source *idle_timer;  /* the wrap went idle early: wait for its stop press */
 
+        /* What the store says of the wrap, kept in memory for MQTT (see wrap_stored()). */
+        WrapStored stored;
+
         /* A closed record the store could not take (full disk, ...): kept until it can. */
         bool has_unsaved;
         SessionRecord unsaved;
@@ -114,6 +117,34 @@ static void wrap_changed(Wrap *w) {
         mqtt_wrap_changed(w->m->mqtt, w->id);
 }
 
+const WrapStored *wrap_stored(Wrap *w) {
+        Manager *m = w->m;
+        SessionRecord last;
+        int r;
+
+        if (w->stored.valid || !m->store)
+                return &w->stored;
+        /* Once, then again only after the daemon wrote what it depends on. */
+        r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
+        if (r < 0) {
+                w->stored.has_rules = false;
+                return &w->stored;
+        }
+        w->stored.has_rules = true;
+        r = store_last_session(m->store, w->id, &last);
+        w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
+        if (w->stored.has_last)
+                w->stored.last = last;
+        w->stored.valid = true;
+        return &w->stored;
+}
+
+void wraps_stored_invalidate(Manager *m, const char *wrap) {
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (!wrap || streq(w->id, wrap))
+                        w->stored.valid = false;
+}
+
 static void outbox_kick(Manager *m) {
         mqtt_kick(m->mqtt);
 }
@@ -149,6 +180,15 @@ static int record_put_m(Manager *m, const SessionRecord *rec) {
                 return store_failed(m, r, rec->wrap, rec->session_id, "record the session");
         if (publish)
                 outbox_kick(m);
+        /* The last record is known now; the rules' view (the rest after cold) is read again. */
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (streq(w->id, rec->wrap)) {
+                        if (rec->outcome != OUTCOME_OPEN && w->stored.valid) {
+                                w->stored.has_last = true;
+                                w->stored.last = *rec;
+                        }
+                        w->stored.valid = false;
+                }
         return 0;
 }
 
@@ -166,7 +206,7 @@ static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
         int r = send_request(w, &req);
 
         if (r < 0)
-                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send DENY: %s", strerror(abs(r)));
+                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send DENY: %m");
 }
 
 static void send_stop(Wrap *w, StopReason reason) {
@@ -192,7 +232,7 @@ static void arm(Wrap *w, sd_event_source **src, uint64_t real_mono_deadline, sd_
         } else
                 r = sd_event_add_time(w->m->event, src, CLOCK_MONOTONIC, real_mono_deadline, USEC_PER_MSEC, cb, w);
         if (r < 0)
-                log_wrap_errno(LOG_ERR, r, w->address, "cannot arm a session timer: %s", strerror(abs(r)));
+                log_wrap_errno(LOG_ERR, r, w->address, "cannot arm a session timer: %m");
 }
 
 static void disarm(sd_event_source *s) {
@@ -742,8 +782,17 @@ static void reconcile(Wrap *w, const WireStatus *s) {
                 stray_session(w, s);
 }
 
+/* A notification that changes nothing anyone sees (the same Status, the same temperature
+ * again) publishes nothing: only a change of the live state, or of the session, is told. */
+static void wrap_changed_if(Wrap *w, const WrapLive *before, SessionPhase phase_before) {
+        if (w->phase != phase_before || memcmp(before, &w->live, sizeof *before) != 0)
+                wrap_changed(w);
+}
+
 void wrap_on_status(Wrap *w, const WireStatus *s) {
         bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
+        WrapLive before = w->live;
+        SessionPhase phase_before = w->phase;
 
         w->live.has_status = true;
         w->live.state = s->state;
@@ -784,17 +833,20 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
                 break;
         }
         update_remaining(w);
-        wrap_changed(w);
+        wrap_changed_if(w, &before, phase_before);
 }
 
 void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
+        WrapLive before = w->live;
+        SessionPhase phase_before = w->phase;
+
         w->live.has_skin = true;
         w->live.skin = t->centi_c;
         if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
                 skin_stats_add(&w->rec.skin, t->centi_c);
                 safety_check(w, &(RulesEvent) { .type = RULES_EVENT_SKIN, .skin = t->centi_c });
         }
-        wrap_changed(w);
+        wrap_changed_if(w, &before, phase_before);
 }
 
 void wrap_on_response(Wrap *w, const WireResponse *r) {
@@ -1008,7 +1060,7 @@ int wraps_load(Manager *m) {
                 if (!wrap_find_address(m, list[i].address)) {
                         r = wrap_new(m, list[i].address, list[i].name, NULL);
                         if (r < 0)
-                                log_wrap_errno(LOG_ERR, r, list[i].address, "cannot load the wrap: %s", strerror(abs(r)));
+                                log_wrap_errno(LOG_ERR, r, list[i].address, "cannot load the wrap: %m");
                 }
         free(list);
 

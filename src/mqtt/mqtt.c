@@ -30,6 +30,7 @@
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define HEALTH_USEC          (60 * USEC_PER_SEC)
 #define PASSWORD_MAX         4096
+#define STATE_MIN_USEC       (1 * USEC_PER_SEC)       /* a wrap's state at most this often, but for its session */
 
 typedef struct Inflight {
         int mid;
@@ -48,6 +49,11 @@ typedef struct KnownWrap {
         /* What the compliance figures were computed for: the last record's id and outcome,
          * and the local date (the 7- and 30-day windows move once a day). */
         char compliance_for[UUID_STR_MAX + 24];
+        /* When the state last went out, and its session part then (link, session, mode,
+         * wrap state, faults): a change there goes out at once, anything else at most once
+         * a second. */
+        uint64_t state_usec;
+        char session_key[UUID_STR_MAX + 32];
 } KnownWrap;
 
 typedef struct MqttSettings {
@@ -75,6 +81,7 @@ struct Mqtt {
         sd_event_source *health_timer;
         sd_event_source *ha_timer;
         sd_event_source *flush;
+        sd_event_source *state_timer; /* a wrap's state held back by the once-a-second limit */
         int fd;
 
         bool connecting;
@@ -94,6 +101,7 @@ struct Mqtt {
         KnownWrap *wraps;
         size_t n_wraps;
         bool dirty_all;               /* (re)publish discovery, info and every state */
+        bool outbox_pending;          /* new outbox rows, or room in the window: peek again */
         bool dirty_info;
         bool dirty_health;
 };
@@ -146,7 +154,7 @@ static int check_readable(const char *what, const char *path) {
                 return 0;
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return log_error_errno(errno, "MQTT: cannot read the %s %s: %s", what, path, strerror(abs(errno)));
+                return log_error_errno(errno, "MQTT: cannot read the %s %s: %m", what, path);
         close(fd);
         return 0;
 }
@@ -193,7 +201,7 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 r = read_small_file(c->password_file, PASSWORD_MAX, &s.password);
                 if (r < 0) {
                         settings_done(&s);
-                        return log_error_errno(r, "MQTT: cannot read the password file %s: %s", c->password_file, strerror(abs(r)));
+                        return log_error_errno(r, "MQTT: cannot read the password file %s: %m", c->password_file);
                 }
         } else {
                 const char *dir = getenv("CREDENTIALS_DIRECTORY");
@@ -203,7 +211,7 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                         r = read_small_file(p, PASSWORD_MAX, &s.password);
                         if (r < 0) {
                                 settings_done(&s);
-                                return log_error_errno(r, "MQTT: cannot read the credential %s: %s", p, strerror(abs(r)));
+                                return log_error_errno(r, "MQTT: cannot read the credential %s: %m", p);
                         }
                 }
         }
@@ -420,7 +428,7 @@ static void schedule_retry(Mqtt *q) {
         q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
         r = sd_event_add_time(q->event, &q->retry_timer, CLOCK_MONOTONIC, now_mono(q) + delay, 0, on_retry, q);
         if (r < 0)
-                log_error_errno(r, "MQTT: cannot arm the reconnect timer: %s", strerror(abs(r)));
+                log_error_errno(r, "MQTT: cannot arm the reconnect timer: %m");
         else
                 log_debug("MQTT: next attempt in %.1f s.", (double) delay / USEC_PER_SEC);
 }
@@ -521,6 +529,7 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
                 }
                 memmove(q->inflight + i, q->inflight + i + 1, (q->n_inflight - i - 1) * sizeof(Inflight));
                 q->n_inflight--;
+                q->outbox_pending = true;     /* room in the window */
                 schedule_flush(q);
                 return;
         }
@@ -580,11 +589,11 @@ static int connect_now(Mqtt *q) {
         q->fd = mosquitto_socket(q->mosq);
         r = sd_event_add_io(q->event, &q->io, q->fd, EPOLLIN | EPOLLOUT, on_io, q);
         if (r < 0)
-                return log_error_errno(r, "MQTT: cannot watch the socket: %s", strerror(abs(r)));
+                return log_error_errno(r, "MQTT: cannot watch the socket: %m");
         r = sd_event_add_time(q->event, &q->connect_timer, CLOCK_MONOTONIC,
                               now_mono(q) + CONNECT_TIMEOUT_USEC, 0, on_connect_timeout, q);
         if (r < 0)
-                return log_error_errno(r, "MQTT: cannot arm the connect timeout: %s", strerror(abs(r)));
+                return log_error_errno(r, "MQTT: cannot arm the connect timeout: %m");
         update_events(q);
         return 0;
 }
@@ -626,6 +635,8 @@ static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
 
 static void outbox_send(Mqtt *q) {
         Store *st;
+
+        q->outbox_pending = false;
 
         while (q->connected && (st = store_of(q)) && q->n_inflight < OUTBOX_WINDOW) {
                 OutboxMsg *msgs = NULL;
@@ -748,12 +759,36 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
         k->discovered = !clear;
 }
 
+/* Wake up when the first held-back state is due. */
+static void state_timer_arm(Mqtt *q, uint64_t when) {
+        uint64_t t = 0;
+        int enabled = 0;
+
+        if (!q->state_timer)
+                return;
+        (void) sd_event_source_get_enabled(q->state_timer, &enabled);
+        if (enabled != SD_EVENT_OFF && sd_event_source_get_time(q->state_timer, &t) >= 0 && t <= when)
+                return;
+        (void) sd_event_source_set_time(q->state_timer, when);
+        (void) sd_event_source_set_enabled(q->state_timer, SD_EVENT_ONESHOT);
+}
+
 static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
         StateView v = { .battery = -1 };
-        char *json = NULL;
+        char *json = NULL, key[sizeof k->session_key];
+        uint64_t now = now_mono(q);
 
         if (!q->hooks.wrap_state || q->hooks.wrap_state(q->hooks.userdata, k->wrap, &v) < 0)
                 v = (StateView) { .battery = -1 };
+        snprintf(key, sizeof key, "%d/%s/%d/%u/%u", v.connected, v.session_id ? v.session_id : "", (int) v.mode,
+                 (unsigned) v.state, (unsigned) v.faults);
+        if (!force && k->state_usec && now < k->state_usec + STATE_MIN_USEC && streq(key, k->session_key)) {
+                /* Nothing of the session changed: it goes out with the next second (still dirty). */
+                state_timer_arm(q, k->state_usec + STATE_MIN_USEC);
+                return;
+        }
+        k->state_usec = now;
+        snprintf(k->session_key, sizeof k->session_key, "%s", key);
         if (!k->availability || streq(k->availability, "{\"state\":\"online\"}") != v.connected)
                 q->dirty_health = true;   /* wraps_connected changed */
         publish_changed(q, &k->availability,
@@ -763,19 +798,19 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
                 publish_changed(q, &k->state, json, force, k->wrap, "state");
 
         if (q->hooks.wrap_compliance) {
-                char key[sizeof k->compliance_for], today[11];
+                char ckey[sizeof k->compliance_for], today[11];
                 Compliance c7, c30;
 
                 /* Status and temperatures change the state every few seconds; the figures change
                  * only with a record, or as the day turns. Ask for them only then. */
-                snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
+                snprintf(ckey, sizeof ckey, "%s/%s/%s", v.last ? v.last->session_id : "",
                          v.last ? session_outcome_to_string(v.last->outcome) : "",
                          clock_format_date(clock_real_sec(), today));
-                if ((force || !streq(key, k->compliance_for)) &&
+                if ((force || !streq(ckey, k->compliance_for)) &&
                     q->hooks.wrap_compliance(q->hooks.userdata, k->wrap, &c7, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
-                        snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
+                        snprintf(k->compliance_for, sizeof k->compliance_for, "%s", ckey);
                 }
         }
         k->dirty = false;
@@ -882,7 +917,9 @@ static int on_flush(sd_event_source *s, void *userdata) {
 
         if (!q->connected)
                 return 0;
-        outbox_send(q);
+        /* Only when there is something new for it: a notification reads nothing from the store. */
+        if (all || q->outbox_pending)
+                outbox_send(q);
         if (all) {
                 reconcile_wraps(q);
                 publish_bridge_discovery(q);
@@ -1050,6 +1087,11 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
 
 /* ---- the public face ---- */
 
+static int on_state_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        schedule_flush(userdata);
+        return 0;
+}
+
 static int mqtt_setup_sources(Mqtt *q) {
         sd_event *e = q->event;
         uint64_t now = now_mono(q);
@@ -1060,6 +1102,11 @@ static int mqtt_setup_sources(Mqtt *q) {
                 return r;
         (void) sd_event_source_set_enabled(q->flush, SD_EVENT_OFF);
         r = sd_event_add_time(e, &q->misc_timer, CLOCK_MONOTONIC, now + USEC_PER_SEC, 0, on_misc, q);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(e, &q->state_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_state_timer, q);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(q->state_timer, SD_EVENT_OFF);
         if (r < 0)
                 return r;
         r = sd_event_add_time(e, &q->health_timer, CLOCK_MONOTONIC, now + HEALTH_USEC, 0, on_health, q);
@@ -1118,6 +1165,7 @@ Mqtt *mqtt_free(Mqtt *q) {
         q->health_timer = sd_event_source_disable_unref(q->health_timer);
         q->ha_timer = sd_event_source_disable_unref(q->ha_timer);
         q->flush = sd_event_source_disable_unref(q->flush);
+        q->state_timer = sd_event_source_disable_unref(q->state_timer);
         while (q->n_wraps > 0)
                 known_forget(q, q->wraps);
         free(q->wraps);
@@ -1174,6 +1222,9 @@ int mqtt_reload(Mqtt *q) {
 }
 
 void mqtt_kick(Mqtt *q) {
+        if (!q)
+                return;
+        q->outbox_pending = true;
         schedule_flush(q);
 }
 

@@ -19,6 +19,7 @@
 #include "mqtt.h"
 #include "record.h"
 #include "rules.h"
+#include "state.h"
 #include "store.h"
 #include "util.h"
 #include "wire.h"
@@ -634,6 +635,48 @@ static void test_busy_wrap_runs_unknown_session(void **state) {
         assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
 }
 
+/* What MQTT shows comes from memory: a notification runs no SQL; a write the daemon makes
+ * (a session record, a prescription) is seen at once. */
+static void test_state_from_memory(void **state) {
+        Fixture *f = *state;
+        MqttHooks mq;
+        StateView v;
+        Store *real = f->m.store, *empty = NULL;
+        char db2[160];
+        RulesPrescription rx = { .heat_wait_s = 14 * RULES_DAY_S };
+        const char *err = NULL;
+
+        manager_mqtt_hooks(&f->m, &mq);
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        press(f, WIRE_BUTTON_STOP, 2);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.last);                       /* the stopped session, as the store has it */
+        assert_int_equal(v.last->outcome, OUTCOME_STOPPED_BY_USER);
+        assert_true(v.heat_allowed);
+
+        /* Behind the daemon's back the store is swapped for an empty one: a notification and
+         * the state after it still show what the daemon knows, so neither read the store. */
+        snprintf(db2, sizeof db2, "%s/empty.db", f->dir);
+        assert_int_equal(store_open(db2, &empty), 0);
+        f->m.store = empty;
+        status(f, WIRE_STATE_IDLE, 0, 0, 0, 9);
+        skin(f, 3100);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.last);
+        assert_int_equal(v.last->outcome, OUTCOME_STOPPED_BY_USER);
+        assert_true(v.has_skin && v.skin == 3100);
+        f->m.store = real;
+        store_close(empty);
+
+        /* A write through the door is seen at the next look: an injury with a 14-day wait. */
+        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_HEAT_WAIT_S, NULL, &err), 0);
+        assert_int_equal(door_set_injury(&f->m, WRAP, "2026-01-01", &err), 0);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.injury_date);
+        assert_string_equal(v.injury_date, "2026-01-01");
+}
+
 /* The one merge: every interface hands the door only the fields it sets. */
 static void test_door_prescription_merge(void **state) {
         Fixture *f = *state;
@@ -681,6 +724,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_refused_by_wrap_is_not_started, setup, teardown),
