@@ -47,5 +47,13 @@ int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only);
  */
 int clock_local_day_end(int year, int month, int day, int64_t *ret_unix_sec);
 
+/*
+ * The start of the local calendar day `back` days before the one `at` falls in (back 0:
+ * that day's own start; back -1: the next day's start). With it a period of N whole local
+ * days ending today is [clock_local_day_start(now, N - 1), clock_local_day_start(now, -1)):
+ * the compliance period of every interface (store.h). Returns 0 or -EINVAL.
+ */
+int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec);
+
 /* The local calendar date of an instant, as "YYYY-MM-DD" (11 bytes). */
 char *clock_format_date(int64_t unix_sec, char buf[static 11]);

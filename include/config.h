@@ -14,6 +14,21 @@ typedef enum MqttProtocol {
         MQTT_PROTOCOL_V5,
 } MqttProtocol;
 
+/* [mqtt] commands: what MQTT may do. */
+enum {
+        MQTT_ALLOW_SESSIONS     = 1 << 0,   /* start, stop */
+        MQTT_ALLOW_DIARY        = 1 << 1,   /* pain diary entries */
+        MQTT_ALLOW_RUNS         = 1 << 2,   /* runs (issue 10) */
+        MQTT_ALLOW_INJURY       = 1 << 3,   /* recording an injury: only tightens the rules */
+        MQTT_ALLOW_RESOLVE      = 1 << 4,   /* resolving an injury: heat may follow at once */
+        MQTT_ALLOW_PRESCRIPTION = 1 << 5,   /* a clinic's prescription */
+        MQTT_ALLOW_ADOPTION     = 1 << 6,   /* opening adoption, removing wraps */
+        MQTT_ALLOW_DEFAULT      = MQTT_ALLOW_SESSIONS | MQTT_ALLOW_DIARY | MQTT_ALLOW_RUNS | MQTT_ALLOW_INJURY,
+};
+
+/* "sessions", "diary", ... for one MQTT_ALLOW_* bit; NULL for anything else. */
+const char *mqtt_allow_to_string(unsigned bit);
+
 typedef struct Config {
         /* [daemon] */
         int log_level;                    /* syslog level, default LOG_INFO */
@@ -34,10 +49,12 @@ typedef struct Config {
         char *username;
         char *password_file;              /* or a systemd credential named "mqtt-password" */
         char *tls_ca_file;
+        char *tls_ca_dir;                 /* a hashed CA directory, e.g. the system's /etc/ssl/certs */
         char *tls_cert_file;
         char *tls_key_file;
         uint16_t keepalive;               /* seconds, 60 */
         MqttProtocol protocol;            /* 3.1.1 unless "5" */
+        unsigned mqtt_commands;           /* MQTT_ALLOW_*, MQTT_ALLOW_DEFAULT */
 
         /* [therapy]: the defaults a clinic's per-wrap prescription may override */
         RulesPrescription therapy;
@@ -57,3 +74,5 @@ void config_done(Config *c);
  * not be used), or -errno when it cannot be read.
  */
 int config_load(Config *c, const char *path, FILE *errors);
+/* The same, from an open stream (left open); `path` names it in the errors. */
+int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors);

@@ -81,6 +81,13 @@ typedef struct PatientProfile {
         int64_t set_at;                     /* 0: never set */
 } PatientProfile;
 
+const char *knee_to_string(Knee k);           /* "left", "right"; NULL for KNEE_UNSET */
+int knee_from_string(const char *s);
+
+/* Sets the profile (every field: an empty string clears one). */
+int store_profile_set(Store *s, const PatientProfile *p, int64_t now);
+/* The profile; a wrap without one gets an empty profile and 0. */
+int store_profile_get(Store *s, const char *wrap, PatientProfile *ret);
 
 /* The wrap's Device Information service (0x180A), as last read. "" where unknown. */
 typedef struct WrapDeviceInfo {
@@ -90,9 +97,24 @@ typedef struct WrapDeviceInfo {
         char firmware[64];
 } WrapDeviceInfo;
 
+int store_device_info_set(Store *s, const char *wrap, const WrapDeviceInfo *info, int64_t now);
+/* A wrap whose information was never read gets an empty struct and 0. */
+int store_device_info_get(Store *s, const char *wrap, WrapDeviceInfo *ret);
+
 /* Injuries: at is the instant, or with date_only the local date "YYYY-MM-DD" in `date`. */
 int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, int64_t now);
 int store_injury_resolve(Store *s, const char *wrap, int64_t now);
+
+typedef struct InjuryRecord {
+        int64_t id;
+        int64_t at;                   /* R2's instant (a date-only injury: the end of that day) */
+        char date[11];                /* "YYYY-MM-DD" when only a date was given, else "" */
+        int64_t recorded_at;
+        int64_t resolved_at;          /* 0: not resolved */
+} InjuryRecord;
+
+/* Every injury of a wrap, resolved ones included, oldest first. */
+int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *ret_n);
 
 /* A clinic's prescription; the caller has checked it with rules_prescription_check(). */
 int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now);
@@ -138,6 +160,15 @@ typedef struct AlertRecord {
         int64_t acked_at;             /* 0: not acknowledged (open) */
 } AlertRecord;
 
+/* Adds an alert with its text; *ret_id (when not NULL) gets its id. */
+int store_alert_put(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
+                    OutboxMsg *msg, int64_t *ret_id);
+/* Alerts of `wrap` (NULL for all) raised in [since, until), oldest first; open_only skips acked ones. */
+int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, bool open_only,
+                      AlertRecord **ret, size_t *ret_n);
+int store_alert_get(Store *s, int64_t id, AlertRecord *ret);
+/* Acknowledges an alert: -ENOENT for no such alert, -EALREADY when it was acknowledged before. */
+int store_alert_ack(Store *s, int64_t id, int64_t now);
 
 /* A run the runner logged: cold should follow it within RUN_FOLLOW_WINDOW_S of its end. */
 #define RUN_FOLLOW_WINDOW_S 3600
@@ -150,7 +181,19 @@ typedef struct RunRecord {
         uint32_t meters;              /* 0: not given */
         RequestSource source;
         int64_t recorded_at;
+
+        /* Filled by store_runs_list(), from the sessions (not stored with the run). A run
+         * is followed when a compliant cold session (R7) started within
+         * RUN_FOLLOW_WINDOW_S after it ended: followed_by is the first such session. When
+         * none did, cold_press is the first cold request in that window, whatever became
+         * of it (refused, say, by R6: its record says why), or "" when there was none. */
+        char followed_by[UUID_STR_MAX];
+        char cold_press[UUID_STR_MAX];
 } RunRecord;
+
+int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_id);
+/* Runs that ended in [since, until), oldest first. */
+int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n);
 
 /* The outbox, in order. A message leaves it only with store_outbox_ack (after PUBACK). */
 int store_outbox_add(Store *s, OutboxMsg *msg);
@@ -159,14 +202,22 @@ int store_outbox_ack(Store *s, int64_t id);
 int store_outbox_depth(Store *s, uint64_t *ret);
 void outbox_msgs_free(OutboxMsg *m, size_t n);
 
-/* Compliance over [since, now). Days are local calendar days. */
+/*
+ * Compliance: the one definition, for every interface (MQTT, the CLI, D-Bus, reports).
+ * Over sessions requested and runs ended in [since, until); a period is whole local
+ * calendar days in the gateway's time zone (clock_local_day_start() gives the bounds), and
+ * a day is the local day a session started.
+ */
 typedef struct Compliance {
         uint32_t cold_completed;      /* compliant cold sessions (R7) */
         uint32_t cold_incomplete;     /* cold sessions that ran, not compliant */
         uint32_t cold_refused;
         uint32_t heat_refused;
+        uint32_t heat_refused_first_week;  /* heat refused less than 7 days after the injury */
         uint32_t minutes;             /* therapy minutes that ran, cold and heat */
         uint32_t days_with_cold;      /* local days with a compliant cold session */
+        uint32_t runs;
+        uint32_t runs_followed;       /* runs a compliant cold session followed (RunRecord.followed_by) */
 } Compliance;
 
-int store_compliance(Store *s, const char *wrap, int64_t since, int64_t now, Compliance *ret);
+int store_compliance(Store *s, const char *wrap, int64_t since, int64_t until, Compliance *ret);

@@ -144,6 +144,15 @@ int wire_response_decode(const uint8_t *b, size_t n, WireResponse *ret, const ch
 /* Battery Level: one byte, 0..100. */
 int wire_battery_decode(const uint8_t *b, size_t n, uint8_t *ret, const char **ret_why);
 
+/*
+ * Device Information strings (0x2A29, 0x2A24, 0x2A25, 0x2A26): UTF-8, not terminated on the
+ * wire. Copies what is valid into dst (size bytes, always terminated): it stops at a NUL,
+ * drops control characters and every byte that is not part of a well-formed UTF-8 sequence
+ * (overlong forms, surrogates and code points past U+10FFFF included), and never cuts a
+ * character when dst is full. The result is always valid UTF-8. Returns its length.
+ */
+size_t wire_info_string(const uint8_t *b, size_t n, char *dst, size_t size);
+
 /* Human-readable names for logs and state. */
 const char *wire_state_to_string(uint8_t state);       /* "idle", "cooling", ... "unknown" */
 const char *wire_result_to_string(uint8_t result);

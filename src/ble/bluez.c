@@ -683,16 +683,8 @@ static void on_info_read(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bu
                 dst = c->arg == CH_MANUFACTURER ? l->info.manufacturer :
                       c->arg == CH_MODEL ? l->info.model :
                       c->arg == CH_SERIAL ? l->info.serial : l->info.firmware;
-                /* UTF-8 strings, not terminated on the wire; keep only printable bytes. */
-                size_t k = 0;
-                for (size_t i = 0; i < n && k + 1 < 64; i++) {
-                        uint8_t ch = ((const uint8_t *) v)[i];
-                        if (ch == 0)
-                                break;
-                        if (ch >= 0x20 && ch != 0x7f)
-                                dst[k++] = (char) ch;
-                }
-                dst[k] = '\0';
+                /* Valid UTF-8 only: the strings go into JSON, which takes nothing else. */
+                (void) wire_info_string(v, n, dst, sizeof l->info.manufacturer);
         } else if (e)
                 log_wrap(LOG_INFO, l->address, "reading %s failed: %s", chars[c->arg].name, error_text(e));
         if (l->info_pending > 0 && --l->info_pending == 0) {

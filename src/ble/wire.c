@@ -1,5 +1,6 @@
 /* wire: builds and parses every characteristic of the KneeWrap GATT profile, byte for byte. */
 #include <errno.h>
+#include <string.h>
 
 #include "util.h"
 #include "wire.h"
@@ -474,4 +475,61 @@ const char *wire_result_to_string(uint8_t result) {
         case WIRE_RESULT_FAULT:             return "fault present";
         default:                            return "unknown";
         }
+}
+
+/* The length of the well-formed UTF-8 sequence at b (RFC 3629, table 3-7 of Unicode), or 0. */
+static size_t utf8_sequence(const uint8_t *b, size_t n) {
+        uint8_t lo = 0x80, hi = 0xbf;
+        size_t len;
+
+        if (b[0] < 0x80)
+                return 1;
+        if (b[0] >= 0xc2 && b[0] <= 0xdf)
+                len = 2;
+        else if (b[0] >= 0xe0 && b[0] <= 0xef) {
+                len = 3;
+                if (b[0] == 0xe0)
+                        lo = 0xa0;          /* overlong */
+                else if (b[0] == 0xed)
+                        hi = 0x9f;          /* surrogates */
+        } else if (b[0] >= 0xf0 && b[0] <= 0xf4) {
+                len = 4;
+                if (b[0] == 0xf0)
+                        lo = 0x90;          /* overlong */
+                else if (b[0] == 0xf4)
+                        hi = 0x8f;          /* past U+10FFFF */
+        } else
+                return 0;
+        if (n < len || b[1] < lo || b[1] > hi)
+                return 0;
+        for (size_t i = 2; i < len; i++)
+                if (b[i] < 0x80 || b[i] > 0xbf)
+                        return 0;
+        return len;
+}
+
+size_t wire_info_string(const uint8_t *b, size_t n, char *dst, size_t size) {
+        size_t k = 0;
+
+        if (size == 0)
+                return 0;
+        for (size_t i = 0; i < n && b[i] != 0;) {
+                size_t len = utf8_sequence(b + i, n - i);
+
+                if (len == 0) {
+                        i++;                /* a stray or cut byte: drop it, resynchronise */
+                        continue;
+                }
+                if ((len == 1 && (b[i] < 0x20 || b[i] == 0x7f)) || (len == 2 && b[i] == 0xc2 && b[i + 1] < 0xa0)) {
+                        i += len;           /* C0 and C1 controls */
+                        continue;
+                }
+                if (k + len + 1 > size)
+                        break;              /* full: never half a character */
+                memcpy(dst + k, b + i, len);
+                k += len;
+                i += len;
+        }
+        dst[k] = '\0';
+        return k;
 }

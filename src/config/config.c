@@ -288,6 +288,51 @@ static int key_tls_ca_file(Parser *p, const char *value, const char **why) {
         return set_path(&p->c->tls_ca_file, value, why);
 }
 
+static int key_tls_ca_dir(Parser *p, const char *value, const char **why) {
+        return set_path(&p->c->tls_ca_dir, value, why);
+}
+
+static const char *const allow_names[] = {
+        "sessions", "diary", "runs", "injury", "resolve", "prescription", "adoption",
+};
+
+const char *mqtt_allow_to_string(unsigned bit) {
+        for (size_t i = 0; i < ELEMENTSOF(allow_names); i++)
+                if (bit == 1u << i)
+                        return allow_names[i];
+        return NULL;
+}
+
+static int key_commands(Parser *p, const char *value, const char **why) {
+        char copy[LINE_MAX_LEN], *save = NULL, *tok;
+        unsigned set = 0;
+
+        snprintf(copy, sizeof copy, "%s", value);
+        for (tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+                size_t i;
+
+                if (streq(tok, "none") && set == 0 && !strtok_r(NULL, ", \t", &save)) {
+                        p->c->mqtt_commands = 0;
+                        return 0;
+                }
+                for (i = 0; i < ELEMENTSOF(allow_names) && !streq(tok, allow_names[i]); i++)
+                        ;
+                if (i == ELEMENTSOF(allow_names)) {
+                        snprintf(p->why_buf, sizeof p->why_buf, "unknown command \"%.40s\" (sessions, diary, runs, "
+                                 "injury, resolve, prescription, adoption, or none)", tok);
+                        *why = p->why_buf;
+                        return -EINVAL;
+                }
+                set |= 1u << i;
+        }
+        if (set == 0) {
+                *why = "no command given (use \"none\" to refuse every command)";
+                return -EINVAL;
+        }
+        p->c->mqtt_commands = set;
+        return 0;
+}
+
 static int key_tls_cert_file(Parser *p, const char *value, const char **why) {
         return set_path(&p->c->tls_cert_file, value, why);
 }
@@ -418,10 +463,12 @@ static const Key keys[] = {
         { SECTION_MQTT,      "username",          key_username },
         { SECTION_MQTT,      "password_file",     key_password_file },
         { SECTION_MQTT,      "tls_ca_file",       key_tls_ca_file },
+        { SECTION_MQTT,      "tls_ca_dir",        key_tls_ca_dir },
         { SECTION_MQTT,      "tls_cert_file",     key_tls_cert_file },
         { SECTION_MQTT,      "tls_key_file",      key_tls_key_file },
         { SECTION_MQTT,      "keepalive",         key_keepalive },
         { SECTION_MQTT,      "protocol",          key_protocol },
+        { SECTION_MQTT,      "commands",          key_commands },
         { SECTION_THERAPY,   "cold_minutes",      key_cold_minutes },
         { SECTION_THERAPY,   "cold_setpoint_c",   key_cold_setpoint },
         { SECTION_THERAPY,   "heat_minutes",      key_heat_minutes },
@@ -572,6 +619,7 @@ void config_init(Config *c) {
                 .discovery_prefix = strdup("homeassistant"),
                 .keepalive = 60,
                 .protocol = MQTT_PROTOCOL_V311,
+                .mqtt_commands = MQTT_ALLOW_DEFAULT,
                 .store_path = strdup("/var/lib/kneewrap/kneewrap.db"),
         };
         rules_prescription_default(&c->therapy);
@@ -588,6 +636,7 @@ void config_done(Config *c) {
         free(c->username);
         free(c->password_file);
         free(c->tls_ca_file);
+        free(c->tls_ca_dir);
         free(c->tls_cert_file);
         free(c->tls_key_file);
         free(c->store_path);
@@ -603,30 +652,38 @@ static void check_whole(Parser *p) {
                 perr(p, p->seen[cert], "tls_cert_file", "set without tls_key_file: a client certificate needs its key");
         if (c->tls_key_file && !c->tls_cert_file)
                 perr(p, p->seen[key], "tls_key_file", "set without tls_cert_file: a client key needs its certificate");
-        if ((c->tls_cert_file || c->tls_key_file) && !c->tls_ca_file)
+        if ((c->tls_cert_file || c->tls_key_file) && !c->tls_ca_file && !c->tls_ca_dir)
                 perr(p, p->seen[c->tls_cert_file ? cert : key], c->tls_cert_file ? "tls_cert_file" : "tls_key_file",
-                     "set without tls_ca_file: TLS needs the CA that signed the broker's certificate");
-        if (!p->seen[key_index(SECTION_MQTT, "port")] && c->tls_ca_file)
+                     "set without tls_ca_file or tls_ca_dir: TLS needs the CA that signed the broker's certificate");
+        if (!p->seen[key_index(SECTION_MQTT, "port")] && (c->tls_ca_file || c->tls_ca_dir))
                 c->mqtt_port = 8883;
 }
 
 int config_load(Config *c, const char *path, FILE *errors) {
+        FILE *f;
+        int r;
+
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        r = config_load_stream(c, f, path, errors);
+        fclose(f);
+        return r;
+}
+
+int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors) {
         Config tmp;
         Parser p = {
                 .c = &tmp,
                 .path = path,
                 .errors = errors,
                 .section = SECTION_NONE,
+                .f = f,
         };
         int r;
 
-        p.f = fopen(path, "re");
-        if (!p.f)
-                return -errno;
-
         config_init(&tmp);
         if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path) {
-                fclose(p.f);
                 config_done(&tmp);
                 return -ENOMEM;
         }
@@ -650,7 +707,6 @@ int config_load(Config *c, const char *path, FILE *errors) {
         else if (r > 0 && p.n_errors == 0)
                 /* inih saw something our reader let through: still an error, with its line. */
                 perr(&p, (unsigned) r, NULL, "malformed line");
-        fclose(p.f);
         free(p.buf);
 
         if (r >= 0 || p.n_errors > 0) {

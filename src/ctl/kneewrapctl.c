@@ -152,27 +152,6 @@ static int parse_uint(const char *s, int64_t max, int64_t *ret) {
         return 0;
 }
 
-/* The start of a local calendar day `back` days before the one `at` falls in. */
-static int local_day_start(int64_t at, int back, int64_t *ret) {
-        char date[11];
-        struct tm tm = { 0 };
-        time_t t;
-        int y, mo, d;
-
-        clock_format_date(at, date);
-        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
-                return -EINVAL;
-        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
-        tm.tm_year = y - 1900;
-        tm.tm_mon = mo - 1;
-        tm.tm_mday = d - back - 1;
-        tm.tm_hour = 12;
-        t = timegm(&tm);
-        if (!gmtime_r(&t, &tm))
-                return -EINVAL;
-        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret);
-}
-
 static int parse_since(const char *s, int64_t *ret) {
         bool date_only;
         int64_t at;
@@ -180,7 +159,7 @@ static int parse_since(const char *s, int64_t *ret) {
         if (clock_parse_iso(s, &at, &date_only) < 0)
                 return -EINVAL;
         if (date_only)
-                return local_day_start(at - 1, 0, ret); /* at is the day's end: the start of that day */
+                return clock_local_day_start(at - 1, 0, ret); /* at is the day's end: the start of that day */
         *ret = at;
         return 0;
 }
@@ -587,7 +566,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         };
         char id[WRAP_ID_MAX], iso[CLOCK_ISO_MAX];
         const char *wrap = NULL;
-        int64_t days = 7, now, since;
+        int64_t days = 7, now, since, until;
         StoredWrap sw;
         Compliance co;
         int o, r;
@@ -616,10 +595,13 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
                 return fail("cannot read the wrap: %s", strerror(-r));
 
         now = clock_real_sec();
-        r = local_day_start(now, (int) days - 1, &since);
+        r = clock_local_day_start(now, (int) days - 1, &since);
         if (r < 0)
                 return fail("cannot compute the period");
-        r = store_compliance(c->store, wrap, since, now, &co);
+        r = clock_local_day_start(now, -1, &until);
+        if (r < 0)
+                return fail("cannot compute the period");
+        r = store_compliance(c->store, wrap, since, until, &co);
         if (r < 0)
                 return fail("cannot compute compliance: %s", strerror(-r));
 

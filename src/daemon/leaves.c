@@ -314,12 +314,20 @@ static int mq_wrap_compliance(void *userdata, const char *wrap, Compliance *c7, 
         int64_t now = manager_now(m);
         int r;
 
+        int64_t since7, since30, until;
+
         if (!m->store)
                 return -EAGAIN;
-        /* [since, until): until is the next second, so a record of this very second counts. */
-        r = store_compliance(m->store, wrap, now - 7 * RULES_DAY_S, now + 1, c7);
+        /* Whole local days, today included: the one definition (store.h). */
+        r = clock_local_day_start(now, 6, &since7);
         if (r >= 0)
-                r = store_compliance(m->store, wrap, now - 30 * RULES_DAY_S, now + 1, c30);
+                r = clock_local_day_start(now, 29, &since30);
+        if (r >= 0)
+                r = clock_local_day_start(now, -1, &until);
+        if (r >= 0)
+                r = store_compliance(m->store, wrap, since7, until, c7);
+        if (r >= 0)
+                r = store_compliance(m->store, wrap, since30, until, c30);
         return r;
 }
 

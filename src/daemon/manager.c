@@ -43,14 +43,17 @@ int64_t manager_now(Manager *m) {
 
 /* ---- STATUS= ---- */
 
+/* What is wrong with the store, and what the administrator can do about it. */
 const char *manager_store_problem(int error) {
         switch (-abs(error)) {
-        case -ENOSPC: return "disk full";
-        case -EIO: return "file corrupt or unreadable";
+        case -ENOSPC: return "disk full (or a file size limit): free space on its file system";
+        case -EIO: return "file corrupt, truncated or unreadable: stop kneewrapd, move the file aside "
+                          "and restore a backup (or let kneewrapd start a new one)";
         case -EACCES:
-        case -EPERM: return "permission denied";
-        case -EROFS: return "read-only file system";
-        case -ENOENT: return "directory missing";
+        case -EPERM: return "permission denied: the file and its directory must be writable by the service's user";
+        case -EROFS: return "read-only file system: remount it read-write";
+        case -ENOENT: return "directory missing: create it (StateDirectory= does)";
+        case -EPROTO: return "written by a newer kneewrap: install that version again, or restore a backup";
         default: return strerror(abs(error));
         }
 }
@@ -68,8 +71,8 @@ void manager_update_status(Manager *m) {
                 snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
 
         if (!m->store)
-                snprintf(line, sizeof line, "Store unavailable: %s — refusing sessions; %s, %s",
-                         manager_store_problem(m->store_error), ble, mqtt);
+                snprintf(line, sizeof line, "Store unavailable (%s): %s; refusing sessions, retrying; %s, %s",
+                         m->config.store_path, manager_store_problem(m->store_error), ble, mqtt);
         else
                 snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
 
@@ -489,6 +492,10 @@ int manager_new(const char *config_path, Manager **ret) {
         r = sd_event_default(&m->event);
         if (r < 0)
                 return log_error_errno(r, "Cannot create the event loop: %m");
+
+        /* A file-size limit (LimitFSIZE=) must make the store's write fail with EFBIG, which
+         * it handles like a full disk, not kill the daemon. */
+        (void) signal(SIGXFSZ, SIG_IGN);
 
         /* Blocked first, so a signal that arrives now waits for the loop instead of killing us. */
         sigemptyset(&ss);

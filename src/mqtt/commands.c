@@ -437,3 +437,54 @@ int command_response(const Command *c, const char *data_json, const char *error,
         *ret_json = s;
         return 0;
 }
+
+unsigned command_needs(const Command *c) {
+        switch (c->type) {
+        case COMMAND_START:
+        case COMMAND_STOP:
+                return MQTT_ALLOW_SESSIONS;
+        case COMMAND_INJURY:
+                /* Recording one only tightens the rules; resolving one may allow heat at once. */
+                return c->injury[0] ? MQTT_ALLOW_INJURY : MQTT_ALLOW_RESOLVE;
+        case COMMAND_DIARY:
+                return MQTT_ALLOW_DIARY;
+        case COMMAND_PRESCRIPTION:
+                return MQTT_ALLOW_PRESCRIPTION;
+        case COMMAND_ADOPT:
+        case COMMAND_REMOVE:
+                return MQTT_ALLOW_ADOPTION;
+        }
+        return 0; /* unreachable: every type is listed */
+}
+
+/* A topic level we may echo into a response topic: not empty, no separator, no wildcard. */
+static bool copy_level(const char *s, size_t n, size_t max, char name[static COMMAND_NAME_MAX]) {
+        if (n == 0 || n >= max || n >= COMMAND_NAME_MAX || memchr(s, '+', n) || memchr(s, '#', n))
+                return false;
+        memcpy(name, s, n);
+        name[n] = 0;
+        return true;
+}
+
+TopicKind command_route(const char *base, const char *prefix, const char *topic,
+                        char name[static COMMAND_NAME_MAX]) {
+        size_t bl = strlen(base), pl = strlen(prefix);
+        const char *rest, *slash;
+
+        name[0] = 0;
+        if (strncmp(topic, prefix, pl) == 0 && streq(topic + pl, "/status"))
+                return TOPIC_HA_STATUS;
+        if (strncmp(topic, base, bl) != 0 || topic[bl] != '/')
+                return TOPIC_IGNORED;
+        rest = topic + bl + 1;
+        if (strncmp(rest, "bridge/request/", 15) == 0) {
+                rest += 15;
+                if (strchr(rest, '/') || !copy_level(rest, strlen(rest), COMMAND_NAME_MAX, name))
+                        return TOPIC_IGNORED;
+                return TOPIC_BRIDGE_REQUEST;
+        }
+        slash = strchr(rest, '/');
+        if (!slash || !streq(slash, "/set") || !copy_level(rest, (size_t) (slash - rest), WRAP_ID_MAX, name))
+                return TOPIC_IGNORED;
+        return TOPIC_WRAP_SET;
+}

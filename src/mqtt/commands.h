@@ -5,12 +5,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "record.h"
 #include "rules.h"
 
 #define COMMAND_ERROR_MAX    160
 #define COMMAND_TRANSACTION_MAX 64
 #define COMMAND_TEXT_MAX     40
+#define COMMAND_NAME_MAX     64          /* a bridge request's name or a wrap id, with its NUL */
+#define COMMAND_PAYLOAD_MAX  (64 * 1024) /* larger inbound payloads are dropped unparsed */
+
+/* What an inbound topic is for. */
+typedef enum TopicKind {
+        TOPIC_IGNORED,           /* not ours, or not a topic we act on */
+        TOPIC_HA_STATUS,         /* <prefix>/status: Home Assistant's birth and will */
+        TOPIC_BRIDGE_REQUEST,    /* <base>/bridge/request/<name> */
+        TOPIC_WRAP_SET,          /* <base>/<wrap>/set */
+} TopicKind;
+
+/*
+ * Routes an inbound topic. For a bridge request, name is <name>; for <wrap>/set, the wrap
+ * id. Names are never empty, never hold '/', '+' or '#' (they go into the response's
+ * topic), and fit COMMAND_NAME_MAX (a wrap id, WRAP_ID_MAX); anything else is ignored.
+ */
+TopicKind command_route(const char *base, const char *prefix, const char *topic,
+                        char name[static COMMAND_NAME_MAX]);
 
 typedef enum CommandType {
         COMMAND_START,           /* <wrap>/set {"action":"start","mode":"cold"} */
@@ -50,6 +69,9 @@ typedef struct Command {
  */
 int command_parse(const char *request, const char *payload, size_t n, Command *ret,
                   char error[static COMMAND_ERROR_MAX]);
+
+/* The one MQTT_ALLOW_* bit of [mqtt] commands that a parsed command needs. */
+unsigned command_needs(const Command *c);
 
 /* The response JSON {"status":"ok"|"error","data":...,"error":...,"transaction":...}.
  * data_json may be NULL (then {}), error NULL for "ok". Returns 0 or -ENOMEM. */

@@ -98,8 +98,10 @@ static void add(Builder *b, const char *component, const char *node, const char 
         b->msgs[b->n++] = (DiscoveryMsg) { .topic = topic, .payload = payload };
 }
 
+/* Who published the config: HA logs it with each discovered entity and links support_url. */
 static json_t *origin(void) {
-        return json_pack("{s:s, s:s}", "name", "kneewrap", "sw_version", KW_VERSION);
+        return json_pack("{s:s, s:s, s:s}", "name", "kneewrap", "sw_version", KW_VERSION,
+                         "support_url", KW_SUPPORT_URL);
 }
 
 static json_t *availability_item(const char *topic_fmt_base, const char *middle) {
@@ -114,9 +116,11 @@ static json_t *bridge_availability(const Config *c) {
                          "value_template", "{{ value_json.state }}");
 }
 
-/* A new entity config with the keys every entity has. */
-static json_t *entity(Builder *b, const char *unique_id, const char *object_id, const char *name,
-                      json_t *device, bool wrap_availability, const char *wrap) {
+/* A new entity config with the keys every entity has. `object_id` becomes default_entity_id
+ * "<component>.<object_id>" (HA 2025.10 deprecated object_id; 2026.4 ignores it): the entity id
+ * HA gives the entity when it first appears, e.g. sensor.kneewrap_aabbccddeeff_battery. */
+static json_t *entity(Builder *b, const char *component, const char *unique_id, const char *object_id,
+                      const char *name, json_t *device, bool wrap_availability, const char *wrap) {
         json_t *o = json_object(), *av;
 
         if (!o) {
@@ -127,7 +131,7 @@ static json_t *entity(Builder *b, const char *unique_id, const char *object_id, 
         /* A null name: the entity is the device's main feature and takes the device's name. */
         set(b, o, "name", name ? json_string(name) : json_null());
         set(b, o, "unique_id", json_string(unique_id));
-        set(b, o, "object_id", json_string(object_id));
+        set(b, o, "default_entity_id", str_printf("%s.%s", component, object_id));
         set(b, o, "device", device);
         set(b, o, "origin", origin());
         av = json_array();
@@ -183,6 +187,7 @@ typedef struct WrapEntity {
         const char *object;
         const char *name;
         bool wrap_availability;       /* false: shown even when the wrap is away (connectivity) */
+        unsigned needs;               /* MQTT_ALLOW_*: not announced (cleared) unless [mqtt] commands allows it */
 } WrapEntity;
 
 int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, DiscoveryMsg **ret, size_t *ret_n) {
@@ -197,12 +202,19 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                 { "sensor",        "cold_days_7d",      "Cold days (7 days)", false },
                 { "binary_sensor", "connected",         "Connected",         false },
                 { "binary_sensor", "heat_allowed",      "Heat allowed",      false },
-                { "button",        "start_cold",        "Start cold",        true  },
-                { "button",        "start_heat",        "Start heat",        true  },
-                { "button",        "stop",              "Stop",              true  },
-                { "button",        "injured_today",     "Injured today",     false },
-                { "text",          "injury_date",       "Injury date",       false },
-                { "number",        "pain",              "Pain score",        false },
+                /* The wrap's own fault flags (Therapy Status byte 10), one problem sensor each. */
+                { "binary_sensor", "fault_over_temperature",  "Over-temperature",  true },
+                { "binary_sensor", "fault_under_temperature", "Under-temperature", true },
+                { "binary_sensor", "fault_sensor",            "Sensor failure",    true },
+                { "binary_sensor", "fault_low_battery",       "Low battery",       true },
+                { "binary_sensor", "fault_not_worn",          "Not worn",          true },
+                { "binary_sensor", "fault_element",           "Element failure",   true },
+                { "button",        "start_cold",        "Start cold",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "start_heat",        "Start heat",        true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "stop",              "Stop",              true  , MQTT_ALLOW_SESSIONS },
+                { "button",        "injured_today",     "Injured today",     false , MQTT_ALLOW_INJURY },
+                { "text",          "injury_date",       "Injury date",       false , MQTT_ALLOW_INJURY },
+                { "number",        "pain",              "Pain score",        false , MQTT_ALLOW_DIARY },
                 { "event",         "session",           "Session",           false },
         };
         const char *base = base_of(c);
@@ -224,11 +236,13 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
 
                 snprintf(uid, sizeof uid, "%s_%s", d->wrap, e->object);
                 snprintf(oid, sizeof oid, "kneewrap_%s_%s", d->wrap + (strncmp(d->wrap, "wrap_", 5) == 0 ? 5 : 0), e->object);
-                if (clear) {
+                if (clear || (e->needs & ~c->mqtt_commands)) {
+                        /* Cleared, also when it was announced before [mqtt] commands refused it. */
                         add(&b, e->component, d->wrap, e->object, json_object(), true);
                         continue;
                 }
-                o = entity(&b, uid, oid, e->name, wrap_device(c, d, bridge_node), e->wrap_availability, d->wrap);
+                o = entity(&b, e->component, uid, oid, e->name, wrap_device(c, d, bridge_node), e->wrap_availability,
+                           d->wrap);
                 if (!o)
                         break;
 
@@ -260,6 +274,7 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                 } else if (streq(e->object, "remaining")) {
                         set(&b, o, "device_class", json_string("duration"));
                         set(&b, o, "unit_of_measurement", json_string("s"));
+                        set(&b, o, "state_class", json_string("measurement"));
                         set(&b, o, "value_template", json_string("{{ value_json.remaining_s }}"));
                         set(&b, o, "expire_after", json_integer(EXPIRE_AFTER_S));
                 } else if (streq(e->object, "last_session")) {
@@ -281,6 +296,9 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "json_attributes_topic", json_string(t));
                         free(t);
                         set(&b, o, "unit_of_measurement", json_string("d"));
+                        /* A count over a sliding window: it falls as well as rises, so measurement,
+                         * not total_increasing (which HA would read as a meter reset). */
+                        set(&b, o, "state_class", json_string("measurement"));
                         set(&b, o, "value_template", json_string("{{ value_json.last_7_days.days_with_cold }}"));
                 } else if (streq(e->object, "connected")) {
                         set(&b, o, "device_class", json_string("connectivity"));
@@ -288,6 +306,14 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "value_template", json_string("{{ 'ON' if value_json.connected else 'OFF' }}"));
                 } else if (streq(e->object, "heat_allowed")) {
                         set(&b, o, "value_template", json_string("{{ 'ON' if value_json.heat_allowed else 'OFF' }}"));
+                } else if (strncmp(e->object, "fault_", 6) == 0) {
+                        /* The state's "faults" lists the names docs/mqtt.md gives; "sensor" and
+                         * "element" are the failures' names there. */
+                        set(&b, o, "device_class", json_string("problem"));
+                        set(&b, o, "entity_category", json_string("diagnostic"));
+                        set(&b, o, "value_template", str_printf("{{ 'ON' if '%s' in (value_json.faults or []) else 'OFF' }}",
+                                                                 e->object + 6));
+                        set(&b, o, "expire_after", json_integer(EXPIRE_AFTER_S));
                 } else if (streq(e->object, "start_cold")) {
                         set(&b, o, "payload_press", json_string("{\"action\":\"start\",\"mode\":\"cold\"}"));
                 } else if (streq(e->object, "start_heat")) {
@@ -300,7 +326,9 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "state_topic", json_string(state));
                         set(&b, o, "value_template", json_string("{{ value_json.injury_date or '' }}"));
                         set(&b, o, "command_template", json_string("{\"injury\": {{ value | tojson }}}"));
-                        set(&b, o, "pattern", json_string("^([0-9]{4}-[0-9]{2}-[0-9]{2})?$"));
+                        /* Emptied, the text resolves the injury: offered only when MQTT may. */
+                        set(&b, o, "pattern", json_string(c->mqtt_commands & MQTT_ALLOW_RESOLVE
+                                                          ? "^([0-9]{4}-[0-9]{2}-[0-9]{2})?$" : "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"));
                         set(&b, o, "min", json_integer(0));
                         set(&b, o, "max", json_integer(10));
                 } else if (streq(e->object, "pain")) {
@@ -338,16 +366,17 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
 }
 
 /* A gateway entity: its unique_id and object_id are both "<node>_<object>". */
-static json_t *bridge_entity(Builder *b, const char *node, const char *object, const char *name) {
+static json_t *bridge_entity(Builder *b, const char *component, const char *node, const char *object,
+                             const char *name) {
         char id[128];
 
         snprintf(id, sizeof id, "%s_%s", node, object);
-        return entity(b, id, id, name, bridge_device(node), false, NULL);
+        return entity(b, component, id, id, name, bridge_device(node), false, NULL);
 }
 
 int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         const char *base = base_of(c);
-        _cleanup_free_ char *node = NULL, *health = NULL, *adopt = NULL, *bstate = NULL;
+        _cleanup_free_ char *node = NULL, *health = NULL, *adopt = NULL, *bstate = NULL, *info = NULL;
         char id[128];
         Builder b = { .c = c };
         json_t *o;
@@ -357,7 +386,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         if (r < 0)
                 return r;
         if (asprintf(&health, "%s/bridge/health", base) < 0 || asprintf(&adopt, "%s/bridge/request/adopt", base) < 0 ||
-            asprintf(&bstate, "%s/bridge/state", base) < 0)
+            asprintf(&bstate, "%s/bridge/state", base) < 0 || asprintf(&info, "%s/bridge/info", base) < 0)
                 return -ENOMEM;
 
         /* Connectivity: no availability of its own, so it reads "disconnected", not "unavailable". */
@@ -366,7 +395,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         if (o) {
                 set(&b, o, "name", json_string("Connection state"));
                 set(&b, o, "unique_id", json_string(id));
-                set(&b, o, "object_id", json_string(id));
+                set(&b, o, "default_entity_id", str_printf("binary_sensor.%s", id));
                 set(&b, o, "device", bridge_device(node));
                 set(&b, o, "origin", origin());
                 set(&b, o, "state_topic", json_string(bstate));
@@ -378,7 +407,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "binary_sensor", node, "connection_state", o, false);
 
-        o = bridge_entity(&b, node, "wraps_connected", "Wraps connected");
+        o = bridge_entity(&b, "sensor", node, "wraps_connected", "Wraps connected");
         if (o) {
                 set(&b, o, "state_topic", json_string(health));
                 set(&b, o, "value_template", json_string("{{ value_json.wraps_connected }}"));
@@ -387,7 +416,7 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "wraps_connected", o, false);
 
-        o = bridge_entity(&b, node, "outbox_depth", "Outbox depth");
+        o = bridge_entity(&b, "sensor", node, "outbox_depth", "Outbox depth");
         if (o) {
                 set(&b, o, "state_topic", json_string(health));
                 set(&b, o, "value_template", json_string("{{ value_json.outbox_depth }}"));
@@ -397,13 +426,43 @@ int discovery_bridge(const Config *c, DiscoveryMsg **ret, size_t *ret_n) {
         }
         add(&b, "sensor", node, "outbox_depth", o, false);
 
-        o = bridge_entity(&b, node, "adopt", "Adopt a wrap (2 min)");
+        if (!(c->mqtt_commands & MQTT_ALLOW_ADOPTION)) {
+                /* [mqtt] commands refuses adoption: neither the switch nor its end is offered. */
+                add(&b, "switch", node, "adoption", json_object(), true);
+                add(&b, "sensor", node, "adoption_ends", json_object(), true);
+                goto done;
+        }
+        /* Adoption as a switch, as zigbee2mqtt shows permit_join: on opens it for 2 minutes,
+         * off closes it, and its state is bridge/info's adoption_open, so it turns itself off
+         * when the window closes (bridge/info is published then). */
+        o = bridge_entity(&b, "switch", node, "adoption", "Adoption");
         if (o) {
                 set(&b, o, "command_topic", json_string(adopt));
-                set(&b, o, "payload_press", json_string("{\"time\":120}"));
+                set(&b, o, "payload_on", json_string("{\"time\":120}"));
+                set(&b, o, "payload_off", json_string("{\"time\":0}"));
+                set(&b, o, "state_topic", json_string(info));
+                set(&b, o, "value_template", json_string("{{ 'ON' if value_json.adoption_open else 'OFF' }}"));
+                set(&b, o, "state_on", json_string("ON"));
+                set(&b, o, "state_off", json_string("OFF"));
                 set(&b, o, "entity_category", json_string("config"));
+                set(&b, o, "icon", json_string("mdi:link-plus"));
         }
-        add(&b, "button", node, "adopt", o, false);
+        add(&b, "switch", node, "adoption", o, false);
+
+        /* Its remaining time: when the window closes, which HA shows counting down ("in 2
+         * minutes") with no message a second; unknown while closed. */
+        o = bridge_entity(&b, "sensor", node, "adoption_ends", "Adoption ends");
+        if (o) {
+                set(&b, o, "state_topic", json_string(info));
+                set(&b, o, "device_class", json_string("timestamp"));
+                set(&b, o, "value_template", json_string("{{ value_json.adoption_until if value_json.adoption_open else None }}"));
+                set(&b, o, "entity_category", json_string("diagnostic"));
+        }
+        add(&b, "sensor", node, "adoption_ends", o, false);
+
+done:
+        /* The retained button config of an older version: removed, so the switch replaces it. */
+        add(&b, "button", node, "adopt", json_object(), true);
 
         if (b.error < 0) {
                 discovery_msgs_free(b.msgs, b.n);

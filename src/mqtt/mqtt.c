@@ -60,7 +60,7 @@ typedef struct MqttSettings {
         char *host;
         uint16_t port;
         char *base, *prefix, *client_id, *username, *password;
-        char *ca, *cert, *key;
+        char *ca, *ca_dir, *cert, *key;
         uint16_t keepalive;
         MqttProtocol protocol;
 } MqttSettings;
@@ -134,6 +134,7 @@ static void settings_done(MqttSettings *s) {
                 free(s->password);
         }
         free(s->ca);
+        free(s->ca_dir);
         free(s->cert);
         free(s->key);
         memset(s, 0, sizeof(*s));
@@ -169,6 +170,8 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 return log_error_errno(EINVAL, "MQTT: no [mqtt] host configured.");
         r = check_readable("TLS CA file", c->tls_ca_file);
         if (r >= 0)
+                r = check_readable("TLS CA directory", c->tls_ca_dir);
+        if (r >= 0)
                 r = check_readable("TLS certificate file", c->tls_cert_file);
         if (r >= 0)
                 r = check_readable("TLS key file", c->tls_key_file);
@@ -176,12 +179,12 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 return r;
         if (!!c->tls_cert_file != !!c->tls_key_file)
                 return log_error_errno(EINVAL, "MQTT: tls_cert_file and tls_key_file go together; one is missing.");
-        if (c->tls_cert_file && !c->tls_ca_file)
-                return log_error_errno(EINVAL, "MQTT: a client certificate needs tls_ca_file too (verification stays on).");
+        if (c->tls_cert_file && !c->tls_ca_file && !c->tls_ca_dir)
+                return log_error_errno(EINVAL, "MQTT: a client certificate needs tls_ca_file or tls_ca_dir too (verification stays on).");
 
         if (dup_opt(c->mqtt_host, &s.host) < 0 || dup_opt(c->base_topic ? c->base_topic : "kneewrap", &s.base) < 0 ||
             dup_opt(c->discovery_prefix ? c->discovery_prefix : "homeassistant", &s.prefix) < 0 ||
-            dup_opt(c->username, &s.username) < 0 || dup_opt(c->tls_ca_file, &s.ca) < 0 ||
+            dup_opt(c->username, &s.username) < 0 || dup_opt(c->tls_ca_file, &s.ca) < 0 || dup_opt(c->tls_ca_dir, &s.ca_dir) < 0 ||
             dup_opt(c->tls_cert_file, &s.cert) < 0 || dup_opt(c->tls_key_file, &s.key) < 0)
                 goto oom;
         if (c->client_id) {
@@ -212,6 +215,11 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                         if (r < 0) {
                                 settings_done(&s);
                                 return log_error_errno(r, "MQTT: cannot read the credential %s: %m", p);
+                        }
+                        /* The unit's SetCredential= default when the file is missing: no password. */
+                        if (s.password && !s.password[0]) {
+                                free(s.password);
+                                s.password = NULL;
                         }
                 }
         }
@@ -307,7 +315,7 @@ static void update_events(Mqtt *q) {
                  * read; asking for EPOLLOUT then would spin. Past the TCP connect the
                  * handshake moves on reads, and every read is followed by a write attempt.
                  */
-                if (!(q->connecting && q->s.ca && q->saw_writable))
+                if (!(q->connecting && (q->s.ca || q->s.ca_dir) && q->saw_writable))
                         ev |= EPOLLOUT;
         } else if (q->connecting && !q->saw_writable)
                 ev |= EPOLLOUT;
@@ -567,15 +575,16 @@ static int connect_now(Mqtt *q) {
                 if (rc != MOSQ_ERR_SUCCESS)
                         return log_error_errno(EINVAL, "MQTT: cannot set the username: %s", mosquitto_strerror(rc));
         }
-        if (s->ca) {
-                rc = mosquitto_tls_set(q->mosq, s->ca, NULL, s->cert, s->key, NULL);
+        if (s->ca || s->ca_dir) {
+                /* The host name is checked against the certificate (tls_insecure off), also with a CA directory. */
+                rc = mosquitto_tls_set(q->mosq, s->ca, s->ca_dir, s->cert, s->key, NULL);
                 if (rc == MOSQ_ERR_SUCCESS)
                         rc = mosquitto_tls_opts_set(q->mosq, 1 /* SSL_VERIFY_PEER */, NULL, NULL);
                 if (rc == MOSQ_ERR_SUCCESS)
                         rc = mosquitto_tls_insecure_set(q->mosq, false);
                 if (rc != MOSQ_ERR_SUCCESS)
                         return log_error_errno(EINVAL, "MQTT: cannot use the TLS files (CA %s): %s",
-                                               s->ca, mosquitto_strerror(rc));
+                                               s->ca ? s->ca : s->ca_dir, mosquitto_strerror(rc));
         }
 
         q->connecting = true;
@@ -1007,7 +1016,19 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         const char *error = NULL;
         char buf[128];
         _cleanup_free_ char *data = NULL;
+        unsigned needs = command_needs(c);
         int r = -EOPNOTSUPP;
+
+        if (!(needs & q->config->mqtt_commands)) {
+                /* Authority: the broker's ACL says who may publish; [mqtt] commands says what that may do. */
+                char why[COMMAND_ERROR_MAX];
+
+                snprintf(why, sizeof why, "not allowed over MQTT: [mqtt] commands does not list \"%s\"",
+                         mqtt_allow_to_string(needs));
+                respond(q, response_topic, c, NULL, why);
+                log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s.", why);
+                return;
+        }
 
         if (q->hooks.command)
                 r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
@@ -1024,13 +1045,23 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
 static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
         Mqtt *q = userdata;
-        size_t bl = strlen(q->s.base), pl = strlen(q->s.prefix);
-        const char *t = msg->topic, *rest;
-        char error[COMMAND_ERROR_MAX];
+        const char *t = msg->topic;
+        char error[COMMAND_ERROR_MAX], name[COMMAND_NAME_MAX];
+        _cleanup_free_ char *resp = NULL;
+        TopicKind kind;
         Command c;
         int r;
 
-        if (strncmp(t, q->s.prefix, pl) == 0 && streq(t + pl, "/status")) {
+        kind = command_route(q->s.base, q->s.prefix, t, name);
+        if (kind == TOPIC_IGNORED)
+                return;
+        if (msg->payloadlen < 0 || (size_t) msg->payloadlen > COMMAND_PAYLOAD_MAX) {
+                /* Dropped before anything reads it: a 4 MiB JSON array is never parsed. */
+                log_warning("MQTT: dropped a %d-byte message on %s: larger than %d bytes.",
+                            msg->payloadlen, t, COMMAND_PAYLOAD_MAX);
+                return;
+        }
+        if (kind == TOPIC_HA_STATUS) {
                 /* Home Assistant restarted: send discovery and state again, after a short random delay. */
                 if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0 && !q->ha_timer) {
                         uint64_t delay = USEC_PER_SEC + random_u64() % (4 * USEC_PER_SEC);
@@ -1039,16 +1070,10 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                 }
                 return;
         }
-        if (strncmp(t, q->s.base, bl) != 0 || t[bl] != '/')
-                return;
-        rest = t + bl + 1;
         if (msg->retain)
                 return; /* a command left retained on the broker is stale: never act on it */
 
-        if (strncmp(rest, "bridge/request/", 15) == 0) {
-                const char *name = rest + 15;
-                _cleanup_free_ char *resp = NULL;
-
+        if (kind == TOPIC_BRIDGE_REQUEST) {
                 if (topicf(&resp, "%s/bridge/response/%s", q->s.base, name) < 0)
                         return;
                 r = command_parse(name, msg->payload, (size_t) msg->payloadlen, &c, error);
@@ -1062,27 +1087,17 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         }
 
         /* <wrap>/set */
-        {
-                const char *slash = strchr(rest, '/');
-                char wrap[WRAP_ID_MAX];
-                _cleanup_free_ char *resp = NULL;
-
-                if (!slash || !streq(slash, "/set") || (size_t) (slash - rest) >= sizeof wrap)
-                        return;
-                memcpy(wrap, rest, (size_t) (slash - rest));
-                wrap[slash - rest] = 0;
-                if (topicf(&resp, "%s/%s/response", q->s.base, wrap) < 0)
-                        return;
-                r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
-                if (r < 0) {
-                        respond(q, resp, &c, NULL, error);
-                        log_wrap(LOG_NOTICE, wrap, "MQTT: bad command: %s", error);
-                        return;
-                }
-                if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
-                        return;
-                run_command(q, wrap, &c, resp);
+        if (topicf(&resp, "%s/%s/response", q->s.base, name) < 0)
+                return;
+        r = command_parse(NULL, msg->payload, (size_t) msg->payloadlen, &c, error);
+        if (r < 0) {
+                respond(q, resp, &c, NULL, error);
+                log_wrap(LOG_NOTICE, name, "MQTT: bad command: %s", error);
+                return;
         }
+        if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
+                return;
+        run_command(q, name, &c, resp);
 }
 
 /* ---- the public face ---- */
@@ -1180,7 +1195,7 @@ static bool settings_equal(const MqttSettings *a, const MqttSettings *b) {
         return streq_ptr(a->host, b->host) && a->port == b->port && streq_ptr(a->base, b->base) &&
                 streq_ptr(a->prefix, b->prefix) && streq_ptr(a->client_id, b->client_id) &&
                 streq_ptr(a->username, b->username) && streq_ptr(a->password, b->password) &&
-                streq_ptr(a->ca, b->ca) && streq_ptr(a->cert, b->cert) && streq_ptr(a->key, b->key) &&
+                streq_ptr(a->ca, b->ca) && streq_ptr(a->ca_dir, b->ca_dir) && streq_ptr(a->cert, b->cert) && streq_ptr(a->key, b->key) &&
                 a->keepalive == b->keepalive && a->protocol == b->protocol;
 }
 
@@ -1194,9 +1209,13 @@ int mqtt_reload(Mqtt *q) {
         if (r < 0)
                 return r;
         if (settings_equal(&s, &q->s)) {
-                /* The broker side is unchanged: no reconnect, only bridge/info (therapy defaults may differ). */
+                /* The broker side is unchanged: no reconnect. bridge/info (therapy defaults may differ)
+                 * and discovery ([mqtt] commands decides which entities are offered) go again. */
                 settings_done(&s);
                 q->dirty_info = true;
+                q->dirty_all = true;
+                for (size_t i = 0; i < q->n_wraps; i++)
+                        q->wraps[i].discovered = false;
                 schedule_flush(q);
                 return 0;
         }

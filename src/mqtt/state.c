@@ -92,13 +92,16 @@ int state_wrap_json(const StateView *v, char **ret) {
 }
 
 static json_t *compliance_obj(const Compliance *c) {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
                          "cold_completed", (json_int_t) c->cold_completed,
                          "cold_incomplete", (json_int_t) c->cold_incomplete,
                          "cold_refused", (json_int_t) c->cold_refused,
                          "heat_refused", (json_int_t) c->heat_refused,
+                         "heat_refused_first_week", (json_int_t) c->heat_refused_first_week,
                          "minutes", (json_int_t) c->minutes,
-                         "days_with_cold", (json_int_t) c->days_with_cold);
+                         "days_with_cold", (json_int_t) c->days_with_cold,
+                         "runs", (json_int_t) c->runs,
+                         "runs_followed", (json_int_t) c->runs_followed);
 }
 
 int state_compliance_json(const Compliance *d7, const Compliance *d30, int64_t now, char **ret) {
@@ -131,7 +134,7 @@ int state_bridge_info_json(const BridgeInfo *b, char **ret) {
         f |= put(cfg, "mqtt_host", str_or_null(c->mqtt_host));
         f |= put(cfg, "mqtt_port", json_integer(c->mqtt_port));
         f |= put(cfg, "protocol", json_string(c->protocol == MQTT_PROTOCOL_V5 ? "5" : "3.1.1"));
-        f |= put(cfg, "tls", json_boolean(c->tls_ca_file != NULL));
+        f |= put(cfg, "tls", json_boolean(c->tls_ca_file || c->tls_ca_dir));
         f |= put(cfg, "client_certificate", json_boolean(c->tls_cert_file != NULL));
         f |= put(cfg, "username", json_boolean(c->username != NULL));
         f |= put(cfg, "base_topic", str_or_null(c->base_topic));

@@ -109,8 +109,60 @@ static const char *const schema_step1[] = {
         NULL,
 };
 
+/*
+ * 2: what a clinic reads. Alerts become records a person acknowledges, with a text and two
+ * more kinds (the table is rebuilt: SQLite cannot change a CHECK; AUTOINCREMENT so an
+ * alert's id, which names it in FHIR, is never reused); runs; the patient profile; the
+ * wrap's Device Information.
+ */
+static const char *const schema_step2[] = {
+        "CREATE TABLE alerts2 (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        kind TEXT NOT NULL CHECK (kind IN ('see_physio', 'see_physio_overdue', 'red_flag',\n"
+        "                'safety_stop', 'low_battery', 'heat_first_week')),\n"
+        "        at INTEGER NOT NULL,\n"
+        "        text TEXT NOT NULL DEFAULT '' CHECK (length(CAST(text AS BLOB)) < 256),\n"
+        "        acked_at INTEGER\n"
+        ");\n",
+        "INSERT INTO alerts2 (id, wrap, kind, at) SELECT id, wrap, kind, at FROM alerts;\n",
+        "DROP TABLE alerts;\n",
+        "ALTER TABLE alerts2 RENAME TO alerts;\n",
+        "CREATE INDEX alerts_wrap_at ON alerts (wrap, at);\n",
+
+        "CREATE TABLE runs (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        ended_at INTEGER NOT NULL,\n"
+        "        minutes INTEGER NOT NULL DEFAULT 0 CHECK (minutes BETWEEN 0 AND 1440),\n"
+        "        meters INTEGER NOT NULL DEFAULT 0 CHECK (meters BETWEEN 0 AND 1000000),\n"
+        "        source TEXT NOT NULL CHECK (source IN ('button', 'mqtt', 'cli', 'dbus')),\n"
+        "        recorded_at INTEGER NOT NULL\n"
+        ");\n",
+        "CREATE INDEX runs_wrap_ended ON runs (wrap, ended_at);\n",
+
+        "CREATE TABLE patients (\n"
+        "        wrap TEXT PRIMARY KEY NOT NULL REFERENCES wraps (id),\n"
+        "        label TEXT NOT NULL DEFAULT '' CHECK (length(CAST(label AS BLOB)) < 64),\n"
+        "        knee TEXT CHECK (knee IS NULL OR knee IN ('left', 'right')),\n"
+        "        clinic_ref TEXT NOT NULL DEFAULT '' CHECK (length(CAST(clinic_ref AS BLOB)) < 64),\n"
+        "        set_at INTEGER NOT NULL\n"
+        ");\n",
+
+        "CREATE TABLE device_info (\n"
+        "        wrap TEXT PRIMARY KEY NOT NULL REFERENCES wraps (id),\n"
+        "        manufacturer TEXT NOT NULL DEFAULT '' CHECK (length(CAST(manufacturer AS BLOB)) < 64),\n"
+        "        model TEXT NOT NULL DEFAULT '' CHECK (length(CAST(model AS BLOB)) < 64),\n"
+        "        serial TEXT NOT NULL DEFAULT '' CHECK (length(CAST(serial AS BLOB)) < 64),\n"
+        "        firmware TEXT NOT NULL DEFAULT '' CHECK (length(CAST(firmware AS BLOB)) < 64),\n"
+        "        read_at INTEGER NOT NULL\n"
+        ");\n",
+        NULL,
+};
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
+        schema_step2,       /* 2: alert records, runs, patient profiles, device information */
 };
 
 size_t schema_version_latest(void) {

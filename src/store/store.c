@@ -53,6 +53,16 @@ typedef enum StmtId {
         STMT_OUTBOX_ACK,
         STMT_OUTBOX_DEPTH,
         STMT_COMPLIANCE,
+        STMT_ALERTS_LIST,
+        STMT_INJURIES_LIST,
+        STMT_ALERT_GET,
+        STMT_ALERT_ACK,
+        STMT_RUN_ADD,
+        STMT_RUNS_LIST,
+        STMT_PROFILE_SET,
+        STMT_PROFILE_GET,
+        STMT_DEVICE_INFO_SET,
+        STMT_DEVICE_INFO_GET,
         _STMT_MAX,
 } StmtId;
 
@@ -62,6 +72,17 @@ typedef enum StmtId {
         "skin_sum, days_since_injury, setpoint, start_result"
 
 #define NOW_SQL "CAST(strftime('%s', 'now') AS INTEGER)"
+
+/* A cold session in the window after run r (RUN_FOLLOW_WINDOW_S = 3600), as a subquery. */
+#define RUN_WINDOW_SQL(what, cond) \
+        "(SELECT " what " FROM sessions s WHERE s.wrap = r.wrap AND s.mode = 'cold' AND " cond \
+        " AND s.requested_at >= r.ended_at AND s.requested_at <= r.ended_at + 3600 " \
+        "ORDER BY s.requested_at, s.rowid LIMIT 1)"
+/* The one definition of "followed" (store.h, RunRecord). */
+#define RUN_FOLLOWED_BY_SQL \
+        RUN_WINDOW_SQL("s.session_id", "s.compliant = 1 AND s.started_at IS NOT NULL " \
+                       "AND s.outcome NOT IN ('refused', 'not_started') " \
+                       "AND s.started_at >= r.ended_at AND s.started_at <= r.ended_at + 3600")
 
 /* A session "ran" when the wrap started it; refused and not_started ones never did. */
 #define RAN_SQL "(started_at IS NOT NULL AND outcome NOT IN ('refused', 'not_started'))"
@@ -136,7 +157,33 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DIARY_LIST] =
                 "SELECT at, score, location, flags, id FROM diary WHERE wrap = ?1 AND at >= ?2 "
                 "ORDER BY at, id",
-        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at) VALUES (?1, ?2, ?3)",
+        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at, text) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_ALERTS_LIST] =
+                "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE (?1 IS NULL OR wrap = ?1) "
+                "AND at >= ?2 AND at < ?3 AND (?4 = 0 OR acked_at IS NULL) ORDER BY at, id",
+        [STMT_INJURIES_LIST] =
+                "SELECT id, at, date, recorded_at, resolved_at FROM injuries WHERE wrap = ?1 ORDER BY at, id",
+        [STMT_ALERT_GET] = "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE id = ?1",
+        [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
+        [STMT_RUN_ADD] =
+                "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        [STMT_RUNS_LIST] =
+                "SELECT r.id, r.wrap, r.ended_at, r.minutes, r.meters, r.source, r.recorded_at, "
+                RUN_FOLLOWED_BY_SQL ", " RUN_WINDOW_SQL("s.session_id", "1") " FROM runs r "
+                "WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3 "
+                "ORDER BY r.ended_at, r.id",
+        [STMT_PROFILE_SET] =
+                "INSERT INTO patients (wrap, label, knee, clinic_ref, set_at) VALUES (?1, ?2, ?3, ?4, ?5) "
+                "ON CONFLICT (wrap) DO UPDATE SET label = excluded.label, knee = excluded.knee, "
+                "clinic_ref = excluded.clinic_ref, set_at = excluded.set_at",
+        [STMT_PROFILE_GET] = "SELECT label, knee, clinic_ref, set_at FROM patients WHERE wrap = ?1",
+        [STMT_DEVICE_INFO_SET] =
+                "INSERT INTO device_info (wrap, manufacturer, model, serial, firmware, read_at) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (wrap) DO UPDATE SET "
+                "manufacturer = excluded.manufacturer, model = excluded.model, serial = excluded.serial, "
+                "firmware = excluded.firmware, read_at = excluded.read_at",
+        [STMT_DEVICE_INFO_GET] = "SELECT manufacturer, model, serial, firmware FROM device_info WHERE wrap = ?1",
         [STMT_ALERTS_RAISED] =
                 "SELECT DISTINCT kind FROM alerts WHERE wrap = ?1 AND at >= ?2 "
                 "AND kind IN ('see_physio', 'see_physio_overdue')",
@@ -155,7 +202,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "coalesce(sum(mode = 'heat' AND outcome = 'refused'), 0), "
                 "coalesce(sum(CASE WHEN " RAN_SQL " THEN duration_s ELSE 0 END), 0) / 60, "
                 "count(DISTINCT CASE WHEN mode = 'cold' AND compliant = 1 AND " RAN_SQL
-                " THEN date(started_at, 'unixepoch', 'localtime') END) "
+                " THEN date(started_at, 'unixepoch', 'localtime') END), "
+                "coalesce(sum(mode = 'heat' AND outcome = 'refused' AND days_since_injury < 70), 0), "
+                "(SELECT count(*) FROM runs r WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3), "
+                "(SELECT count(*) FROM runs r WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3 "
+                "AND " RUN_FOLLOWED_BY_SQL " IS NOT NULL) "
                 "FROM sessions WHERE (?1 IS NULL OR wrap = ?1) AND requested_at >= ?2 AND requested_at < ?3",
 };
 
@@ -321,6 +372,22 @@ static char *dup_text(sqlite3_stmt *st, int col) {
         const unsigned char *t = sqlite3_column_text(st, col);
 
         return strdup(t ? (const char *) t : "");
+}
+
+/* Makes room for one more element in a list grown by doubling. */
+static int list_grow(void **list, size_t *allocated, size_t n, size_t size) {
+        void *l;
+        size_t a;
+
+        if (n < *allocated)
+                return 0;
+        a = *allocated ? *allocated * 2 : 16;
+        l = reallocarray(*list, a, size);
+        if (!l)
+                return -ENOMEM;
+        *list = l;
+        *allocated = a;
+        return 0;
 }
 
 static int check_wrap_arg(Store *s, const char *wrap) {
@@ -1232,20 +1299,27 @@ int store_last_session(Store *s, const char *wrap, SessionRecord *ret) {
 
 /* ---- diary and alerts ---- */
 
-static int alert_insert(Store *s, const char *wrap, AlertKind kind, int64_t at) {
+static int alert_insert(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
+                        int64_t *ret_id) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         const char *name = alert_kind_to_string(kind);
         int r;
 
         if (!name)
                 return store_errorf(s, -EINVAL, "invalid alert kind %u", (unsigned) kind);
+        if (text && strlen(text) >= ALERT_TEXT_MAX)
+                return store_errorf(s, -EINVAL, "alert text longer than %d bytes", ALERT_TEXT_MAX - 1);
         r = stmt_get(s, STMT_ALERT_ADD, &st);
         if (r < 0)
                 return r;
         bind_text(st, 1, wrap);
         bind_text(st, 2, name);
         sqlite3_bind_int64(st, 3, at);
-        return stmt_exec(s, st);
+        bind_text(st, 4, text ? text : "");
+        r = stmt_exec(s, st);
+        if (r >= 0 && ret_id)
+                *ret_id = sqlite3_last_insert_rowid(s->db);
+        return r;
 }
 
 static int diary_insert(Store *s, const char *wrap, const DiaryEntry *e, const char *where) {
@@ -1281,7 +1355,7 @@ int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind a
                 return r;
         r = diary_insert(s, wrap, e, where);
         if (r >= 0 && alert != ALERT_NONE)
-                r = alert_insert(s, wrap, alert, e->at);
+                r = alert_insert(s, wrap, alert, e->at, "A diary entry with sudden swelling after a pop", NULL);
         return tx_finish(s, r, msg);
 }
 
@@ -1343,7 +1417,359 @@ int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, Outb
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        return tx_finish(s, alert_insert(s, wrap, kind, at), msg);
+        return tx_finish(s, alert_insert(s, wrap, kind, at, NULL, NULL), msg);
+}
+
+int store_alert_put(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
+                    OutboxMsg *msg, int64_t *ret_id) {
+        int64_t id = 0;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = tx_finish(s, alert_insert(s, wrap, kind, at, text, &id), msg);
+        if (r >= 0 && ret_id)
+                *ret_id = id;
+        return r;
+}
+
+static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
+        int kind = alert_kind_from_string((const char *) sqlite3_column_text(st, 2));
+
+        if (kind < 0)
+                return store_errorf(s, -EBADMSG, "an alert has a kind this build cannot read");
+        *a = (AlertRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .kind = (AlertKind) kind,
+                .at = sqlite3_column_int64(st, 3),
+                .acked_at = sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5),
+        };
+        copy_text(a->wrap, sizeof(a->wrap), st, 1);
+        copy_text(a->text, sizeof(a->text), st, 4);
+        return 0;
+}
+
+int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, bool open_only,
+                      AlertRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        AlertRecord *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
+                return r;
+        r = stmt_get(s, STMT_ALERTS_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        sqlite3_bind_int64(st, 3, until);
+        sqlite3_bind_int(st, 4, open_only);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
+                        free(list);
+                        return -ENOMEM;
+                }
+                r = alert_from_row(s, st, &list[n]);
+                if (r < 0) {
+                        free(list);
+                        return r;
+                }
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_ALERT_GET, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "no alert %lld", (long long) id);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        return alert_from_row(s, st, ret);
+}
+
+int store_alert_ack(Store *s, int64_t id, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        AlertRecord a;
+        int r;
+
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = store_alert_get(s, id, &a);
+        if (r >= 0 && a.acked_at > 0)
+                r = store_errorf(s, -EALREADY, "alert %lld was acknowledged before", (long long) id);
+        if (r >= 0)
+                r = stmt_get(s, STMT_ALERT_ACK, &st);
+        if (r >= 0) {
+                sqlite3_bind_int64(st, 1, id);
+                sqlite3_bind_int64(st, 2, now);
+                r = stmt_exec(s, st);
+        }
+        return tx_finish(s, r, NULL);
+}
+
+/* ---- injuries, for people ---- */
+
+int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        InjuryRecord *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_INJURIES_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
+                        free(list);
+                        return -ENOMEM;
+                }
+                list[n] = (InjuryRecord) {
+                        .id = sqlite3_column_int64(st, 0),
+                        .at = sqlite3_column_int64(st, 1),
+                        .recorded_at = sqlite3_column_int64(st, 3),
+                        .resolved_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4),
+                };
+                copy_text(list[n].date, sizeof(list[n].date), st, 2);
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- runs ---- */
+
+int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_id) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const char *source;
+        int64_t id = 0;
+        int r;
+
+        if (!run)
+                return store_errorf(s, -EINVAL, "no run");
+        r = check_wrap_arg(s, run->wrap);
+        if (r < 0)
+                return r;
+        source = request_source_to_string(run->source);
+        if (!source || run->minutes > 1440 || run->meters > 1000000)
+                return store_errorf(s, -EINVAL, "invalid run (minutes 0..1440, up to 1000 km)");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_RUN_ADD, &st);
+        if (r >= 0) {
+                bind_text(st, 1, run->wrap);
+                sqlite3_bind_int64(st, 2, run->ended_at);
+                sqlite3_bind_int(st, 3, (int) run->minutes);
+                sqlite3_bind_int(st, 4, (int) run->meters);
+                bind_text(st, 5, source);
+                sqlite3_bind_int64(st, 6, run->recorded_at);
+                r = stmt_exec(s, st);
+                id = sqlite3_last_insert_rowid(s->db);
+        }
+        r = tx_finish(s, r, msg);
+        if (r >= 0 && ret_id)
+                *ret_id = id;
+        return r;
+}
+
+int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        RunRecord *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
+                return r;
+        r = stmt_get(s, STMT_RUNS_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, since);
+        sqlite3_bind_int64(st, 3, until);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
+
+                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
+                        free(list);
+                        return -ENOMEM;
+                }
+                if (source < 0) {
+                        free(list);
+                        return store_errorf(s, -EBADMSG, "a run has a source this build cannot read");
+                }
+                list[n] = (RunRecord) {
+                        .id = sqlite3_column_int64(st, 0),
+                        .ended_at = sqlite3_column_int64(st, 2),
+                        .minutes = (uint32_t) sqlite3_column_int(st, 3),
+                        .meters = (uint32_t) sqlite3_column_int(st, 4),
+                        .source = (RequestSource) source,
+                        .recorded_at = sqlite3_column_int64(st, 6),
+                };
+                copy_text(list[n].wrap, sizeof(list[n].wrap), st, 1);
+                copy_text(list[n].followed_by, sizeof(list[n].followed_by), st, 7);
+                copy_text(list[n].cold_press, sizeof(list[n].cold_press), st, 8);
+                if (*list[n].followed_by)
+                        list[n].cold_press[0] = '\0';
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- the patient profile and the wrap's Device Information ---- */
+
+static const char *const knee_table[_KNEE_MAX] = {
+        [KNEE_LEFT] = "left",
+        [KNEE_RIGHT] = "right",
+};
+
+const char *knee_to_string(Knee k) {
+        return k >= 0 && k < _KNEE_MAX ? knee_table[k] : NULL;
+}
+
+int knee_from_string(const char *v) {
+        for (int i = 0; i < _KNEE_MAX; i++)
+                if (v && knee_table[i] && streq(knee_table[i], v))
+                        return i;
+        return -EINVAL;
+}
+
+int store_profile_set(Store *s, const PatientProfile *p, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (!p)
+                return store_errorf(s, -EINVAL, "no profile");
+        r = check_wrap_arg(s, p->wrap);
+        if (r < 0)
+                return r;
+        if (p->knee < 0 || p->knee >= _KNEE_MAX ||
+            strnlen(p->label, sizeof(p->label)) >= sizeof(p->label) ||
+            strnlen(p->clinic_ref, sizeof(p->clinic_ref)) >= sizeof(p->clinic_ref))
+                return store_errorf(s, -EINVAL, "invalid profile");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_PROFILE_SET, &st);
+        if (r >= 0) {
+                bind_text(st, 1, p->wrap);
+                bind_text(st, 2, p->label);
+                bind_text(st, 3, knee_to_string(p->knee));
+                bind_text(st, 4, p->clinic_ref);
+                sqlite3_bind_int64(st, 5, now);
+                r = stmt_exec(s, st);
+        }
+        return tx_finish(s, r, NULL);
+}
+
+int store_profile_get(Store *s, const char *wrap, PatientProfile *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc, knee;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        *ret = (PatientProfile) { .knee = KNEE_UNSET };
+        snprintf(ret->wrap, sizeof(ret->wrap), "%s", wrap);
+        r = stmt_get(s, STMT_PROFILE_GET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        copy_text(ret->label, sizeof(ret->label), st, 0);
+        knee = sqlite3_column_type(st, 1) == SQLITE_NULL ? KNEE_UNSET
+                : knee_from_string((const char *) sqlite3_column_text(st, 1));
+        ret->knee = knee < 0 ? KNEE_UNSET : (Knee) knee;
+        copy_text(ret->clinic_ref, sizeof(ret->clinic_ref), st, 2);
+        ret->set_at = sqlite3_column_int64(st, 3);
+        return 0;
+}
+
+int store_device_info_set(Store *s, const char *wrap, const WrapDeviceInfo *info, int64_t now) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        if (!info)
+                return store_errorf(s, -EINVAL, "no device information");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_DEVICE_INFO_SET, &st);
+        if (r >= 0) {
+                bind_text(st, 1, wrap);
+                bind_text(st, 2, info->manufacturer);
+                bind_text(st, 3, info->model);
+                bind_text(st, 4, info->serial);
+                bind_text(st, 5, info->firmware);
+                sqlite3_bind_int64(st, 6, now);
+                r = stmt_exec(s, st);
+        }
+        return tx_finish(s, r, NULL);
+}
+
+int store_device_info_get(Store *s, const char *wrap, WrapDeviceInfo *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        *ret = (WrapDeviceInfo) { .manufacturer = "" };
+        r = stmt_get(s, STMT_DEVICE_INFO_GET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        copy_text(ret->manufacturer, sizeof(ret->manufacturer), st, 0);
+        copy_text(ret->model, sizeof(ret->model), st, 1);
+        copy_text(ret->serial, sizeof(ret->serial), st, 2);
+        copy_text(ret->firmware, sizeof(ret->firmware), st, 3);
+        return 0;
 }
 
 int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret_mask) {
@@ -1375,7 +1801,7 @@ int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret
 
 /* ---- compliance ---- */
 
-int store_compliance(Store *s, const char *wrap, int64_t since, int64_t now, Compliance *ret) {
+int store_compliance(Store *s, const char *wrap, int64_t since, int64_t until, Compliance *ret) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r, rc;
 
@@ -1384,7 +1810,7 @@ int store_compliance(Store *s, const char *wrap, int64_t since, int64_t now, Com
                 return r;
         bind_text(st, 1, wrap);
         sqlite3_bind_int64(st, 2, since);
-        sqlite3_bind_int64(st, 3, now);
+        sqlite3_bind_int64(st, 3, until);
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW)
                 return store_fail(s, rc);
@@ -1395,6 +1821,9 @@ int store_compliance(Store *s, const char *wrap, int64_t since, int64_t now, Com
                 .heat_refused = (uint32_t) sqlite3_column_int64(st, 3),
                 .minutes = (uint32_t) sqlite3_column_int64(st, 4),
                 .days_with_cold = (uint32_t) sqlite3_column_int64(st, 5),
+                .heat_refused_first_week = (uint32_t) sqlite3_column_int64(st, 6),
+                .runs = (uint32_t) sqlite3_column_int64(st, 7),
+                .runs_followed = (uint32_t) sqlite3_column_int64(st, 8),
         };
         return 0;
 }

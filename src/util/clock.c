@@ -82,6 +82,26 @@ char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]) {
         return buf;
 }
 
+int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec) {
+        char date[11];
+        struct tm tm = { 0 };
+        time_t t;
+        int y, mo, d;
+
+        clock_format_date(at, date);
+        if (sscanf(date, "%d-%d-%d", &y, &mo, &d) != 3)
+                return -EINVAL;
+        /* Calendar arithmetic in UTC at noon, where no day is short; then the day before's end. */
+        tm.tm_year = y - 1900;
+        tm.tm_mon = mo - 1;
+        tm.tm_mday = d - back - 1;
+        tm.tm_hour = 12;
+        t = timegm(&tm);
+        if (!gmtime_r(&t, &tm))
+                return -EINVAL;
+        return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_unix_sec);
+}
+
 char *clock_format_date(int64_t unix_sec, char buf[static 11]) {
         time_t t = (time_t) unix_sec;
         struct tm tm;

@@ -173,6 +173,11 @@ class Collector:
         self.c.disconnect()
 
 
+# [mqtt] commands with everything MQTT may be allowed to do (the default leaves out resolve,
+# prescription and adoption).
+ALL_COMMANDS = 'commands = sessions diary runs injury resolve prescription adoption\n'
+
+
 def mqtt_config(broker, extra='', ca=None):
     lines = ['[mqtt]', 'host = 127.0.0.1', f'port = {broker.port}', 'keepalive = 10']
     if broker.tls or ca:

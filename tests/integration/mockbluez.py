@@ -18,7 +18,8 @@ GetLog() ClearLog() GetWrap(s) GetTime().
 AddWrapWith options (add_wrap(address, **options)): handle_base (q), pnp (b, default true: a
 BlueZ-based peer with its own GAP/GATT/PnP-ID services), services_late (b, default true),
 public_address (b), advertising (b), rssi (n), name (s, advertised), gap_name (s, the GAP Device
-Name bluetoothd reads after connecting; default the advertised name).
+Name bluetoothd reads after connecting; default the advertised name), model (bytes, the raw Model
+Number String, valid UTF-8 or not; default "KW-1").
 
 A wrap keeps its bond after Adapter1.RemoveDevice, as the profile says: call ResetBond (the
 10-second stop press) before pairing it again.
@@ -132,7 +133,8 @@ class MockBluez:
         self.mock.SetTiming({k: dbus.UInt32(v) for k, v in ms.items()})
 
     def add_wrap(self, address, **options):
-        types = {"handle_base": dbus.UInt16, "rssi": dbus.Int16, "name": dbus.String, "gap_name": dbus.String}
+        types = {"handle_base": dbus.UInt16, "rssi": dbus.Int16, "name": dbus.String, "gap_name": dbus.String,
+                 "model": lambda b: dbus.ByteArray(bytes(b))}
         opts = {k: types.get(k, dbus.Boolean)(v) for k, v in options.items()}
         return str(self.mock.AddWrapWith(address, dbus.Dictionary(opts, signature="sv")))
 

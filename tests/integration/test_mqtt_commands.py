@@ -4,7 +4,7 @@
 import json
 import time
 
-from kwmqtt import Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
 from kwtestutil import private_bus  # noqa: F401
 
 
@@ -17,7 +17,7 @@ def ask(col, topic, payload, resp):
 
 def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('kneewrap/#',))
-    gw = Gateway(tmp_path, private_bus, broker)
+    gw = Gateway(tmp_path, private_bus, broker, extra=ALL_COMMANDS)
     w = gw.wrap
     set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
     try:
@@ -109,7 +109,7 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
 
 def test_bridge_requests(tmp_path, private_bus, broker):  # noqa: F811
     col = Collector(broker, topics=('kneewrap/#',))
-    gw = Gateway(tmp_path, private_bus, broker)
+    gw = Gateway(tmp_path, private_bus, broker, extra=ALL_COMMANDS)
     w = gw.wrap
     try:
         col.wait(lambda: col.on('kneewrap/bridge/info'))
@@ -155,7 +155,7 @@ def test_bridge_requests(tmp_path, private_bus, broker):  # noqa: F811
 def test_reload(tmp_path, private_bus, broker):  # noqa: F811
     import signal
     col = Collector(broker, topics=('kneewrap/bridge/#', 'other/#'))
-    gw = Gateway(tmp_path, private_bus, broker, seed=())
+    gw = Gateway(tmp_path, private_bus, broker, seed=(), extra=ALL_COMMANDS)
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
         # SIGHUP with the broker settings unchanged: no reconnect, no offline blip.
@@ -170,6 +170,80 @@ def test_reload(tmp_path, private_bus, broker):  # noqa: F811
         col.wait(lambda: col.last('other/bridge/state') == b'{"state":"online"}')
         assert col.last('kneewrap/bridge/state') == b'{"state":"offline"}'
         assert gw.d.poll() is None
+    finally:
+        gw.stop()
+        col.close()
+
+
+def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
+    """[mqtt] commands at its default (sessions diary runs injury): anyone who may publish on the
+    broker can record an injury, a diary entry or a session, but not resolve an injury (heat at
+    once), loosen a prescription, open adoption or remove a wrap. Each refusal is answered, logged,
+    and changes nothing; Home Assistant is not offered the entities that would need them."""
+    col = Collector(broker, topics=('kneewrap/#', 'homeassistant/#'))
+    gw = Gateway(tmp_path, private_bus, broker)
+    w = gw.wrap
+    set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
+    try:
+        col.wait(lambda: col.on(f'kneewrap/{w}/state'))
+        r = ask(col, set_t, {'injury': 'today'}, resp)
+        assert r['status'] == 'ok', r
+        assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
+        r = ask(col, set_t, {'pain': {'score': 3}}, resp)
+        assert r['status'] == 'ok', r
+
+        refused = [
+            (set_t, {'injury': None}, resp, 'resolve'),
+            (set_t, {'injury': ''}, resp, 'resolve'),
+            ('kneewrap/bridge/request/injury', {'wrap': w, 'injury': None}, 'kneewrap/bridge/response/injury', 'resolve'),
+            ('kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 600}, 'kneewrap/bridge/response/prescription',
+             'prescription'),
+            ('kneewrap/bridge/request/adopt', {'time': 3600}, 'kneewrap/bridge/response/adopt', 'adoption'),
+            ('kneewrap/bridge/request/remove', {'wrap': w}, 'kneewrap/bridge/response/remove', 'adoption'),
+        ]
+        for topic, payload, rt, what in refused:
+            r = ask(col, topic, payload, rt)
+            assert r['status'] == 'error' and f'[mqtt] commands does not list "{what}"' in r['error'], (payload, r)
+        gw.wait_log('MQTT command refused: not allowed over MQTT: [mqtt] commands does not list "adoption"')
+        assert gw.log().count('MQTT command refused') == len(refused)
+        # Nothing changed: the injury stands, no prescription, adoption closed, the wrap kept.
+        assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
+        assert gw.sql('select count(*) from prescriptions')[0][0] == 0
+        assert gw.sql('select count(*) from wraps')[0][0] == 1
+        assert col.last_json('kneewrap/bridge/info')['adoption_open'] is False
+
+        # Discovery: the adoption switch and its end are cleared (empty retained configs), the
+        # injury date cannot be emptied.
+        col.wait(lambda: col.on(f'homeassistant/text/{w}/injury_date/config'))
+        col.wait(lambda: col.on('homeassistant/switch/kneewrap_bridge/adoption/config'))
+        assert col.last('homeassistant/switch/kneewrap_bridge/adoption/config') == b''
+        assert col.last('homeassistant/sensor/kneewrap_bridge/adoption_ends/config') == b''
+        assert col.last_json(f'homeassistant/text/{w}/injury_date/config')['pattern'] == '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+        assert col.last_json(f'homeassistant/button/{w}/start_cold/config')['command_topic'] == set_t
+    finally:
+        gw.stop()
+        col.close()
+
+
+def test_authority_none(tmp_path, private_bus, broker):  # noqa: F811
+    """commands = none: MQTT only reports; every command is refused and no control is offered."""
+    col = Collector(broker, topics=('kneewrap/#', 'homeassistant/#'))
+    gw = Gateway(tmp_path, private_bus, broker, extra='commands = none\n')
+    w = gw.wrap
+    set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
+    try:
+        col.wait(lambda: col.on(f'homeassistant/sensor/{w}/battery/config'))
+        for payload, what in [({'action': 'start', 'mode': 'cold'}, 'sessions'), ({'action': 'stop'}, 'sessions'),
+                              ({'injury': 'today'}, 'injury'), ({'pain': {'score': 2}}, 'diary')]:
+            r = ask(col, set_t, payload, resp)
+            assert r['status'] == 'error' and f'does not list "{what}"' in r['error'], (payload, r)
+        assert not col.on(f'kneewrap/{w}/session')
+        assert gw.sql('select count(*) from injuries')[0][0] == 0
+        assert gw.sql('select count(*) from diary')[0][0] == 0
+        col.wait(lambda: col.on(f'homeassistant/number/{w}/pain/config'))
+        for comp, obj in [('button', 'start_cold'), ('button', 'start_heat'), ('button', 'stop'),
+                          ('button', 'injured_today'), ('text', 'injury_date'), ('number', 'pain')]:
+            assert col.last(f'homeassistant/{comp}/{w}/{obj}/config') == b'', obj
     finally:
         gw.stop()
         col.close()

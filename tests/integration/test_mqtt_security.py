@@ -4,7 +4,7 @@
 import json
 import subprocess
 
-from kwmqtt import Broker, Collector, Gateway
+from kwmqtt import ALL_COMMANDS, Broker, Collector, Gateway
 from kwtestutil import KNEEWRAPD, private_bus, wait_for  # noqa: F401
 
 ACL = '''user gateway
@@ -25,7 +25,7 @@ def test_tls_password_acl(tmp_path, private_bus):  # noqa: F811
     col = Collector(b, topics=('#',), username='ha', password='ha pass')
     pw = tmp_path / 'mqtt-password'
     pw.write_text('gw pass\n')
-    gw = Gateway(tmp_path, private_bus, b, extra=f'username = gateway\npassword_file = {pw}\n')
+    gw = Gateway(tmp_path, private_bus, b, extra=f'username = gateway\npassword_file = {pw}\n' + ALL_COMMANDS)
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
         col.wait(lambda: col.on(f'homeassistant/sensor/{gw.wrap}/skin_temperature/config'))
@@ -88,6 +88,24 @@ def test_password_from_systemd_credential(tmp_path, private_bus):  # noqa: F811
                  env={'CREDENTIALS_DIRECTORY': str(creds)})
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
+
+
+def test_empty_credential_is_no_password(tmp_path, private_bus):  # noqa: F811
+    """The unit's SetCredential=mqtt-password:\\n default, used when /etc/kneewrap/mqtt-password
+    is missing: one empty line, which means no password (an anonymous broker, no username)."""
+    b = Broker(tmp_path)
+    col = Collector(b, topics=('kneewrap/bridge/state',))
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    (creds / 'mqtt-password').write_text('\n')
+    gw = Gateway(tmp_path, private_bus, b, seed=(), env={'CREDENTIALS_DIRECTORY': str(creds)})
+    try:
+        col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
+        assert gw.d.poll() is None
     finally:
         gw.stop()
         col.close()

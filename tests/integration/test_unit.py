@@ -50,7 +50,11 @@ def test_unit_essentials():
     for line in ('Type=notify', 'WatchdogSec=30', 'User=kneewrap', 'SupplementaryGroups=bluetooth',
                  'StateDirectory=kneewrap', 'ConfigurationDirectory=kneewrap', 'UMask=0077',
                  'CapabilityBoundingSet=\n', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-                 'ProtectSystem=strict', 'NoNewPrivileges=yes', 'SystemCallFilter=@system-service'):
+                 'ProtectSystem=strict', 'NoNewPrivileges=yes', 'SystemCallFilter=@system-service',
+                 # issue 12: the password as a credential that a missing file does not make fatal
+                 # (SetCredential= is the default), and bounded memory.
+                 'LoadCredential=mqtt-password:/etc/kneewrap/mqtt-password\nSetCredential=mqtt-password:\\n\n',
+                 'MemoryMax='):
         assert line in text, line
 
 

@@ -117,6 +117,8 @@ struct Dev {
         char name[32];              /* bluetoothd's Name: advertised, or read from GAP */
         char adv_name[32];          /* the complete local name in the advertisements */
         char gap_name[32];          /* the peer's GAP Device Name ("": the advertised one) */
+        uint8_t model[40];          /* Model Number String as raw bytes (option model), any UTF-8 or not */
+        size_t model_len;           /* 0: "KW-1" */
         char alias[64];
         bool random_address;
 
@@ -422,7 +424,14 @@ static size_t peer_read(Dev *d, Attr *a, uint8_t *out, size_t max) {
 
         switch (a->role) {
         case R_MANUF: n = (size_t) snprintf(s, sizeof s, "%s", is_wrap(d) ? "KneeWrap Labs" : "Acme"); break;
-        case R_MODEL: n = (size_t) snprintf(s, sizeof s, "KW-1"); break;
+        case R_MODEL:
+                if (d->model_len) {
+                        n = d->model_len < max ? d->model_len : max;
+                        memcpy(out, d->model, n);
+                        return n;
+                }
+                n = (size_t) snprintf(s, sizeof s, "KW-1");
+                break;
         case R_SERIAL:
                 n = (size_t) snprintf(s, sizeof s, "KW%c%c%c%c%c%c", d->address[9], d->address[10],
                                       d->address[12], d->address[13], d->address[15], d->address[16]);
@@ -2362,6 +2371,19 @@ static int wrap_option(sd_bus_message *msg, const char *key, _unused_ const char
                 r = sd_bus_message_read(msg, "v", "s", &s);
                 if (r >= 0)
                         snprintf(d->gap_name, sizeof d->gap_name, "%s", s);
+        } else if (streq(key, "model")) {
+                const void *v;
+                size_t n;
+                r = sd_bus_message_enter_container(msg, 'v', "ay");
+                if (r >= 0)
+                        r = sd_bus_message_read_array(msg, 'y', &v, &n);
+                if (r >= 0 && (n == 0 || n > sizeof d->model))
+                        r = -EINVAL;
+                if (r >= 0) {
+                        memcpy(d->model, v, n);
+                        d->model_len = n;
+                        r = sd_bus_message_exit_container(msg);
+                }
         } else
                 r = -EINVAL;
         return r < 0 ? r : 1;

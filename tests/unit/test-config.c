@@ -107,6 +107,8 @@ static void assert_defaults(const Config *c) {
         assert_null(c->tls_key_file);
         assert_int_equal(c->keepalive, 60);
         assert_int_equal(c->protocol, MQTT_PROTOCOL_V311);
+        assert_null(c->tls_ca_dir);
+        assert_int_equal(c->mqtt_commands, MQTT_ALLOW_SESSIONS | MQTT_ALLOW_DIARY | MQTT_ALLOW_RUNS | MQTT_ALLOW_INJURY);
         assert_memory_equal(&c->therapy, &rx, sizeof rx);
         assert_int_equal(c->therapy.cold_s, 900);
         assert_int_equal(c->therapy.cold_setpoint, 1000);
@@ -310,13 +312,41 @@ static void test_allow_many(void **state) {
         expect_one_error(text, 2, "allow", "more than 64", NULL);
 }
 
+/* [mqtt] commands: a list of names, or none; an unknown name is an error, never ignored. */
+static void test_mqtt_commands(void **state) {
+        Result *res = load("[mqtt]\ncommands = sessions, resolve adoption\n");
+
+        assert_int_equal(res->r, 0);
+        assert_int_equal(res->c.mqtt_commands, MQTT_ALLOW_SESSIONS | MQTT_ALLOW_RESOLVE | MQTT_ALLOW_ADOPTION);
+        result_free(res);
+        res = load("[mqtt]\ncommands = none\n");
+        assert_int_equal(res->r, 0);
+        assert_int_equal(res->c.mqtt_commands, 0);
+        result_free(res);
+        assert_string_equal(mqtt_allow_to_string(MQTT_ALLOW_PRESCRIPTION), "prescription");
+        assert_null(mqtt_allow_to_string(MQTT_ALLOW_PRESCRIPTION | MQTT_ALLOW_DIARY));
+        expect_one_error("[mqtt]\ncommands = sessions everything\n", 2, "[mqtt] commands", "\"everything\"", NULL);
+        expect_one_error("[mqtt]\ncommands = none diary\n", 2, "commands", "\"none\"", NULL);
+        expect_one_error("[mqtt]\ncommands = ,\n", 2, "commands", "no command", NULL);
+}
+
+/* tls_ca_dir alone turns TLS on (port 8883) and is enough for a client certificate. */
+static void test_tls_ca_dir(void **state) {
+        Result *res = load("[mqtt]\nhost = b\ntls_ca_dir = /etc/ssl/certs\ntls_cert_file = /c\ntls_key_file = /k\n");
+
+        assert_int_equal(res->r, 0);
+        assert_string_equal(res->c.tls_ca_dir, "/etc/ssl/certs");
+        assert_int_equal(res->c.mqtt_port, 8883);
+        result_free(res);
+}
+
 static void test_tls_pairs(void **state) {
         expect_one_error("[mqtt]\ntls_ca_file = /ca\n\ntls_cert_file = /c.pem\n", 4,
                          "tls_cert_file", "without tls_key_file", NULL);
         expect_one_error("[mqtt]\ntls_ca_file = /ca\ntls_key_file = /k.pem\n", 3,
                          "tls_key_file", "without tls_cert_file", NULL);
         expect_one_error("[mqtt]\ntls_cert_file = /c.pem\ntls_key_file = /k.pem\n", 2,
-                         "without tls_ca_file", NULL);
+                         "without tls_ca_file or tls_ca_dir", NULL);
 }
 
 static void test_every_error_reported(void **state) {
@@ -396,6 +426,8 @@ int main(void) {
                 cmocka_unit_test(test_long_line),
                 cmocka_unit_test(test_allow_many),
                 cmocka_unit_test(test_tls_pairs),
+                cmocka_unit_test(test_mqtt_commands),
+                cmocka_unit_test(test_tls_ca_dir),
                 cmocka_unit_test(test_every_error_reported),
                 cmocka_unit_test(test_errors_null_stream),
                 cmocka_unit_test(test_missing_file),

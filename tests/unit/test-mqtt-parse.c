@@ -148,7 +148,8 @@ static void test_response(void **state) {
 }
 
 static Config test_config(void) {
-        Config c = { .base_topic = (char *) "kneewrap", .discovery_prefix = (char *) "homeassistant" };
+        Config c = { .base_topic = (char *) "kneewrap", .discovery_prefix = (char *) "homeassistant",
+                     .mqtt_commands = MQTT_ALLOW_DEFAULT | MQTT_ALLOW_RESOLVE | MQTT_ALLOW_PRESCRIPTION | MQTT_ALLOW_ADOPTION };
         return c;
 }
 
@@ -160,14 +161,20 @@ static void test_discovery(void **state) {
         json_t *seen = json_object();
 
         assert_int_equal(discovery_wrap(&cfg, &d, false, &m, &n), 0);
-        assert_int_equal(n, 17);
+        assert_int_equal(n, 23);
         assert_int_equal(discovery_bridge(&cfg, &b, &nb), 0);
-        assert_int_equal(nb, 4);
+        assert_int_equal(nb, 6);
         for (size_t i = 0; i < n + nb; i++) {
                 DiscoveryMsg *x = i < n ? m + i : b + (i - n);
-                json_t *o = json_loads(x->payload, 0, NULL);
+                json_t *o;
                 const char *uid;
 
+                if (!x->payload) {
+                        /* The one clearing message: the adopt button of older versions. */
+                        assert_string_equal(x->topic, "homeassistant/button/kneewrap_bridge/adopt/config");
+                        continue;
+                }
+                o = json_loads(x->payload, 0, NULL);
                 assert_non_null(o);
                 assert_true(strncmp(x->topic, "homeassistant/", 14) == 0);
                 assert_non_null(strstr(x->topic, "/config"));
@@ -177,6 +184,9 @@ static void test_discovery(void **state) {
                 json_object_set_new(seen, uid, json_true());
                 assert_non_null(json_object_get(o, "device"));
                 assert_non_null(json_object_get(o, "origin"));
+                assert_null(json_object_get(o, "object_id"));
+                assert_non_null(json_object_get(o, "default_entity_id"));
+                assert_non_null(json_object_get(json_object_get(o, "origin"), "support_url"));
                 json_decref(o);
         }
         assert_string_equal(m[0].topic, "homeassistant/sensor/wrap_aabbccddeeff/skin_temperature/config");
@@ -186,7 +196,7 @@ static void test_discovery(void **state) {
 
         /* Clearing names the same topics with no payload. */
         assert_int_equal(discovery_wrap(&cfg, &d, true, &m, &n), 0);
-        assert_int_equal(n, 17);
+        assert_int_equal(n, 23);
         for (size_t i = 0; i < n; i++)
                 assert_null(m[i].payload);
         discovery_msgs_free(m, n);
@@ -232,9 +242,11 @@ static void test_state(void **state) {
         assert_int_equal(state_compliance_json(&c7, &c30, 0, &j), 0);
         assert_string_equal(j,
                 "{\"last_7_days\":{\"cold_completed\":3,\"cold_incomplete\":0,\"cold_refused\":0,"
-                "\"heat_refused\":0,\"minutes\":45,\"days_with_cold\":2},"
+                "\"heat_refused\":0,\"heat_refused_first_week\":0,\"minutes\":45,\"days_with_cold\":2,"
+                "\"runs\":0,\"runs_followed\":0},"
                 "\"last_30_days\":{\"cold_completed\":0,\"cold_incomplete\":0,\"cold_refused\":0,"
-                "\"heat_refused\":1,\"minutes\":0,\"days_with_cold\":0}}");
+                "\"heat_refused\":1,\"heat_refused_first_week\":0,\"minutes\":0,\"days_with_cold\":0,"
+                "\"runs\":0,\"runs_followed\":0}}");
         free(j);
 }
 

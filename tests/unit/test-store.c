@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "record.h"
 #include "rules.h"
+#include "src/store/schema.h"
 #include "store.h"
 #include "util.h"
 
@@ -955,6 +956,190 @@ static void test_compliance(void **state) {
         assert_int_equal(c.cold_completed + c.cold_incomplete + c.cold_refused + c.heat_refused + c.minutes + c.days_with_cold, 0);
 }
 
+
+/* ---- what a clinic reads (schema step 2) ---- */
+
+/* A store made by schema step 1 with an alert in it keeps the alert, which becomes a record. */
+static void test_migrate_alerts_from_v1(void **state) {
+        Fixture *f = *state;
+        AlertRecord *list = NULL;
+        size_t n = 0;
+
+        {
+                /* Build version 1 by hand, from the step itself. */
+                sqlite3 *db;
+                assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+                for (const char *const *sql = schema_step(1); *sql; sql++)
+                        assert_int_equal(sqlite3_exec(db, *sql, NULL, NULL, NULL), SQLITE_OK);
+                assert_int_equal(sqlite3_exec(db,
+                        "PRAGMA user_version = 1; PRAGMA application_id = 1263425360;"
+                        "INSERT INTO wraps (id, address, adopted_at) VALUES ('" WRAP_A "', '" ADDR_A "', 1);"
+                        "INSERT INTO alerts (wrap, kind, at) VALUES ('" WRAP_A "', 'red_flag', 500);",
+                        NULL, NULL, NULL), SQLITE_OK);
+                sqlite3_close(db);
+        }
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), (int64_t) schema_version_latest());
+        assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, false, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].kind, ALERT_RED_FLAG);
+        assert_int_equal(list[0].at, 500);
+        assert_int_equal(list[0].acked_at, 0);
+        assert_string_equal(list[0].text, "");
+        free(list);
+}
+
+static void test_alert_records(void **state) {
+        Fixture *f = *state;
+        AlertRecord *list = NULL, a;
+        OutboxMsg m = { .topic = (char *) "kneewrap/" WRAP_A "/alert", .payload = (char *) "{}", .qos = 1, .retain = true };
+        int64_t id1 = 0, id2 = 0;
+        size_t n = 0;
+
+        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_LOW_BATTERY, 100, "Battery 8 %", NULL, &id1), 0);
+        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_HEAT_FIRST_WEEK, 200, "Heat asked for", &m, &id2), 0);
+        assert_true(id2 > id1 && id1 > 0);
+        assert_true(m.id > 0);
+        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_NONE, 300, NULL, NULL, NULL), -EINVAL);
+        assert_int_equal(store_alert_put(f->s, WRAP_B, ALERT_RED_FLAG, 300, NULL, NULL, NULL), -ENOENT);
+        char long_text[ALERT_TEXT_MAX + 1];
+        memset(long_text, 'x', sizeof(long_text) - 1);
+        long_text[sizeof(long_text) - 1] = 0;
+        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_RED_FLAG, 300, long_text, NULL, NULL), -EINVAL);
+
+        assert_int_equal(store_alert_get(f->s, id1, &a), 0);
+        assert_string_equal(a.text, "Battery 8 %");
+        assert_string_equal(a.wrap, WRAP_A);
+        assert_int_equal(store_alert_ack(f->s, id1, 150), 0);
+        assert_int_equal(store_alert_ack(f->s, id1, 160), -EALREADY);
+        assert_int_equal(store_alert_ack(f->s, 9999, 160), -ENOENT);
+
+        assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, true, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, id2);
+        free(list);
+        assert_int_equal(store_alerts_list(f->s, NULL, 0, 150, false, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].acked_at, 150);
+        free(list);
+        /* R8 still sees only its own kinds. */
+        unsigned mask = 1;
+        assert_int_equal(store_alerts_raised(f->s, WRAP_A, 0, &mask), 0);
+        assert_int_equal(mask, 0);
+}
+
+static void test_profile_and_device_info(void **state) {
+        Fixture *f = *state;
+        PatientProfile p = { .wrap = WRAP_A, .label = "Patient 12", .knee = KNEE_RIGHT, .clinic_ref = "PT-12" }, q;
+        WrapDeviceInfo info = { .manufacturer = "Acme", .model = "KW-1", .serial = "S1", .firmware = "1.0" }, g;
+
+        /* Nothing set yet: an empty profile, not an error. */
+        assert_int_equal(store_profile_get(f->s, WRAP_A, &q), 0);
+        assert_string_equal(q.wrap, WRAP_A);
+        assert_string_equal(q.label, "");
+        assert_int_equal(q.knee, KNEE_UNSET);
+        assert_int_equal(store_device_info_get(f->s, WRAP_A, &g), 0);
+        assert_string_equal(g.model, "");
+
+        assert_int_equal(store_profile_set(f->s, &p, 100), 0);
+        assert_int_equal(store_profile_get(f->s, WRAP_A, &q), 0);
+        assert_string_equal(q.label, "Patient 12");
+        assert_int_equal(q.knee, KNEE_RIGHT);
+        assert_string_equal(q.clinic_ref, "PT-12");
+        assert_int_equal(q.set_at, 100);
+        p.knee = KNEE_UNSET;
+        p.clinic_ref[0] = 0;
+        assert_int_equal(store_profile_set(f->s, &p, 200), 0);
+        assert_int_equal(store_profile_get(f->s, WRAP_A, &q), 0);
+        assert_int_equal(q.knee, KNEE_UNSET);
+        assert_string_equal(q.clinic_ref, "");
+        p.knee = _KNEE_MAX;
+        assert_int_equal(store_profile_set(f->s, &p, 200), -EINVAL);
+        snprintf(p.wrap, sizeof(p.wrap), "%s", WRAP_B);
+        p.knee = KNEE_LEFT;
+        assert_int_equal(store_profile_set(f->s, &p, 200), -ENOENT);
+
+        assert_int_equal(store_device_info_set(f->s, WRAP_A, &info, 100), 0);
+        assert_int_equal(store_device_info_get(f->s, WRAP_A, &g), 0);
+        assert_string_equal(g.manufacturer, "Acme");
+        assert_string_equal(g.firmware, "1.0");
+
+        assert_string_equal(knee_to_string(KNEE_LEFT), "left");
+        assert_null(knee_to_string(KNEE_UNSET));
+        assert_int_equal(knee_from_string("right"), KNEE_RIGHT);
+        assert_int_equal(knee_from_string("both"), -EINVAL);
+}
+
+static void test_runs_followed(void **state) {
+        Fixture *f = *state;
+        RunRecord *runs = NULL;
+        Compliance c;
+        size_t n = 0;
+        int64_t t0 = local_time("2026-11-16T07:00");
+        RunRecord r = { .wrap = WRAP_A, .minutes = 40, .meters = 8000, .source = SOURCE_CLI, .recorded_at = t0 };
+
+        /* Run 1 ends 07:00; a compliant cold session at 07:30 follows it. */
+        r.ended_at = t0;
+        assert_int_equal(store_run_add(f->s, &r, NULL, NULL), 0);
+        put(f->s, session("c0000000-0000-4000-8000-000000000001", WRAP_A, THERAPY_COLD, t0 + 1800, 900, OUTCOME_COMPLETED));
+        /* Run 2 ends 12:00; cold pressed at 12:20 is refused (R6): counts against it, with its reason. */
+        r.ended_at = t0 + 5 * 3600;
+        assert_int_equal(store_run_add(f->s, &r, NULL, NULL), 0);
+        put(f->s, session("c0000000-0000-4000-8000-000000000002", WRAP_A, THERAPY_COLD, t0 + 5 * 3600 + 1200, 0, OUTCOME_REFUSED));
+        /* Run 3 ends 18:00; cold only at 19:01 (too late), and an incomplete one at 18:10. */
+        r.ended_at = t0 + 11 * 3600;
+        assert_int_equal(store_run_add(f->s, &r, NULL, NULL), 0);
+        put(f->s, session("c0000000-0000-4000-8000-000000000003", WRAP_A, THERAPY_COLD, t0 + 11 * 3600 + 600, 300, OUTCOME_STOPPED_BY_USER));
+        put(f->s, session("c0000000-0000-4000-8000-000000000004", WRAP_A, THERAPY_COLD, t0 + 12 * 3600 + 60, 900, OUTCOME_COMPLETED));
+        /* Run 4 ends 21:00, followed by heat only. */
+        r.ended_at = t0 + 14 * 3600;
+        assert_int_equal(store_run_add(f->s, &r, NULL, NULL), 0);
+        put(f->s, session("c0000000-0000-4000-8000-000000000005", WRAP_A, THERAPY_HEAT, t0 + 14 * 3600 + 60, 900, OUTCOME_COMPLETED));
+
+        r.minutes = 2000;
+        assert_int_equal(store_run_add(f->s, &r, NULL, NULL), -EINVAL);
+
+        assert_int_equal(store_runs_list(f->s, WRAP_A, 0, INT64_MAX, &runs, &n), 0);
+        assert_int_equal(n, 4);
+        assert_string_equal(runs[0].followed_by, "c0000000-0000-4000-8000-000000000001");
+        assert_string_equal(runs[0].cold_press, "");
+        assert_string_equal(runs[1].followed_by, "");
+        assert_string_equal(runs[1].cold_press, "c0000000-0000-4000-8000-000000000002");
+        assert_string_equal(runs[2].followed_by, "");
+        assert_string_equal(runs[2].cold_press, "c0000000-0000-4000-8000-000000000003");
+        assert_string_equal(runs[3].followed_by, "");
+        assert_string_equal(runs[3].cold_press, "");
+        assert_int_equal(runs[0].meters, 8000);
+        assert_int_equal(runs[0].source, SOURCE_CLI);
+        free(runs);
+
+        assert_int_equal(store_compliance(f->s, WRAP_A, t0 - 3600, t0 + 24 * 3600, &c), 0);
+        assert_int_equal(c.runs, 4);
+        assert_int_equal(c.runs_followed, 1);
+        /* A period that holds only the second run. */
+        assert_int_equal(store_compliance(f->s, WRAP_A, t0 + 3600, t0 + 6 * 3600, &c), 0);
+        assert_int_equal(c.runs, 1);
+        assert_int_equal(c.runs_followed, 0);
+}
+
+static void test_injuries_list(void **state) {
+        Fixture *f = *state;
+        InjuryRecord *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-11-01", 5000), 0);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6000), 0);
+        assert_int_equal(store_injury_add(f->s, WRAP_A, 1800000000, NULL, 7000), 0);
+        assert_int_equal(store_injuries_list(f->s, WRAP_A, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(list[0].date, "2026-11-01");
+        assert_int_equal(list[0].resolved_at, 6000);
+        assert_string_equal(list[1].date, "");
+        assert_int_equal(list[1].at, 1800000000);
+        assert_int_equal(list[1].resolved_at, 0);
+        free(list);
+}
+
 /* ---- a full disk ---- */
 
 /* A private mount namespace, so the small tmpfs is seen by this test process only. */
@@ -1194,6 +1379,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_after_2038, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_outbox, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_compliance, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_migrate_alerts_from_v1, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_alert_records, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_profile_and_device_info, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_runs_followed, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_injuries_list, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_durability, setup_open, teardown),
                 /* Last: it moves this process into a private mount namespace. */
                 cmocka_unit_test_setup_teardown(test_full_disk, setup, teardown),

@@ -595,6 +595,37 @@ static void test_names(void **state) {
         assert_string_equal(wire_result_to_string(6), "unknown");
 }
 
+/* Device Information strings: only well-formed UTF-8 reaches JSON, and a full buffer never
+ * ends in half a character. */
+static void test_info_string(void **state) {
+        char out[64];
+        char small[5];
+
+        /* Plain, unterminated on the wire, and cut at a NUL. */
+        assert_int_equal(wire_info_string((const uint8_t *) "KW-1", 4, out, sizeof out), 4);
+        assert_string_equal(out, "KW-1");
+        assert_int_equal(wire_info_string((const uint8_t *) "KW\0junk", 7, out, sizeof out), 2);
+        assert_string_equal(out, "KW");
+        /* Multi-byte characters kept whole: "Kühl 冷 🧊". */
+        assert_int_equal(wire_info_string((const uint8_t *) "K\xc3\xbc" "hl \xe5\x86\xb7 \xf0\x9f\xa7\x8a", 14, out, sizeof out), 14);
+        assert_memory_equal(out, "K\xc3\xbc" "hl \xe5\x86\xb7 \xf0\x9f\xa7\x8a", 15);
+        /* Latin-1, not UTF-8: the stray bytes go. */
+        assert_int_equal(wire_info_string((const uint8_t *) "K\xfc" "hl", 4, out, sizeof out), 3);
+        assert_string_equal(out, "Khl");
+        /* Cut in the middle of a character on the wire. */
+        assert_int_equal(wire_info_string((const uint8_t *) "KW\xe5\x86", 4, out, sizeof out), 2);
+        assert_string_equal(out, "KW");
+        /* Overlong, surrogate, past U+10FFFF, lone continuation, C0 and C1 controls. */
+        assert_int_equal(wire_info_string((const uint8_t *) "a\xc0\xaf" "b\xed\xa0\x80" "c\xf4\x90\x80\x80" "d\x80" "e\x01" "f\xc2\x85" "g", 22,
+                                          out, sizeof out), 7);
+        assert_string_equal(out, "abcdefg");
+        /* A full buffer: the 4-byte character does not fit after "abc", so it is left out whole. */
+        assert_int_equal(wire_info_string((const uint8_t *) "abc\xf0\x9f\xa7\x8a", 7, small, sizeof small), 3);
+        assert_string_equal(small, "abc");
+        assert_int_equal(wire_info_string((const uint8_t *) "", 0, small, sizeof small), 0);
+        assert_string_equal(small, "");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_status_vector),
@@ -620,6 +651,7 @@ int main(void) {
                 cmocka_unit_test(test_response),
                 cmocka_unit_test(test_battery),
                 cmocka_unit_test(test_names),
+                cmocka_unit_test(test_info_string),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
