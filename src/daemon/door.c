@@ -52,10 +52,14 @@ static int store_fail(Manager *m, int r, const char *what, const char **ret_erro
         return r;
 }
 
+/* Every action on an adopted wrap starts here: the store works, and the wrap is in it. */
 static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char **ret_error) {
         StoredWrap sw;
         int r;
 
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
         if (!wrap || !*wrap) {
                 set_error(ret_error, "no wrap given");
                 return -EINVAL;
@@ -76,9 +80,6 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
         char today[11], date[11] = "";
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -152,9 +153,6 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 set_error(ret_error, "the entry's time is in the future");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -233,9 +231,6 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
                 set_error(ret_error, "nothing to prescribe (clearing the prescription goes back to the defaults)");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -267,9 +262,6 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
 int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -303,9 +295,6 @@ int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         StoredWrap sw;
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, &sw, ret_error);
         if (r < 0)
                 return r;
