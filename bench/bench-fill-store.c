@@ -91,7 +91,7 @@ int main(int argc, char *argv[]) {
                 if (i % 6 == 0) {
                         DiaryEntry e = { .at = at + 60, .score = (uint8_t) (i % 11), .where = WHERE_FRONT };
 
-                        r = store_diary_add(s, rec.wrap, &e, ALERT_NONE, NULL);
+                        r = store_diary_add(s, rec.wrap, &e, NULL, NULL, NULL);
                         if (r < 0)
                                 goto fail;
                 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "manager.h"
+#include "store.h"
 
 /*
  * Every method calls the manager's one-door functions (manager.h), so the therapy rules
@@ -20,6 +21,8 @@
 #define BUS_API_ERROR_REFUSED           "org.kneewrap1.Error.Refused"
 #define BUS_API_ERROR_STORE_UNAVAILABLE "org.kneewrap1.Error.StoreUnavailable"
 #define BUS_API_ERROR_FAILED            "org.kneewrap1.Error.Failed"
+#define BUS_API_ERROR_NO_SUCH_ALERT     "org.kneewrap1.Error.NoSuchAlert"
+#define BUS_API_ERROR_ALREADY_ACKNOWLEDGED "org.kneewrap1.Error.AlreadyAcknowledged"
 
 typedef struct BusApi BusApi;
 
@@ -34,3 +37,7 @@ BusApi *bus_api_free(BusApi *a);
  * calls it from manager_update_status().
  */
 void bus_api_changed(BusApi *a);
+
+/* An alert was raised, or (a->acked_at set) acknowledged: emits AlertRaised or
+ * AlertAcknowledged. A NULL a does nothing. */
+void bus_api_alert(BusApi *api, const AlertRecord *a);

@@ -55,5 +55,14 @@ int clock_local_day_end(int year, int month, int day, int64_t *ret_unix_sec);
  */
 int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec);
 
+/*
+ * A period of whole local days, as every interface names one: since_date and until_date are
+ * "YYYY-MM-DD" (both days included) or NULL/"" for the default: until today, and
+ * default_days days long. *ret_since is the start of the first day, *ret_until the start of
+ * the day after the last. Returns 0, or -EINVAL (not a date, or until before since).
+ */
+int clock_local_period(const char *since_date, const char *until_date, int64_t now, unsigned default_days,
+                       int64_t *ret_since, int64_t *ret_until);
+
 /* The local calendar date of an instant, as "YYYY-MM-DD" (11 bytes). */
 char *clock_format_date(int64_t unix_sec, char buf[static 11]);

@@ -23,6 +23,7 @@ enum {
         MQTT_ALLOW_RESOLVE      = 1 << 4,   /* resolving an injury: heat may follow at once */
         MQTT_ALLOW_PRESCRIPTION = 1 << 5,   /* a clinic's prescription */
         MQTT_ALLOW_ADOPTION     = 1 << 6,   /* opening adoption, removing wraps */
+        MQTT_ALLOW_ALERTS       = 1 << 7,   /* acknowledging alerts: a clinic's call, not by default */
         MQTT_ALLOW_DEFAULT      = MQTT_ALLOW_SESSIONS | MQTT_ALLOW_DIARY | MQTT_ALLOW_RUNS | MQTT_ALLOW_INJURY,
 };
 

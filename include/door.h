@@ -6,6 +6,7 @@
 #include "manager.h"
 #include "record.h"
 #include "rules.h"
+#include "store.h"
 
 /*
  * The wrap's button, MQTT (mqtt/mqtt.c), D-Bus (daemon/bus-api.c) and so kneewrapctl all
@@ -32,6 +33,7 @@
  *   -EAGAIN   the store is unavailable (closed after a failure, being retried)
  *   store_is_broken(r): the store failed during the action; it is now unavailable
  *   -EBUSY    the store is busy (another writer): try again
+ *   -EALREADY (an alert) it was acknowledged before
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.
  */
@@ -63,3 +65,21 @@ int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error
 int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error);
 /* Forgets a wrap: its session ends, its bond goes; its history stays in the store. */
 int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error);
+
+/* ---- what a clinic reads ---- */
+
+/*
+ * A run: run->wrap, ended_at (0: now, "I just ran"; at most 31 days back), minutes and
+ * meters (0: not given) and source are read. *ret_id, when given, is its id. A compliant
+ * cold session that starts within RUN_FOLLOW_WINDOW_S after it ended follows it (store.h).
+ */
+#define RUN_MINUTES_MAX 1440
+#define RUN_METERS_MAX 1000000
+int door_record_run(Manager *m, const RunRecord *run, int64_t *ret_id, const char **ret_error);
+
+/* The patient profile of p->wrap, every field (an empty string clears one; KNEE_UNSET). */
+int door_set_profile(Manager *m, const PatientProfile *p, const char **ret_error);
+
+/* Acknowledges an alert by its id; *ret, when given, is the alert after. -ENOENT: no such
+ * alert; -EALREADY: acknowledged before. */
+int door_ack_alert(Manager *m, int64_t id, AlertRecord *ret, const char **ret_error);

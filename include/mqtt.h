@@ -37,8 +37,12 @@ typedef struct MqttHooks {
         int (*wrap_state)(void *userdata, const char *wrap, StateView *ret);
         /* Its compliance over the last 7 and 30 days. */
         int (*wrap_compliance)(void *userdata, const char *wrap, Compliance *ret7, Compliance *ret30);
-        /* Its name and Device Information, for discovery; false when not known. */
+        /* Its name and Device Information, for discovery; false when not known. Cheap: asked
+         * at every flush until the Device Information is there. */
         bool (*wrap_device)(void *userdata, const char *wrap, DiscoveryDevice *d);
+        /* The patient profile's label, which names the device, or NULL; asked only when the
+         * discovery configs go out (it may read the store). Valid until the next call. */
+        const char *(*wrap_label)(void *userdata, const char *wrap);
         /* The daemon's share of bridge/health (uptime, wraps connected, store, malformed). */
         void (*health)(void *userdata, BridgeHealth *h);
         /* Connected or not any more: mqtt_connected() reads differently. */
@@ -76,6 +80,12 @@ void mqtt_kick(Mqtt *q);
  * and publishing is coalesced and deferred to the loop.
  */
 void mqtt_wrap_changed(Mqtt *q, const char *wrap);
+
+/* A record that counts in compliance but is no session (a run) was added: recompute it. */
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap);
+
+/* A wrap's patient profile changed: its discovery (the device name is the label) again. */
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap);
 
 /* A wrap was adopted: publish its discovery configs and state. */
 void mqtt_wrap_added(Mqtt *q, const char *wrap, const char *address);

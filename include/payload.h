@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #include "config.h"
 #include "record.h"
@@ -16,14 +17,19 @@
 
 /* A session record with exactly the fields of therapy-rules.md. */
 int payload_session(const SessionRecord *rec, char **ret_json);
+/* The same as a jansson object (a new reference), or NULL without memory. */
+json_t *payload_session_json(const SessionRecord *rec);
 
 /* The outbox message for a finished session: <base>/<wrap>/session, QoS 1, not retained. */
 int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *ret);
 
-/* An alert (R5 safety stop, R8, R9) for <base>/<wrap>/alert, QoS 1, not retained.
- * detail: a sentence for people; session_id may be NULL. */
-int payload_alert_msg(const Config *c, const char *wrap, AlertKind kind, int64_t at,
-                      const char *detail, const char *session_id, OutboxMsg *ret);
+/*
+ * An alert record, raised or (acked_at set) acknowledged, for <base>/<wrap>/alert, QoS 1,
+ * retained when `latest` (no newer alert of the wrap exists). event_type is the alert's kind,
+ * or "acknowledged". session_id may be NULL.
+ */
+int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const char *session_id,
+                      OutboxMsg *ret);
 
 /* Frees the strings of an OutboxMsg built here. */
 void outbox_msg_done(OutboxMsg *m);

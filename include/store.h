@@ -140,19 +140,14 @@ int store_sessions_list(Store *s, const char *wrap, int64_t since, int64_t until
                         SessionRecord **ret, size_t *ret_n);
 int store_last_session(Store *s, const char *wrap, SessionRecord *ret);
 
-/* The pain diary; `alert` (R9), when not NULL, goes to the alert table and outbox at once. */
-int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind alert, OutboxMsg *msg);
-int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret, size_t *ret_n);
-
 /* Alerts. The R8 ones raised since `since` (an injury's start), as an AlertKind mask. */
-int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, OutboxMsg *msg);
 int store_alerts_raised(Store *s, const char *wrap, int64_t since, unsigned *ret_mask);
 
 #define ALERT_TEXT_MAX 256
 
 /* An alert as stored: what a clinic sees and acknowledges. */
 typedef struct AlertRecord {
-        int64_t id;                   /* the store's row id: what --ack takes */
+        int64_t id;                   /* the store's row id, never reused: what --ack takes */
         char wrap[WRAP_ID_MAX];
         AlertKind kind;
         int64_t at;
@@ -160,15 +155,33 @@ typedef struct AlertRecord {
         int64_t acked_at;             /* 0: not acknowledged (open) */
 } AlertRecord;
 
-/* Adds an alert with its text; *ret_id (when not NULL) gets its id. */
-int store_alert_put(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
-                    OutboxMsg *msg, int64_t *ret_id);
+/*
+ * Builds the outbox message for an alert (raised or acknowledged) once the alert has its
+ * id, inside the transaction that writes it: the alert and its message are committed
+ * together or not at all. `latest`: no newer alert of the wrap exists (what a retained
+ * message may say). The store frees ret->topic and ret->payload. A negative return aborts.
+ */
+typedef int (*AlertMsgFn)(const AlertRecord *a, bool latest, void *userdata, OutboxMsg *ret);
+
+/*
+ * Adds an alert: a->wrap, kind, at and text are read; a->id is set. msg_fn may be NULL
+ * (no MQTT). -EINVAL for a kind that is not one AlertKind or a text too long.
+ */
+int store_alert_add(Store *s, AlertRecord *a, AlertMsgFn msg_fn, void *userdata);
+/* The pain diary; `alert` (R9), when not NULL, is added in the same transaction (as above). */
+int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertRecord *alert,
+                    AlertMsgFn msg_fn, void *userdata);
+int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret, size_t *ret_n);
+
 /* Alerts of `wrap` (NULL for all) raised in [since, until), oldest first; open_only skips acked ones. */
 int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, bool open_only,
                       AlertRecord **ret, size_t *ret_n);
 int store_alert_get(Store *s, int64_t id, AlertRecord *ret);
-/* Acknowledges an alert: -ENOENT for no such alert, -EALREADY when it was acknowledged before. */
-int store_alert_ack(Store *s, int64_t id, int64_t now);
+/*
+ * Acknowledges an alert at `now`; *ret (when not NULL) is the alert after. -ENOENT for no
+ * such alert, -EALREADY when it was acknowledged before.
+ */
+int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *userdata, AlertRecord *ret);
 
 /* A run the runner logged: cold should follow it within RUN_FOLLOW_WINDOW_S of its end. */
 #define RUN_FOLLOW_WINDOW_S 3600

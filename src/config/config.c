@@ -293,7 +293,7 @@ static int key_tls_ca_dir(Parser *p, const char *value, const char **why) {
 }
 
 static const char *const allow_names[] = {
-        "sessions", "diary", "runs", "injury", "resolve", "prescription", "adoption",
+        "sessions", "diary", "runs", "injury", "resolve", "prescription", "adoption", "alerts",
 };
 
 const char *mqtt_allow_to_string(unsigned bit) {
@@ -319,7 +319,7 @@ static int key_commands(Parser *p, const char *value, const char **why) {
                         ;
                 if (i == ELEMENTSOF(allow_names)) {
                         snprintf(p->why_buf, sizeof p->why_buf, "unknown command \"%.40s\" (sessions, diary, runs, "
-                                 "injury, resolve, prescription, adoption, or none)", tok);
+                                 "injury, resolve, prescription, adoption, alerts, or none)", tok);
                         *why = p->why_buf;
                         return -EINVAL;
                 }

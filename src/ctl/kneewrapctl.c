@@ -21,6 +21,7 @@
 #include "log.h"
 #include "payload.h"
 #include "record.h"
+#include "report.h"
 #include "rules.h"
 #include "store.h"
 #include "util.h"
@@ -29,8 +30,8 @@
  * Every change goes through the running daemon's D-Bus API (org.kneewrap1 on the system
  * bus), and so through its one door and the therapy rules, recorded as source "cli": the
  * daemon hears of it at once (an R9 red flag entered here is acted on now). Only history
- * (wraps, sessions, export, compliance) is read from the store directly. This program links
- * neither libmosquitto nor the BLE client (a meson test checks with ldd and nm).
+ * (wraps, sessions, export, compliance, reports) is read from the store directly. This
+ * program links neither libmosquitto nor the BLE client (a meson test checks, ldd and nm).
  */
 
 typedef struct Ctl {
@@ -298,6 +299,21 @@ static int parse_flags(const char *s, uint8_t *ret) {
         return 0;
 }
 
+static int diary_list(Ctl *c, int argc, char **argv);
+
+/* "diary WRAP SCORE ..." adds an entry; "diary WRAP [--since ...]" lists them. */
+static bool diary_adds(int argc, char **argv) {
+        for (int i = 2; i < argc; i++) {
+                const char *prev = argv[i - 1];
+                if (streq(prev, "--where") || streq(prev, "--flags") || streq(prev, "--since") ||
+                    streq(prev, "--until") || streq(prev, "--days"))
+                        continue;
+                if (argv[i][0] != '-' && strspn(argv[i], "0123456789") == strlen(argv[i]))
+                        return true;
+        }
+        return false;
+}
+
 static int cmd_diary(Ctl *c, int argc, char **argv) {
         static const struct option options[] = {
                 { "where", required_argument, NULL, 'w' },
@@ -314,6 +330,8 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
         int64_t score;
         int o, r;
 
+        if (!diary_adds(argc, argv))
+                return diary_list(c, argc, argv);
         optind = 0; /* GNU getopt: start over, permuting again */
         while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (o) {
@@ -559,61 +577,7 @@ static int cmd_export(Ctl *c, int argc, char **argv) {
         return sessions_or_export(c, argc, argv, true);
 }
 
-static int cmd_compliance(Ctl *c, int argc, char **argv) {
-        static const struct option options[] = {
-                { "days", required_argument, NULL, 'd' },
-                { 0 }
-        };
-        char id[WRAP_ID_MAX], iso[CLOCK_ISO_MAX];
-        const char *wrap = NULL;
-        int64_t days = 7, now, since, until;
-        StoredWrap sw;
-        Compliance co;
-        int o, r;
-
-        optind = 0; /* GNU getopt: start over, permuting again */
-        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
-                switch (o) {
-                case 1:
-                        if (wrap)
-                                return fail("compliance takes one WRAP");
-                        wrap = wrap_arg(optarg, id);
-                        break;
-                case 'd':
-                        if (parse_uint(optarg, 366, &days) < 0 || (days != 7 && days != 30))
-                                return fail("--days: 7 or 30, not \"%s\"", optarg);
-                        break;
-                default:
-                        return EXIT_FAILURE;
-                }
-        if (!wrap)
-                return fail("usage: compliance WRAP [--days 7|30]");
-        r = store_wrap_get(c->store, wrap, &sw);
-        if (r == -ENOENT)
-                return fail("no adopted wrap is called \"%s\"", wrap);
-        if (r < 0)
-                return fail("cannot read the wrap: %s", strerror(-r));
-
-        now = clock_real_sec();
-        r = clock_local_day_start(now, (int) days - 1, &since);
-        if (r < 0)
-                return fail("cannot compute the period");
-        r = clock_local_day_start(now, -1, &until);
-        if (r < 0)
-                return fail("cannot compute the period");
-        r = store_compliance(c->store, wrap, since, until, &co);
-        if (r < 0)
-                return fail("cannot compute compliance: %s", strerror(-r));
-
-        printf("%s, the last %" PRId64 " days (since %s):\n", wrap, days, clock_format_iso(since, iso));
-        printf("  days with a complete cold session: %" PRIu32 " of %" PRId64 "\n", co.days_with_cold, days);
-        printf("  cold sessions completed (>= 10 min): %" PRIu32 "\n", co.cold_completed);
-        printf("  cold sessions stopped early (< 10 min, R7): %" PRIu32 "\n", co.cold_incomplete);
-        printf("  cold requests refused: %" PRIu32 "\n", co.cold_refused);
-        printf("  heat requests refused: %" PRIu32 "\n", co.heat_refused);
-        printf("  therapy minutes: %" PRIu32 "\n", co.minutes);
-        return EXIT_SUCCESS;
-}
+static int cmd_compliance(Ctl *c, int argc, char **argv);
 
 static int cmd_start(Ctl *c, int argc, char **argv) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -747,6 +711,602 @@ static int cmd_status(Ctl *c, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+/* ---- what a clinic reads (store, read-only) and records (D-Bus) ---- */
+
+/* --since DATE / --until DATE / --days N, parsed the same way by every command. */
+typedef struct Period {
+        const char *since_date, *until_date;
+        int64_t days;
+        int64_t since, until;
+} Period;
+
+enum { OPT_SINCE = 0x200, OPT_UNTIL, OPT_DAYS, OPT_JSON };
+
+#define PERIOD_OPTIONS \
+        { "since", required_argument, NULL, OPT_SINCE }, \
+        { "until", required_argument, NULL, OPT_UNTIL }, \
+        { "days",  required_argument, NULL, OPT_DAYS }
+
+static int period_option(Period *p, int o, const char *arg) {
+        switch (o) {
+        case OPT_SINCE:
+                p->since_date = arg;
+                return 1;
+        case OPT_UNTIL:
+                p->until_date = arg;
+                return 1;
+        case OPT_DAYS:
+                if (parse_uint(arg, 3660, &p->days) < 0 || p->days < 1)
+                        return -fail("--days: a number of days from 1, not \"%s\"", arg);
+                return 1;
+        }
+        return 0;
+}
+
+/* The period as local days (clock_local_period: the one definition). */
+static int period_resolve(Ctl *c, Period *p) {
+        if (p->days && p->since_date)
+                return -fail("--days and --since both say where the period starts: give one");
+        if (clock_local_period(p->since_date, p->until_date, clock_real_sec(), (unsigned) (p->days ? p->days : 30),
+                               &p->since, &p->until) < 0)
+                return -fail("--since and --until take local dates, YYYY-MM-DD, the first not after the second");
+        return 0;
+}
+
+/* A wrap the store knows (adopted now, or removed with its history). */
+static int known_wrap(Ctl *c, const char *arg, char id[static WRAP_ID_MAX], StoredWrap *ret) {
+        StoredWrap sw;
+        int r;
+
+        wrap_arg(arg, id);
+        r = store_wrap_get(c->store, id, ret ? ret : &sw);
+        if (r == -ENOENT)
+                return -fail("no adopted wrap is called \"%s\"", arg);
+        if (r < 0)
+                return -fail("cannot read the wrap: %s", strerror(-r));
+        return 0;
+}
+
+static int print_json(json_t *j) {
+        int r;
+
+        if (!j)
+                return fail("out of memory");
+        r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
+        json_decref(j);
+        if (r < 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
+                return fail("cannot write: %s", strerror(errno));
+        return EXIT_SUCCESS;
+}
+
+/* Options: the WRAP, --json, and the period. */
+static int read_args(int argc, char **argv, const char *usage, const char **ret_wrap, bool *ret_json, Period *p) {
+        static const struct option options[] = {
+                PERIOD_OPTIONS,
+                { "json", no_argument, NULL, OPT_JSON },
+                { 0 }
+        };
+        int o, r;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0) {
+                if (o == 1 && !*ret_wrap) {
+                        *ret_wrap = optarg;
+                        continue;
+                }
+                if (o == OPT_JSON && ret_json) {
+                        *ret_json = true;
+                        continue;
+                }
+                r = p ? period_option(p, o, optarg) : 0;
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        return -fail("usage: %s", usage);
+        }
+        if (!*ret_wrap)
+                return -fail("usage: %s", usage);
+        return 0;
+}
+
+static int cmd_injuries(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ InjuryRecord *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], res[CLOCK_ISO_MAX];
+        bool json = false;
+        size_t n = 0;
+        int r;
+
+        if (read_args(argc, argv, "injuries WRAP [--json]", &arg, &json, NULL) < 0 || known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        r = store_injuries_list(c->store, id, &list, &n);
+        if (r < 0)
+                return fail("cannot read the injuries: %s", strerror(-r));
+        if (json) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++)
+                        json_array_append_new(a, report_injury_json(&list[i]));
+                return print_json(a);
+        }
+        if (n == 0) {
+                printf("%s: no injury recorded.\n", id);
+                return EXIT_SUCCESS;
+        }
+        printf("%-4s %-25s %-10s %s\n", "ID", "INJURY (R2 COUNTS FROM)", "DATE", "RESOLVED");
+        for (size_t i = 0; i < n; i++)
+                printf("%-4" PRId64 " %-25s %-10s %s\n", list[i].id, clock_format_iso(list[i].at, at),
+                       *list[i].date ? list[i].date : "-",
+                       list[i].resolved_at ? clock_format_iso(list[i].resolved_at, res) : "no: heat waits (R2)");
+        return EXIT_SUCCESS;
+}
+
+static int diary_list(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ DiaryEntry *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX];
+        Period p = { 0 };
+        bool json = false;
+        size_t n = 0;
+        int r;
+
+        if (read_args(argc, argv, "diary WRAP [--since DATE] [--until DATE] [--json]", &arg, &json, &p) < 0 ||
+            known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
+                return EXIT_FAILURE;
+        r = store_diary_list(c->store, id, p.since, &list, &n);
+        if (r < 0)
+                return fail("cannot read the diary: %s", strerror(-r));
+        if (json) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++)
+                        if (list[i].at < p.until)
+                                json_array_append_new(a, report_diary_json(&list[i]));
+                return print_json(a);
+        }
+        printf("%-25s %-5s %-6s %s\n", "AT", "PAIN", "WHERE", "FLAGS");
+        for (size_t i = 0; i < n; i++) {
+                const DiaryEntry *e = &list[i];
+                if (e->at >= p.until)
+                        continue;
+                printf("%-25s %2u/10 %-6s %s%s%s%s%s\n", clock_format_iso(e->at, at), e->score,
+                       diary_where_to_string(e->where), e->flags ? "" : "-",
+                       e->flags & DIARY_SWELLING ? "swelling " : "", e->flags & DIARY_POP ? "pop " : "",
+                       e->flags & DIARY_GIVING_WAY ? "giving_way " : "", e->flags & DIARY_CATCHING ? "catching" : "");
+        }
+        return EXIT_SUCCESS;
+}
+
+static int cmd_prescription(Ctl *c, int argc, char **argv) {
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX];
+        RulesPrescription rx;
+        bool json = false, prescribed = false;
+        int r;
+
+        if (read_args(argc, argv, "prescription WRAP [--json]", &arg, &json, NULL) < 0 || known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        r = store_prescription_get(c->store, id, &c->config.therapy, &rx, &prescribed);
+        if (r < 0)
+                return fail("cannot read the prescription: %s", strerror(-r));
+        if (json)
+                return print_json(report_prescription_json(&rx, prescribed));
+        printf("%s: %s\n"
+               "  cold: %" PRIu32 " min at %.2f °C, at least %" PRIu32 " min rest between cold sessions\n"
+               "  heat: %" PRIu32 " min at %.2f °C, not before %" PRIu32 " days after an injury\n",
+               id, prescribed ? "prescribed by the clinic" : "the gateway's defaults (no prescription)",
+               rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.cold_rest_s / 60,
+               rx.heat_s / 60, rx.heat_setpoint / 100.0, (uint32_t) (rx.heat_wait_s / RULES_DAY_S));
+        return EXIT_SUCCESS;
+}
+
+static int cmd_runs(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ RunRecord *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX];
+        Period p = { 0 };
+        bool json = false;
+        json_t *a = NULL;
+        size_t n = 0;
+        int r;
+
+        if (read_args(argc, argv, "runs WRAP [--since DATE] [--until DATE] [--json]", &arg, &json, &p) < 0 ||
+            known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
+                return EXIT_FAILURE;
+        r = store_runs_list(c->store, id, p.since, p.until, &list, &n);
+        if (r < 0)
+                return fail("cannot read the runs: %s", strerror(-r));
+        if (json)
+                a = json_array();
+        else
+                printf("%-4s %-25s %4s %6s  %s\n", "ID", "ENDED", "MIN", "KM", "COLD AFTER IT (within 60 min)");
+        for (size_t i = 0; i < n; i++) {
+                const RunRecord *run = &list[i];
+                SessionRecord s = { .outcome = OUTCOME_OPEN };
+                const char *sid = *run->followed_by ? run->followed_by : run->cold_press;
+
+                if (*sid && store_session_get(c->store, sid, &s) < 0)
+                        memset(&s, 0, sizeof s);
+                if (json) {
+                        if (a)
+                                json_array_append_new(a, report_run_json(run, &s));
+                        continue;
+                }
+                printf("%-4" PRId64 " %-25s %4" PRIu32 " %6.2f  ", run->id, clock_format_iso(run->ended_at, at),
+                       run->minutes, run->meters / 1000.0);
+                if (*run->followed_by)
+                        printf("followed: %s\n", run->followed_by);
+                else if (*run->cold_press && s.outcome == OUTCOME_REFUSED)
+                        printf("NOT followed: cold refused (%s%s)\n", refusal_reason_to_string(s.refusal),
+                               s.minutes_left ? ", rest left" : "");
+                else if (*run->cold_press)
+                        printf("NOT followed: cold %s after %" PRIu32 " min\n", session_outcome_to_string(s.outcome),
+                               s.duration_s / 60);
+                else
+                        printf("NOT followed: no cold\n");
+        }
+        return json ? print_json(a) : EXIT_SUCCESS;
+}
+
+static int cmd_run(Ctl *c, int argc, char **argv) {
+        enum { AT = 0x300, MINUTES, KM };
+        static const struct option options[] = {
+                { "at",      required_argument, NULL, AT },
+                { "minutes", required_argument, NULL, MINUTES },
+                { "km",      required_argument, NULL, KM },
+                { 0 }
+        };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        char id[WRAP_ID_MAX], iso[CLOCK_ISO_MAX];
+        const char *wrap = NULL;
+        int64_t at = 0, minutes = 0, run_id = 0;
+        int32_t centi_km = 0;
+        bool date_only;
+        int o;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
+                switch (o) {
+                case 1:
+                        if (wrap)
+                                return fail("run takes one WRAP");
+                        wrap = wrap_arg(optarg, id);
+                        break;
+                case AT:
+                        if (clock_parse_iso(optarg, &at, &date_only) < 0 || date_only)
+                                return fail("--at: when the run ended, a date and time (YYYY-MM-DDTHH:MM), not \"%s\"", optarg);
+                        break;
+                case MINUTES:
+                        if (parse_uint(optarg, 1440, &minutes) < 0 || minutes < 1)
+                                return fail("--minutes: a whole number from 1 to 1440, not \"%s\"", optarg);
+                        break;
+                case KM:
+                        if (parse_decimal_centi(optarg, &centi_km) < 0 || centi_km <= 0 || centi_km > 100000)
+                                return fail("--km: a distance above 0, at most 1000 (\"8.2\"), not \"%s\"", optarg);
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (!wrap)
+                return fail("usage: run WRAP [--at TIME] [--minutes N] [--km X]");
+        if (api_call("run", "RecordRun", &reply, "sxuus", wrap, at, (uint32_t) minutes,
+                     (uint32_t) centi_km * 10, "cli") < 0)
+                return EXIT_FAILURE;
+        if (sd_bus_message_read(reply, "x", &run_id) < 0)
+                return fail("run: cannot read kneewrapd's answer");
+        printf("%s: run %" PRId64 " recorded, ended %s; a cold session within %d min follows it.\n", wrap, run_id,
+               at ? clock_format_iso(at, iso) : "now", RUN_FOLLOW_WINDOW_S / 60);
+        return EXIT_SUCCESS;
+}
+
+static int cmd_profile(Ctl *c, int argc, char **argv) {
+        enum { LABEL = 0x300, KNEE, REF };
+        static const struct option options[] = {
+                { "label",      required_argument, NULL, LABEL },
+                { "knee",       required_argument, NULL, KNEE },
+                { "clinic-ref", required_argument, NULL, REF },
+                { "json",       no_argument,       NULL, OPT_JSON },
+                { 0 }
+        };
+        const char *arg = NULL, *label = NULL, *knee = NULL, *ref = NULL;
+        char id[WRAP_ID_MAX];
+        PatientProfile p;
+        bool json = false;
+        int o, r;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
+                switch (o) {
+                case 1:
+                        if (arg)
+                                return fail("profile takes one WRAP");
+                        arg = optarg;
+                        break;
+                case LABEL:
+                        label = optarg;
+                        break;
+                case KNEE:
+                        if (*optarg && knee_from_string(optarg) < 0)
+                                return fail("--knee: left or right (or \"\" to clear), not \"%s\"", optarg);
+                        knee = optarg;
+                        break;
+                case REF:
+                        ref = optarg;
+                        break;
+                case OPT_JSON:
+                        json = true;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (!arg)
+                return fail("usage: profile WRAP [--label TEXT] [--knee left|right] [--clinic-ref TEXT] [--json]");
+        if (known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        r = store_profile_get(c->store, id, &p);
+        if (r < 0)
+                return fail("cannot read the profile: %s", strerror(-r));
+
+        if (label || knee || ref) {
+                /* What is not given stays as it is: the daemon sets the whole profile. */
+                if (api_call("profile", "SetProfile", NULL, "ssss", id, label ? label : p.label,
+                             knee ? knee : knee_to_string(p.knee) ? knee_to_string(p.knee) : "",
+                             ref ? ref : p.clinic_ref) < 0)
+                        return EXIT_FAILURE;
+                r = store_profile_get(c->store, id, &p);
+                if (r < 0)
+                        return fail("cannot read the profile back: %s", strerror(-r));
+        }
+        if (json)
+                return print_json(report_profile_json(&p));
+        printf("%s:\n  label: %s\n  knee: %s\n  clinic reference: %s\n", id, *p.label ? p.label : "(none)",
+               knee_to_string(p.knee) ? knee_to_string(p.knee) : "(not recorded)", *p.clinic_ref ? p.clinic_ref : "(none)");
+        return EXIT_SUCCESS;
+}
+
+static int cmd_alerts(Ctl *c, int argc, char **argv) {
+        enum { ACK = 0x300, ALL };
+        static const struct option options[] = {
+                { "ack",  required_argument, NULL, ACK },
+                { "all",  no_argument,       NULL, ALL },
+                { "json", no_argument,       NULL, OPT_JSON },
+                { 0 }
+        };
+        _cleanup_free_ AlertRecord *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX];
+        bool json = false, all = false;
+        int64_t ack = 0;
+        size_t n = 0;
+        int o, r;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "-", options, NULL)) >= 0)
+                switch (o) {
+                case 1:
+                        if (arg)
+                                return fail("alerts takes at most one WRAP");
+                        arg = optarg;
+                        break;
+                case ACK:
+                        if (parse_uint(optarg, INT64_MAX / 2, &ack) < 0 || ack < 1)
+                                return fail("--ack: an alert's id (see kneewrapctl alerts), not \"%s\"", optarg);
+                        break;
+                case ALL:
+                        all = true;
+                        break;
+                case OPT_JSON:
+                        json = true;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (arg && known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+
+        if (ack) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                const char *wrap, *kind;
+                AlertRecord a;
+
+                /* An id names one alert; with a WRAP, it must be that wrap's. */
+                r = store_alert_get(c->store, ack, &a);
+                if (r == -ENOENT)
+                        return fail("no alert has the id %" PRId64, ack);
+                if (r >= 0 && arg && !streq(a.wrap, id))
+                        return fail("alert %" PRId64 " is not %s's but %s's", ack, id, a.wrap);
+                if (api_call("alerts --ack", "AcknowledgeAlert", &reply, "x", ack) < 0)
+                        return EXIT_FAILURE;
+                if (sd_bus_message_read(reply, "ss", &wrap, &kind) < 0)
+                        return fail("alerts --ack: cannot read kneewrapd's answer");
+                printf("%s: alert %" PRId64 " (%s) acknowledged.\n", wrap, ack, kind);
+                return EXIT_SUCCESS;
+        }
+
+        r = store_alerts_list(c->store, arg ? id : NULL, 0, INT64_MAX, !all, &list, &n);
+        if (r < 0)
+                return fail("cannot read the alerts: %s", strerror(-r));
+        if (json) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++)
+                        json_array_append_new(a, report_alert_json(&list[i]));
+                return print_json(a);
+        }
+        if (n == 0) {
+                printf("No %salerts.\n", all ? "" : "open ");
+                return EXIT_SUCCESS;
+        }
+        printf("%-5s %-18s %-25s %-19s %s\n", "ID", "WRAP", "RAISED", "KIND", "TEXT");
+        for (size_t i = 0; i < n; i++)
+                printf("%-5" PRId64 " %-18s %-25s %-19s %s%s\n", list[i].id, list[i].wrap, clock_format_iso(list[i].at, at),
+                       alert_kind_to_string(list[i].kind), list[i].text, list[i].acked_at ? " [acknowledged]" : "");
+        if (!all)
+                printf("Acknowledge one with: kneewrapctl alerts --ack ID\n");
+        return EXIT_SUCCESS;
+}
+
+static int cmd_compliance(Ctl *c, int argc, char **argv) {
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], from[11], to[11];
+        Period p = { .days = 0 };
+        bool json = false;
+        Compliance co;
+        size_t days;
+        int r;
+
+        if (read_args(argc, argv, "compliance WRAP [--days N | --since DATE] [--until DATE] [--json]", &arg, &json, &p) < 0 ||
+            known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        if (!p.days && !p.since_date)
+                p.days = 7;
+        if (period_resolve(c, &p) < 0)
+                return EXIT_FAILURE;
+        r = store_compliance(c->store, id, p.since, p.until, &co);
+        if (r < 0)
+                return fail("cannot compute compliance: %s", strerror(-r));
+        clock_format_date(p.since, from);
+        clock_format_date(p.until - 1, to);
+        if (json) {
+                json_t *j = report_compliance_json(&co);
+                if (j && (json_object_set_new(j, "wrap", json_string(id)) < 0 ||
+                          json_object_set_new(j, "since", json_string(from)) < 0 ||
+                          json_object_set_new(j, "until", json_string(to)) < 0)) {
+                        json_decref(j);
+                        j = NULL;
+                }
+                return print_json(j);
+        }
+        days = (size_t) ((p.until - p.since + RULES_DAY_S / 2) / RULES_DAY_S);
+        printf("%s, %s to %s (%zu local days):\n", id, from, to, days);
+        printf("  days with a complete cold session: %" PRIu32 " of %zu\n", co.days_with_cold, days);
+        printf("  cold sessions completed (>= 10 min): %" PRIu32 "\n", co.cold_completed);
+        printf("  cold sessions stopped early (< 10 min, R7): %" PRIu32 "\n", co.cold_incomplete);
+        printf("  runs followed by cold within %d min: %" PRIu32 " of %" PRIu32 "\n", RUN_FOLLOW_WINDOW_S / 60,
+               co.runs_followed, co.runs);
+        printf("  cold requests refused: %" PRIu32 "\n", co.cold_refused);
+        printf("  heat requests refused: %" PRIu32 " (%" PRIu32 " in the first week after an injury)\n",
+               co.heat_refused, co.heat_refused_first_week);
+        printf("  therapy minutes: %" PRIu32 "\n", co.minutes);
+        return EXIT_SUCCESS;
+}
+
+/* Writes to a temporary file beside `path`, then renames it over: a reader never sees half a report. */
+static FILE *open_output(const char *path, char **ret_tmp) {
+        _cleanup_free_ char *tmp = NULL;
+        FILE *f;
+        int fd;
+
+        if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
+                return NULL;
+        fd = mkstemp(tmp);   /* 0600: a report is health data */
+        if (fd < 0)
+                return NULL;
+        f = fdopen(fd, "w");
+        if (!f) {
+                close(fd);
+                unlink(tmp);
+                return NULL;
+        }
+        *ret_tmp = tmp;
+        tmp = NULL;
+        return f;
+}
+
+static int cmd_report(Ctl *c, int argc, char **argv) {
+        enum { FORMAT = 0x300, WHAT, OUT };
+        static const struct option options[] = {
+                PERIOD_OPTIONS,
+                { "format", required_argument, NULL, FORMAT },
+                { "what",   required_argument, NULL, WHAT },
+                { "output", required_argument, NULL, OUT },
+                { 0 }
+        };
+        static const char *const usage =
+                "report WRAP [--since DATE] [--until DATE] --format csv|json|fhir|html "
+                "[--what sessions|runs|diary|alerts] [-o FILE]";
+        _cleanup_free_ char *tmp = NULL;
+        const char *arg = NULL, *format = NULL, *out = NULL;
+        char id[WRAP_ID_MAX];
+        int what = REPORT_SESSIONS;
+        bool what_given = false;
+        ReportData d;
+        Period p = { 0 };
+        FILE *f = stdout;
+        int o, r;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "-o:", options, NULL)) >= 0) {
+                switch (o) {
+                case 1:
+                        if (arg)
+                                return fail("report takes one WRAP");
+                        arg = optarg;
+                        continue;
+                case FORMAT:
+                        if (!streq(optarg, "csv") && !streq(optarg, "json") && !streq(optarg, "fhir") && !streq(optarg, "html"))
+                                return fail("--format: csv, json, fhir or html, not \"%s\"", optarg);
+                        format = optarg;
+                        continue;
+                case WHAT:
+                        what = report_table_from_string(optarg);
+                        if (what < 0)
+                                return fail("--what: sessions, runs, diary or alerts, not \"%s\"", optarg);
+                        what_given = true;
+                        continue;
+                case 'o':
+                case OUT:
+                        out = optarg;
+                        continue;
+                }
+                r = period_option(&p, o, optarg);
+                if (r < 0)
+                        return EXIT_FAILURE;
+                if (r == 0)
+                        return fail("usage: %s", usage);
+        }
+        if (!arg || !format)
+                return fail("usage: %s", usage);
+        if (what_given && !streq(format, "csv"))
+                return fail("--what picks the table of a CSV report; the other formats hold every table");
+        if (known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
+                return EXIT_FAILURE;
+
+        r = report_load(c->store, id, &c->config.therapy, p.since, p.until, clock_real_sec(), &d);
+        if (r < 0)
+                return fail("cannot read the records: %s (%s)", strerror(-r), store_errmsg(c->store));
+        if (out) {
+                f = open_output(out, &tmp);
+                if (!f) {
+                        report_data_done(&d);
+                        return fail("cannot write %s: %s", out, strerror(errno));
+                }
+        }
+        if (streq(format, "csv"))
+                r = report_csv(&d, (ReportTable) what, f);
+        else if (streq(format, "html"))
+                r = report_html(&d, f);
+        else {
+                json_t *j = streq(format, "json") ? report_json(&d) : report_fhir(&d);
+                r = j && json_dumpf(j, f, JSON_INDENT(1) | JSON_REAL_PRECISION(15)) == 0 && fputc('\n', f) != EOF
+                        ? 0 : -ENOMEM;
+                json_decref(j);
+        }
+        report_data_done(&d);
+        if (fflush(f) != 0 || (out && fsync(fileno(f)) < 0))
+                r = r < 0 ? r : -errno;
+        if (out) {
+                if (fclose(f) != 0 && r >= 0)
+                        r = -errno;
+                if (r >= 0 && rename(tmp, out) < 0)
+                        r = -errno;
+                if (r < 0)
+                        unlink(tmp);
+        }
+        if (r < 0)
+                return fail("cannot write the report: %s", strerror(-r));
+        if (out)
+                fprintf(stderr, "%s: %s report written to %s\n", id, format, out);
+        return EXIT_SUCCESS;
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100, ARG_DB };
         static const struct option options[] = {
@@ -773,6 +1333,13 @@ int main(int argc, char *argv[]) {
                 { "stop",       cmd_stop,        false },
                 { "adopt",      cmd_adopt,       false },
                 { "remove",     cmd_remove,      false },
+                { "injuries",   cmd_injuries,    true },
+                { "prescription", cmd_prescription, true },
+                { "runs",       cmd_runs,        true },
+                { "run",        cmd_run,         false },
+                { "profile",    cmd_profile,     true },
+                { "alerts",     cmd_alerts,      true },
+                { "report",     cmd_report,      true },
         };
         Ctl c = { .config_path = KW_DEFAULT_CONFIG };
         int o, r;

@@ -368,6 +368,148 @@ static int method_list_wraps(sd_bus_message *msg, void *userdata, sd_bus_error *
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* ---- runs, the patient profile, alerts, compliance ---- */
+
+static int method_record_run(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *arg, *source, *why = NULL;
+        RunRecord run = { .source = SOURCE_DBUS };
+        int64_t ended_at, id = 0;
+        uint32_t minutes, meters;
+        int r;
+
+        r = sd_bus_message_read(msg, "sxuus", &arg, &ended_at, &minutes, &meters, &source);
+        if (r < 0)
+                return r;
+        r = wrap_arg(arg, run.wrap, error);
+        if (r < 0)
+                return r;
+        if (*source) {
+                r = source_arg(source, &run.source, error);
+                if (r < 0)
+                        return r;
+        }
+        run.ended_at = ended_at;
+        run.minutes = minutes;
+        run.meters = meters;
+        r = door_record_run(m, &run, &id, &why);
+        if (r < 0)
+                return one_door_error(m, error, r, run.wrap, why);
+        return sd_bus_reply_method_return(msg, "x", id);
+}
+
+static int method_set_profile(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *arg, *label, *knee, *ref, *why = NULL;
+        PatientProfile p = { .knee = KNEE_UNSET };
+        int r, k;
+
+        r = sd_bus_message_read(msg, "ssss", &arg, &label, &knee, &ref);
+        if (r < 0)
+                return r;
+        r = wrap_arg(arg, p.wrap, error);
+        if (r < 0)
+                return r;
+        if (*knee) {
+                k = knee_from_string(knee);
+                if (k < 0)
+                        return sd_bus_error_set(error, BUS_API_ERROR_INVALID_ARGS, "the knee is \"left\", \"right\" or \"\"");
+                p.knee = (Knee) k;
+        }
+        if (strlen(label) >= sizeof p.label || strlen(ref) >= sizeof p.clinic_ref)
+                return sd_bus_error_setf(error, BUS_API_ERROR_INVALID_ARGS,
+                                         "a label or clinic reference is at most %d bytes", PROFILE_TEXT_MAX - 1);
+        snprintf(p.label, sizeof p.label, "%s", label);
+        snprintf(p.clinic_ref, sizeof p.clinic_ref, "%s", ref);
+        r = door_set_profile(m, &p, &why);
+        if (r < 0)
+                return one_door_error(m, error, r, p.wrap, why);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_acknowledge_alert(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *why = NULL;
+        AlertRecord a;
+        int64_t id;
+        int r;
+
+        r = sd_bus_message_read(msg, "x", &id);
+        if (r < 0)
+                return r;
+        r = door_ack_alert(m, id, &a, &why);
+        if (r == -ENOENT)
+                return sd_bus_error_set(error, BUS_API_ERROR_NO_SUCH_ALERT, why);
+        if (r == -EALREADY)
+                return sd_bus_error_set(error, BUS_API_ERROR_ALREADY_ACKNOWLEDGED, why);
+        if (r < 0)
+                return one_door_error(m, error, r, NULL, why);
+        return sd_bus_reply_method_return(msg, "ss", a.wrap, alert_kind_to_string(a.kind));
+}
+
+static int method_get_compliance(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        const char *arg, *since_date, *until_date;
+        char wrap[WRAP_ID_MAX], from[CLOCK_ISO_MAX], to[CLOCK_ISO_MAX];
+        int64_t since, until;
+        Compliance c;
+        int r;
+
+        r = sd_bus_message_read(msg, "sss", &arg, &since_date, &until_date);
+        if (r < 0)
+                return r;
+        r = wrap_arg(arg, wrap, error);
+        if (r < 0)
+                return r;
+        if (clock_local_period(since_date, until_date, manager_now(m), 7, &since, &until) < 0)
+                return sd_bus_error_set(error, BUS_API_ERROR_INVALID_ARGS,
+                                        "since and until are local dates, YYYY-MM-DD (or \"\"), since not after until");
+        if (!m->store)
+                return one_door_error(m, error, -EAGAIN, wrap, "the store is unavailable");
+        if (!wrap_exists(m, wrap))
+                return one_door_error(m, error, -ENOENT, wrap, NULL);
+        r = store_compliance(m->store, wrap, since, until, &c);
+        if (r < 0)
+                return one_door_error(m, error, r, wrap, "cannot compute compliance");
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "a{sv}", 11,
+                                  "since", "s", clock_format_iso(since, from),
+                                  "until", "s", clock_format_iso(until, to),
+                                  "cold_completed", "u", c.cold_completed,
+                                  "cold_incomplete", "u", c.cold_incomplete,
+                                  "cold_refused", "u", c.cold_refused,
+                                  "heat_refused", "u", c.heat_refused,
+                                  "heat_refused_first_week", "u", c.heat_refused_first_week,
+                                  "minutes", "u", c.minutes,
+                                  "days_with_cold", "u", c.days_with_cold,
+                                  "runs", "u", c.runs,
+                                  "runs_followed", "u", c.runs_followed);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+void bus_api_alert(BusApi *api, const AlertRecord *a) {
+        int r;
+
+        if (!api || !a || !api->m->bus)
+                return;
+        if (a->acked_at > 0)
+                r = sd_bus_emit_signal(api->m->bus, BUS_API_PATH, BUS_API_INTERFACE, "AlertAcknowledged", "sxx",
+                                       a->wrap, a->id, a->acked_at);
+        else
+                r = sd_bus_emit_signal(api->m->bus, BUS_API_PATH, BUS_API_INTERFACE, "AlertRaised", "sxssxs",
+                                       a->wrap, a->id, alert_kind_to_string(a->kind),
+                                       a->kind == ALERT_RED_FLAG || a->kind == ALERT_SAFETY_STOP ? "urgent" : "warning",
+                                       a->at, a->text);
+        if (r < 0)
+                log_wrap_errno(LOG_WARNING, r, a->wrap, "Cannot emit the alert signal on D-Bus: %m");
+}
+
 /* ---- injuries, the diary, prescriptions ---- */
 
 static int method_set_injury(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -642,6 +784,21 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("SetPrescription", "sa{sv}", SD_BUS_PARAM(wrap) SD_BUS_PARAM(prescription),
                                  "", , method_set_prescription, M),
         SD_BUS_METHOD_WITH_NAMES("ClearPrescription", "s", SD_BUS_PARAM(wrap), "", , method_clear_prescription, M),
+        SD_BUS_METHOD_WITH_NAMES("RecordRun", "sxuus",
+                                 SD_BUS_PARAM(wrap) SD_BUS_PARAM(ended_at) SD_BUS_PARAM(minutes) SD_BUS_PARAM(meters)
+                                 SD_BUS_PARAM(source),
+                                 "x", SD_BUS_PARAM(id), method_record_run, M),
+        SD_BUS_METHOD_WITH_NAMES("SetProfile", "ssss",
+                                 SD_BUS_PARAM(wrap) SD_BUS_PARAM(label) SD_BUS_PARAM(knee) SD_BUS_PARAM(clinic_ref),
+                                 "", , method_set_profile, M),
+        SD_BUS_METHOD_WITH_NAMES("AcknowledgeAlert", "x", SD_BUS_PARAM(id),
+                                 "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(kind), method_acknowledge_alert, M),
+        SD_BUS_METHOD_WITH_NAMES("GetCompliance", "sss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(since) SD_BUS_PARAM(until),
+                                 "a{sv}", SD_BUS_PARAM(compliance), method_get_compliance, M),
+        SD_BUS_SIGNAL_WITH_NAMES("AlertRaised", "sxssxs",
+                                 SD_BUS_PARAM(wrap) SD_BUS_PARAM(id) SD_BUS_PARAM(kind) SD_BUS_PARAM(severity)
+                                 SD_BUS_PARAM(at) SD_BUS_PARAM(text), 0),
+        SD_BUS_SIGNAL_WITH_NAMES("AlertAcknowledged", "sxx", SD_BUS_PARAM(wrap) SD_BUS_PARAM(id) SD_BUS_PARAM(acked_at), 0),
         SD_BUS_VTABLE_END,
 };
 #undef M

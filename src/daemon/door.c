@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alert.h"
 #include "bluez.h"
+#include "bus-api.h"
 #include "clock.h"
 #include "door.h"
 #include "log.h"
@@ -129,8 +131,6 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
 
 int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error) {
         int64_t now = manager_now(m);
-        OutboxMsg msg = { 0 };
-        AlertKind alert;
         int r;
 
         if (!e) {
@@ -158,23 +158,17 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 return r;
 
         /* R9: the alert is committed with the entry, or neither is. */
-        alert = rules_diary_alert(e);
-        if (alert != ALERT_NONE && m->config.mqtt_host) {
-                r = payload_alert_msg(&m->config, wrap, alert, e->at,
-                                      "Sudden swelling after a pop: have the knee imaged urgently (R9).",
-                                      NULL, &msg);
-                if (r < 0) {
-                        set_error(ret_error, "cannot build the alert: %s", strerror(-r));
-                        return r;
-                }
-        }
-        r = store_diary_add(m->store, wrap, e, alert, alert != ALERT_NONE && m->config.mqtt_host ? &msg : NULL);
-        outbox_msg_done(&msg);
+        AlertRecord red = { .kind = rules_diary_alert(e), .at = e->at };
+        AlertMsgCtx ctx = { .config = &m->config };
+        snprintf(red.wrap, sizeof red.wrap, "%s", wrap);
+        snprintf(red.text, sizeof red.text, "Sudden swelling after a pop: have the knee imaged urgently (R9).");
+        r = store_diary_add(m->store, wrap, e, red.kind != ALERT_NONE ? &red : NULL,
+                            m->config.mqtt_host ? alert_msg_build : NULL, &ctx);
         if (r < 0)
                 return store_fail(m, r, "recording the diary entry", ret_error);
 
-        if (alert != ALERT_NONE)
-                log_wrap(LOG_ALERT, wrap, "Red flag: sudden swelling after a pop: have the knee imaged urgently (R9).");
+        if (red.kind != ALERT_NONE)
+                alert_announce(m, &red);
         else
                 log_wrap(LOG_INFO, wrap, "Diary: pain %u/10, %s.", e->score, diary_where_to_string(e->where));
 
@@ -325,8 +319,55 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
         return 0;
 }
 
+/* A battery at or below this when a session is asked for raises ALERT_LOW_BATTERY, at most
+ * once in LOW_BATTERY_QUIET_S per wrap. */
+#define LOW_BATTERY_PERCENT 20
+#define LOW_BATTERY_QUIET_S (12 * 3600)
+
+static bool alert_raised_since(Manager *m, const char *wrap, AlertKind kind, int64_t since) {
+        _cleanup_free_ AlertRecord *list = NULL;
+        size_t n = 0;
+
+        if (store_alerts_list(m->store, wrap, since, INT64_MAX, false, &list, &n) < 0)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (list[i].kind == kind)
+                        return true;
+        return false;
+}
+
+/* What a session request tells a clinic beyond its record: heat asked for in the week after
+ * an injury, and a battery too low for the session. */
+static void start_alerts(Manager *m, Wrap *w, const SessionRecord *rec) {
+        const char *wrap = wrap_get_id(w);
+        int battery = wrap_get_live(w)->battery;
+        int64_t now = manager_now(m);
+        char text[ALERT_TEXT_MAX];
+        int r = 0;
+
+        if (!m->store)
+                return;
+        if (rec->mode == THERAPY_HEAT && rec->outcome == OUTCOME_REFUSED && rec->refusal == REFUSAL_HEAT_TOO_SOON &&
+            rec->has_days_since_injury && rec->days_since_injury < 70) {
+                snprintf(text, sizeof text, "Heat was asked for %d.%d days after the injury and refused (R2).",
+                         rec->days_since_injury / 10, rec->days_since_injury % 10);
+                r = alert_raise(m, wrap, ALERT_HEAT_FIRST_WEEK, now, text, rec->session_id);
+        }
+        if (r >= 0 && battery >= 0 && battery <= LOW_BATTERY_PERCENT &&
+            !alert_raised_since(m, wrap, ALERT_LOW_BATTERY, now - LOW_BATTERY_QUIET_S)) {
+                snprintf(text, sizeof text, "The battery was at %d %% when a %s session was asked for: charge the wrap.",
+                         battery, therapy_mode_to_string(rec->mode));
+                r = alert_raise(m, wrap, ALERT_LOW_BATTERY, now, text, rec->session_id[0] ? rec->session_id : NULL);
+        }
+        if (r < 0 && store_is_broken(r))
+                manager_store_failed(m, r);
+        else if (r < 0)
+                log_wrap_errno(LOG_ERR, r, wrap, "Cannot raise the alert: %m");
+}
+
 int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource source, uint64_t press_usec,
                SessionRecord *ret_record, const char **ret_error) {
+        SessionRecord local, *rec;
         Wrap *w;
         int r;
 
@@ -337,7 +378,13 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
         r = session_wrap(m, wrap, &w, ret_error);
         if (r < 0)
                 return r;
-        return wrap_request_start(w, mode, source, press_usec, ret_record, ret_error);
+        rec = ret_record ? ret_record : &local;
+        memset(rec, 0, sizeof *rec);
+        r = wrap_request_start(w, mode, source, press_usec, rec, ret_error);
+        if (r < 0)
+                return r;
+        start_alerts(m, w, rec);
+        return 0;
 }
 
 int door_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error) {
@@ -348,4 +395,134 @@ int door_stop(Manager *m, const char *wrap, RequestSource source, const char **r
         if (r < 0)
                 return r;
         return wrap_request_stop(w, source, ret_error);
+}
+
+/* ---- what a clinic reads: runs, the patient profile, alerts acknowledged ---- */
+
+/* How far back a run may be logged: a runner catching up on last week, not last year. */
+#define RUN_BACKDATE_MAX_S (31 * RULES_DAY_S)
+
+int door_record_run(Manager *m, const RunRecord *run, int64_t *ret_id, const char **ret_error) {
+        int64_t now = manager_now(m), id = 0;
+        RunRecord r0;
+        char iso[CLOCK_ISO_MAX];
+        int r;
+
+        if (!run) {
+                set_error(ret_error, "no run given");
+                return -EINVAL;
+        }
+        r0 = *run;
+        if (r0.ended_at == 0)
+                r0.ended_at = now;   /* "I just ran" */
+        if (r0.ended_at > now + FUTURE_SLACK_S) {
+                set_error(ret_error, "the run's end is in the future");
+                return -EINVAL;
+        }
+        if (r0.ended_at < now - RUN_BACKDATE_MAX_S) {
+                set_error(ret_error, "the run ended more than 31 days ago");
+                return -EINVAL;
+        }
+        if (r0.minutes > RUN_MINUTES_MAX) {
+                set_error(ret_error, "a run lasts at most %u minutes, not %u", RUN_MINUTES_MAX, r0.minutes);
+                return -EINVAL;
+        }
+        if (r0.meters > RUN_METERS_MAX) {
+                set_error(ret_error, "a run is at most %u km, not %.3f", RUN_METERS_MAX / 1000, r0.meters / 1000.0);
+                return -EINVAL;
+        }
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, r0.wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r0.recorded_at = now;
+        r = store_run_add(m->store, &r0, NULL, &id);
+        if (r < 0)
+                return store_fail(m, r, "recording the run", ret_error);
+        log_wrap(LOG_INFO, r0.wrap, "Run %lld recorded (%s): ended %s, %u min, %.2f km; cold within %d min follows it.",
+                 (long long) id, request_source_to_string(r0.source), clock_format_iso(r0.ended_at, iso),
+                 r0.minutes, r0.meters / 1000.0, RUN_FOLLOW_WINDOW_S / 60);
+        if (ret_id)
+                *ret_id = id;
+        mqtt_wrap_compliance_changed(m->mqtt, r0.wrap);
+        return 0;
+}
+
+static bool profile_text_ok(const char *s, size_t max) {
+        size_t n = strnlen(s, max);
+
+        if (n >= max)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
+                        return false;
+        return true;
+}
+
+int door_set_profile(Manager *m, const PatientProfile *p, const char **ret_error) {
+        PatientProfile q;
+        int r;
+
+        if (!p) {
+                set_error(ret_error, "no profile given");
+                return -EINVAL;
+        }
+        q = *p;
+        if (!profile_text_ok(q.label, sizeof q.label) || !profile_text_ok(q.clinic_ref, sizeof q.clinic_ref)) {
+                set_error(ret_error, "a label or clinic reference is at most %d bytes of text, no control characters",
+                          PROFILE_TEXT_MAX - 1);
+                return -EINVAL;
+        }
+        if (q.knee < KNEE_UNSET || q.knee >= _KNEE_MAX) {
+                set_error(ret_error, "the knee is left or right");
+                return -EINVAL;
+        }
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = wrap_known(m, q.wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = store_profile_set(m->store, &q, manager_now(m));
+        if (r < 0)
+                return store_fail(m, r, "setting the patient profile", ret_error);
+        /* No label in the journal: it may be the only thing tying the wrap to a person. */
+        log_wrap(LOG_INFO, q.wrap, "Patient profile set: %s knee, label %s, clinic reference %s.",
+                 knee_to_string(q.knee) ? knee_to_string(q.knee) : "unknown",
+                 *q.label ? "set" : "none", *q.clinic_ref ? "set" : "none");
+        mqtt_wrap_profile_changed(m->mqtt, q.wrap);
+        return 0;
+}
+
+int door_ack_alert(Manager *m, int64_t id, AlertRecord *ret, const char **ret_error) {
+        AlertMsgCtx ctx = { .config = &m->config };
+        AlertRecord a;
+        int r;
+
+        if (id <= 0) {
+                set_error(ret_error, "an alert id is a positive number");
+                return -EINVAL;
+        }
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
+        r = store_alert_ack(m->store, id, manager_now(m), m->config.mqtt_host ? alert_msg_build : NULL, &ctx, &a);
+        if (r == -ENOENT) {
+                set_error(ret_error, "no alert has the id %lld", (long long) id);
+                return r;
+        }
+        if (r == -EALREADY) {
+                set_error(ret_error, "alert %lld was acknowledged before", (long long) id);
+                return r;
+        }
+        if (r < 0)
+                return store_fail(m, r, "acknowledging the alert", ret_error);
+        log_wrap(LOG_NOTICE, a.wrap, "Alert %lld (%s) acknowledged.", (long long) id, alert_kind_to_string(a.kind));
+        bus_api_alert(m->api, &a);
+        mqtt_kick(m->mqtt);
+        if (ret)
+                *ret = a;
+        return 0;
 }

@@ -264,6 +264,26 @@ static int mq_command(void *userdata, const char *wrap, const Command *c, char *
         case COMMAND_PRESCRIPTION:
                 r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, ret_error);
                 break;
+        case COMMAND_RUN: {
+                RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,
+                                  .source = SOURCE_MQTT };
+                int64_t id = 0;
+
+                snprintf(run.wrap, sizeof run.wrap, "%s", wrap ? wrap : "");
+                r = door_record_run(m, &run, &id, ret_error);
+                if (r >= 0 && asprintf(ret_data, "{\"id\":%lld}", (long long) id) < 0)
+                        *ret_data = NULL;
+                break;
+        }
+        case COMMAND_ACK_ALERT: {
+                AlertRecord a;
+
+                r = door_ack_alert(m, c->alert_id, &a, ret_error);
+                /* Acknowledged all the same: an id names one alert wherever it is asked. */
+                if (r >= 0 && wrap && !streq(a.wrap, wrap))
+                        log_wrap(LOG_NOTICE, wrap, "MQTT acknowledged alert %lld of %s.", (long long) a.id, a.wrap);
+                break;
+        }
         }
         if (r >= 0 && c->type != COMMAND_START)
                 *ret_error = NULL;
@@ -349,6 +369,15 @@ static bool mq_wrap_device(void *userdata, const char *wrap, DiscoveryDevice *d)
         return true;
 }
 
+static const char *mq_wrap_label(void *userdata, const char *wrap) {
+        static PatientProfile profile;
+        Manager *m = userdata;
+
+        if (m->store && store_profile_get(m->store, wrap, &profile) >= 0 && profile.label[0])
+                return profile.label;
+        return NULL;
+}
+
 static void mq_health(void *userdata, BridgeHealth *h) {
         Manager *m = userdata;
 
@@ -372,6 +401,7 @@ void manager_mqtt_hooks(Manager *m, MqttHooks *ret) {
                 .wrap_state = mq_wrap_state,
                 .wrap_compliance = mq_wrap_compliance,
                 .wrap_device = mq_wrap_device,
+                .wrap_label = mq_wrap_label,
                 .health = mq_health,
                 .connection_changed = mq_connection_changed,
         };

@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bluez.h"
+#include "alert.h"
 #include "bus-api.h"
 #include "clock.h"
 #include "config.h"
@@ -171,7 +172,6 @@ void manager_store_failed(Manager *m, int error) {
 
 int manager_r8_check(Manager *m, const char *wrap, int64_t now) {
         _cleanup_free_ DiaryEntry *entries = NULL;
-        OutboxMsg msg = { 0 };
         RulesState st;
         unsigned raised = 0;
         size_t n = 0;
@@ -194,21 +194,11 @@ int manager_r8_check(Manager *m, const char *wrap, int64_t now) {
         if (a == ALERT_NONE)
                 return 0;
 
-        const char *detail = a == ALERT_SEE_PHYSIO_OVERDUE
-                ? "Six weeks after the injury the pain diary shows no improvement: seeing a physiotherapist is overdue (R8)."
-                : "Four weeks after the injury the pain diary shows no improvement: see a physiotherapist (R8).";
-        if (m->config.mqtt_host) {
-                r = payload_alert_msg(&m->config, wrap, a, now, detail, NULL, &msg);
-                if (r < 0)
-                        return r;
-        }
-        r = store_alert_add(m->store, wrap, a, now, m->config.mqtt_host ? &msg : NULL);
-        outbox_msg_done(&msg);
-        if (r < 0)
-                return r;
-        log_wrap(LOG_WARNING, wrap, "%s", detail);
-        mqtt_kick(m->mqtt);
-        return 1;
+        r = alert_raise(m, wrap, a, now, a == ALERT_SEE_PHYSIO_OVERDUE
+                        ? "Six weeks after the injury the pain diary shows no improvement: seeing a physiotherapist is overdue (R8)."
+                        : "Four weeks after the injury the pain diary shows no improvement: see a physiotherapist (R8).",
+                        NULL);
+        return r < 0 ? r : 1;
 }
 
 static void r8_check_all(Manager *m) {

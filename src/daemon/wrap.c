@@ -7,6 +7,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "alert.h"
 #include "clock.h"
 #include "door.h"
 #include "log.h"
@@ -287,24 +288,15 @@ static void session_clear(Wrap *w) {
 
 static void raise_safety_alert(Wrap *w, const char *why) {
         Manager *m = w->m;
-        OutboxMsg msg = { 0 };
-        char detail[256];
+        char detail[ALERT_TEXT_MAX];
         int r;
 
         if (!m->store)
                 return;
         snprintf(detail, sizeof detail, "Session stopped for safety: %s", why);
-        r = m->config.mqtt_host
-                ? payload_alert_msg(&m->config, w->id, ALERT_SAFETY_STOP, manager_now(m), detail, w->rec.session_id, &msg)
-                : 0;
-        if (r >= 0) {
-                r = store_alert_add(m->store, w->id, ALERT_SAFETY_STOP, manager_now(m), m->config.mqtt_host ? &msg : NULL);
-                outbox_msg_done(&msg);
-        }
+        r = alert_raise(m, w->id, ALERT_SAFETY_STOP, manager_now(m), detail, w->rec.session_id);
         if (r < 0)
                 store_failed(m, r, w->id, w->rec.session_id, "record the safety alert");
-        else
-                outbox_kick(m);
 }
 
 /*

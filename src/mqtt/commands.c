@@ -216,9 +216,44 @@ static int parse_diary(json_t *o, const char *extra, Command *c, char error[stat
         return 0;
 }
 
+/* A run: {"at":"2026-11-21T07:40","minutes":40,"km":8.2}, every key optional ({}: it just ended). */
+static int parse_run(json_t *o, Command *c, char error[static COMMAND_ERROR_MAX]) {
+        static const char *const allowed[] = { "at", "minutes", "km", NULL };
+        int64_t minutes;
+        json_t *v;
+        int r;
+
+        c->type = COMMAND_RUN;
+        if (!json_is_object(o))
+                return fail(error, "\"run\" must be an object like {\"minutes\":40,\"km\":8.2} ({} for a run that just ended)");
+        r = check_keys(o, allowed, "the run", error);
+        if (r < 0)
+                return r;
+        v = json_object_get(o, "at");
+        if (v) {
+                bool date_only = false;
+                if (!json_is_string(v) || clock_parse_iso(json_string_value(v), &c->run_at, &date_only) < 0 || date_only)
+                        return fail(error, "\"at\" must be when the run ended: a date and time (YYYY-MM-DDTHH:MM[:SS][offset])");
+        }
+        v = json_object_get(o, "minutes");
+        if (v) {
+                if (!get_whole(v, 1, 1440, &minutes))
+                        return fail(error, "\"minutes\" must be a whole number from 1 to 1440");
+                c->run_minutes = (uint32_t) minutes;
+        }
+        v = json_object_get(o, "km");
+        if (v) {
+                double km = json_is_number(v) ? json_number_value(v) : -1;
+                if (!(km > 0 && km <= 1000))
+                        return fail(error, "\"km\" must be a number above 0, at most 1000");
+                c->run_meters = (uint32_t) llround(km * 1000.0);
+        }
+        return 0;
+}
+
 static int parse_set(json_t *root, Command *c, char error[static COMMAND_ERROR_MAX]) {
-        static const char *const allowed[] = { "action", "mode", "injury", "pain", "transaction", NULL };
-        json_t *action, *mode, *injury, *pain;
+        static const char *const allowed[] = { "action", "mode", "injury", "pain", "run", "ack_alert", "transaction", NULL };
+        json_t *action, *mode, *injury, *pain, *run, *ack;
         char buf[CLIP_MAX];
         int r, n;
 
@@ -229,11 +264,13 @@ static int parse_set(json_t *root, Command *c, char error[static COMMAND_ERROR_M
         mode = json_object_get(root, "mode");
         injury = json_object_get(root, "injury");
         pain = json_object_get(root, "pain");
-        n = !!action + !!injury + !!pain;
+        run = json_object_get(root, "run");
+        ack = json_object_get(root, "ack_alert");
+        n = !!action + !!injury + !!pain + !!run + !!ack;
         if (n == 0)
-                return fail(error, "nothing to do: give \"action\", \"injury\" or \"pain\"");
+                return fail(error, "nothing to do: give \"action\", \"injury\", \"pain\", \"run\" or \"ack_alert\"");
         if (n > 1)
-                return fail(error, "one command per message: \"action\", \"injury\" or \"pain\"");
+                return fail(error, "one command per message: \"action\", \"injury\", \"pain\", \"run\" or \"ack_alert\"");
         if (mode && !action)
                 return fail(error, "\"mode\" goes with {\"action\":\"start\"}");
 
@@ -241,6 +278,14 @@ static int parse_set(json_t *root, Command *c, char error[static COMMAND_ERROR_M
                 return parse_injury(injury, c, error);
         if (pain)
                 return parse_diary(pain, NULL, c, error);
+        if (run)
+                return parse_run(run, c, error);
+        if (ack) {
+                c->type = COMMAND_ACK_ALERT;
+                if (!get_whole(ack, 1, INT64_MAX / 2, &c->alert_id))
+                        return fail(error, "\"ack_alert\" must be an alert's id, a whole number above 0");
+                return 0;
+        }
 
         if (!json_is_string(action))
                 return fail(error, "\"action\" must be \"start\" or \"stop\"");
@@ -453,6 +498,10 @@ unsigned command_needs(const Command *c) {
         case COMMAND_ADOPT:
         case COMMAND_REMOVE:
                 return MQTT_ALLOW_ADOPTION;
+        case COMMAND_RUN:
+                return MQTT_ALLOW_RUNS;
+        case COMMAND_ACK_ALERT:
+                return MQTT_ALLOW_ALERTS;
         }
         return 0; /* unreachable: every type is listed */
 }

@@ -39,6 +39,8 @@ typedef enum CommandType {
         COMMAND_ADOPT,           /* bridge/request/adopt {"time":120} */
         COMMAND_REMOVE,          /* bridge/request/remove {"wrap":"wrap_..."} */
         COMMAND_PRESCRIPTION,    /* bridge/request/prescription {"wrap":..., "cold_s":...} */
+        COMMAND_RUN,             /* <wrap>/set {"run":{"at":...,"minutes":40,"km":8.2}} ({} : just now) */
+        COMMAND_ACK_ALERT,       /* <wrap>/set {"ack_alert":17} */
 } CommandType;
 
 typedef struct Command {
@@ -59,6 +61,11 @@ typedef struct Command {
 
         RulesPrescription rx;                    /* PRESCRIPTION: the fields in rx_set (RX_*) */
         unsigned rx_set;
+
+        int64_t run_at;                          /* RUN: when it ended, 0 = now */
+        uint32_t run_minutes, run_meters;        /* RUN: 0 = not given */
+
+        int64_t alert_id;                        /* ACK_ALERT */
 } Command;
 
 /*

@@ -155,7 +155,9 @@ static json_t *wrap_device(const Config *c, const DiscoveryDevice *d, const char
         ok |= json_object_set_new(dev, "identifiers", json_pack("[o]", str_printf("kneewrap_%s", d->wrap)));
         if (d->address)
                 ok |= json_object_set_new(dev, "connections", json_pack("[[s,s]]", "bluetooth", d->address));
-        if (d->name && d->name[0])
+        if (d->label && d->label[0])
+                ok |= json_object_set_new(dev, "name", json_string(d->label));
+        else if (d->name && d->name[0])
                 ok |= json_object_set_new(dev, "name", json_string(d->name));
         else
                 ok |= json_object_set_new(dev, "name", str_printf("KneeWrap %s", hex + (hl > 4 ? hl - 4 : 0)));
@@ -216,6 +218,8 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                 { "text",          "injury_date",       "Injury date",       false , MQTT_ALLOW_INJURY },
                 { "number",        "pain",              "Pain score",        false , MQTT_ALLOW_DIARY },
                 { "event",         "session",           "Session",           false },
+                { "button",        "ran",               "I just ran",        false , MQTT_ALLOW_RUNS },
+                { "event",         "alert",             "Alert",             false },
         };
         const char *base = base_of(c);
         _cleanup_free_ char *bridge_node = NULL, *state = NULL, *set_topic = NULL;
@@ -320,6 +324,24 @@ int discovery_wrap(const Config *c, const DiscoveryDevice *d, bool clear, Discov
                         set(&b, o, "payload_press", json_string("{\"action\":\"start\",\"mode\":\"heat\"}"));
                 } else if (streq(e->object, "stop")) {
                         set(&b, o, "payload_press", json_string("{\"action\":\"stop\"}"));
+                } else if (streq(e->object, "ran")) {
+                        set(&b, o, "payload_press", json_string("{\"run\":{}}"));
+                        set(&b, o, "icon", json_string("mdi:run"));
+                } else if (streq(e->object, "alert")) {
+                        /* Retained (the latest alert), but Home Assistant fires an event only for
+                         * a live message, never for one replayed on subscribe. */
+                        char *t;
+                        if (asprintf(&t, "%s/%s/alert", base, d->wrap) < 0) {
+                                b.error = -ENOMEM;
+                                json_decref(o);
+                                break;
+                        }
+                        set(&b, o, "state_topic", json_string(t));
+                        free(t);
+                        set(&b, o, "event_types", json_pack("[s,s,s,s,s,s,s]", "see_physio", "see_physio_overdue",
+                                                            "red_flag", "safety_stop", "low_battery",
+                                                            "heat_first_week", "acknowledged"));
+                        set(&b, o, "icon", json_string("mdi:alert"));
                 } else if (streq(e->object, "injured_today")) {
                         set(&b, o, "payload_press", json_string("{\"injury\":\"today\"}"));
                 } else if (streq(e->object, "injury_date")) {

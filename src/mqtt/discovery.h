@@ -14,6 +14,7 @@ typedef struct DiscoveryDevice {
         const char *wrap;             /* "wrap_aabbccddeeff" */
         const char *address;          /* "AA:BB:CC:DD:EE:FF" */
         const char *name;             /* the BLE name, or NULL */
+        const char *label;            /* the patient profile's label ("Patient 12"), or NULL: the device name */
         const char *manufacturer, *model, *serial, *firmware;   /* NULL when not read yet */
 } DiscoveryDevice;
 

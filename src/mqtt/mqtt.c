@@ -756,6 +756,10 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
         d.wrap = k->wrap;
         if (k->address[0])
                 d.address = k->address;
+        /* The patient's label, where the clinic set one, names the device: asked for here, on
+         * discovery only, never on the notification path. */
+        if (!clear && q->hooks.wrap_label)
+                d.label = q->hooks.wrap_label(q->hooks.userdata, k->wrap);
         k->discovered_info = d.model != NULL;
         r = discovery_wrap(q->config, &d, clear, &msgs, &n);
         if (r < 0) {
@@ -1257,6 +1261,26 @@ void mqtt_wrap_changed(Mqtt *q, const char *wrap) {
         k = known_add(q, wrap, NULL);
         if (k)
                 k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->compliance_for[0] = '\0';
+        k->dirty = true;
+        schedule_flush(q);
+}
+
+void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {
+        KnownWrap *k;
+
+        if (!q || !wrap || !(k = known_find(q, wrap)))
+                return;
+        k->discovered = false;
+        k->dirty = true;
         schedule_flush(q);
 }
 

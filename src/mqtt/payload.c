@@ -136,6 +136,10 @@ int payload_session(const SessionRecord *rec, char **ret_json) {
         return dump(session_json(rec), ret_json);
 }
 
+json_t *payload_session_json(const SessionRecord *rec) {
+        return session_json(rec);
+}
+
 static int topic_for(const Config *c, const char *wrap, const char *leaf, char **ret) {
         char *t;
 
@@ -172,27 +176,33 @@ static const char *alert_severity(AlertKind kind) {
         }
 }
 
-int payload_alert_msg(const Config *c, const char *wrap, AlertKind kind, int64_t at,
-                      const char *detail, const char *session_id, OutboxMsg *ret) {
-        OutboxMsg m = { .qos = 1, .retain = false };
-        const char *name = alert_kind_to_string(kind);
+int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const char *session_id,
+                      OutboxMsg *ret) {
+        /* The latest alert is retained, so a Home Assistant that restarts still sees it;
+         * an acknowledgement of an older one is not, or it would hide a newer alert. */
+        OutboxMsg m = { .qos = 1, .retain = latest };
+        const char *name = alert_kind_to_string(a->kind);
         json_t *o = json_object();
         int r;
 
+        /* event_type: what Home Assistant's event entity fires (discovery.c lists them). */
         if (!o ||
+            !put(o, "id", json_integer(a->id)) ||
+            !put(o, "event_type", json_string(a->acked_at ? "acknowledged" : name ? name : "unknown")) ||
             !put(o, "alert", json_string(name ? name : "unknown")) ||
-            !put(o, "severity", json_string(alert_severity(kind))) ||
-            !put(o, "wrap", json_string(wrap)) ||
-            !put(o, "at", time_or_null(at)) ||
-            !put(o, "message", string_or_null(detail)) ||
-            !put(o, "session_id", string_or_null(session_id))) {
+            !put(o, "severity", json_string(alert_severity(a->kind))) ||
+            !put(o, "wrap", json_string(a->wrap)) ||
+            !put(o, "at", time_or_null(a->at)) ||
+            !put(o, "message", json_string(a->text)) ||
+            !put(o, "session_id", string_or_null(session_id)) ||
+            !put(o, "acked_at", time_or_null(a->acked_at))) {
                 json_decref(o);
                 return -ENOMEM;
         }
         r = dump(o, &m.payload);
         if (r < 0)
                 return r;
-        r = topic_for(c, wrap, "alert", &m.topic);
+        r = topic_for(c, a->wrap, "alert", &m.topic);
         if (r < 0) {
                 free(m.payload);
                 return r;

@@ -57,6 +57,7 @@ typedef enum StmtId {
         STMT_INJURIES_LIST,
         STMT_ALERT_GET,
         STMT_ALERT_ACK,
+        STMT_ALERT_LATEST,
         STMT_RUN_ADD,
         STMT_RUNS_LIST,
         STMT_PROFILE_SET,
@@ -165,6 +166,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "SELECT id, at, date, recorded_at, resolved_at FROM injuries WHERE wrap = ?1 ORDER BY at, id",
         [STMT_ALERT_GET] = "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE id = ?1",
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
+        [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
         [STMT_RUN_ADD] =
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1299,26 +1301,40 @@ int store_last_session(Store *s, const char *wrap, SessionRecord *ret) {
 
 /* ---- diary and alerts ---- */
 
-static int alert_insert(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
-                        int64_t *ret_id) {
+static int alert_insert(Store *s, AlertRecord *a) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *name = alert_kind_to_string(kind);
+        const char *name = alert_kind_to_string(a->kind);
         int r;
 
         if (!name)
-                return store_errorf(s, -EINVAL, "invalid alert kind %u", (unsigned) kind);
-        if (text && strlen(text) >= ALERT_TEXT_MAX)
+                return store_errorf(s, -EINVAL, "invalid alert kind %u", (unsigned) a->kind);
+        if (strnlen(a->text, sizeof(a->text)) >= sizeof(a->text))
                 return store_errorf(s, -EINVAL, "alert text longer than %d bytes", ALERT_TEXT_MAX - 1);
         r = stmt_get(s, STMT_ALERT_ADD, &st);
         if (r < 0)
                 return r;
-        bind_text(st, 1, wrap);
+        bind_text(st, 1, a->wrap);
         bind_text(st, 2, name);
-        sqlite3_bind_int64(st, 3, at);
-        bind_text(st, 4, text ? text : "");
+        sqlite3_bind_int64(st, 3, a->at);
+        bind_text(st, 4, a->text);
         r = stmt_exec(s, st);
-        if (r >= 0 && ret_id)
-                *ret_id = sqlite3_last_insert_rowid(s->db);
+        if (r >= 0)
+                a->id = sqlite3_last_insert_rowid(s->db);
+        return r;
+}
+
+/* Ends an alert's transaction with the message msg_fn builds for it (see store.h). */
+static int alert_tx_finish(Store *s, int r, const AlertRecord *a, bool latest, AlertMsgFn msg_fn, void *userdata) {
+        OutboxMsg msg = { 0 };
+
+        if (r >= 0 && msg_fn) {
+                r = msg_fn(a, latest, userdata, &msg);
+                if (r < 0)
+                        store_errorf(s, r, "cannot build the alert's message");
+        }
+        r = tx_finish(s, r, msg_fn && r >= 0 ? &msg : NULL);
+        free(msg.topic);
+        free(msg.payload);
         return r;
 }
 
@@ -1337,7 +1353,8 @@ static int diary_insert(Store *s, const char *wrap, const DiaryEntry *e, const c
         return stmt_exec(s, st);
 }
 
-int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind alert, OutboxMsg *msg) {
+int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertRecord *alert,
+                    AlertMsgFn msg_fn, void *userdata) {
         const char *where;
         int r;
 
@@ -1349,14 +1366,18 @@ int store_diary_add(Store *s, const char *wrap, const DiaryEntry *e, AlertKind a
         where = diary_where_to_string(e->where);
         if (!where || e->score > 10)
                 return store_errorf(s, -EINVAL, "invalid diary entry (score 0..10, a known place)");
+        if (alert && !streq(alert->wrap, wrap))
+                return store_errorf(s, -EINVAL, "the alert is for another wrap");
 
         r = tx_begin(s);
         if (r < 0)
                 return r;
         r = diary_insert(s, wrap, e, where);
-        if (r >= 0 && alert != ALERT_NONE)
-                r = alert_insert(s, wrap, alert, e->at, "A diary entry with sudden swelling after a pop", NULL);
-        return tx_finish(s, r, msg);
+        if (!alert)
+                return tx_finish(s, r, NULL);
+        if (r >= 0)
+                r = alert_insert(s, alert);
+        return alert_tx_finish(s, r, alert, true, msg_fn, userdata);
 }
 
 int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret, size_t *ret_n) {
@@ -1408,33 +1429,18 @@ int store_diary_list(Store *s, const char *wrap, int64_t since, DiaryEntry **ret
         return 0;
 }
 
-int store_alert_add(Store *s, const char *wrap, AlertKind kind, int64_t at, OutboxMsg *msg) {
+int store_alert_add(Store *s, AlertRecord *a, AlertMsgFn msg_fn, void *userdata) {
         int r;
 
-        r = check_wrap_arg(s, wrap);
+        if (!a)
+                return store_errorf(s, -EINVAL, "no alert");
+        r = check_wrap_arg(s, a->wrap);
         if (r < 0)
                 return r;
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        return tx_finish(s, alert_insert(s, wrap, kind, at, NULL, NULL), msg);
-}
-
-int store_alert_put(Store *s, const char *wrap, AlertKind kind, int64_t at, const char *text,
-                    OutboxMsg *msg, int64_t *ret_id) {
-        int64_t id = 0;
-        int r;
-
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
-        r = tx_begin(s);
-        if (r < 0)
-                return r;
-        r = tx_finish(s, alert_insert(s, wrap, kind, at, text, &id), msg);
-        if (r >= 0 && ret_id)
-                *ret_id = id;
-        return r;
+        return alert_tx_finish(s, alert_insert(s, a), a, true, msg_fn, userdata);
 }
 
 static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
@@ -1506,9 +1512,10 @@ int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
         return alert_from_row(s, st, ret);
 }
 
-int store_alert_ack(Store *s, int64_t id, int64_t now) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
+int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *userdata, AlertRecord *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL, *latest = NULL;
         AlertRecord a;
+        bool is_latest = false;
         int r;
 
         r = tx_begin(s);
@@ -1523,8 +1530,19 @@ int store_alert_ack(Store *s, int64_t id, int64_t now) {
                 sqlite3_bind_int64(st, 1, id);
                 sqlite3_bind_int64(st, 2, now);
                 r = stmt_exec(s, st);
+                a.acked_at = now;
         }
-        return tx_finish(s, r, NULL);
+        if (r >= 0)
+                r = stmt_get(s, STMT_ALERT_LATEST, &latest);
+        if (r >= 0) {
+                bind_text(latest, 1, a.wrap);
+                if (sqlite3_step(latest) == SQLITE_ROW)
+                        is_latest = sqlite3_column_int64(latest, 0) == id;
+        }
+        r = alert_tx_finish(s, r, &a, is_latest, msg_fn, userdata);
+        if (r >= 0 && ret)
+                *ret = a;
+        return r;
 }
 
 /* ---- injuries, for people ---- */

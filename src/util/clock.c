@@ -102,6 +102,42 @@ int clock_local_day_start(int64_t at, int back, int64_t *ret_unix_sec) {
         return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_unix_sec);
 }
 
+static int date_arg(const char *date, int64_t *ret_day_end) {
+        bool date_only = false;
+
+        if (clock_parse_iso(date, ret_day_end, &date_only) < 0 || !date_only)
+                return -EINVAL;
+        return 0;
+}
+
+int clock_local_period(const char *since_date, const char *until_date, int64_t now, unsigned default_days,
+                       int64_t *ret_since, int64_t *ret_until) {
+        int64_t since, until;
+        int r;
+
+        if (default_days < 1)
+                return -EINVAL;
+        if (until_date && *until_date)
+                r = date_arg(until_date, &until);       /* that day's end: the next day's start */
+        else
+                r = clock_local_day_start(now, -1, &until);
+        if (r < 0)
+                return r;
+        if (since_date && *since_date) {
+                r = date_arg(since_date, &since);
+                if (r >= 0)
+                        r = clock_local_day_start(since - 1, 0, &since);
+        } else
+                r = clock_local_day_start(until - 1, (int) default_days - 1, &since);
+        if (r < 0)
+                return r;
+        if (since >= until)
+                return -EINVAL;
+        *ret_since = since;
+        *ret_until = until;
+        return 0;
+}
+
 char *clock_format_date(int64_t unix_sec, char buf[static 11]) {
         time_t t = (time_t) unix_sec;
         struct tm tm;

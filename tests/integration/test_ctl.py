@@ -226,9 +226,16 @@ def test_sessions_export_compliance(ctl):
     assert 'cold sessions completed (>= 10 min): 1' in out
     assert 'stopped early (< 10 min, R7): 1' in out
     assert 'heat requests refused: 1' in out
+    assert '(7 local days)' in out
     out30 = ctl('compliance', WRAP, '--days', '30').stdout
-    assert 'the last 30 days' in out30
-    assert '7 or 30' in ctl('compliance', WRAP, '--days', '9', rc=1).stderr
+    assert '(30 local days)' in out30
+    # Any period of whole local days, the same figures as JSON.
+    today = time.strftime('%Y-%m-%d')
+    j = json.loads(ctl('compliance', WRAP, '--since', since, '--until', today, '--json').stdout)
+    assert j['until'] == today and j['since'] == since
+    assert j['cold_completed'] == 1 and j['cold_incomplete'] == 1 and j['heat_refused'] == 1
+    assert 'days from 1' in ctl('compliance', WRAP, '--days', '0', rc=1).stderr
+    assert 'local dates' in ctl('compliance', WRAP, '--since', today, '--until', since, rc=1).stderr
 
 
 def test_bad_config_is_refused(tmp_path):

@@ -200,6 +200,8 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
              'prescription'),
             ('kneewrap/bridge/request/adopt', {'time': 3600}, 'kneewrap/bridge/response/adopt', 'adoption'),
             ('kneewrap/bridge/request/remove', {'wrap': w}, 'kneewrap/bridge/response/remove', 'adoption'),
+            # Acknowledging an alert takes it off the clinic's list: not by default.
+            (set_t, {'ack_alert': 1}, resp, 'alerts'),
         ]
         for topic, payload, rt, what in refused:
             r = ask(col, topic, payload, rt)

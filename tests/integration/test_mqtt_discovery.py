@@ -17,10 +17,10 @@ WRAP_OBJECTS = {
                'heat_allowed_from', 'cold_days_7d'},
     'binary_sensor': {'connected', 'heat_allowed', 'fault_over_temperature', 'fault_under_temperature',
                       'fault_sensor', 'fault_low_battery', 'fault_not_worn', 'fault_element'},
-    'button': {'start_cold', 'start_heat', 'stop', 'injured_today'},
+    'button': {'start_cold', 'start_heat', 'stop', 'injured_today', 'ran'},
     'text': {'injury_date'},
     'number': {'pain'},
-    'event': {'session'},
+    'event': {'session', 'alert'},
 }
 
 

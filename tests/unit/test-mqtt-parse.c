@@ -86,6 +86,34 @@ static void test_set_injury_and_pain(void **state) {
         assert_int_equal(parse(NULL, "{\"pain\":{\"score\":1},\"injury\":null}", &c, err), -EINVAL);
 }
 
+static void test_set_run_and_ack(void **state) {
+        char err[COMMAND_ERROR_MAX];
+        Command c;
+
+        /* "I just ran": everything optional. */
+        assert_int_equal(parse(NULL, "{\"run\":{}}", &c, err), 0);
+        assert_int_equal(c.type, COMMAND_RUN);
+        assert_int_equal(c.run_at, 0);
+        assert_int_equal(c.run_minutes, 0);
+        assert_int_equal(parse(NULL, "{\"run\":{\"at\":\"2026-11-21T07:40:00Z\",\"minutes\":40,\"km\":8.25}}", &c, err), 0);
+        assert_int_equal(c.run_at, 1795246800);
+        assert_int_equal(c.run_minutes, 40);
+        assert_int_equal(c.run_meters, 8250);
+        assert_int_equal(parse(NULL, "{\"run\":{\"km\":0}}", &c, err), -EINVAL);
+        assert_non_null(strstr(err, "km"));
+        assert_int_equal(parse(NULL, "{\"run\":{\"minutes\":2000}}", &c, err), -EINVAL);
+        assert_int_equal(parse(NULL, "{\"run\":{\"at\":\"2026-11-21\"}}", &c, err), -EINVAL);
+        assert_int_equal(parse(NULL, "{\"run\":{\"pace\":5}}", &c, err), -EINVAL);
+        assert_int_equal(parse(NULL, "{\"run\":5}", &c, err), -EINVAL);
+        assert_int_equal(parse(NULL, "{\"run\":{},\"pain\":{\"score\":3}}", &c, err), -EINVAL);
+
+        assert_int_equal(parse(NULL, "{\"ack_alert\":17,\"transaction\":\"t1\"}", &c, err), 0);
+        assert_int_equal(c.type, COMMAND_ACK_ALERT);
+        assert_int_equal(c.alert_id, 17);
+        assert_int_equal(parse(NULL, "{\"ack_alert\":0}", &c, err), -EINVAL);
+        assert_int_equal(parse(NULL, "{\"ack_alert\":\"17\"}", &c, err), -EINVAL);
+}
+
 static void test_bridge_requests(void **state) {
         char err[COMMAND_ERROR_MAX];
         Command c;
@@ -161,7 +189,7 @@ static void test_discovery(void **state) {
         json_t *seen = json_object();
 
         assert_int_equal(discovery_wrap(&cfg, &d, false, &m, &n), 0);
-        assert_int_equal(n, 23);
+        assert_int_equal(n, 25);
         assert_int_equal(discovery_bridge(&cfg, &b, &nb), 0);
         assert_int_equal(nb, 6);
         for (size_t i = 0; i < n + nb; i++) {
@@ -190,13 +218,42 @@ static void test_discovery(void **state) {
                 json_decref(o);
         }
         assert_string_equal(m[0].topic, "homeassistant/sensor/wrap_aabbccddeeff/skin_temperature/config");
+        {
+                /* "I just ran", and the alert event entity on the retained alert topic. */
+                json_t *ran = NULL, *ev = NULL;
+                for (size_t i = 0; i < n; i++) {
+                        if (streq(m[i].topic, "homeassistant/button/wrap_aabbccddeeff/ran/config"))
+                                ran = json_loads(m[i].payload, 0, NULL);
+                        if (streq(m[i].topic, "homeassistant/event/wrap_aabbccddeeff/alert/config"))
+                                ev = json_loads(m[i].payload, 0, NULL);
+                }
+                assert_non_null(ran);
+                assert_non_null(ev);
+                assert_string_equal(json_string_value(json_object_get(ran, "payload_press")), "{\"run\":{}}");
+                assert_string_equal(json_string_value(json_object_get(ev, "state_topic")), "kneewrap/wrap_aabbccddeeff/alert");
+                assert_int_equal(json_array_size(json_object_get(ev, "event_types")), 7);
+                assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "device"), "name")), "Left knee");
+                json_decref(ran);
+                json_decref(ev);
+        }
         discovery_msgs_free(m, n);
+
+        /* A patient label names the device. */
+        d.label = "Patient 12";
+        assert_int_equal(discovery_wrap(&cfg, &d, false, &m, &n), 0);
+        {
+                json_t *o = json_loads(m[0].payload, 0, NULL);
+                assert_string_equal(json_string_value(json_object_get(json_object_get(o, "device"), "name")), "Patient 12");
+                json_decref(o);
+        }
+        discovery_msgs_free(m, n);
+        d.label = NULL;
         discovery_msgs_free(b, nb);
         json_decref(seen);
 
         /* Clearing names the same topics with no payload. */
         assert_int_equal(discovery_wrap(&cfg, &d, true, &m, &n), 0);
-        assert_int_equal(n, 23);
+        assert_int_equal(n, 25);
         for (size_t i = 0; i < n; i++)
                 assert_null(m[i].payload);
         discovery_msgs_free(m, n);
@@ -271,6 +328,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_set_start_stop),
                 cmocka_unit_test(test_set_injury_and_pain),
+                cmocka_unit_test(test_set_run_and_ack),
                 cmocka_unit_test(test_bridge_requests),
                 cmocka_unit_test(test_response),
                 cmocka_unit_test(test_discovery),

@@ -179,27 +179,31 @@ static void test_session_msg(void **state) {
 
 static void test_alert_msg(void **state) {
         Config c = test_config();
+        AlertRecord a = { .id = 7, .wrap = "wrap_aabbccddeeff", .kind = ALERT_RED_FLAG, .at = T0,
+                          .text = "Sudden swelling after a \"pop\": see a doctor today." };
         OutboxMsg m = { 0 };
 
-        assert_int_equal(payload_alert_msg(&c, "wrap_aabbccddeeff", ALERT_RED_FLAG, T0,
-                                           "Sudden swelling after a \"pop\": see a doctor today.",
-                                           NULL, &m), 0);
+        assert_int_equal(payload_alert_msg(&c, &a, true, NULL, &m), 0);
         assert_string_equal(m.topic, "kneewrap/wrap_aabbccddeeff/alert");
         assert_int_equal(m.qos, 1);
-        assert_false(m.retain);
+        assert_true(m.retain);
         assert_string_equal(m.payload,
-                "{\"alert\":\"red_flag\",\"severity\":\"urgent\",\"wrap\":\"wrap_aabbccddeeff\","
-                "\"at\":\"2026-11-21T15:04:05+01:00\","
+                "{\"id\":7,\"event_type\":\"red_flag\",\"alert\":\"red_flag\",\"severity\":\"urgent\","
+                "\"wrap\":\"wrap_aabbccddeeff\",\"at\":\"2026-11-21T15:04:05+01:00\","
                 "\"message\":\"Sudden swelling after a \\\"pop\\\": see a doctor today.\","
-                "\"session_id\":null}");
+                "\"session_id\":null,\"acked_at\":null}");
         outbox_msg_done(&m);
 
-        assert_int_equal(payload_alert_msg(&c, "wrap_aabbccddeeff", ALERT_SEE_PHYSIO, T0,
-                                           "ok", "0f8fad5b-d9cb-469f-a165-70867728950e", &m), 0);
+        /* Acknowledged, and no longer the latest: not retained, or it would hide the newer one. */
+        a.kind = ALERT_SEE_PHYSIO;
+        a.acked_at = T0 + 60;
+        snprintf(a.text, sizeof a.text, "ok");
+        assert_int_equal(payload_alert_msg(&c, &a, false, "0f8fad5b-d9cb-469f-a165-70867728950e", &m), 0);
+        assert_false(m.retain);
         assert_string_equal(m.payload,
-                "{\"alert\":\"see_physio\",\"severity\":\"warning\",\"wrap\":\"wrap_aabbccddeeff\","
-                "\"at\":\"2026-11-21T15:04:05+01:00\",\"message\":\"ok\","
-                "\"session_id\":\"0f8fad5b-d9cb-469f-a165-70867728950e\"}");
+                "{\"id\":7,\"event_type\":\"acknowledged\",\"alert\":\"see_physio\",\"severity\":\"warning\","
+                "\"wrap\":\"wrap_aabbccddeeff\",\"at\":\"2026-11-21T15:04:05+01:00\",\"message\":\"ok\","
+                "\"session_id\":\"0f8fad5b-d9cb-469f-a165-70867728950e\",\"acked_at\":\"2026-11-21T15:05:05+01:00\"}");
         outbox_msg_done(&m);
 }
 

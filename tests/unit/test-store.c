@@ -754,25 +754,56 @@ static void assert_diary_equal(const DiaryEntry *a, const DiaryEntry *b) {
         assert_int_equal(a->flags, b->flags);
 }
 
+/* An AlertMsgFn for the tests: the message says which alert, and whether it is the latest. */
+static int test_alert_msg(const AlertRecord *a, bool latest, void *userdata, OutboxMsg *ret) {
+        int *calls = userdata;
+
+        (*calls)++;
+        if (a->kind == ALERT_LOW_BATTERY && a->at == 666)
+                return -ENOMEM;   /* a builder that fails aborts the whole write */
+        if (asprintf(&ret->topic, "kneewrap/%s/alert", a->wrap) < 0 ||
+            asprintf(&ret->payload, "{\"id\":%lld,\"acked\":%s}", (long long) a->id, a->acked_at ? "true" : "false") < 0)
+                return -ENOMEM;
+        ret->qos = 1;
+        ret->retain = latest;
+        return 0;
+}
+
+static AlertRecord alert(const char *wrap, AlertKind kind, int64_t at, const char *text) {
+        AlertRecord a = { .kind = kind, .at = at };
+
+        snprintf(a.wrap, sizeof a.wrap, "%s", wrap);
+        snprintf(a.text, sizeof a.text, "%s", text ? text : "");
+        return a;
+}
+
 static void test_diary_alerts(void **state) {
         Fixture *f = *state;
         DiaryEntry e1 = { .at = 1000, .score = 6, .where = WHERE_FRONT, .flags = 0 };
         DiaryEntry e2 = { .at = 2000, .score = 8, .where = WHERE_BELOW, .flags = DIARY_SWELLING | DIARY_POP };
         DiaryEntry bad = { .at = 3000, .score = 11, .where = WHERE_BACK };
         DiaryEntry *list = NULL;
-        OutboxMsg m = { .topic = (char *) "kneewrap/wrap_aabbcc001122/alert", .payload = (char *) "{\"kind\":\"red_flag\"}", .qos = 1 };
+        AlertRecord red = alert(WRAP_A, rules_diary_alert(&e2), 2000, "red flag");
         unsigned mask = 99;
         size_t n = 0;
         uint64_t depth;
+        int calls = 0;
 
-        assert_int_equal(store_diary_add(f->s, WRAP_A, &e1, ALERT_NONE, NULL), 0);
-        assert_int_equal(store_diary_add(f->s, WRAP_A, &e2, rules_diary_alert(&e2), &m), 0);
-        assert_true(m.id > 0);
-        assert_int_equal(store_diary_add(f->s, WRAP_A, &bad, ALERT_NONE, NULL), -EINVAL);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &e1, NULL, NULL, NULL), 0);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &e2, &red, test_alert_msg, &calls), 0);
+        assert_true(red.id > 0);
+        assert_int_equal(calls, 1);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &bad, NULL, NULL, NULL), -EINVAL);
         bad.score = 3;
         bad.where = _WHERE_MAX;
-        assert_int_equal(store_diary_add(f->s, WRAP_A, &bad, ALERT_NONE, NULL), -EINVAL);
-        assert_int_equal(store_diary_add(f->s, WRAP_B, &e1, ALERT_NONE, NULL), -ENOENT);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &bad, NULL, NULL, NULL), -EINVAL);
+        assert_int_equal(store_diary_add(f->s, WRAP_B, &e1, NULL, NULL, NULL), -ENOENT);
+        /* The entry and its alert are one write: a builder that fails keeps both out. */
+        bad = e1;
+        bad.at = 2500;
+        AlertRecord failing = alert(WRAP_A, ALERT_LOW_BATTERY, 666, NULL);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &bad, &failing, test_alert_msg, &calls), -ENOMEM);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM diary WHERE at = 2500"), 0);
 
         assert_int_equal(store_diary_list(f->s, WRAP_A, 0, &list, &n), 0);
         assert_int_equal(n, 2);
@@ -791,10 +822,12 @@ static void test_diary_alerts(void **state) {
         /* R8 alerts: only those raised for this injury (since its start) count. */
         assert_int_equal(store_alerts_raised(f->s, WRAP_A, 0, &mask), 0);
         assert_int_equal(mask, 0);   /* the red flag is not an R8 alert */
-        assert_int_equal(store_alert_add(f->s, WRAP_A, ALERT_SEE_PHYSIO, 5000, NULL), 0);
-        assert_int_equal(store_alert_add(f->s, WRAP_A, ALERT_SEE_PHYSIO_OVERDUE, 9000, &m), 0);
-        assert_int_equal(store_alert_add(f->s, WRAP_A, ALERT_SEE_PHYSIO | ALERT_RED_FLAG, 9000, NULL), -EINVAL);
-        assert_int_equal(store_alert_add(f->s, WRAP_A, ALERT_NONE, 9000, NULL), -EINVAL);
+        AlertRecord a1 = alert(WRAP_A, ALERT_SEE_PHYSIO, 5000, NULL), a2 = alert(WRAP_A, ALERT_SEE_PHYSIO_OVERDUE, 9000, NULL);
+        AlertRecord two = alert(WRAP_A, ALERT_SEE_PHYSIO | ALERT_RED_FLAG, 9000, NULL), none = alert(WRAP_A, ALERT_NONE, 9000, NULL);
+        assert_int_equal(store_alert_add(f->s, &a1, NULL, NULL), 0);
+        assert_int_equal(store_alert_add(f->s, &a2, test_alert_msg, &calls), 0);
+        assert_int_equal(store_alert_add(f->s, &two, NULL, NULL), -EINVAL);
+        assert_int_equal(store_alert_add(f->s, &none, NULL, NULL), -EINVAL);
         assert_int_equal(store_alerts_raised(f->s, WRAP_A, 0, &mask), 0);
         assert_int_equal(mask, ALERT_SEE_PHYSIO | ALERT_SEE_PHYSIO_OVERDUE);
         assert_int_equal(store_alerts_raised(f->s, WRAP_A, 6000, &mask), 0);
@@ -992,31 +1025,53 @@ static void test_migrate_alerts_from_v1(void **state) {
 static void test_alert_records(void **state) {
         Fixture *f = *state;
         AlertRecord *list = NULL, a;
-        OutboxMsg m = { .topic = (char *) "kneewrap/" WRAP_A "/alert", .payload = (char *) "{}", .qos = 1, .retain = true };
-        int64_t id1 = 0, id2 = 0;
+        AlertRecord battery = alert(WRAP_A, ALERT_LOW_BATTERY, 100, "Battery 8 %");
+        AlertRecord heat = alert(WRAP_A, ALERT_HEAT_FIRST_WEEK, 200, "Heat asked for");
+        AlertRecord bad = alert(WRAP_A, ALERT_NONE, 300, NULL), other = alert(WRAP_B, ALERT_RED_FLAG, 300, NULL);
+        OutboxMsg *got = NULL;
+        int64_t id1, id2;
         size_t n = 0;
+        int calls = 0;
 
-        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_LOW_BATTERY, 100, "Battery 8 %", NULL, &id1), 0);
-        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_HEAT_FIRST_WEEK, 200, "Heat asked for", &m, &id2), 0);
+        assert_int_equal(store_alert_add(f->s, &battery, test_alert_msg, &calls), 0);
+        assert_int_equal(store_alert_add(f->s, &heat, test_alert_msg, &calls), 0);
+        id1 = battery.id;
+        id2 = heat.id;
         assert_true(id2 > id1 && id1 > 0);
-        assert_true(m.id > 0);
-        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_NONE, 300, NULL, NULL, NULL), -EINVAL);
-        assert_int_equal(store_alert_put(f->s, WRAP_B, ALERT_RED_FLAG, 300, NULL, NULL, NULL), -ENOENT);
-        char long_text[ALERT_TEXT_MAX + 1];
-        memset(long_text, 'x', sizeof(long_text) - 1);
-        long_text[sizeof(long_text) - 1] = 0;
-        assert_int_equal(store_alert_put(f->s, WRAP_A, ALERT_RED_FLAG, 300, long_text, NULL, NULL), -EINVAL);
+        assert_int_equal(store_alert_add(f->s, &bad, NULL, NULL), -EINVAL);
+        assert_int_equal(store_alert_add(f->s, &other, NULL, NULL), -ENOENT);
+        memset(bad.text, 'x', sizeof(bad.text));   /* no NUL: too long */
+        bad.kind = ALERT_RED_FLAG;
+        assert_int_equal(store_alert_add(f->s, &bad, NULL, NULL), -EINVAL);
 
         assert_int_equal(store_alert_get(f->s, id1, &a), 0);
         assert_string_equal(a.text, "Battery 8 %");
         assert_string_equal(a.wrap, WRAP_A);
-        assert_int_equal(store_alert_ack(f->s, id1, 150), 0);
-        assert_int_equal(store_alert_ack(f->s, id1, 160), -EALREADY);
-        assert_int_equal(store_alert_ack(f->s, 9999, 160), -ENOENT);
+        /* Acknowledging the older alert: its message is not the latest (not retained). */
+        assert_int_equal(store_alert_ack(f->s, id1, 150, test_alert_msg, &calls, &a), 0);
+        assert_int_equal(a.acked_at, 150);
+        assert_int_equal(store_alert_ack(f->s, id1, 160, NULL, NULL, NULL), -EALREADY);
+        assert_int_equal(store_alert_ack(f->s, 9999, 160, NULL, NULL, NULL), -ENOENT);
+        assert_int_equal(store_outbox_peek(f->s, 0, 10, &got, &n), 0);
+        assert_int_equal(n, 3);
+        assert_true(got[0].retain && got[1].retain && !got[2].retain);
+        assert_string_equal(got[2].payload, "{\"id\":1,\"acked\":true}");
+        outbox_msgs_free(got, n);
+        /* The newest, acknowledged: retained. */
+        assert_int_equal(store_alert_ack(f->s, id2, 170, test_alert_msg, &calls, NULL), 0);
+        assert_int_equal(store_outbox_peek(f->s, 0, 10, &got, &n), 0);
+        assert_int_equal(n, 4);
+        assert_true(got[3].retain);
+        outbox_msgs_free(got, n);
+        assert_int_equal(calls, 4);
 
         assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, true, &list, &n), 0);
-        assert_int_equal(n, 1);
-        assert_int_equal(list[0].id, id2);
+        assert_int_equal(n, 0);
+        free(list);
+        assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, false, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(list[1].id, id2);
+        assert_int_equal(list[1].acked_at, 170);
         free(list);
         assert_int_equal(store_alerts_list(f->s, NULL, 0, 150, false, &list, &n), 0);
         assert_int_equal(n, 1);
