@@ -1323,7 +1323,7 @@ int main(int argc, char *argv[]) {
         } commands[] = {
                 { "wraps",      cmd_wraps,       true },
                 { "injury",     cmd_injury,      false },
-                { "diary",      cmd_diary,       false },
+                { "diary",      cmd_diary,       true },   /* adds through D-Bus; lists from the store */
                 { "prescribe",  cmd_prescribe,   true },
                 { "sessions",   cmd_sessions,    true },
                 { "export",     cmd_export,      true },

@@ -149,7 +149,7 @@ def test_diary_and_red_flag_with_mqtt(live):
     assert topic == f'kw/{WRAP}/alert'
     assert json.loads(payload)['alert'] == 'red_flag'
     # Acted on now, not at the next health tick.
-    c.gw.wait_log('Red flag', timeout=2)
+    c.gw.wait_log(r'red_flag\)', timeout=2)
 
     # Swelling alone is no red flag.
     c('diary', WRAP, '5', '--flags', 'swelling')
