@@ -15,11 +15,36 @@
  */
 int clock_setup(void);
 unsigned clock_scale(void);
+/* KNEEWRAP_TIME_SCALE was set, and this build (meson -Dtime_scale=disabled) ignores it. */
+bool clock_scale_ignored(void);
+/* Whether this build honours KNEEWRAP_TIME_SCALE and KNEEWRAP_CLOCK (meson option time_scale). */
+bool clock_seams_built(void);
 
 /* Scaled clocks. Monotonic for timers; real (Unix epoch) for records. */
 uint64_t clock_mono_usec(void);
 int64_t clock_real_usec(void);
 static inline int64_t clock_real_sec(void) { return clock_real_usec() / (int64_t) USEC_PER_SEC; }
+
+/* CLOCK_BOOTTIME (counts suspend, never steps), scaled like the others. R10's clock for waits. */
+int64_t clock_boot_usec(void);
+
+/*
+ * R10. This boot's id (/proc/sys/kernel/random/boot_id, 36 characters), as the journal
+ * stamps its entries. Returns 0 or a negative errno.
+ */
+#define CLOCK_BOOT_ID_MAX 37
+int clock_boot_id(char buf[static CLOCK_BOOT_ID_MAX]);
+
+/*
+ * Whether the kernel says the system clock is synchronised: adjtimex() without privilege,
+ * STA_UNSYNC clear and no TIME_ERROR (what timedatectl shows as NTPSynchronized).
+ * Returns 1, 0, or a negative errno.
+ *
+ * A test seam, in builds with the time_scale option only: KNEEWRAP_CLOCK=<file> names a
+ * file of "key=value" lines read at every call: wall_offset (s added to the wall clock),
+ * synced (0 or 1), boot_id, boot_offset (s added to the boot clock).
+ */
+int clock_synchronized(void);
 
 /* A duration on the scaled clock, as a wall-clock wait (rounded up, at least 1 µs). */
 uint64_t clock_wait_usec(uint64_t scaled_usec);

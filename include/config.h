@@ -33,6 +33,7 @@ const char *mqtt_allow_to_string(unsigned bit);
 typedef struct Config {
         /* [daemon] */
         int log_level;                    /* syslog level, default LOG_INFO */
+        bool clock_trusted;               /* R10: trust the wall clock unsynchronised (a battery clock); default no */
 
         /* [bluetooth] */
         char *adapter;                    /* "hciN" or an address; NULL: the first powered one */

@@ -51,6 +51,16 @@ typedef struct Manager {
         char *status;                /* the last STATUS= sent, to send changes only */
         uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
         int64_t now_sec;
+
+        /* R10 (daemon/timekeep.c). */
+        char boot_id[RULES_BOOT_ID_MAX];   /* "" when unreadable */
+        int64_t newest_wall;         /* the newest time stored from a trusted clock */
+        int clock_sync;              /* the kernel's word: 1 synchronised, 0 not, -1 not read yet */
+        bool clock_was_trusted;
+        sd_event_source *time_change;
+        sd_event_source *sync_timer;
+
+        uint64_t skin_silence_usec;  /* R5's 15 s of real time (0: that); unit tests shorten it */
 } Manager;
 
 int manager_new(const char *config_path, Manager **ret);
@@ -71,6 +81,24 @@ void manager_update_status(Manager *m);
 
 /* Scaled time, read once per event-loop iteration. */
 int64_t manager_now(Manager *m);
+
+/*
+ * R10 (daemon/timekeep.c). The wall clock counts only while the kernel says it is
+ * synchronised (or [daemon] clock_trusted says so) and it is not behind the newest stored
+ * time; waits within one boot run on the boot clock.
+ */
+int manager_time_setup(Manager *m);
+void manager_time_free(Manager *m);
+bool manager_clock_trusted(Manager *m);
+void manager_clock(Manager *m, RulesClock *ret);
+/* A record's time stamp: the wall clock and this boot's CLOCK_BOOTTIME (s; -1 without a boot id). */
+void manager_stamp(Manager *m, int64_t *ret_wall, int64_t *ret_boot);
+/* A time was stored (newest_wall follows the trusted ones). */
+void manager_time_stored(Manager *m, int64_t wall, bool synced);
+/* Reads the sync state again and acts on a change (corrects and republishes records). */
+void manager_clock_check(Manager *m);
+/* For STATUS= and kneewrapctl status: "clock synchronised", ... */
+const char *manager_clock_status(Manager *m);
 
 /* What a store error means, for people: "disk full", "file corrupt or unreadable", ... */
 const char *manager_store_problem(int error);

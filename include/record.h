@@ -25,6 +25,7 @@ typedef enum RefusalReason {
         REFUSAL_SESSION_ACTIVE,
         REFUSAL_STORE_UNAVAILABLE,
         REFUSAL_OTHER,
+        REFUSAL_CLOCK_UNSYNCED,       /* R10 */
         _REFUSAL_MAX,
 } RefusalReason;
 
@@ -64,10 +65,21 @@ typedef struct SessionRecord {
         SkinStats skin;
         bool has_days_since_injury;
         int32_t days_since_injury;    /* tenths of a day */
+        bool clock_synced;            /* R10: the times above come from a synchronised (trusted) clock */
 
         /* Kept in the store, not in the published record. */
         int32_t setpoint;             /* 0.01 °C */
         uint8_t start_result;         /* the control point's answer to START, 0 if none */
+
+        /*
+         * R10: the boot the times were taken in, and CLOCK_BOOTTIME (s) at each: -1 where the
+         * time was not taken in that boot (or did not happen). What lets a wait run on the boot
+         * clock, and a time taken before the clock was synchronised be corrected after.
+         */
+        char boot_id[RULES_BOOT_ID_MAX];
+        int64_t requested_boot;
+        int64_t started_boot;
+        int64_t ended_boot;
 } SessionRecord;
 
 static inline void skin_stats_add(SkinStats *s, int32_t v) {
@@ -84,3 +96,10 @@ int session_outcome_from_string(const char *s);
 const char *refusal_reason_to_string(RefusalReason r);     /* NULL for REFUSAL_NONE */
 int refusal_reason_from_string(const char *s);
 RefusalReason refusal_from_deny(DenyReason d);
+
+/*
+ * R10: gives a record taken before the clock was trusted its true times, wall0 being the
+ * trusted wall clock's reading at the start of the record's boot; clock_synced turns true.
+ * False (and nothing changed) when it was synced already or a time has no boot stamp.
+ */
+bool record_correct_times(SessionRecord *rec, int64_t wall0);

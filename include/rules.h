@@ -1,4 +1,4 @@
-/* rules: therapy rules R1–R9 (shared/therapy-rules.md) as pure functions of (state, event, now). */
+/* rules: therapy rules R1–R10 (shared/therapy-rules.md) as pure functions of (state, event, now). */
 #pragma once
 
 #include <stdbool.h>
@@ -20,6 +20,9 @@
 #define RULES_HEAT_MIN_S            60      /* the wrap firmware's shortest session */
 #define RULES_HEAT_MAX_S            1200    /* R4: 20 minutes */
 #define RULES_HEAT_DEFAULT_S        900
+#define RULES_HEAT_CAP_S            1200    /* R4: at most 20 minutes of heat ... */
+#define RULES_HEAT_CAP_WINDOW_S     3600    /* ... in any 60 minutes */
+#define RULES_HEAT_HISTORY          24      /* heat sessions R4 looks back on (60 s each fill 20 min) */
 #define RULES_COLD_SETPOINT_MIN     800     /* 8 °C */
 #define RULES_COLD_SETPOINT_MAX     1500    /* 15 °C */
 #define RULES_COLD_SETPOINT_DEFAULT 1000
@@ -33,6 +36,7 @@
 #define RULES_COMPLIANT_COLD_S      600              /* R7 */
 #define RULES_SKIN_COLD_MIN         800              /* R5: below 8 °C in cold */
 #define RULES_SKIN_HEAT_MAX         4300             /* R5: above 43 °C in heat */
+#define RULES_SKIN_SILENCE_S        15               /* R5: no valid skin reading for 15 s of real time */
 #define RULES_PAIN_ALERT_DAYS       28               /* R8 */
 #define RULES_PAIN_OVERDUE_DAYS     42
 #define RULES_PAIN_WINDOW_DAYS      7
@@ -57,7 +61,12 @@ typedef enum DenyReason {
         DENY_REST_INTERVAL = 2,
         DENY_SESSION_ACTIVE = 3,
         DENY_OTHER = 4,
+        /* R10: not the wire's number. On the wire it is 4 ("other"), in records clock_unsynced. */
+        DENY_CLOCK_UNSYNCED = 5,
 } DenyReason;
+
+/* The DENY reason byte the profile defines for a decision's reason (1..4). */
+uint8_t deny_reason_wire(DenyReason r);
 
 typedef enum StopReason {
         STOP_USER = 0,
@@ -84,6 +93,45 @@ void rules_prescription_default(RulesPrescription *rx);
  */
 int rules_prescription_check(const RulesPrescription *rx, const char **ret_field, const char **ret_why);
 
+/*
+ * R10: time the gateway can trust. An event is stamped as the journal stamps it: the wall
+ * clock, whether that clock was trusted then, and the boot (its id, and CLOCK_BOOTTIME).
+ * Within one boot the boot clock measures time since an event exactly, whatever the wall
+ * clock did; across boots only a trusted wall clock does, and without one an event of an
+ * earlier boot lies at least this boot's uptime in the past, and nothing more is known.
+ */
+#define RULES_BOOT_ID_MAX 37
+
+typedef struct RulesClock {
+        int64_t wall;                 /* Unix s, as the system clock says now */
+        bool wall_ok;                 /* synchronised (or declared trusted), not before the newest stored time */
+        char boot_id[RULES_BOOT_ID_MAX];
+        int64_t boot_s;               /* CLOCK_BOOTTIME now: this boot's uptime */
+} RulesClock;
+
+typedef struct RulesTime {
+        int64_t wall;                 /* Unix s, as recorded (or as a person stated it) */
+        bool wall_ok;                 /* taken while the clock was trusted, corrected since, or stated */
+        bool stated;                  /* a time a person gave (an injury's date): no boot stamp applies */
+        char boot_id[RULES_BOOT_ID_MAX];   /* "" when unknown */
+        int64_t boot_s;               /* CLOCK_BOOTTIME when recorded, in boot_id's boot */
+} RulesTime;
+
+/*
+ * A lower bound of the seconds since t (negative for a time still ahead), and in
+ * *ret_exact whether it is the elapsed time itself rather than only a bound.
+ */
+int64_t rules_elapsed(const RulesTime *t, const RulesClock *now, bool *ret_exact);
+/* The same as an instant on now->wall's axis (now->wall - elapsed): what RulesState holds. */
+int64_t rules_time_place(const RulesTime *t, const RulesClock *now, bool *ret_bound);
+
+/* R4: a heat session that ran (or may have: an interrupted one counts in full). */
+typedef struct RulesHeat {
+        int64_t start;
+        uint32_t s;
+        bool bound;                   /* start is only a bound (R10) */
+} RulesHeat;
+
 typedef struct RulesState {
         RulesPrescription rx;
 
@@ -96,11 +144,23 @@ typedef struct RulesState {
         bool has_last_cold;
         int64_t last_cold_end;
 
+        /*
+         * R10: true when the time above is only a lower bound of how long ago it was (the
+         * clock is not trusted): a refusal resting on it is clock_unsynced (DENY 4).
+         */
+        bool injury_bound;
+        bool last_cold_bound;
+
+        /* R4: the heat sessions of the last hour or so, any order. */
+        RulesHeat heat[RULES_HEAT_HISTORY];
+        unsigned n_heat;
+
         /* The session now running on the wrap, if any. */
         bool active;
         TherapyMode active_mode;
         int64_t active_started;
         uint32_t active_duration_s;
+        int32_t active_setpoint;      /* 0.01 °C, as started (R5 compares the wrap's Status with it) */
 } RulesState;
 
 typedef enum RulesEventType {
@@ -109,6 +169,8 @@ typedef enum RulesEventType {
         RULES_EVENT_TICK,        /* time passed: is the prescribed end reached? */
         RULES_EVENT_SKIN,        /* a skin temperature reading: .skin */
         RULES_EVENT_FAULT,       /* the wrap's status: .fault_flags, .fault_state */
+        RULES_EVENT_REPORTED,    /* the wrap's Status of a running session: .mode, .setpoint */
+        RULES_EVENT_SILENCE,     /* real seconds since the last valid skin reading: .silent_s */
 } RulesEventType;
 
 typedef struct RulesEvent {
@@ -117,6 +179,8 @@ typedef struct RulesEvent {
         int32_t skin;            /* 0.01 °C */
         uint8_t fault_flags;     /* Therapy Status byte 10 */
         bool fault_state;        /* Therapy Status state 4 */
+        int32_t setpoint;        /* 0.01 °C, RULES_EVENT_REPORTED */
+        uint32_t silent_s;       /* RULES_EVENT_SILENCE */
 } RulesEvent;
 
 typedef enum RulesAction {
@@ -146,6 +210,13 @@ RulesDecision rules_decide(const RulesState *s, const RulesEvent *ev, int64_t no
 
 /* R2/R3: is heat allowed now, and from when (*ret_from is now when allowed). */
 bool rules_heat_allowed(const RulesState *s, int64_t now, int64_t *ret_from);
+
+/*
+ * R4: may a heat session of `len` seconds start now without passing 20 minutes of heat in
+ * any 60? *ret_from: the earliest start that could run it in full (now when allowed);
+ * *ret_bound: the answer rests on a time that is only a bound (R10).
+ */
+bool rules_heat_cap_allows(const RulesState *s, int64_t now, uint32_t len, int64_t *ret_from, bool *ret_bound);
 
 /* R7: a cold session that ran at least 10 minutes is compliant; nothing else is. */
 bool rules_compliant(TherapyMode mode, uint32_t duration_s);

@@ -129,6 +129,28 @@ int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *
  * the daemon owns those.
  */
 int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defaults, RulesState *ret);
+/*
+ * The same on R10's clock: every time is placed on now->wall's axis as rules_time_place()
+ * does (the boot clock within this boot, a trusted wall clock across boots, else a lower
+ * bound, flagged), and R4's heat history is filled. This is the one the daemon decides on.
+ */
+int store_rules_state_at(Store *s, const char *wrap, const RulesPrescription *defaults,
+                         const RulesClock *now, RulesState *ret);
+
+/*
+ * R10. An injury recorded at `recorded` (the clock and boot stamp of the entry). `pending`
+ * ("today" or "now", with no date) marks one entered while the clock was not trusted: it
+ * counts from that moment until store_injuries_date() gives it its date.
+ */
+int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
+                             const RulesTime *recorded, const char *pending);
+/* Once the clock is trusted: the pending injuries of boot `boot_id` get their time
+ * (boot_wall0 + their boot stamp) and, for "today", their local date. */
+int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsigned *ret_n);
+/* Records of boot `boot_id` taken before the clock was synchronised, oldest first. */
+int store_sessions_unsynced(Store *s, const char *boot_id, SessionRecord **ret, size_t *ret_n);
+/* The newest time stored from a trusted clock (0 when none): R10's floor for the wall clock. */
+int store_newest_time(Store *s, int64_t *ret);
 
 /* Sessions: insert or update by session_id, plus `msg` into the outbox when not NULL. */
 int store_session_put(Store *s, const SessionRecord *rec, OutboxMsg *msg);

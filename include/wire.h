@@ -89,6 +89,8 @@ typedef struct WireTemperature {
 
 #define WIRE_TEMPERATURE_MAX_SIZE 13
 
+/* A time stamp out of range or a reserved type byte is dropped (has_timestamp, has_type
+ * cleared), and the temperature kept: the skin reading is what R5 needs. */
 int wire_temperature_decode(const uint8_t *b, size_t n, WireTemperature *ret, const char **ret_why);
 /* Encodes centi_c (or °F when .fahrenheit: centi_c is then hundredths of a °F) with exponent -2. */
 size_t wire_temperature_encode(const WireTemperature *t, uint8_t out[static WIRE_TEMPERATURE_MAX_SIZE]);

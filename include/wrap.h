@@ -77,6 +77,11 @@ void wraps_free(Manager *m);
 /* The wrap was removed (manager_remove_wrap): ends its session as stopped by the user. */
 void wrap_removed(Wrap *w);
 
+/* R10 (timekeep.c): the clock is trusted now; open records of this boot get their true times. */
+void wraps_clock_trusted(Manager *m, int64_t wall0);
+/* Writes a record (with its outbox message when it is closed), as every session record is. */
+int wrap_record_put(Manager *m, const SessionRecord *rec);
+
 Wrap *wrap_find(Manager *m, const char *wrap_or_address);
 Wrap *wrap_find_address(Manager *m, const char *address);
 

@@ -74,6 +74,10 @@ void wrapfw_set_skin(WrapFw *fw, int16_t centi, bool hold, uint64_t now_usec);
 /* Sets the fault flags (WIRE_FAULT_*). Any flag turns the element off (state 4) until START. */
 void wrapfw_set_fault(WrapFw *fw, uint8_t flags, uint64_t now_usec);
 void wrapfw_set_battery(WrapFw *fw, uint8_t percent, uint64_t now_usec);
+/* A thermometer that indicates nothing (R5: the gateway must notice within 15 s). */
+void wrapfw_set_thermometer_silent(WrapFw *fw, bool silent, uint64_t now_usec);
+/* Status reports `mode` (0 none, 1 cold, 2 heat) whatever runs; -1: the truth again. */
+void wrapfw_set_reported_mode(WrapFw *fw, int mode, uint64_t now_usec);
 
 /* Introspection, for logs and tests. */
 typedef struct WrapFwInfo {

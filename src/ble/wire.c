@@ -258,9 +258,11 @@ int wire_temperature_decode(const uint8_t *b, size_t n, WireTemperature *ret, co
                 t.hours = p[4];
                 t.minutes = p[5];
                 t.seconds = p[6];
+                /* The gateway never reads the wrap's time stamp, and R5 needs the reading:
+                 * a bad one is dropped, the temperature kept. */
                 if (!timestamp_valid(t.year, t.month, t.day, t.hours, t.minutes, t.seconds)) {
-                        SET_WHY(ret_why, "temperature time stamp out of range");
-                        return -EBADMSG;
+                        t.has_timestamp = false;
+                        t.year = t.month = t.day = t.hours = t.minutes = t.seconds = 0;
                 }
         }
 
@@ -268,8 +270,8 @@ int wire_temperature_decode(const uint8_t *b, size_t n, WireTemperature *ret, co
                 t.type = b[want - 1];
                 /* SIG Temperature Type: 1 armpit … 9 tympanum; 0 and 10–255 reserved. */
                 if (t.type < 1 || t.type > 9) {
-                        SET_WHY(ret_why, "temperature type reserved");
-                        return -EBADMSG;
+                        t.has_type = false;
+                        t.type = 0;
                 }
         }
 

@@ -144,6 +144,14 @@ static int key_adapter(Parser *p, const char *value, const char **why) {
         return -EINVAL;
 }
 
+static int key_clock_trusted(Parser *p, const char *value, const char **why) {
+        if (parse_bool(value, &p->c->clock_trusted) < 0) {
+                *why = "not a boolean (yes or no)";
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int key_auto_adopt(Parser *p, const char *value, const char **why) {
         if (parse_bool(value, &p->c->auto_adopt) < 0) {
                 *why = "not a boolean (yes or no)";
@@ -451,6 +459,7 @@ static int key_store_path(Parser *p, const char *value, const char **why) {
 
 static const Key keys[] = {
         { SECTION_DAEMON,    "log_level",         key_log_level },
+        { SECTION_DAEMON,    "clock_trusted",     key_clock_trusted },
         { SECTION_BLUETOOTH, "adapter",           key_adapter },
         { SECTION_BLUETOOTH, "auto_adopt",        key_auto_adopt },
         { SECTION_BLUETOOTH, "allow",             key_allow },

@@ -80,6 +80,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
+        bool trusted;
         int r;
 
         r = wrap_known(m, wrap, NULL, ret_error);
@@ -100,26 +101,67 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
                 return 0;
         }
 
+        /* R10: "today" and "now" are the moment of entry. With no trusted clock the date is not
+         * known: it counts from that moment (the boot clock) and is dated once the clock syncs. */
+        if (streq(iso_or_null, "today") || streq(iso_or_null, "now")) {
+                RulesTime rec = { .wall_ok = manager_clock_trusted(m) };
+
+                manager_stamp(m, &rec.wall, &rec.boot_s);
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                if (rec.wall_ok) {
+                        if (streq(iso_or_null, "today"))
+                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL);
+                        else
+                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL);
+                } else if (!m->boot_id[0]) {
+                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
+                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
+                        return -EINVAL;
+                } else
+                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null);
+                if (r < 0)
+                        return store_fail(m, r, "recording the injury", ret_error);
+                manager_time_stored(m, rec.wall, rec.wall_ok);
+                log_wrap(LOG_INFO, wrap, "Injury recorded: %s%s; heat is refused for the wait after it (R2).",
+                         iso_or_null, rec.wall_ok ? "" : " (the clock is not synchronised: it counts from this "
+                         "moment and gets its date when the clock syncs, R10)");
+                mqtt_kick(m->mqtt);
+                (void) manager_r8_check(m, wrap, now);
+                return 0;
+        }
+
         r = clock_parse_iso(iso_or_null, &at, &date_only);
         if (r < 0) {
                 set_error(ret_error, "\"%s\" is not a date (YYYY-MM-DD) or a date and time "
                           "(YYYY-MM-DDTHH:MM[:SS], optionally Z or ±HH:MM)", iso_or_null);
                 return -EINVAL;
         }
-        if (date_only) {
-                /* A date resolves to the end of that local day; it may be today, not later. */
+        trusted = manager_clock_trusted(m);
+        if (date_only)
                 snprintf(date, sizeof date, "%.10s", iso_or_null);
+        /* "In the future" means something only on a trusted clock (R10); a later injury than
+         * the true one only makes R2 wait longer, so without one the date is taken as given. */
+        if (date_only && trusted) {
+                /* A date resolves to the end of that local day; it may be today, not later. */
                 clock_format_date(now, today);
                 if (strcmp(date, today) > 0) {
                         set_error(ret_error, "the injury date %s is in the future", date);
                         return -EINVAL;
                 }
-        } else if (at > now + FUTURE_SLACK_S) {
+        } else if (trusted && at > now + FUTURE_SLACK_S) {
                 set_error(ret_error, "the injury time %s is in the future", iso_or_null);
                 return -EINVAL;
         }
 
-        r = store_injury_add(m->store, wrap, at, date_only ? date : NULL, now);
+        {
+                RulesTime rec = { .wall_ok = trusted };
+
+                manager_stamp(m, &rec.wall, &rec.boot_s);
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL);
+                if (r >= 0)
+                        manager_time_stored(m, rec.wall, rec.wall_ok);
+        }
         if (r < 0)
                 return store_fail(m, r, "recording the injury", ret_error);
         wraps_stored_invalidate(m, wrap);

@@ -220,7 +220,6 @@ static void mq_store_failed(void *userdata, int error) {
 /* The commands, through the one door; "today" and a diary entry's missing time are ours. */
 static int mq_command(void *userdata, const char *wrap, const Command *c, char **ret_data, const char **ret_error) {
         Manager *m = userdata;
-        char date[11];
         int r = -EINVAL;
 
         switch (c->type) {
@@ -239,13 +238,10 @@ static int mq_command(void *userdata, const char *wrap, const Command *c, char *
         case COMMAND_STOP:
                 r = door_stop(m, wrap, SOURCE_MQTT, ret_error);
                 break;
-        case COMMAND_INJURY: {
-                const char *v = c->injury[0] ? c->injury : NULL;
-                if (v && streq(v, "today"))
-                        v = clock_format_date(manager_now(m), date);
-                r = door_set_injury(m, wrap, v, ret_error);
+        case COMMAND_INJURY:
+                /* "today" goes through as it is: the daemon dates it (R10). */
+                r = door_set_injury(m, wrap, c->injury[0] ? c->injury : NULL, ret_error);
                 break;
-        }
         case COMMAND_DIARY: {
                 DiaryEntry e = c->diary;
                 if (e.at == 0)
@@ -384,6 +380,9 @@ static void mq_health(void *userdata, BridgeHealth *h) {
         h->uptime_s = (clock_mono_usec() - m->started_usec) / USEC_PER_SEC;
         h->store_ok = m->store != NULL;
         h->malformed = m->malformed;
+        h->clock_synced = m->clock_sync > 0;
+        h->clock_trusted = manager_clock_trusted(m);
+        h->clock_declared_trusted = m->config.clock_trusted;
         for (Wrap *w = m->wraps; w; w = wrap_next(w))
                 h->wraps_connected += wrap_get_live(w)->connected;
 }

@@ -99,6 +99,9 @@ int main(int argc, char *argv[]) {
                 log_error("KNEEWRAP_TIME_SCALE must be a whole number from 1 to 100000.");
                 return EXIT_FAILURE;
         }
+        if (clock_scale_ignored())
+                log_warning("KNEEWRAP_TIME_SCALE is set and ignored: this build (meson -Dtime_scale=disabled) "
+                            "runs on real time only.");
         if (scale != 1)
                 log_warning("KNEEWRAP_TIME_SCALE=%d: time runs %d times faster than the wall clock. "
                             "For simulations and tests only, never with a person wearing a wrap.", scale, scale);

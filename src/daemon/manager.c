@@ -72,10 +72,11 @@ void manager_update_status(Manager *m) {
                 snprintf(mqtt, sizeof mqtt, "MQTT connecting to %s:%u", m->config.mqtt_host, m->config.mqtt_port);
 
         if (!m->store)
-                snprintf(line, sizeof line, "Store unavailable (%s): %s; refusing sessions, retrying; %s, %s",
-                         m->config.store_path, manager_store_problem(m->store_error), ble, mqtt);
+                snprintf(line, sizeof line, "Store unavailable (%s): %s; refusing sessions, retrying; %s, %s, %s",
+                         m->config.store_path, manager_store_problem(m->store_error), ble, mqtt,
+                         manager_clock_status(m));
         else
-                snprintf(line, sizeof line, "%s, %s, store OK", ble, mqtt);
+                snprintf(line, sizeof line, "%s, %s, store OK, %s", ble, mqtt, manager_clock_status(m));
 
         if (!m->status || !streq(m->status, line)) {
                 free(m->status);
@@ -120,10 +121,16 @@ static int store_try_open(Manager *m) {
 
 static void store_now_available(Manager *m) {
         /* Facts written while MQTT was waiting, and R8 checks missed while the store was down. */
+        int64_t newest;
+
+        if (store_newest_time(m->store, &newest) >= 0 && newest > m->newest_wall)
+                m->newest_wall = newest;
         wraps_stored_invalidate(m, NULL);
         (void) manager_wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
+        m->clock_was_trusted = false;   /* records taken while the store was away may need correcting */
+        manager_clock_check(m);
 }
 
 static int on_store_retry(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -424,6 +431,7 @@ Manager *manager_free(Manager *m) {
         m->exit_source = sd_event_source_disable_unref(m->exit_source);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
+        manager_time_free(m);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         m->api = bus_api_free(m->api);
         m->bus = sd_bus_flush_close_unref(m->bus);
@@ -514,6 +522,11 @@ int manager_new(const char *config_path, Manager **ret) {
         /* A store that fails is not fatal: STATUS= says so, sessions are refused, we retry. */
         if (store_try_open(m) < 0)
                 store_retry_schedule(m);
+
+        /* R10: before any wrap or request, the clocks and what they may be trusted for. */
+        r = manager_time_setup(m);
+        if (r < 0)
+                return r;
 
         /* MQTT */
         if (m->config.mqtt_host) {

@@ -29,6 +29,9 @@
 #define GRACE_MIN_REAL_USEC     (5 * USEC_PER_SEC)      /* a reconnect needs real seconds at any scale */
 #define ANSWER_TIMEOUT_USEC     (10 * USEC_PER_SEC)     /* START's answer indication */
 #define STOP_BUTTON_WAIT_USEC   (2 * USEC_PER_SEC)      /* idle early: is a stop press on its way? */
+/* R5: the wrap indicates every 5 s in a session; 15 s of real time without a valid reading
+ * means the gateway no longer sees the skin. Real time: a sensor is not faster at any scale. */
+#define SKIN_SILENCE_USEC       ((uint64_t) RULES_SKIN_SILENCE_S * USEC_PER_SEC)
 
 typedef enum SessionPhase {
         PHASE_NONE,
@@ -58,8 +61,18 @@ struct Wrap {
         uint64_t start_mono;          /* scaled; 0 when the daemon restarted since */
         uint64_t deadline_mono;       /* scaled */
         int64_t lost_at;              /* Unix s when the link went during the session, 0 */
+        int64_t lost_boot;            /* the boot clock (s) then, -1 */
+        uint32_t lost_elapsed_s;      /* how long the session had run then */
         bool have_seq;                /* the wrap's session sequence number of this session */
         uint8_t seq;
+        /* START went out and no answer came before the link went: it may run (R6 counts it)
+         * until the wrap's sequence number, read back, shows whether it took. */
+        bool start_unconfirmed;
+        bool have_seq_before;         /* the wrap's sequence number before START */
+        uint8_t seq_before;
+        bool have_live_seq;           /* the last Status's sequence number, any phase */
+        uint8_t live_seq;
+        sd_event_source *skin_timer;  /* R5: no valid skin reading for 15 s of real time */
         sd_event_source *timer;       /* the prescribed end, then the grace period */
         sd_event_source *answer_timer;
         sd_event_source *idle_timer;  /* the wrap went idle early: wait for its stop press */
@@ -161,7 +174,7 @@ static int store_failed(Manager *m, int r, const char *wrap, const char *session
 }
 
 /* Writes the record; a finished one goes into the outbox in the same transaction. */
-static int record_put_m(Manager *m, const SessionRecord *rec) {
+int wrap_record_put(Manager *m, const SessionRecord *rec) {
         OutboxMsg msg = { 0 };
         /* Without MQTT nothing would ever take messages out of the outbox. */
         bool publish = rec->outcome != OUTCOME_OPEN && m->config.mqtt_host;
@@ -179,6 +192,8 @@ static int record_put_m(Manager *m, const SessionRecord *rec) {
                 outbox_msg_done(&msg);
         if (r < 0)
                 return store_failed(m, r, rec->wrap, rec->session_id, "record the session");
+        manager_time_stored(m, rec->ended_at > rec->requested_at ? rec->ended_at : rec->requested_at,
+                            rec->clock_synced);
         if (publish)
                 outbox_kick(m);
         /* The last record is known now; the rules' view (the rest after cold) is read again. */
@@ -194,7 +209,7 @@ static int record_put_m(Manager *m, const SessionRecord *rec) {
 }
 
 static int record_put(Wrap *w, const SessionRecord *rec) {
-        return record_put_m(w->m, rec);
+        return wrap_record_put(w->m, rec);
 }
 
 static int send_request(Wrap *w, const WireRequest *req) {
@@ -203,7 +218,7 @@ static int send_request(Wrap *w, const WireRequest *req) {
 }
 
 static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
-        WireRequest req = { .opcode = WIRE_OP_DENY, .reason = (uint8_t) reason, .minutes = minutes };
+        WireRequest req = { .opcode = WIRE_OP_DENY, .reason = deny_reason_wire(reason), .minutes = minutes };
         int r = send_request(w, &req);
 
         if (r < 0)
@@ -246,19 +261,40 @@ static void arm_session_timer(Wrap *w, uint64_t scaled_deadline) {
         arm(w, &w->timer, clock_mono_to_real_usec(scaled_deadline), on_session_timer);
 }
 
+/*
+ * A session's time runs on the monotonic clock from its START (or, taken over after a
+ * restart, from where the boot clock puts it): a wall clock that steps neither ends it early
+ * nor stretches it (R10). The rules see it on that axis: active_started is 0.
+ */
 static uint32_t elapsed_s(Wrap *w, int64_t now) {
-        int64_t d;
+        uint64_t n = clock_mono_usec();
+        int64_t d = n > w->start_mono ? (int64_t) ((n - w->start_mono + USEC_PER_SEC / 2) / USEC_PER_SEC) : 0;
 
-        if (w->start_mono) {
-                uint64_t n = clock_mono_usec();
-                d = n > w->start_mono ? (int64_t) ((n - w->start_mono + USEC_PER_SEC / 2) / USEC_PER_SEC) : 0;
-        } else
-                d = w->rec.started_at ? now - w->rec.started_at : 0;
-        if (d < 0)
-                d = 0;
         if (d > (int64_t) w->rec.prescribed_s)
                 d = w->rec.prescribed_s;   /* the wrap never runs past its duration */
         return (uint32_t) d;
+}
+
+static int64_t session_now(Wrap *w) {
+        uint64_t n = clock_mono_usec();
+
+        return n > w->start_mono ? (int64_t) ((n - w->start_mono) / USEC_PER_SEC) : 0;
+}
+
+/* R10: the stamp of an instant on this boot's clock, for the record. */
+static int64_t boot_of(Wrap *w, int64_t wall) {
+        int64_t now_wall, now_boot;
+
+        if (!wall)
+                return -1;
+        manager_stamp(w->m, &now_wall, &now_boot);
+        if (now_boot < 0 || !streq(w->rec.boot_id, w->m->boot_id))
+                return -1;
+        if (wall == w->lost_at && w->lost_boot >= 0)
+                return w->lost_boot;
+        if (w->rec.started_at && w->rec.started_boot >= 0 && wall == w->rec.started_at + (int64_t) w->rec.prescribed_s)
+                return w->rec.started_boot + w->rec.prescribed_s;
+        return now_boot - (now_wall - wall) < 0 ? 0 : now_boot - (now_wall - wall);
 }
 
 static void update_remaining(Wrap *w) {
@@ -276,6 +312,8 @@ static void update_remaining(Wrap *w) {
 
 static void session_clear(Wrap *w) {
         w->phase = PHASE_NONE;
+        w->start_unconfirmed = false;
+        disarm(w->skin_timer);
         w->start_mono = w->deadline_mono = 0;
         w->lost_at = 0;
         w->have_seq = false;
@@ -322,7 +360,14 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         SessionRecord *rec = &w->rec;
 
         rec->outcome = outcome;
+        /* However the wall clock stepped, a session never ends before it began. */
+        if (ended_at && rec->started_at && ended_at < rec->started_at)
+                ended_at = rec->started_at;
         rec->ended_at = ended_at;
+        rec->ended_boot = boot_of(w, ended_at);
+        /* Times from a clock nobody vouches for: corrected if it syncs in this boot (R10). */
+        if (ended_at && !manager_clock_trusted(w->m))
+                rec->clock_synced = false;
         rec->duration_s = duration_s > rec->prescribed_s ? rec->prescribed_s : duration_s;
         rec->compliant = rules_compliant(rec->mode, rec->duration_s);
         log_session(LOG_NOTICE, w->address, rec->session_id, "%s session %s after %u s: %s",
@@ -359,16 +404,12 @@ static void session_stop(Wrap *w, StopReason reason, SessionOutcome outcome, con
 
 static void session_interrupted(Wrap *w, const char *why) {
         int64_t end = w->lost_at ? w->lost_at : manager_now(w->m);
-        uint32_t d = 0;
 
-        if (w->rec.started_at && end > w->rec.started_at)
-                d = (uint32_t) (end - w->rec.started_at);
-        session_close(w, OUTCOME_INTERRUPTED, end, d, why);
+        session_close(w, OUTCOME_INTERRUPTED, end, w->lost_at ? w->lost_elapsed_s : elapsed_s(w, 0), why);
 }
 
 static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Wrap *w = userdata;
-        int64_t now = manager_now(w->m);
         uint64_t mono = clock_mono_usec();
         RulesDecision d;
 
@@ -377,7 +418,7 @@ static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 break;
         case PHASE_STARTING:
         case PHASE_RUNNING:
-                d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_TICK }, now);
+                d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_TICK }, session_now(w));
                 if (d.action == RULES_STOP || mono >= w->deadline_mono + USEC_PER_SEC) {
                         session_stop(w, STOP_COMPLETED, OUTCOME_COMPLETED,
                                      d.why ? d.why : "the prescribed time is over");
@@ -403,6 +444,23 @@ static int on_session_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         }
         update_remaining(w);
         return 0;
+}
+
+static void safety_check(Wrap *w, const RulesEvent *ev);
+static void reported_check(Wrap *w, const WireStatus *s);
+
+static int on_skin_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Wrap *w = userdata;
+
+        safety_check(w, &(RulesEvent) { .type = RULES_EVENT_SILENCE, .silent_s = RULES_SKIN_SILENCE_S });
+        return 0;
+}
+
+/* R5: from now, a valid skin reading must come within 15 s of real time. */
+static void skin_watch(Wrap *w) {
+        uint64_t silence = w->m->skin_silence_usec ? w->m->skin_silence_usec : SKIN_SILENCE_USEC;
+
+        arm(w, &w->skin_timer, mono_usec() + silence, on_skin_timer);
 }
 
 static int on_answer_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -483,16 +541,28 @@ static bool wrap_link_ready(Wrap *w) {
 int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
                        SessionRecord *ret_record, const char **ret_error) {
         Manager *m = w->m;
-        int64_t now = manager_now(m);
+        RulesClock clk;
+        int64_t now;
         SessionRecord rec = {
                 .mode = mode,
                 .source = source,
-                .requested_at = now,
                 .outcome = OUTCOME_REFUSED,
         };
         RulesState st = { 0 };
         RulesDecision d;
         int r;
+
+        /* R10: stamped as the journal stamps: wall clock, boot id, boot clock. */
+        manager_clock(m, &clk);
+        now = clk.wall;
+        rec.requested_at = now;
+        rec.clock_synced = clk.wall_ok;
+        if (m->boot_id[0]) {
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                rec.requested_boot = rec.started_boot = clk.boot_s;
+        } else
+                rec.requested_boot = rec.started_boot = -1;
+        rec.ended_boot = -1;
 
         r = uuid_generate_str(rec.session_id);
         if (r < 0)
@@ -504,7 +574,7 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
         r = unsaved_flush(w);
         if (r < 0)
                 return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
-        r = store_rules_state(m->store, w->id, &m->config.therapy, &st);
+        r = store_rules_state_at(m->store, w->id, &m->config.therapy, &clk, &st);
         if (r < 0) {
                 store_failed(m, r, w->id, rec.session_id, "read the wrap's therapy state");
                 return refuse_unrecorded(w, &rec, r, ret_record, ret_error);
@@ -566,11 +636,16 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
         w->rules = st;
         w->rules.active = true;
         w->rules.active_mode = d.mode;
-        w->rules.active_started = now;
+        w->rules.active_started = 0;      /* the session's own axis: session_now() */
         w->rules.active_duration_s = d.duration_s;
+        w->rules.active_setpoint = d.setpoint;
         w->phase = PHASE_STARTING;
         w->have_seq = false;
         w->lost_at = 0;
+        w->lost_boot = -1;
+        w->start_unconfirmed = false;
+        w->have_seq_before = w->have_live_seq;
+        w->seq_before = w->live_seq;
         w->start_mono = clock_mono_usec();
         w->deadline_mono = w->start_mono + (uint64_t) d.duration_s * USEC_PER_SEC;
 
@@ -594,6 +669,7 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
         }
         arm_session_timer(w, w->deadline_mono);
         arm(w, &w->answer_timer, mono_usec() + ANSWER_TIMEOUT_USEC, on_answer_timer);
+        skin_watch(w);
         update_remaining(w);
         log_session(LOG_NOTICE, w->address, rec.session_id, "%s %s session: START %d.%02d °C for %u s (%s)",
                     request_source_to_string(source), therapy_mode_to_string(d.mode),
@@ -617,7 +693,7 @@ int wrap_request_stop(Wrap *w, RequestSource source, const char **ret_error) {
                         *ret_error = "the wrap is not connected; its session ends by itself at its duration";
                 return -ENOTCONN;
         }
-        d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_STOP }, manager_now(w->m));
+        d = rules_decide(&w->rules, &(RulesEvent) { .type = RULES_EVENT_STOP }, session_now(w));
         log_session(LOG_INFO, w->address, w->rec.session_id, "stop asked for (%s)", request_source_to_string(source));
         session_stop(w, d.action == RULES_STOP ? d.stop : STOP_USER, OUTCOME_STOPPED_BY_USER,
                      source == SOURCE_BUTTON ? "the stop button was pressed" : "stop asked for");
@@ -666,7 +742,7 @@ static void safety_check(Wrap *w, const RulesEvent *ev) {
 
         if (w->phase != PHASE_STARTING && w->phase != PHASE_RUNNING)
                 return;
-        d = rules_decide(&w->rules, ev, manager_now(w->m));
+        d = rules_decide(&w->rules, ev, session_now(w));
         if (d.action == RULES_STOP && d.stop == STOP_SAFETY)
                 session_stop(w, STOP_SAFETY, OUTCOME_STOPPED_FOR_SAFETY, d.why);
 }
@@ -680,12 +756,14 @@ static void stray_session(Wrap *w, const WireStatus *s) {
         Manager *m = w->m;
         int64_t now = manager_now(m);
         RulesState st = { 0 };
+        int64_t boot;
         SessionRecord rec = {
                 .mode = s->state == WIRE_STATE_HEATING ? THERAPY_HEAT : THERAPY_COLD,
                 /* It began on the wrap itself, not through any of the gateway's interfaces. */
                 .source = SOURCE_BUTTON,
                 .requested_at = now - s->elapsed_s,
                 .started_at = now - s->elapsed_s,
+                .clock_synced = manager_clock_trusted(m),
                 .prescribed_s = (uint32_t) s->elapsed_s + s->remaining_s,
                 .outcome = OUTCOME_OPEN,
                 .setpoint = s->setpoint,
@@ -704,6 +782,12 @@ static void stray_session(Wrap *w, const WireStatus *s) {
         if (unsaved_flush(w) < 0 || !m->store || uuid_generate_str(rec.session_id) < 0)
                 return;
         snprintf(rec.wrap, sizeof rec.wrap, "%s", w->id);
+        manager_stamp(m, NULL, &boot);
+        if (boot >= s->elapsed_s) {
+                snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                rec.requested_boot = rec.started_boot = boot - s->elapsed_s;
+        } else
+                rec.requested_boot = rec.started_boot = -1;
         if (store_rules_state(m->store, w->id, &m->config.therapy, &st) >= 0)
                 fill_days_since_injury(&rec, &st, now);
         w->rec = rec;
@@ -732,11 +816,33 @@ static void unknown_running(Wrap *w, const WireStatus *s) {
 
 /* After a link loss or a restart: what happened to the session while we were away. */
 static void reconcile(Wrap *w, const WireStatus *s) {
-        bool same = w->have_seq ? s->seq == w->seq : s->mode == (uint8_t) w->rec.mode;
-        bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
+        bool same, running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
         int64_t now = manager_now(w->m);
 
+        /* START went out and its answer never came: the sequence number tells whether it took. */
+        if (w->start_unconfirmed && !w->have_seq && w->have_seq_before) {
+                if (s->seq == w->seq_before) {
+                        w->rec.started_at = 0;
+                        w->rec.start_result = 0;
+                        session_close(w, OUTCOME_NOT_STARTED, 0, 0, "the wrap's sequence number shows it never "
+                                      "took the START whose answer was lost");
+                        if (running)
+                                stray_session(w, s);
+                        return;
+                }
+                if (s->seq == (uint8_t) (w->seq_before + 1)) {
+                        w->have_seq = true;
+                        w->seq = s->seq;
+                }
+        }
+        same = w->have_seq ? s->seq == w->seq : s->mode == (uint8_t) w->rec.mode;
+
         if (same && running) {
+                uint64_t mono = clock_mono_usec();
+
+                /* The wrap's own remaining time bounds ours: never a STOP later than its end. */
+                if (mono + (uint64_t) s->remaining_s * USEC_PER_SEC < w->deadline_mono)
+                        w->deadline_mono = mono + (uint64_t) s->remaining_s * USEC_PER_SEC;
                 log_session(LOG_INFO, w->address, w->rec.session_id, "back: the session is still running (%u s left on the wrap)",
                             (unsigned) s->remaining_s);
                 w->phase = PHASE_RUNNING;
@@ -745,11 +851,15 @@ static void reconcile(Wrap *w, const WireStatus *s) {
                         w->have_seq = true;
                         w->seq = s->seq;
                 }
+                w->start_unconfirmed = false;
                 /* The session keeps its own clock: STOP at the original prescribed end. */
                 arm_session_timer(w, w->deadline_mono);
+                skin_watch(w);
                 /* R5 holds from the first Status back, not from the next one 5 s later. */
                 if (s->faults)
                         safety_check(w, &(RulesEvent) { .type = RULES_EVENT_FAULT, .fault_flags = s->faults });
+                else if (w->phase == PHASE_RUNNING)
+                        reported_check(w, s);
                 return;
         }
         if (same && (s->state == WIRE_STATE_DONE ||
@@ -781,11 +891,23 @@ static void wrap_changed_if(Wrap *w, const WrapLive *before, SessionPhase phase_
                 wrap_changed(w);
 }
 
+/* R5: what the wrap runs must be what was started: the skin limit depends on it. */
+static void reported_check(Wrap *w, const WireStatus *s) {
+        TherapyMode by_state = s->state == WIRE_STATE_HEATING ? THERAPY_HEAT : THERAPY_COLD;
+        TherapyMode mode = s->mode == THERAPY_COLD || s->mode == THERAPY_HEAT ? (TherapyMode) s->mode : THERAPY_NONE;
+
+        if (mode != by_state)
+                mode = THERAPY_NONE;   /* cooling in heat mode, or the like: not what was started */
+        safety_check(w, &(RulesEvent) { .type = RULES_EVENT_REPORTED, .mode = mode, .setpoint = s->setpoint });
+}
+
 void wrap_on_status(Wrap *w, const WireStatus *s) {
         bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
         WrapLive before = w->live;
         SessionPhase phase_before = w->phase;
 
+        w->have_live_seq = true;
+        w->live_seq = s->seq;
         w->live.has_status = true;
         w->live.state = s->state;
         w->live.faults = s->faults;
@@ -808,9 +930,18 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
                                                         .fault_state = s->state == WIRE_STATE_FAULT });
                         break;
                 }
-                if (running && s->mode == (uint8_t) w->rec.mode && !w->have_seq) {
+                /* A late Status of the session closed before this one is not this one. */
+                if (running && !w->have_seq && w->have_closed_seq && s->seq == w->closed_seq)
+                        break;
+                if (running && !w->have_seq) {
                         w->have_seq = true;
                         w->seq = s->seq;
+                }
+                /* R5: a mode or setpoint other than the one started is stopped, not learned. */
+                if (running && s->seq == w->seq) {
+                        reported_check(w, s);
+                        if (w->phase == PHASE_NONE)
+                                break;
                 }
                 if (w->phase != PHASE_RUNNING || !w->have_seq || s->seq != w->seq)
                         break;
@@ -836,6 +967,7 @@ void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
         w->live.skin = t->centi_c;
         if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
                 skin_stats_add(&w->rec.skin, t->centi_c);
+                skin_watch(w);
                 safety_check(w, &(RulesEvent) { .type = RULES_EVENT_SKIN, .skin = t->centi_c });
         }
         wrap_changed_if(w, &before, phase_before);
@@ -876,8 +1008,18 @@ void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error) {
                 wrap_changed(w);
                 return;
         }
-        w->rec.started_at = 0;
-        session_close(w, OUTCOME_NOT_STARTED, 0, 0, "writing START to the wrap failed");
+        /* The link went with START written: it may run on the wrap's fail-safe. Like a link
+         * lost during a session (R6 counts it), until the sequence number says otherwise. */
+        if (!wrap_link_ready(w)) {
+                log_session(LOG_WARNING, w->address, w->rec.session_id, "writing START failed as the link went: "
+                            "the session may run; its sequence number decides on reconnect");
+                w->start_unconfirmed = true;
+                wrap_link_down(w);
+                return;
+        }
+        /* Still connected: the wrap's Status shows within the answer's wait whether it took. */
+        log_session(LOG_WARNING, w->address, w->rec.session_id, "writing START reported a failure; "
+                    "waiting for the wrap's Status to show whether it runs");
 }
 
 void wrap_on_battery(Wrap *w, int percent) {
@@ -924,10 +1066,15 @@ void wrap_link_up(Wrap *w) {
 void wrap_link_down(Wrap *w) {
         w->live.connected = false;
         if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
+                if (w->phase == PHASE_STARTING)
+                        w->start_unconfirmed = true;   /* no answer came: it may run (R6 counts it) */
                 w->phase = PHASE_AWAY;
-                w->lost_at = manager_now(w->m);
+                manager_stamp(w->m, &w->lost_at, &w->lost_boot);
+                w->lost_elapsed_s = elapsed_s(w, 0);
                 disarm(w->answer_timer);
                 disarm(w->idle_timer);
+                /* R5 needs readings; none come over a lost link. Watched again when it is back. */
+                disarm(w->skin_timer);
                 log_session(LOG_WARNING, w->address, w->rec.session_id,
                             "link lost during the session; it keeps its clock and is reconciled on reconnect");
         }
@@ -978,6 +1125,7 @@ void wrap_free(Wrap *w) {
         sd_event_source_disable_unref(w->timer);
         sd_event_source_disable_unref(w->answer_timer);
         sd_event_source_disable_unref(w->idle_timer);
+        sd_event_source_disable_unref(w->skin_timer);
         if (w->has_unsaved)
                 log_session(LOG_ERR, w->address, w->unsaved.session_id, "the %s session's record (%s, %u s) could "
                             "not be stored and is lost with the daemon; the store keeps it open",
@@ -996,8 +1144,12 @@ void wrap_removed(Wrap *w) {
 /* A session the store still holds open (we restarted): the wrap's next Status decides. */
 static void take_over(Manager *m, const SessionRecord *rec) {
         Wrap *w = wrap_find(m, rec->wrap);
-        int64_t now = manager_now(m), end;
+        int64_t now = manager_now(m), elapsed, left;
+        RulesClock clk;
+        RulesTime started;
         RulesState st = { 0 };
+        uint32_t cap;
+        bool exact;
 
         /* Closed already: the record kept in memory is the one to store (unsaved_flush). */
         if (w && w->has_unsaved && streq(w->unsaved.session_id, rec->session_id))
@@ -1005,10 +1157,12 @@ static void take_over(Manager *m, const SessionRecord *rec) {
         if (!w || w->phase != PHASE_NONE) {
                 SessionRecord r = *rec;
                 r.outcome = OUTCOME_INTERRUPTED;
-                r.ended_at = now;
+                r.ended_at = now > r.started_at ? now : r.started_at;
+                r.ended_boot = -1;
+                r.clock_synced = r.clock_synced && manager_clock_trusted(m);
                 r.duration_s = 0;
                 r.compliant = false;
-                if (record_put_m(m, &r) >= 0)
+                if (wrap_record_put(m, &r) >= 0)
                         log_session(LOG_NOTICE, rec->wrap, rec->session_id,
                                     "open session closed as interrupted: %s",
                                     w ? "its wrap runs another session" : "its wrap is no longer adopted");
@@ -1018,23 +1172,69 @@ static void take_over(Manager *m, const SessionRecord *rec) {
                 memset(&st, 0, sizeof st);
         w->rec = *rec;
         /* The store is not trusted to hold a sane duration: R1 and R4 bound the timer too. */
-        if (w->rec.prescribed_s > (rec->mode == THERAPY_HEAT ? RULES_HEAT_MAX_S : RULES_COLD_MAX_S))
-                w->rec.prescribed_s = rec->mode == THERAPY_HEAT ? RULES_HEAT_MAX_S : RULES_COLD_MAX_S;
+        cap = rec->mode == THERAPY_HEAT ? RULES_HEAT_MAX_S : RULES_COLD_MAX_S;
+        if (w->rec.prescribed_s > cap)
+                w->rec.prescribed_s = cap;
+
+        /*
+         * How long it has run, on R10's clock: the boot clock in this boot, a trusted wall clock
+         * across boots, else a lower bound (the wrap's remaining_s bounds it when it is back).
+         * Never by started_at against a wall clock that may be behind: that put the STOP late.
+         */
+        manager_clock(m, &clk);
+        started = (RulesTime) {
+                .wall = rec->started_at ? rec->started_at : rec->requested_at,
+                .wall_ok = rec->clock_synced,
+                .boot_s = rec->started_at ? rec->started_boot : rec->requested_boot,
+        };
+        if (started.boot_s >= 0)
+                snprintf(started.boot_id, sizeof started.boot_id, "%s", rec->boot_id);
+        elapsed = rules_elapsed(&started, &clk, &exact);
+        if (elapsed < 0)
+                elapsed = 0;
+        if (elapsed > (int64_t) w->rec.prescribed_s)
+                elapsed = w->rec.prescribed_s;
+        left = (int64_t) w->rec.prescribed_s - elapsed;
+
         w->rules = st;
         w->rules.active = true;
         w->rules.active_mode = rec->mode;
-        w->rules.active_started = rec->started_at ? rec->started_at : rec->requested_at;
+        w->rules.active_started = 0;
         w->rules.active_duration_s = w->rec.prescribed_s;
+        w->rules.active_setpoint = rec->setpoint;
         w->phase = PHASE_AWAY;
-        w->start_mono = 0;
         w->lost_at = 0;
-        end = w->rules.active_started + w->rec.prescribed_s;
-        w->deadline_mono = clock_mono_usec() + (end > now ? (uint64_t) (end - now) * USEC_PER_SEC : 0);
+        w->lost_boot = -1;
+        w->have_seq = false;
+        /* An open record whose START has no answer stored may never have run. */
+        w->start_unconfirmed = rec->start_result == 0;
+        w->have_seq_before = false;
+        {
+                uint64_t mono = clock_mono_usec(), back = (uint64_t) elapsed * USEC_PER_SEC;
+
+                w->start_mono = mono > back ? mono - back : 1;
+                w->deadline_mono = mono + (uint64_t) left * USEC_PER_SEC;
+        }
         arm_session_timer(w, w->deadline_mono);
         update_remaining(w);
         log_session(LOG_NOTICE, w->address, rec->session_id,
-                    "%s session still open from before the restart; reconciling when the wrap is back",
-                    therapy_mode_to_string(rec->mode));
+                    "%s session still open from before the restart (%lld s in%s); reconciling when the wrap is back",
+                    therapy_mode_to_string(rec->mode), (long long) elapsed, exact ? "" : " at least");
+}
+
+/* R10: the clock is trusted now; an open record of this boot gets its true times. */
+void wraps_clock_trusted(Manager *m, int64_t wall0) {
+        for (Wrap *w = m->wraps; w; w = w->next) {
+                if (w->phase != PHASE_NONE && streq(w->rec.boot_id, m->boot_id) &&
+                    record_correct_times(&w->rec, wall0)) {
+                        /* The store's copy too, so a restart takes it over with the right times. */
+                        (void) wrap_record_put(m, &w->rec);
+                        if (w->lost_at && w->lost_boot >= 0)
+                                w->lost_at = wall0 + w->lost_boot;
+                }
+                if (w->has_unsaved && streq(w->unsaved.boot_id, m->boot_id))
+                        (void) record_correct_times(&w->unsaved, wall0);
+        }
 }
 
 int wraps_load(Manager *m) {

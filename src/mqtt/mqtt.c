@@ -1322,6 +1322,8 @@ void mqtt_bridge_changed(Mqtt *q, int64_t adoption_until) {
                 return;
         q->adoption_until = adoption_until;
         q->dirty_info = true;
+        /* The clock's state (R10) is in bridge/health. */
+        q->dirty_health = true;
         schedule_flush(q);
 }
 

@@ -125,7 +125,8 @@ static json_t *session_json(const SessionRecord *rec) {
             !put(o, "compliant", json_boolean(rec->compliant)) ||
             !put(o, "refusal", refusal_json(rec)) ||
             !put(o, "skin_c", skin_json(&rec->skin)) ||
-            !put(o, "days_since_injury", days_json(rec))) {
+            !put(o, "days_since_injury", days_json(rec)) ||
+            !put(o, "clock_synced", json_boolean(rec->clock_synced))) {
                 json_decref(o);
                 return NULL;
         }

@@ -163,5 +163,8 @@ int state_bridge_health_json(const BridgeHealth *h, char **ret) {
         f |= put(o, "outbox_depth", h->has_outbox_depth ? json_integer((json_int_t) h->outbox_depth) : json_null());
         f |= put(o, "mqtt_reconnects", json_integer((json_int_t) h->mqtt_reconnects));
         f |= put(o, "malformed_values", json_integer((json_int_t) h->malformed));
+        f |= put(o, "clock_synced", json_boolean(h->clock_synced));
+        f |= put(o, "clock_trusted", json_boolean(h->clock_trusted));
+        f |= put(o, "clock_declared_trusted", json_boolean(h->clock_declared_trusted));
         return dump(o, f, ret);
 }

@@ -192,6 +192,8 @@ static const char *refusal_text(RefusalReason r) {
                 return "Refused: a session was already running";
         case REFUSAL_STORE_UNAVAILABLE:
                 return "Refused: the gateway could not record the session";
+        case REFUSAL_CLOCK_UNSYNCED:
+                return "Refused: the gateway's clock was not synchronised, so no wait could be proved over (R10)";
         case REFUSAL_OTHER:
         case REFUSAL_NONE:
         case _REFUSAL_MAX:

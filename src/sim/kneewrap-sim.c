@@ -1256,7 +1256,8 @@ static void run_command(Sim *s, char *line, char *out, size_t size) {
                 return;
         }
         if (!s->fw && (streq(words[0], "press") || streq(words[0], "skin") || streq(words[0], "fault") ||
-                       streq(words[0], "clear-fault") || streq(words[0], "battery"))) {
+                       streq(words[0], "clear-fault") || streq(words[0], "battery") ||
+                       streq(words[0], "thermometer") || streq(words[0], "report-mode"))) {
                 snprintf(out, size, "error: the wrap has no adapter yet");
                 return;
         }
@@ -1293,6 +1294,20 @@ static void run_command(Sim *s, char *line, char *out, size_t size) {
         } else if (streq(words[0], "clear-fault") && n == 1) {
                 wrapfw_set_fault(s->fw, 0, fw_now());
                 log_info("faults cleared");
+        } else if (streq(words[0], "thermometer") && n == 2 && (streq(words[1], "on") || streq(words[1], "off"))) {
+                /* R5: a gateway must notice a thermometer that says nothing. */
+                wrapfw_set_thermometer_silent(s->fw, streq(words[1], "off"), fw_now());
+                log_info("thermometer %s", words[1]);
+        } else if (streq(words[0], "report-mode") && n == 2) {
+                /* R5: a Status that reports another mode than the one running. */
+                int mode = streq(words[1], "true") ? -1 : streq(words[1], "none") ? 0 :
+                           streq(words[1], "cold") ? 1 : streq(words[1], "heat") ? 2 : -2;
+                if (mode == -2)
+                        r = -EINVAL;
+                else {
+                        wrapfw_set_reported_mode(s->fw, mode, fw_now());
+                        log_info("Status reports mode %s", words[1]);
+                }
         } else if (streq(words[0], "battery") && n == 2) {
                 int64_t v;
                 if ((r = parse_int64(words[1], &v)) >= 0 && (v < 0 || v > 100))
@@ -1533,6 +1548,7 @@ static void help(void) {
                "  -v --verbose          Log more\n"
                "\n"
                "Commands: press cold|heat|stop, skin C|auto, fault FLAGS, clear-fault, battery N,\n"
+               "          thermometer on|off, report-mode cold|heat|none|true,\n"
                "advertise on|off, drop, clear-bond, status, quit. See kneewrap-sim(1).\n",
                program_invocation_short_name, program_invocation_short_name);
 }

@@ -160,9 +160,75 @@ static const char *const schema_step2[] = {
         NULL,
 };
 
+/*
+ * R10 (issue 8): every session is stamped as the journal stamps its entries (the boot id and
+ * CLOCK_BOOTTIME beside the wall clock, and whether that clock was synchronised), and may be
+ * refused as clock_unsynced. SQLite cannot change a CHECK in place, so sessions is rebuilt
+ * with its rowids (their order is the order things happened, whatever the clock said).
+ * Older rows get clock_synced 0: nobody knows what their clock was.
+ */
+static const char *const schema_step3[] = {
+        "CREATE TABLE sessions_r10 (\n"
+        "        session_id TEXT PRIMARY KEY NOT NULL CHECK (length(session_id) BETWEEN 1 AND 36),\n"
+        "        wrap TEXT NOT NULL REFERENCES wraps (id),\n"
+        "        mode TEXT NOT NULL CHECK (mode IN ('cold', 'heat')),\n"
+        "        source TEXT NOT NULL CHECK (source IN ('button', 'mqtt', 'cli', 'dbus')),\n"
+        "        requested_at INTEGER NOT NULL,\n"
+        "        started_at INTEGER,\n"
+        "        ended_at INTEGER,\n"
+        "        prescribed_s INTEGER NOT NULL CHECK (prescribed_s >= 0),\n"
+        "        duration_s INTEGER NOT NULL CHECK (duration_s >= 0),\n"
+        "        outcome TEXT NOT NULL CHECK (outcome IN ('open', 'completed', 'stopped_by_user',\n"
+        "                'stopped_for_safety', 'interrupted', 'refused', 'not_started')),\n"
+        "        compliant INTEGER NOT NULL CHECK (compliant IN (0, 1)),\n"
+        "        refusal TEXT CHECK (refusal IS NULL OR refusal IN ('heat_too_soon', 'rest_interval',\n"
+        "                'session_active', 'store_unavailable', 'other', 'clock_unsynced')),\n"
+        "        minutes_left INTEGER NOT NULL DEFAULT 0 CHECK (minutes_left BETWEEN 0 AND 65535),\n"
+        "        skin_n INTEGER NOT NULL DEFAULT 0 CHECK (skin_n >= 0),\n"
+        "        skin_min INTEGER,\n"
+        "        skin_max INTEGER,\n"
+        "        skin_sum INTEGER NOT NULL DEFAULT 0,\n"
+        "        days_since_injury INTEGER CHECK (days_since_injury IS NULL OR days_since_injury >= 0),\n"
+        "        setpoint INTEGER NOT NULL,\n"
+        "        start_result INTEGER NOT NULL DEFAULT 0 CHECK (start_result BETWEEN 0 AND 255),\n"
+        "        clock_synced INTEGER NOT NULL DEFAULT 0 CHECK (clock_synced IN (0, 1)),\n"
+        "        boot_id TEXT CHECK (boot_id IS NULL OR length(boot_id) = 36),\n"
+        "        requested_boot INTEGER CHECK (requested_boot IS NULL OR requested_boot >= 0),\n"
+        "        started_boot INTEGER CHECK (started_boot IS NULL OR started_boot >= 0),\n"
+        "        ended_boot INTEGER CHECK (ended_boot IS NULL OR ended_boot >= 0),\n"
+        "        CHECK (compliant = 0 OR (mode = 'cold' AND duration_s >= 600)),\n"
+        "        CHECK ((skin_n = 0) = (skin_min IS NULL) AND (skin_min IS NULL) = (skin_max IS NULL))\n"
+        ");\n",
+        "INSERT INTO sessions_r10 (rowid, session_id, wrap, mode, source, requested_at, started_at, ended_at,\n"
+        "        prescribed_s, duration_s, outcome, compliant, refusal, minutes_left, skin_n, skin_min, skin_max,\n"
+        "        skin_sum, days_since_injury, setpoint, start_result)\n"
+        "SELECT rowid, session_id, wrap, mode, source, requested_at, started_at, ended_at,\n"
+        "        prescribed_s, duration_s, outcome, compliant, refusal, minutes_left, skin_n, skin_min, skin_max,\n"
+        "        skin_sum, days_since_injury, setpoint, start_result FROM sessions ORDER BY rowid;\n",
+        "DROP TABLE sessions;\n",
+        "ALTER TABLE sessions_r10 RENAME TO sessions;\n",
+        "CREATE INDEX sessions_wrap_requested ON sessions (wrap, requested_at);\n",
+        "CREATE INDEX sessions_requested ON sessions (requested_at);\n",
+        "CREATE INDEX sessions_wrap_cold_end ON sessions (wrap, ended_at) WHERE mode = 'cold';\n",
+        "CREATE INDEX sessions_open ON sessions (requested_at) WHERE outcome = 'open';\n",
+        "CREATE INDEX sessions_unsynced ON sessions (boot_id) WHERE clock_synced = 0;\n",
+        /* R6 and R4 read a wrap's last sessions of a mode in the order they were recorded:
+         * (wrap, mode, rowid), backwards, without a sort. */
+        "CREATE INDEX sessions_wrap_mode ON sessions (wrap, mode);\n",
+
+        /* An injury entered as "today" or "now" while the clock is not trusted counts from that
+         * moment (its boot stamp) and gets its date once the clock is synchronised (pending). */
+        "ALTER TABLE injuries ADD COLUMN clock_synced INTEGER NOT NULL DEFAULT 1 CHECK (clock_synced IN (0, 1));\n",
+        "ALTER TABLE injuries ADD COLUMN boot_id TEXT CHECK (boot_id IS NULL OR length(boot_id) = 36);\n",
+        "ALTER TABLE injuries ADD COLUMN recorded_boot INTEGER CHECK (recorded_boot IS NULL OR recorded_boot >= 0);\n",
+        "ALTER TABLE injuries ADD COLUMN pending TEXT CHECK (pending IS NULL OR pending IN ('today', 'now'));\n",
+        NULL,
+};
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
         schema_step2,       /* 2: alert records, runs, patient profiles, device information */
+        schema_step3,       /* 3: R10's clock stamps; refusal clock_unsynced */
 };
 
 size_t schema_version_latest(void) {

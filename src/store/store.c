@@ -23,6 +23,10 @@
  */
 #define STORE_BUSY_TIMEOUT_MS 1000
 
+static int tx_finish(Store *s, int r, OutboxMsg *msg);
+static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n);
+static int session_from_row(Store *s, sqlite3_stmt *st, SessionRecord *rec);
+
 typedef enum StmtId {
         STMT_BEGIN,
         STMT_COMMIT,
@@ -64,13 +68,21 @@ typedef enum StmtId {
         STMT_PROFILE_GET,
         STMT_DEVICE_INFO_SET,
         STMT_DEVICE_INFO_GET,
+        STMT_INJURY_ADD_STAMPED,
+        STMT_LAST_COLD_RAN,
+        STMT_LAST_HEAT_RAN,
+        STMT_SESSIONS_UNSYNCED,
+        STMT_INJURIES_PENDING,
+        STMT_INJURY_DATED,
+        STMT_NEWEST_TIME,
         _STMT_MAX,
 } StmtId;
 
 #define SESSION_COLUMNS \
         "session_id, wrap, mode, source, requested_at, started_at, ended_at, prescribed_s, " \
         "duration_s, outcome, compliant, refusal, minutes_left, skin_n, skin_min, skin_max, " \
-        "skin_sum, days_since_injury, setpoint, start_result"
+        "skin_sum, days_since_injury, setpoint, start_result, clock_synced, boot_id, requested_boot, " \
+        "started_boot, ended_boot"
 
 #define NOW_SQL "CAST(strftime('%s', 'now') AS INTEGER)"
 
@@ -112,7 +124,31 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_INJURY_RESOLVE] =
                 "UPDATE injuries SET resolved_at = ?2 WHERE wrap = ?1 AND resolved_at IS NULL",
         [STMT_INJURY_OPEN] =
-                "SELECT at, date FROM injuries WHERE wrap = ?1 AND resolved_at IS NULL",
+                "SELECT at, date, recorded_at, boot_id, recorded_boot, pending FROM injuries "
+                "WHERE wrap = ?1 AND resolved_at IS NULL",
+        [STMT_INJURY_ADD_STAMPED] =
+                "INSERT INTO injuries (wrap, at, date, recorded_at, clock_synced, boot_id, recorded_boot, pending) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        /* R10: the order of rows is the order things happened, whatever the clock said. */
+        [STMT_LAST_COLD_RAN] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE wrap = ?1 AND mode = 'cold' "
+                "AND ended_at IS NOT NULL AND " RAN_SQL " ORDER BY rowid DESC LIMIT 4",
+        [STMT_LAST_HEAT_RAN] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE wrap = ?1 AND mode = 'heat' "
+                "AND ended_at IS NOT NULL AND " RAN_SQL " ORDER BY rowid DESC LIMIT ?2",
+        [STMT_SESSIONS_UNSYNCED] =
+                "SELECT " SESSION_COLUMNS " FROM sessions WHERE clock_synced = 0 AND boot_id = ?1 "
+                "ORDER BY rowid",
+        [STMT_INJURIES_PENDING] =
+                "SELECT id, recorded_boot, pending FROM injuries WHERE pending IS NOT NULL AND boot_id = ?1 "
+                "AND recorded_boot IS NOT NULL",
+        [STMT_INJURY_DATED] =
+                "UPDATE injuries SET at = ?2, date = ?3, recorded_at = ?4, clock_synced = 1, pending = NULL "
+                "WHERE id = ?1",
+        [STMT_NEWEST_TIME] =
+                "SELECT max(coalesce((SELECT max(max(requested_at, coalesce(ended_at, 0))) FROM sessions "
+                "WHERE clock_synced = 1), 0), coalesce((SELECT max(recorded_at) FROM injuries "
+                "WHERE clock_synced = 1), 0))",
         [STMT_RX_SET] =
                 "INSERT INTO prescriptions (wrap, cold_s, cold_setpoint, heat_s, heat_setpoint, "
                 "heat_wait_s, cold_rest_s, set_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
@@ -132,7 +168,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "AND ended_at IS NOT NULL AND " RAN_SQL,
         [STMT_SESSION_PUT] =
                 "INSERT INTO sessions (" SESSION_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-                "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) "
+                "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) "
                 "ON CONFLICT (session_id) DO UPDATE SET wrap = excluded.wrap, mode = excluded.mode, "
                 "source = excluded.source, requested_at = excluded.requested_at, "
                 "started_at = excluded.started_at, ended_at = excluded.ended_at, "
@@ -141,7 +177,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "refusal = excluded.refusal, minutes_left = excluded.minutes_left, "
                 "skin_n = excluded.skin_n, skin_min = excluded.skin_min, skin_max = excluded.skin_max, "
                 "skin_sum = excluded.skin_sum, days_since_injury = excluded.days_since_injury, "
-                "setpoint = excluded.setpoint, start_result = excluded.start_result",
+                "setpoint = excluded.setpoint, start_result = excluded.start_result, "
+                "clock_synced = excluded.clock_synced, boot_id = excluded.boot_id, "
+                "requested_boot = excluded.requested_boot, started_boot = excluded.started_boot, "
+                "ended_boot = excluded.ended_boot",
         [STMT_SESSION_GET] =
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE session_id = ?1",
         [STMT_SESSIONS_OPEN] =
@@ -774,6 +813,122 @@ int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, i
         return stmt_exec(s, st);
 }
 
+int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
+                             const RulesTime *recorded, const char *pending) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        bool boot = recorded && strlen(recorded->boot_id) == RULES_BOOT_ID_MAX - 1 && recorded->boot_s >= 0;
+        int y, m, d, r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        if (!recorded)
+                return store_errorf(s, -EINVAL, "no time for the injury's record");
+        if (pending && ((!streq(pending, "today") && !streq(pending, "now")) || date || !boot))
+                return store_errorf(s, -EINVAL, "a pending injury is \"today\" or \"now\", with a boot stamp");
+        if (date) {
+                if (parse_date(date, &y, &m, &d) < 0)
+                        return store_errorf(s, -EINVAL, "invalid injury date \"%s\" (want YYYY-MM-DD)", date);
+                if (at == 0 && clock_local_day_end(y, m, d, &at) < 0)
+                        return store_errorf(s, -EINVAL, "invalid injury date \"%s\"", date);
+        }
+        r = stmt_get(s, STMT_INJURY_ADD_STAMPED, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        sqlite3_bind_int64(st, 2, pending ? recorded->wall : at);
+        bind_text(st, 3, date);
+        sqlite3_bind_int64(st, 4, recorded->wall);
+        sqlite3_bind_int(st, 5, recorded->wall_ok);
+        bind_text(st, 6, boot ? recorded->boot_id : NULL);
+        bind_opt_int64(st, 7, boot, recorded->boot_s);
+        bind_text(st, 8, pending);
+        return stmt_exec(s, st);
+}
+
+int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsigned *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        struct { int64_t id, at; char date[11]; int64_t recorded; } rows[64];
+        unsigned n = 0;
+        int r, rc;
+
+        if (!boot_id)
+                return store_errorf(s, -EINVAL, "no boot id");
+        r = stmt_get(s, STMT_INJURIES_PENDING, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, boot_id);
+        while (n < ELEMENTSOF(rows) && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *pending = (const char *) sqlite3_column_text(st, 2);
+                int64_t at = boot_wall0 + sqlite3_column_int64(st, 1);
+                int y, m, d;
+
+                rows[n].id = sqlite3_column_int64(st, 0);
+                rows[n].recorded = at;
+                rows[n].date[0] = '\0';
+                rows[n].at = at;
+                /* "today" becomes that local date, and R2 reads it as the end of that day. */
+                if (pending && streq(pending, "today")) {
+                        clock_format_date(at, rows[n].date);
+                        if (parse_date(rows[n].date, &y, &m, &d) < 0 || clock_local_day_end(y, m, d, &rows[n].at) < 0)
+                                return store_errorf(s, -EINVAL, "cannot date the injury entered as today");
+                }
+                n++;
+        }
+        sqlite3_reset(st);
+        if (n == 0) {
+                if (ret_n)
+                        *ret_n = 0;
+                return 0;
+        }
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < n && r >= 0; i++) {
+                _cleanup_reset_ sqlite3_stmt *up = NULL;
+
+                r = stmt_get(s, STMT_INJURY_DATED, &up);
+                if (r < 0)
+                        break;
+                sqlite3_bind_int64(up, 1, rows[i].id);
+                sqlite3_bind_int64(up, 2, rows[i].at);
+                bind_text(up, 3, rows[i].date[0] ? rows[i].date : NULL);
+                sqlite3_bind_int64(up, 4, rows[i].recorded);
+                r = stmt_exec(s, up);
+        }
+        r = tx_finish(s, r, NULL);
+        if (r >= 0 && ret_n)
+                *ret_n = n;
+        return r;
+}
+
+int store_sessions_unsynced(Store *s, const char *boot_id, SessionRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        if (!boot_id)
+                return store_errorf(s, -EINVAL, "no boot id");
+        r = stmt_get(s, STMT_SESSIONS_UNSYNCED, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, boot_id);
+        return sessions_collect(s, st, ret, ret_n);
+}
+
+int store_newest_time(Store *s, int64_t *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_NEWEST_TIME, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
 int store_injury_resolve(Store *s, const char *wrap, int64_t now) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r;
@@ -896,7 +1051,49 @@ static int injury_date_bounds(const char *date, int64_t *ret_at, int64_t *ret_fr
         return clock_local_day_end(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, ret_from);
 }
 
-int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defaults, RulesState *ret) {
+/* R10: a stamp as the rules read it. */
+static RulesTime session_stamp(const SessionRecord *rec, int64_t wall, int64_t boot_s) {
+        RulesTime t = { .wall = wall, .wall_ok = rec->clock_synced, .boot_s = boot_s };
+
+        if (boot_s >= 0)
+                snprintf(t.boot_id, sizeof t.boot_id, "%s", rec->boot_id);
+        return t;
+}
+
+static int64_t place(const RulesTime *t, const RulesClock *now, bool *bound) {
+        bool b = false;
+        int64_t v;
+
+        if (!now)
+                return t->wall;
+        v = rules_time_place(t, now, &b);
+        if (b)
+                *bound = true;
+        return v;
+}
+
+static int64_t sat_add64(int64_t a, int64_t b) {
+        int64_t r;
+
+        return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+/* R6: when the session ended, cautiously (an interrupted one may have run to its duration). */
+static int64_t cold_end_placed(const SessionRecord *rec, const RulesClock *now, bool *bound) {
+        RulesTime end = session_stamp(rec, rec->ended_at, rec->ended_boot);
+        int64_t e = place(&end, now, bound);
+
+        if (rec->outcome == OUTCOME_INTERRUPTED && rec->started_at) {
+                RulesTime start = session_stamp(rec, rec->started_at, rec->started_boot);
+                int64_t f = sat_add64(place(&start, now, bound), rec->prescribed_s);
+                if (f > e)
+                        e = f;
+        }
+        return e;
+}
+
+int store_rules_state_at(Store *s, const char *wrap, const RulesPrescription *defaults,
+                         const RulesClock *now, RulesState *ret) {
         RulesState state = { .has_injury = false };
         int r, rc;
 
@@ -914,8 +1111,16 @@ int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defau
                 while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                         int64_t at = sqlite3_column_int64(st, 0), from = at;
                         const char *date = (const char *) sqlite3_column_text(st, 1);
+                        bool pending = sqlite3_column_type(st, 5) != SQLITE_NULL, bound = false;
+                        RulesTime t = { .wall_ok = true, .stated = true };
 
-                        if (date) {
+                        if (pending) {
+                                /* R10: entered as today or now with no trusted clock: it counts
+                                 * from that moment, which only the boot clock knows. */
+                                t = (RulesTime) { .wall = sqlite3_column_int64(st, 2), .wall_ok = false,
+                                                  .boot_s = sqlite3_column_int64(st, 4) };
+                                copy_text(t.boot_id, sizeof t.boot_id, st, 3);
+                        } else if (date) {
                                 int64_t recorded = at;
 
                                 if (injury_date_bounds(date, &at, &from) < 0)
@@ -924,17 +1129,27 @@ int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defau
                                 if (recorded > at)
                                         at = recorded;
                         }
+                        if (pending)
+                                at = from = place(&t, now, &bound);
+                        else {
+                                int64_t lead = at - from;
+
+                                t.wall = at;
+                                at = place(&t, now, &bound);
+                                from = at - lead;
+                        }
                         if (!state.has_injury || at > state.injury_at) {
                                 state.has_injury = true;
                                 state.injury_at = at;
                                 state.injury_from = from;
+                                state.injury_bound = bound;
                         }
                 }
                 if (rc != SQLITE_DONE)
                         return store_fail(s, rc);
         }
 
-        {
+        if (!now) {
                 _cleanup_reset_ sqlite3_stmt *st = NULL;
 
                 r = stmt_get(s, STMT_LAST_COLD_END, &st);
@@ -948,10 +1163,55 @@ int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defau
                         state.has_last_cold = true;
                         state.last_cold_end = sqlite3_column_int64(st, 0);
                 }
+                *ret = state;
+                return 0;
+        }
+
+        /* R6 and R4 on R10's clock: the last sessions that ran, by the order they were recorded. */
+        for (int mode = 0; mode < 2; mode++) {
+                _cleanup_reset_ sqlite3_stmt *st = NULL;
+                SessionRecord rec;
+
+                r = stmt_get(s, mode == 0 ? STMT_LAST_COLD_RAN : STMT_LAST_HEAT_RAN, &st);
+                if (r < 0)
+                        return r;
+                bind_text(st, 1, wrap);
+                if (mode == 1)
+                        sqlite3_bind_int(st, 2, RULES_HEAT_HISTORY);
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        bool bound = false;
+
+                        r = session_from_row(s, st, &rec);
+                        if (r < 0)
+                                return r;
+                        if (mode == 0) {
+                                int64_t end = cold_end_placed(&rec, now, &bound);
+
+                                if (!state.has_last_cold || end > state.last_cold_end) {
+                                        state.has_last_cold = true;
+                                        state.last_cold_end = end;
+                                        state.last_cold_bound = bound;
+                                }
+                        } else if (state.n_heat < RULES_HEAT_HISTORY) {
+                                RulesTime start = session_stamp(&rec, rec.started_at, rec.started_boot);
+                                RulesHeat *h = &state.heat[state.n_heat++];
+
+                                h->start = place(&start, now, &bound);
+                                h->bound = bound;
+                                /* An interrupted session may have heated to its duration. */
+                                h->s = rec.outcome == OUTCOME_INTERRUPTED ? rec.prescribed_s : rec.duration_s;
+                        }
+                }
+                if (rc != SQLITE_DONE)
+                        return store_fail(s, rc);
         }
 
         *ret = state;
         return 0;
+}
+
+int store_rules_state(Store *s, const char *wrap, const RulesPrescription *defaults, RulesState *ret) {
+        return store_rules_state_at(s, wrap, defaults, NULL, ret);
 }
 
 /* ---- outbox ---- */
@@ -1143,6 +1403,12 @@ static int session_from_row(Store *s, sqlite3_stmt *st, SessionRecord *rec) {
         rec->days_since_injury = (int32_t) sqlite3_column_int64(st, 17);
         rec->setpoint = (int32_t) sqlite3_column_int64(st, 18);
         rec->start_result = (uint8_t) sqlite3_column_int(st, 19);
+        rec->clock_synced = sqlite3_column_int(st, 20) != 0;
+        copy_text(rec->boot_id, sizeof(rec->boot_id), st, 21);
+        /* NULL: not taken in that boot (or did not happen). */
+        rec->requested_boot = sqlite3_column_type(st, 22) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 22);
+        rec->started_boot = sqlite3_column_type(st, 23) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 23);
+        rec->ended_boot = sqlite3_column_type(st, 24) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 24);
         return 0;
 }
 
@@ -1179,6 +1445,13 @@ static int session_bind(Store *s, sqlite3_stmt *st, const SessionRecord *rec) {
         bind_opt_int64(st, 18, rec->has_days_since_injury, rec->days_since_injury);
         sqlite3_bind_int64(st, 19, rec->setpoint);
         sqlite3_bind_int(st, 20, rec->start_result);
+        sqlite3_bind_int(st, 21, rec->clock_synced);
+        /* Stamps mean something only with their boot's id. */
+        bool boot = strlen(rec->boot_id) == RULES_BOOT_ID_MAX - 1;
+        bind_text(st, 22, boot ? rec->boot_id : NULL);
+        bind_opt_int64(st, 23, boot && rec->requested_boot >= 0, rec->requested_boot);
+        bind_opt_int64(st, 24, boot && rec->started_at && rec->started_boot >= 0, rec->started_boot);
+        bind_opt_int64(st, 25, boot && rec->ended_at && rec->ended_boot >= 0, rec->ended_boot);
         return 0;
 }
 

@@ -118,6 +118,7 @@ static const char *const refusal_reason_table[_REFUSAL_MAX] = {
         [REFUSAL_SESSION_ACTIVE] = "session_active",
         [REFUSAL_STORE_UNAVAILABLE] = "store_unavailable",
         [REFUSAL_OTHER] = "other",
+        [REFUSAL_CLOCK_UNSYNCED] = "clock_unsynced",
 };
 
 const char *refusal_reason_to_string(RefusalReason r) {
@@ -136,6 +137,8 @@ RefusalReason refusal_from_deny(DenyReason d) {
                 return REFUSAL_REST_INTERVAL;
         case DENY_SESSION_ACTIVE:
                 return REFUSAL_SESSION_ACTIVE;
+        case DENY_CLOCK_UNSYNCED:
+                return REFUSAL_CLOCK_UNSYNCED;
         case DENY_OTHER:
                 break;
         }
@@ -149,7 +152,37 @@ const char *deny_reason_to_string(DenyReason r) {
         case DENY_REST_INTERVAL:
         case DENY_SESSION_ACTIVE:
         case DENY_OTHER:
+        case DENY_CLOCK_UNSYNCED:
                 return refusal_reason_to_string(refusal_from_deny(r));
         }
         return NULL;
+}
+
+/* The profile has four DENY reasons: R10's refusal is "other" (4) on the wire. */
+uint8_t deny_reason_wire(DenyReason r) {
+        switch (r) {
+        case DENY_HEAT_TOO_SOON:
+        case DENY_REST_INTERVAL:
+        case DENY_SESSION_ACTIVE:
+                return (uint8_t) r;
+        case DENY_OTHER:
+        case DENY_CLOCK_UNSYNCED:
+                break;
+        }
+        return DENY_OTHER;
+}
+
+/* R10: the times of a record taken before the clock was trusted, from its boot stamps. */
+bool record_correct_times(SessionRecord *rec, int64_t wall0) {
+        /* Every time the record has must have its boot stamp, or it stays unsynced. */
+        if (rec->clock_synced || rec->requested_boot < 0 ||
+            (rec->started_at && rec->started_boot < 0) || (rec->ended_at && rec->ended_boot < 0))
+                return false;
+        rec->requested_at = wall0 + rec->requested_boot;
+        if (rec->started_at)
+                rec->started_at = wall0 + rec->started_boot;
+        if (rec->ended_at)
+                rec->ended_at = wall0 + rec->ended_boot;
+        rec->clock_synced = true;
+        return true;
 }

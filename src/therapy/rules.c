@@ -1,6 +1,7 @@
-/* rules: therapy rules R1–R9 as pure functions of (state, event, now); all safety logic lives here. */
+/* rules: therapy rules R1–R10 as pure functions of (state, event, now); all safety logic lives here. */
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "rules.h"
 
@@ -103,6 +104,96 @@ bool rules_heat_allowed(const RulesState *s, int64_t now, int64_t *ret_from) {
         return false;
 }
 
+int64_t rules_elapsed(const RulesTime *t, const RulesClock *now, bool *ret_exact) {
+        bool same_boot = !t->stated && t->boot_id[0] && strncmp(t->boot_id, now->boot_id, RULES_BOOT_ID_MAX) == 0;
+        bool exact = true;
+        int64_t e;
+
+        if (same_boot)
+                /* The boot clock counts suspend and never steps: exact, whatever the wall clock did. */
+                e = sat_sub(now->boot_s, t->boot_s);
+        else if (t->wall_ok && now->wall_ok) {
+                e = sat_sub(now->wall, t->wall);
+                /* An event of an earlier boot lies at least this boot's uptime in the past. */
+                if (!t->stated && e < now->boot_s)
+                        e = now->boot_s;
+        } else {
+                exact = false;
+                /* A stated time with no trusted clock to compare it with proves nothing. */
+                e = t->stated ? 0 : now->boot_s;
+        }
+        if (ret_exact)
+                *ret_exact = exact;
+        return e;
+}
+
+int64_t rules_time_place(const RulesTime *t, const RulesClock *now, bool *ret_bound) {
+        bool exact;
+        int64_t e = rules_elapsed(t, now, &exact);
+
+        if (ret_bound)
+                *ret_bound = !exact;
+        return sat_sub(now->wall, e);
+}
+
+/* R4: seconds of heat at or after x. */
+static int64_t heat_after(const RulesState *s, int64_t x, bool *ret_bound) {
+        int64_t sum = 0;
+
+        for (unsigned i = 0; i < s->n_heat && i < RULES_HEAT_HISTORY; i++) {
+                int64_t a = s->heat[i].start, b = sat_add(a, s->heat[i].s);
+
+                if (a < x)
+                        a = x;
+                if (b <= a)
+                        continue;
+                sum = sat_add(sum, b - a);
+                if (ret_bound && s->heat[i].bound)
+                        *ret_bound = true;
+        }
+        return sum;
+}
+
+bool rules_heat_cap_allows(const RulesState *s, int64_t now, uint32_t len, int64_t *ret_from, bool *ret_bound) {
+        int64_t budget, lo, hi, x;
+        bool bound = false;
+
+        if (len > RULES_HEAT_CAP_S)
+                len = RULES_HEAT_CAP_S;
+        budget = RULES_HEAT_CAP_S - (int64_t) len;
+        /*
+         * The 60 minutes that hold most heat are those that end with the new session: they
+         * hold it all, and what came in the 60 − len minutes before it. So the session may
+         * start at t once the heat after t + len − 60 min is within the budget; that heat only
+         * falls as t grows, and the earliest such t is found by halving.
+         */
+        lo = sat_add(now, (int64_t) len - RULES_HEAT_CAP_WINDOW_S);
+        if (heat_after(s, lo, &bound) <= budget) {
+                if (ret_from)
+                        *ret_from = now;
+                if (ret_bound)
+                        *ret_bound = false;
+                return true;
+        }
+        hi = lo;
+        for (unsigned i = 0; i < s->n_heat && i < RULES_HEAT_HISTORY; i++)
+                if (sat_add(s->heat[i].start, s->heat[i].s) > hi)
+                        hi = sat_add(s->heat[i].start, s->heat[i].s);
+        /* heat_after(lo) > budget >= 0 = heat_after(hi) */
+        while (hi - lo > 1) {
+                x = lo + (hi - lo) / 2;
+                if (heat_after(s, x, NULL) <= budget)
+                        hi = x;
+                else
+                        lo = x;
+        }
+        if (ret_from)
+                *ret_from = sat_add(hi, RULES_HEAT_CAP_WINDOW_S - (int64_t) len);
+        if (ret_bound)
+                *ret_bound = bound;
+        return false;
+}
+
 bool rules_compliant(TherapyMode mode, uint32_t duration_s) {
         return mode == THERAPY_COLD && duration_s >= RULES_COMPLIANT_COLD_S;
 }
@@ -128,6 +219,16 @@ static int64_t active_deadline(const RulesState *s) {
         if (d > cap)
                 d = cap;
         return sat_add(s->active_started, d);
+}
+
+/* R10: a wait nobody can prove over. How long is unknown: it ends when the clock is trusted. */
+static RulesDecision unsynced(const char *why) {
+        return (RulesDecision) {
+                .action = RULES_DENY,
+                .deny = DENY_CLOCK_UNSYNCED,
+                .minutes_left = 0,
+                .why = why,
+        };
 }
 
 static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int64_t now) {
@@ -157,12 +258,25 @@ static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int
                 };
 
         if (ev->mode == THERAPY_HEAT) {
+                bool bound;
+
                 if (!rules_heat_allowed(s, now, &from))
-                        return (RulesDecision) {
+                        return s->injury_bound ? unsynced("R10: the clock is not trusted, so nothing proves "
+                                                          "the wait after the injury (R2) is over")
+                                : (RulesDecision) {
                                 .action = RULES_DENY,
                                 .deny = DENY_HEAT_TOO_SOON,
                                 .minutes_left = minutes_left(sat_sub(from, now)),
                                 .why = "R2: heat refused until 7 days after the injury",
+                        };
+                if (!rules_heat_cap_allows(s, now, s->rx.heat_s, &from, &bound))
+                        return bound ? unsynced("R10: the clock is not trusted, so nothing proves the last "
+                                                "hour's heat leaves room for this session (R4)")
+                                : (RulesDecision) {
+                                .action = RULES_DENY,
+                                .deny = DENY_REST_INTERVAL,
+                                .minutes_left = minutes_left(sat_sub(from, now)),
+                                .why = "R4: at most 20 minutes of heat in any 60 minutes",
                         };
                 return (RulesDecision) {
                         .action = RULES_START,
@@ -178,6 +292,9 @@ static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int
         if (s->has_last_cold) {
                 int64_t until = sat_add(s->last_cold_end, cold_rest_s(&s->rx));
 
+                if (now < until && s->last_cold_bound)
+                        return unsynced("R10: the clock is not trusted, so nothing proves the rest since "
+                                        "the last cold session (R6) is over");
                 if (now < until)
                         return (RulesDecision) {
                                 .action = RULES_DENY,
@@ -269,6 +386,35 @@ RulesDecision rules_decide(const RulesState *s, const RulesEvent *ev, int64_t no
                         .action = RULES_NONE,
                         .deadline = deadline,
                         .why = "R5: no fault reported",
+                };
+
+        case RULES_EVENT_REPORTED:
+                /* R5: what runs is not what the gateway started (nor what the skin limit is for). */
+                if (ev->mode != s->active_mode || ev->setpoint != s->active_setpoint)
+                        return (RulesDecision) {
+                                .action = RULES_STOP,
+                                .stop = STOP_SAFETY,
+                                .deadline = deadline,
+                                .why = "R5: the wrap reports a mode or setpoint other than the one started",
+                        };
+                return (RulesDecision) {
+                        .action = RULES_NONE,
+                        .deadline = deadline,
+                        .why = "R5: the wrap runs what was started",
+                };
+
+        case RULES_EVENT_SILENCE:
+                if (ev->silent_s >= RULES_SKIN_SILENCE_S)
+                        return (RulesDecision) {
+                                .action = RULES_STOP,
+                                .stop = STOP_SAFETY,
+                                .deadline = deadline,
+                                .why = "R5: no valid skin reading for 15 s: the gateway cannot see the skin",
+                        };
+                return (RulesDecision) {
+                        .action = RULES_NONE,
+                        .deadline = deadline,
+                        .why = "R5: skin readings arrive",
                 };
 
         case RULES_EVENT_START:

@@ -5,13 +5,18 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/timex.h>
+
 #include "clock.h"
+#include "kw-build.h"
 #include "util.h"
 
 /* Process-wide by nature: the scale is fixed once at start, before any timer exists. */
 static unsigned scale = 1;
+static bool scale_ignored;
 static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
 static int64_t real0;                /* real CLOCK_REALTIME at setup */
+static uint64_t boot0;               /* real CLOCK_BOOTTIME at setup */
 
 static int64_t realtime_usec(void) {
         struct timespec ts;
@@ -19,22 +24,128 @@ static int64_t realtime_usec(void) {
         return (int64_t) ts.tv_sec * (int64_t) USEC_PER_SEC + ts.tv_nsec / 1000;
 }
 
+static uint64_t boottime_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
 int clock_setup(void) {
         const char *e = getenv("KNEEWRAP_TIME_SCALE");
         int64_t v = 1;
 
         if (e && *e) {
-                if (parse_int64(e, &v) < 0 || v < 1 || v > 100000)
+                if (!KW_TIME_SCALE)
+                        /* A release build runs on real time, whatever its environment says. */
+                        scale_ignored = true;
+                else if (parse_int64(e, &v) < 0 || v < 1 || v > 100000)
                         return -EINVAL;
         }
         scale = (unsigned) v;
         mono0 = mono0_real = mono_usec();
+        boot0 = boottime_usec();
         real0 = realtime_usec();
         return (int) scale;
 }
 
 unsigned clock_scale(void) {
         return scale;
+}
+
+bool clock_scale_ignored(void) {
+        return scale_ignored;
+}
+
+bool clock_seams_built(void) {
+        return KW_TIME_SCALE;
+}
+
+/* ---- the test seam (KNEEWRAP_CLOCK), development builds only ---- */
+
+typedef struct Seam {
+        int64_t wall_offset, boot_offset;
+        int synced;                          /* -1: not set */
+        char boot_id[CLOCK_BOOT_ID_MAX];
+} Seam;
+
+static bool seam_read(Seam *ret) {
+        const char *path = KW_TIME_SCALE ? getenv("KNEEWRAP_CLOCK") : NULL;
+        char line[128];
+        FILE *f;
+
+        *ret = (Seam) { .synced = -1 };
+        if (!path || !*path || !(f = fopen(path, "re")))
+                return false;
+        while (fgets(line, sizeof line, f)) {
+                char *v = strchr(line, '=');
+                int64_t n;
+
+                if (!v)
+                        continue;
+                *v++ = '\0';
+                v[strcspn(v, "\r\n")] = '\0';
+                if (streq(line, "boot_id"))
+                        snprintf(ret->boot_id, sizeof ret->boot_id, "%s", v);
+                else if (parse_int64(v, &n) < 0)
+                        continue;
+                else if (streq(line, "wall_offset"))
+                        ret->wall_offset = n;
+                else if (streq(line, "boot_offset"))
+                        ret->boot_offset = n;
+                else if (streq(line, "synced"))
+                        ret->synced = n != 0;
+        }
+        fclose(f);
+        return true;
+}
+
+int64_t clock_boot_usec(void) {
+        uint64_t n = boottime_usec();
+        int64_t b = (int64_t) n;
+        Seam seam;
+
+        if (scale != 1 && mono0_real != 0)
+                b = (int64_t) (boot0 + (n - boot0) * scale);
+        if (seam_read(&seam))
+                b += seam.boot_offset * (int64_t) USEC_PER_SEC;
+        return b < 0 ? 0 : b;
+}
+
+int clock_boot_id(char buf[static CLOCK_BOOT_ID_MAX]) {
+        char id[64] = "";
+        Seam seam;
+        FILE *f;
+
+        if (seam_read(&seam) && seam.boot_id[0]) {
+                snprintf(buf, CLOCK_BOOT_ID_MAX, "%s", seam.boot_id);
+                return 0;
+        }
+        f = fopen("/proc/sys/kernel/random/boot_id", "re");
+        if (!f)
+                return -errno;
+        if (!fgets(id, sizeof id, f)) {
+                fclose(f);
+                return -EIO;
+        }
+        fclose(f);
+        id[strcspn(id, "\n")] = '\0';
+        if (strlen(id) != CLOCK_BOOT_ID_MAX - 1)
+                return -EBADMSG;
+        memcpy(buf, id, CLOCK_BOOT_ID_MAX);
+        return 0;
+}
+
+int clock_synchronized(void) {
+        struct timex tx = { .modes = 0 };
+        Seam seam;
+        int r;
+
+        if (seam_read(&seam) && seam.synced >= 0)
+                return seam.synced;
+        r = adjtimex(&tx);
+        if (r < 0)
+                return -errno;
+        return r != TIME_ERROR && !(tx.status & STA_UNSYNC);
 }
 
 uint64_t clock_mono_usec(void) {
@@ -46,10 +157,14 @@ uint64_t clock_mono_usec(void) {
 
 int64_t clock_real_usec(void) {
         int64_t n = realtime_usec();
-        if (scale == 1 || mono0_real == 0)
-                return n;
-        /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
-        return real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
+        Seam seam;
+
+        if (scale != 1 && mono0_real != 0)
+                /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
+                n = real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
+        if (seam_read(&seam))
+                n += seam.wall_offset * (int64_t) USEC_PER_SEC;
+        return n;
 }
 
 uint64_t clock_wait_usec(uint64_t scaled_usec) {
@@ -192,13 +307,27 @@ int clock_local_day_end(int year, int month, int day, int64_t *ret_unix_sec) {
         return local_to_unix(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, 0, 0, 0, ret_unix_sec);
 }
 
+/* Exactly n ASCII digits: sscanf's %d would take a sign or a space ("2026-+9-01"). */
+static bool digits(const char *p, int n, int *ret) {
+        int v = 0;
+
+        for (int i = 0; i < n; i++) {
+                if (p[i] < '0' || p[i] > '9')
+                        return false;
+                v = v * 10 + (p[i] - '0');
+        }
+        *ret = v;
+        return true;
+}
+
 int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
-        int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+        int y, mo, d, h = 0, mi = 0, sec = 0;
         const char *p;
 
-        if (!s || sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10 || !valid_date(y, mo, d))
+        if (!s || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+            !digits(s + 8, 2, &d) || !valid_date(y, mo, d))
                 return -EINVAL;
-        p = s + n;
+        p = s + 10;
         if (*p == '\0') {
                 if (ret_date_only)
                         *ret_date_only = true;
@@ -207,11 +336,11 @@ int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
         if (*p != 'T' && *p != ' ')
                 return -EINVAL;
         p++;
-        if (sscanf(p, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5)
+        if (!digits(p, 2, &h) || p[2] != ':' || !digits(p + 3, 2, &mi))
                 return -EINVAL;
-        p += n;
+        p += 5;
         if (*p == ':') {
-                if (sscanf(p + 1, "%2d%n", &sec, &n) != 1 || n != 2)
+                if (!digits(p + 1, 2, &sec))
                         return -EINVAL;
                 p += 3;
         }
@@ -228,8 +357,8 @@ int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
                 return 0;
         }
         int oh, om;
-        if ((*p != '+' && *p != '-') || sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5 ||
-            p[1 + n] != '\0' || oh > 23 || om > 59)
+        if ((*p != '+' && *p != '-') || !digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) ||
+            p[6] != '\0' || oh > 23 || om > 59)
                 return -EINVAL;
         int64_t off = oh * 3600 + om * 60;
         *ret_unix_sec = *p == '+' ? base - off : base + off;

@@ -30,6 +30,12 @@ struct WrapFw {
 
         double skin, pack;          /* °C */
         bool skin_hold;
+
+        /* Faults a gateway must notice (R5): a thermometer that indicates nothing, a Status
+         * reporting another mode than the one running. */
+        bool thermometer_silent;
+        bool misreport;
+        uint8_t reported_mode;
         uint64_t model_t;
 
         WrapFwOutput queue[QUEUE_MAX];
@@ -91,7 +97,7 @@ static uint16_t elapsed_at(const WrapFw *fw, uint64_t t) {
 static void status_bytes(WrapFw *fw, uint64_t t, uint8_t out[static WIRE_STATUS_SIZE]) {
         WireStatus s = {
                 .state = fw->state,
-                .mode = fw->mode,
+                .mode = fw->misreport ? fw->reported_mode : fw->mode,
                 .setpoint = fw->setpoint,
                 .pack = (fw->faults & WIRE_FAULT_SENSOR) ? WIRE_NO_READING : to_centi(fw->pack),
                 .elapsed_s = elapsed_at(fw, t),
@@ -114,6 +120,8 @@ static void queue_temperature(WrapFw *fw) {
         uint8_t b[WIRE_TEMPERATURE_MAX_SIZE];
         size_t n;
 
+        if (fw->thermometer_silent)
+                return;
         if (fw->faults & WIRE_FAULT_SENSOR)
                 /* A failed sensor sends NaN: "no reading", never a temperature. */
                 n = wire_temperature_encode_special(0x7FFFFF, b);
@@ -332,6 +340,18 @@ void wrapfw_set_fault(WrapFw *fw, uint8_t flags, uint64_t now_usec) {
                 fw->next_temp = now_usec + s_to_usec(WRAPFW_TEMP_IDLE_S);
         } else
                 queue_status(fw, now_usec);
+}
+
+void wrapfw_set_thermometer_silent(WrapFw *fw, bool silent, uint64_t now_usec) {
+        tick(fw, now_usec);
+        fw->thermometer_silent = silent;
+}
+
+void wrapfw_set_reported_mode(WrapFw *fw, int mode, uint64_t now_usec) {
+        tick(fw, now_usec);
+        fw->misreport = mode >= 0;
+        fw->reported_mode = mode >= 0 ? (uint8_t) mode : 0;
+        queue_status(fw, now_usec);
 }
 
 void wrapfw_set_battery(WrapFw *fw, uint8_t percent, uint64_t now_usec) {

@@ -115,7 +115,10 @@ static void fuzz_temperature(const uint8_t *data, size_t size) {
         /* Never a temperature from a special value, nor one no sensor could read. */
         CHECK(!raw_is_special(le32_get(data + 1)));
         CHECK(t.centi_c >= -5000 && t.centi_c <= 15000);
-        CHECK(size == 5 + (t.has_timestamp ? 7u : 0u) + (t.has_type ? 1u : 0u));
+        CHECK(size == 5 + ((data[0] & 2) ? 7u : 0u) + ((data[0] & 4) ? 1u : 0u));
+        /* A bad time stamp or type is dropped, never kept half. */
+        CHECK(t.has_timestamp ? (data[0] & 2) != 0 : t.year == 0 && t.month == 0 && t.seconds == 0);
+        CHECK(t.has_type ? t.type >= 1 && t.type <= 9 : t.type == 0);
         CHECK(t.fahrenheit == !!(data[0] & 1));
 
         /* The conversion, against floating point. */
@@ -130,7 +133,7 @@ static void fuzz_temperature(const uint8_t *data, size_t size) {
         /* Re-encoded in °C it decodes to the same reading, time stamp and type. */
         t.fahrenheit = false;
         n = wire_temperature_encode(&t, out);
-        CHECK(n == size);
+        CHECK(n == 5 + (t.has_timestamp ? 7u : 0u) + (t.has_type ? 1u : 0u));
         CHECK(wire_temperature_decode(out, n, &t2, NULL) == 0);
         CHECK(memcmp(&t, &t2, sizeof t) == 0);
         /* Stable from there on: encode(decode(encode(x))) == encode(x). */

@@ -115,6 +115,14 @@ def start_daemon(tmp_path, conf, bus_address, notify, watchdog_usec=None, env=No
         e.pop(k, None)
     e['DBUS_SYSTEM_BUS_ADDRESS'] = bus_address
     e['NOTIFY_SOCKET'] = notify.path
+    # R10: a synchronised clock unless a test says otherwise (the seam of development builds;
+    # the host's own sync state is whatever the CI machine has).
+    if 'KNEEWRAP_CLOCK' not in (env or {}):
+        seam = os.path.join(str(tmp_path), 'clock-seam')
+        if not os.path.exists(seam):
+            with open(seam, 'w') as f:
+                f.write('synced=1\n')
+        e['KNEEWRAP_CLOCK'] = seam
     e.update(env or {})
     cmd = [KNEEWRAPD, '--config', str(conf), *args]
     if watchdog_usec:

@@ -11,7 +11,7 @@ Usage (with /usr/bin/python3, which has python3-dbus):
 
 `bus.mock` is a dbus proxy of org.kneewrap.Mock1 (see tests/mock-bluez/mock-bluez.c for the list):
 AddWrap(s) AddWrapWith(s, a{sv}) AddPeripheral(s, as) PressButton(s, y) SetSkin(s, d) SetFault(s, y)
-ClearFault(s) SetBattery(s, y) DropLink(s, b stay_away) SetAdvertising(s, b) SetRssi(s, n)
+ClearFault(s) SetThermometer(s, b on) ReportMode(s, n mode or -1) SetBattery(s, y) DropLink(s, b stay_away) SetAdvertising(s, b) SetRssi(s, n)
 FailConnect(s, u) StallNextConnect(s) SetServicesLate(s, b) SetHandleBase(s, q) ResetBond(s)
 SendRaw(s, s uuid, ay) SetTiming(a{sv} of u ms) RestartBluez(u down_ms) RemoveAdapter() AddAdapter()
 GetLog() ClearLog() GetWrap(s) GetTime().

@@ -30,8 +30,9 @@ def wrap_id(address):
 class Gateway:
     """kneewrapd with a store in tmp_path, on `bus` (a MockBluez), at KNEEWRAP_TIME_SCALE=100."""
 
-    def __init__(self, bus, tmp_path, allow=(), extra="", scale=SCALE, db=None):
+    def __init__(self, bus, tmp_path, allow=(), extra="", scale=SCALE, db=None, env=None):
         self.bus = bus
+        self.env = env or {}
         self.tmp = tmp_path
         self.db = db or os.path.join(str(tmp_path), "kneewrap.db")
         self.conf = tmp_path / "kneewrapd.conf"
@@ -57,6 +58,7 @@ class Gateway:
 
     def start(self):
         env = {"KNEEWRAP_TIME_SCALE": str(self.scale)} if self.scale else {}
+        env.update(self.env)
         self.proc = start_daemon(self.tmp, self.conf, self.bus.address, self.notify, env=env)
         self.logs.append(self.proc.logpath)
         return self

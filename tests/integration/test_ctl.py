@@ -17,7 +17,7 @@ ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
 RECORD_FIELDS = {'session_id', 'wrap', 'mode', 'source', 'requested_at', 'started_at', 'ended_at',
                  'prescribed_s', 'duration_s', 'outcome', 'compliant', 'refusal', 'skin_c',
-                 'days_since_injury'}
+                 'days_since_injury', 'clock_synced'}
 
 
 class Ctl:
@@ -27,10 +27,13 @@ class Ctl:
         self.db = tmp_path / 'kneewrap.db'
         self.conf = tmp_path / 'kneewrapd.conf'
         self.gw = None
-        self.env = {**os.environ, 'TZ': 'UTC'}
+        # R10: a synchronised clock (the test seam), whatever the host's is.
+        self.seam = tmp_path / 'clock-seam'
+        self.seam.write_text('synced=1\n')
+        self.env = {**os.environ, 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)}
         if bus:
             self.gw = Gateway(bus, tmp_path, db=str(self.db), scale=None)
-            self.env = {**bus.env(), 'TZ': 'UTC'}
+            self.env = {**bus.env(), 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)}
             self.env.pop('KNEEWRAP_TIME_SCALE', None)
         else:
             self.conf.write_text(f'[store]\npath = {self.db}\n')

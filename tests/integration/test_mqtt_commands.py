@@ -70,7 +70,8 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
         assert rec['source'] == 'mqtt' and rec['outcome'] == 'refused' and rec['days_since_injury'] is not None
         assert list(rec) == ['session_id', 'wrap', 'mode', 'source', 'requested_at', 'started_at', 'ended_at',
                              'prescribed_s', 'duration_s', 'outcome', 'compliant', 'refusal', 'skin_c',
-                             'days_since_injury']
+                             'days_since_injury', 'clock_synced']
+        assert rec['clock_synced'] is True
         col.wait(lambda: (col.last_json(f'kneewrap/{w}/state')['last_session'] or {}).get('session_id')
                  == rec['session_id'])
         col.wait(lambda: col.last_json(f'kneewrap/{w}/compliance')['last_7_days']['heat_refused'] == 1)

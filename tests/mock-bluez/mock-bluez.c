@@ -2465,6 +2465,27 @@ static int ctl_set_fault(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+/* R5's blind spots, in the wrap's firmware: a silent thermometer, a Status that misreports. */
+static int ctl_set_thermometer(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        int on;
+        WITH_DEV(msg, userdata, d);
+        if (!d->fw || sd_bus_message_read(msg, "b", &on) < 0)
+                return reply_errno(msg, -EINVAL, "SetThermometer");
+        wrapfw_set_thermometer_silent(d->fw, !on, fw_now());
+        fw_kick(d);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int ctl_report_mode(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        int16_t mode;
+        WITH_DEV(msg, userdata, d);
+        if (!d->fw || sd_bus_message_read(msg, "n", &mode) < 0 || mode < -1 || mode > 2)
+                return reply_errno(msg, -EINVAL, "ReportMode");
+        wrapfw_set_reported_mode(d->fw, mode, fw_now());
+        fw_kick(d);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
 static int ctl_set_battery(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         uint8_t pct;
         WITH_DEV(msg, userdata, d);
@@ -2723,6 +2744,10 @@ static const sd_bus_vtable mock_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("SetSkin", SD_BUS_ARGS("s", address, "d", celsius), SD_BUS_NO_RESULT, ctl_set_skin, 0),
         SD_BUS_METHOD_WITH_ARGS("SetFault", SD_BUS_ARGS("s", address, "y", flags), SD_BUS_NO_RESULT, ctl_set_fault, 0),
         SD_BUS_METHOD_WITH_ARGS("ClearFault", SD_BUS_ARGS("s", address), SD_BUS_NO_RESULT, ctl_set_fault, 0),
+        SD_BUS_METHOD_WITH_ARGS("SetThermometer", SD_BUS_ARGS("s", address, "b", on), SD_BUS_NO_RESULT,
+                                ctl_set_thermometer, 0),
+        SD_BUS_METHOD_WITH_ARGS("ReportMode", SD_BUS_ARGS("s", address, "n", mode), SD_BUS_NO_RESULT,
+                                ctl_report_mode, 0),
         SD_BUS_METHOD_WITH_ARGS("SetBattery", SD_BUS_ARGS("s", address, "y", percent), SD_BUS_NO_RESULT,
                                 ctl_set_battery, 0),
         SD_BUS_METHOD_WITH_ARGS("DropLink", SD_BUS_ARGS("s", address, "b", stay_away), SD_BUS_NO_RESULT,

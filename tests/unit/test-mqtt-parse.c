@@ -293,7 +293,7 @@ static void test_state(void **state) {
                 "\"requested_at\":\"2026-11-21T14:04:05+00:00\",\"started_at\":\"2026-11-21T14:04:07+00:00\","
                 "\"ended_at\":\"2026-11-21T14:19:07+00:00\",\"prescribed_s\":900,\"duration_s\":900,"
                 "\"outcome\":\"completed\",\"compliant\":true,\"refusal\":null,\"skin_c\":null,"
-                "\"days_since_injury\":null}}");
+                "\"days_since_injury\":null,\"clock_synced\":false}}");
         free(j);
 
         assert_int_equal(state_compliance_json(&c7, &c30, 0, &j), 0);

@@ -38,6 +38,7 @@ static SessionRecord completed_cold(void) {
                 .refusal = REFUSAL_NONE,
                 .has_days_since_injury = true,
                 .days_since_injury = 35,
+                .clock_synced = true,
                 .setpoint = 1000,
         };
         /* min 10.5, max 14.5, mean (1050+1200+1451)/3 = 1233.67 -> 12.34 */
@@ -61,7 +62,7 @@ static void test_completed(void **state) {
                 "\"prescribed_s\":900,\"duration_s\":900,\"outcome\":\"completed\","
                 "\"compliant\":true,\"refusal\":null,"
                 "\"skin_c\":{\"min\":10.5,\"mean\":12.34,\"max\":14.51},"
-                "\"days_since_injury\":3.5}");
+                "\"days_since_injury\":3.5,\"clock_synced\":true}");
 }
 
 static void test_refused(void **state) {
@@ -73,7 +74,7 @@ static void test_refused(void **state) {
                 .requested_at = T0,
                 .prescribed_s = 900,
                 .outcome = OUTCOME_REFUSED,
-                .refusal = REFUSAL_HEAT_TOO_SOON,
+                .refusal = REFUSAL_CLOCK_UNSYNCED,
                 .minutes_left = 7245,
                 .has_days_since_injury = true,
                 .days_since_injury = 20,
@@ -88,8 +89,8 @@ static void test_refused(void **state) {
                 "\"started_at\":null,\"ended_at\":null,"
                 "\"prescribed_s\":900,\"duration_s\":0,\"outcome\":\"refused\","
                 "\"compliant\":false,"
-                "\"refusal\":{\"reason\":\"heat_too_soon\",\"minutes_left\":7245},"
-                "\"skin_c\":null,\"days_since_injury\":2.0}");
+                "\"refusal\":{\"reason\":\"clock_unsynced\",\"minutes_left\":7245},"
+                "\"skin_c\":null,\"days_since_injury\":2.0,\"clock_synced\":false}");
 }
 
 static void test_not_started(void **state) {
@@ -114,7 +115,7 @@ static void test_not_started(void **state) {
                 "\"started_at\":null,\"ended_at\":null,"
                 "\"prescribed_s\":720,\"duration_s\":0,\"outcome\":\"not_started\","
                 "\"compliant\":false,\"refusal\":null,\"skin_c\":null,"
-                "\"days_since_injury\":null}");
+                "\"days_since_injury\":null,\"clock_synced\":false}");
 }
 
 static char *skin_of(int32_t a, int32_t b) {

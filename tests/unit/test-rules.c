@@ -1,9 +1,10 @@
-/* Unit tests for the therapy rules R1–R9 and the record names, with every boundary worked out by hand. */
+/* Unit tests for the therapy rules R1–R10 and the record names, with every boundary worked out by hand. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -981,6 +982,7 @@ static void test_names(void **state) {
         };
         static const char *const refusals[] = {
                 NULL, "heat_too_soon", "rest_interval", "session_active", "store_unavailable", "other",
+                "clock_unsynced",
         };
         static const char *const wheres[] = { "front", "inner", "outer", "back", "below" };
 
@@ -1013,7 +1015,7 @@ static void test_names(void **state) {
         assert_string_equal(deny_reason_to_string(DENY_SESSION_ACTIVE), "session_active");
         assert_string_equal(deny_reason_to_string(DENY_OTHER), "other");
         assert_null(deny_reason_to_string((DenyReason) 0));
-        assert_null(deny_reason_to_string((DenyReason) 5));
+        assert_null(deny_reason_to_string((DenyReason) 6));
 
         assert_string_equal(therapy_mode_to_string(THERAPY_NONE), "none");
         assert_string_equal(therapy_mode_to_string(THERAPY_COLD), "cold");
@@ -1044,6 +1046,299 @@ static void test_names(void **state) {
         assert_string_equal(alert_kind_to_string(ALERT_SAFETY_STOP), "safety_stop");
         assert_null(alert_kind_to_string(ALERT_NONE));
         assert_null(alert_kind_to_string(ALERT_SEE_PHYSIO | ALERT_RED_FLAG));
+}
+
+/* ---- R4: at most 20 minutes of heat in any 60 minutes ---- */
+
+static RulesState with_heat(RulesState s, int64_t start, uint32_t len) {
+        s.heat[s.n_heat++] = (RulesHeat) { .start = start, .s = len };
+        return s;
+}
+
+static void test_r4_heat_cap(void **state) {
+        RulesState s = idle_state();
+        RulesDecision d;
+
+        /* Nothing in the last hour: 15 minutes of heat. */
+        d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_START);
+
+        /* 15 minutes ended just now: another 15 would make 30 in the hour. */
+        s = with_heat(idle_state(), T0 - 900, 900);
+        d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_REST_INTERVAL);
+        assert_int_equal(deny_reason_wire(d.deny), 2);
+        assert_non_null(strstr(d.why, "R4"));
+        /* It may start once the hour that ends with it holds only 5 of the earlier 15 minutes:
+         * the new session [t, t+900] with t + 900 − 3600 = T0 − 300, so t = T0 + 2400 (40 min). */
+        assert_int_equal(d.minutes_left, 40);
+        d = start(&s, THERAPY_HEAT, T0 + 2400 - 1);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.minutes_left, 1);
+        d = start(&s, THERAPY_HEAT, T0 + 2400);
+        assert_int_equal(d.action, RULES_START);
+
+        /* 5 minutes of heat leave room for exactly 15 more, back to back. */
+        s = with_heat(idle_state(), T0 - 300, 300);
+        assert_int_equal(start(&s, THERAPY_HEAT, T0).action, RULES_START);
+        /* ... but not for 20 (a clinic's longest). */
+        s.rx.heat_s = 1200;
+        d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_DENY);
+        /* The 5 minutes must leave the hour that ends with the 20: T0 − 300 + 300 + 3600 − 1200. */
+        assert_int_equal(d.minutes_left, 40);
+
+        /* Four 5-minute sessions spread over the hour: 20 minutes, nothing more fits. */
+        s = idle_state();
+        s.rx.heat_s = 60;
+        for (int i = 0; i < 4; i++)
+                s = with_heat(s, T0 - 3600 + 60 + i * 900, 300);
+        d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_DENY);
+        /* The first one (T0 − 3540 .. T0 − 3240) must be out of the hour ending at t + 60. */
+        assert_int_equal(d.minutes_left, 1);
+        assert_int_equal(start(&s, THERAPY_HEAT, T0 + 360 - 60 - 240).action, RULES_START);
+
+        /* Heat an hour ago and more does not count; cold never does. */
+        s = with_heat(idle_state(), T0 - 3600 - 1200, 1200);
+        assert_int_equal(start(&s, THERAPY_HEAT, T0).action, RULES_START);
+        s = with_heat(idle_state(), T0 - 900, 900);
+        assert_int_equal(start(&s, THERAPY_COLD, T0).action, RULES_START);
+
+        /* An interrupted session still possibly running counts in full. */
+        s = with_heat(idle_state(), T0 - 60, 1200);
+        d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_DENY);
+
+        /* R2 is asked first: both wait, R2 is the reason. */
+        s = with_heat(idle_state(), T0 - 900, 900);
+        s.has_injury = true;
+        s.injury_at = s.injury_from = T0 - DAY_S;
+        assert_int_equal(start(&s, THERAPY_HEAT, T0).deny, DENY_HEAT_TOO_SOON);
+}
+
+static void test_r4_heat_cap_edges(void **state) {
+        RulesState s = idle_state();
+        int64_t from;
+        bool bound;
+
+        /* Saturating: absurd times never allow by overflow. */
+        s = with_heat(idle_state(), INT64_MAX - 2000, 1200);
+        assert_false(rules_heat_cap_allows(&s, INT64_MAX - 1000, 900, &from, &bound));
+        assert_false(bound);
+        assert_true(from > INT64_MAX - 1000);
+        s = with_heat(idle_state(), INT64_MIN, 1200);
+        assert_true(rules_heat_cap_allows(&s, T0, 900, &from, &bound));
+        assert_int_equal(from, T0);
+        /* A full history of 24: only what falls in the hour counts. */
+        s = idle_state();
+        for (int i = 0; i < RULES_HEAT_HISTORY; i++)
+                s = with_heat(s, T0 - 7200 + i * 60, 60);
+        /* 24 minutes of heat from T0−2h to T0−1h36: none in the last hour. */
+        assert_true(rules_heat_cap_allows(&s, T0, 1200, &from, NULL));
+        /* A bound start makes a refusal clock_unsynced. */
+        s = with_heat(idle_state(), T0 - 600, 600);
+        s.heat[0].bound = true;
+        RulesDecision d = start(&s, THERAPY_HEAT, T0);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_CLOCK_UNSYNCED);
+        assert_int_equal(d.minutes_left, 0);
+}
+
+/* ---- R10: time the gateway can trust ---- */
+
+static const char BOOT_A[] = "11111111-2222-3333-4444-555555555555";
+static const char BOOT_B[] = "66666666-7777-8888-9999-000000000000";
+
+static RulesClock clk(int64_t wall, bool ok, const char *boot, int64_t boot_s) {
+        RulesClock c = { .wall = wall, .wall_ok = ok, .boot_s = boot_s };
+
+        snprintf(c.boot_id, sizeof c.boot_id, "%s", boot);
+        return c;
+}
+
+static RulesTime stamp(int64_t wall, bool ok, const char *boot, int64_t boot_s) {
+        RulesTime t = { .wall = wall, .wall_ok = ok, .boot_s = boot_s };
+
+        snprintf(t.boot_id, sizeof t.boot_id, "%s", boot);
+        return t;
+}
+
+static void test_r10_elapsed(void **state) {
+        RulesClock now;
+        RulesTime t;
+        bool exact;
+
+        /* Same boot: the boot clock, whatever the wall clock says or did. */
+        t = stamp(T0, false, BOOT_A, 1000);
+        now = clk(T0 - 3 * DAY_S, false, BOOT_A, 1000 + 3599);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 3599);
+        assert_true(exact);
+        now = clk(T0 + 30 * DAY_S, true, BOOT_A, 1000 + 3599);    /* stepped forward by NTP */
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 3599);
+        assert_true(exact);
+
+        /* An earlier boot, both clocks trusted: the wall clock, never less than this uptime. */
+        t = stamp(T0, true, BOOT_B, 99999);
+        now = clk(T0 + 7200, true, BOOT_A, 60);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 7200);
+        assert_true(exact);
+        now = clk(T0 + 30, true, BOOT_A, 60);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 60);
+
+        /* An earlier boot, either clock untrusted: only this boot's uptime is known. */
+        now = clk(T0 + 7200, false, BOOT_A, 600);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 600);
+        assert_false(exact);
+        t.wall_ok = false;
+        now = clk(T0 + 7200, true, BOOT_A, 600);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 600);
+        assert_false(exact);
+        /* A boot at 1970 says nothing either. */
+        now = clk(0, false, BOOT_A, 5);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 5);
+        assert_false(exact);
+
+        /* No boot id recorded (older records): never the same boot. */
+        t = stamp(T0, true, "", 1000);
+        now = clk(T0 + 100, true, BOOT_A, 1050);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 1050);
+
+        /* A stated time (an injury's date) needs a trusted clock; without one it proves nothing. */
+        t = (RulesTime) { .wall = T0 - 10 * DAY_S, .wall_ok = true, .stated = true };
+        now = clk(T0, true, BOOT_A, 60);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 10 * DAY_S);
+        assert_true(exact);
+        now = clk(T0, false, BOOT_A, 60);
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 0);
+        assert_false(exact);
+        /* ... even with a boot stamp in this boot. */
+        snprintf(t.boot_id, sizeof t.boot_id, "%s", BOOT_A);
+        t.boot_s = 1;
+        assert_int_equal(rules_elapsed(&t, &now, &exact), 0);
+
+        /* Placed on now's axis. */
+        t = stamp(T0, false, BOOT_A, 1000);
+        now = clk(50, false, BOOT_A, 1100);
+        assert_int_equal(rules_time_place(&t, &now, &exact), -50);
+        assert_false(exact);   /* ret_bound: exact, so not a bound */
+}
+
+/* The defects: a stale clock must shorten neither R2 nor R6. */
+static void test_r10_waits(void **state) {
+        RulesClock now;
+        RulesState s;
+        RulesDecision d;
+        bool bound;
+
+        /* R6: cold recorded at a stale time (3 days behind, this boot), then NTP steps the clock
+         * forward 3 days: the rest is measured on the boot clock, 10 minutes have passed. */
+        s = idle_state();
+        RulesTime end = stamp(T0 - 3 * DAY_S, false, BOOT_A, 2000);
+        now = clk(T0 + 600, true, BOOT_A, 2600);
+        s.has_last_cold = true;
+        s.last_cold_end = rules_time_place(&end, &now, &bound);
+        s.last_cold_bound = bound;
+        d = start(&s, THERAPY_COLD, now.wall);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_REST_INTERVAL);
+        assert_int_equal(d.minutes_left, 50);
+        now.boot_s = 2000 + 3600;
+        s.last_cold_end = rules_time_place(&end, &now, &bound);
+        assert_int_equal(start(&s, THERAPY_COLD, now.wall).action, RULES_START);
+
+        /* R6 across a reboot with no trusted clock: refused as clock_unsynced (DENY 4) until this
+         * boot's uptime alone proves the hour. */
+        now = clk(T0 + 4 * DAY_S, false, BOOT_B, 120);
+        s.last_cold_end = rules_time_place(&end, &now, &bound);
+        s.last_cold_bound = bound;
+        d = start(&s, THERAPY_COLD, now.wall);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_CLOCK_UNSYNCED);
+        assert_int_equal(deny_reason_wire(d.deny), 4);
+        assert_int_equal(refusal_from_deny(d.deny), REFUSAL_CLOCK_UNSYNCED);
+        assert_non_null(strstr(d.why, "R10"));
+        now.boot_s = 3600;
+        s.last_cold_end = rules_time_place(&end, &now, &bound);
+        assert_int_equal(start(&s, THERAPY_COLD, now.wall).action, RULES_START);
+
+        /* R2: a stated injury date needs a trusted clock. */
+        s = idle_state();
+        RulesTime inj = { .wall = T0 - 10 * DAY_S, .wall_ok = true, .stated = true };
+        now = clk(T0, false, BOOT_A, 300);
+        s.has_injury = true;
+        s.injury_at = s.injury_from = rules_time_place(&inj, &now, &bound);
+        s.injury_bound = bound;
+        d = start(&s, THERAPY_HEAT, now.wall);
+        assert_int_equal(d.action, RULES_DENY);
+        assert_int_equal(d.deny, DENY_CLOCK_UNSYNCED);
+        now.wall_ok = true;
+        s.injury_at = s.injury_from = rules_time_place(&inj, &now, &bound);
+        s.injury_bound = bound;
+        assert_int_equal(start(&s, THERAPY_HEAT, now.wall).action, RULES_START);
+
+        /* R2: "injured today" pressed while the clock is 3 days behind counts from that moment
+         * (this boot), so heat waits 7 × 24 h on the boot clock, to the second. */
+        inj = stamp(T0 - 3 * DAY_S, false, BOOT_A, 500);
+        for (int64_t dt = -1; dt <= 1; dt++) {
+                now = clk(T0 + 4 * DAY_S + dt, true, BOOT_A, 500 + WEEK_S + dt);
+                s.injury_at = s.injury_from = rules_time_place(&inj, &now, &bound);
+                s.injury_bound = bound;
+                d = start(&s, THERAPY_HEAT, now.wall);
+                assert_int_equal(d.action, dt < 0 ? RULES_DENY : RULES_START);
+                if (dt < 0) {
+                        assert_int_equal(d.deny, DENY_HEAT_TOO_SOON);
+                        assert_int_equal(d.minutes_left, 1);
+                }
+        }
+
+        /* Nothing recorded: no clock is needed (R3, a first cold session). */
+        s = idle_state();
+        now = clk(0, false, BOOT_A, 1);
+        assert_int_equal(start(&s, THERAPY_HEAT, now.wall).action, RULES_START);
+        assert_int_equal(start(&s, THERAPY_COLD, now.wall).action, RULES_START);
+}
+
+/* ---- R5: the gateway sees what it supervises ---- */
+
+static void test_r5_supervision(void **state) {
+        RulesState s = active_state(THERAPY_COLD, T0, 900);
+        RulesDecision d;
+
+        s.active_setpoint = 1000;
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_REPORTED, .mode = THERAPY_COLD, .setpoint = 1000 }, T0 + 5);
+        assert_int_equal(d.action, RULES_NONE);
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_REPORTED, .mode = THERAPY_HEAT, .setpoint = 1000 }, T0 + 5);
+        assert_int_equal(d.action, RULES_STOP);
+        assert_int_equal(d.stop, STOP_SAFETY);
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_REPORTED, .mode = THERAPY_COLD, .setpoint = 999 }, T0 + 5);
+        assert_int_equal(d.stop, STOP_SAFETY);
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_REPORTED, .mode = THERAPY_NONE, .setpoint = 1000 }, T0 + 5);
+        assert_int_equal(d.stop, STOP_SAFETY);
+
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_SILENCE, .silent_s = 14 }, T0 + 14);
+        assert_int_equal(d.action, RULES_NONE);
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_SILENCE, .silent_s = 15 }, T0 + 15);
+        assert_int_equal(d.action, RULES_STOP);
+        assert_int_equal(d.stop, STOP_SAFETY);
+        assert_non_null(strstr(d.why, "R5"));
+
+        /* Nothing runs: nothing to stop. */
+        s = idle_state();
+        d = decide(&s, (RulesEvent) { .type = RULES_EVENT_SILENCE, .silent_s = 100 }, T0);
+        assert_int_equal(d.action, RULES_NONE);
+}
+
+static void test_r10_names(void **state) {
+        assert_string_equal(refusal_reason_to_string(REFUSAL_CLOCK_UNSYNCED), "clock_unsynced");
+        assert_int_equal(refusal_reason_from_string("clock_unsynced"), REFUSAL_CLOCK_UNSYNCED);
+        assert_string_equal(deny_reason_to_string(DENY_CLOCK_UNSYNCED), "clock_unsynced");
+        assert_int_equal(deny_reason_wire(DENY_HEAT_TOO_SOON), 1);
+        assert_int_equal(deny_reason_wire(DENY_REST_INTERVAL), 2);
+        assert_int_equal(deny_reason_wire(DENY_SESSION_ACTIVE), 3);
+        assert_int_equal(deny_reason_wire(DENY_OTHER), 4);
+        assert_int_equal(deny_reason_wire(DENY_CLOCK_UNSYNCED), 4);
 }
 
 int main(void) {
@@ -1082,6 +1377,12 @@ int main(void) {
                 cmocka_unit_test(test_extreme_times),
                 cmocka_unit_test(test_why_names_rule),
                 cmocka_unit_test(test_names),
+                cmocka_unit_test(test_r4_heat_cap),
+                cmocka_unit_test(test_r4_heat_cap_edges),
+                cmocka_unit_test(test_r10_elapsed),
+                cmocka_unit_test(test_r10_waits),
+                cmocka_unit_test(test_r5_supervision),
+                cmocka_unit_test(test_r10_names),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,6 +45,20 @@ static void test_parse_iso(void **state) {
         assert_int_equal(clock_parse_iso("2026-11-20x", &t, NULL), -EINVAL);
         assert_int_equal(clock_parse_iso("20261120", &t, NULL), -EINVAL);
         assert_int_equal(clock_parse_iso("2026-11-20T14:04:05+01", &t, NULL), -EINVAL);
+        /* Issue 8: no signs, spaces or short fields where digits belong. */
+        static const char *const signed_fields[] = {
+                "2026-+9-01", "2026-09-+1", "2026--9-01", "+026-09-01", "-026-09-01", "2026- 9-01",
+                "2026-11-20T-9:-9:-9", "2026-11-20T+9:00", "2026-11-20T09:+0", "2026-11-20T09:00:-1",
+                "2026-11-20T09:00:+1", "2026-11-20T 9:00", "2026-11-20T09:00+-9:00", "2026-11-20T09:00++9:00",
+                "2026-11-20T09:00-+1:00", "2026-11-20T09:00+01:-0", "2026-11-20T09:00+ 1:00", "2026-1-20",
+                "2026-11-2", "2026-11-20T9:00", "2026-11-20T09:0", "2026-11-20T09:00:0", "2026-11-20T09:00+1:00",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(signed_fields); i++) {
+                t = 4242;
+                if (clock_parse_iso(signed_fields[i], &t, NULL) != -EINVAL)
+                        fail_msg("accepted \"%s\"", signed_fields[i]);
+                assert_int_equal(t, 4242);
+        }
 }
 
 static void test_day_end_dst(void **state) {

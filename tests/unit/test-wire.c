@@ -379,9 +379,20 @@ static void test_temperature_rejected(void **state) {
         ASSERT_REJECTED(wire_temperature_decode, WireTemperature, 0x00);
         assert_int_equal(wire_temperature_decode(NULL, 0, &t, NULL), -EBADMSG);
 
+}
+
+/* Issue 8: a bad time stamp or a reserved type byte drops that field, never the reading (R5). */
+static void test_temperature_bad_fields_kept(void **state) {
+        WireTemperature t;
+
         /* Time stamp fields out of range: year 1581, 10000, month 13, day 32, 24 h, 60 min, 60 s. */
-#define TS(y0, y1, mo, d, h, mi, s) \
-        ASSERT_REJECTED(wire_temperature_decode, WireTemperature, 0x02, 0x74, 0x0e, 0x00, 0xfe, y0, y1, mo, d, h, mi, s)
+#define TS(y0, y1, mo, d, h, mi, s) do { \
+        assert_int_equal(DECODE(wire_temperature_decode, &t, NULL, 0x06, 0x74, 0x0e, 0x00, 0xfe, \
+                                y0, y1, mo, d, h, mi, s, 0x02), 0); \
+        assert_int_equal(t.centi_c, 3700); \
+        assert_false(t.has_timestamp); \
+        assert_true(t.has_type); \
+} while (0)
         TS(0x2d, 0x06, 0x01, 0x01, 0x00, 0x00, 0x00);
         TS(0x10, 0x27, 0x01, 0x01, 0x00, 0x00, 0x00);
         TS(0x01, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00);
@@ -393,9 +404,19 @@ static void test_temperature_rejected(void **state) {
         TS(0xea, 0x07, 0xff, 0xff, 0xff, 0xff, 0xff);
 #undef TS
         /* Reserved temperature types. */
-        ASSERT_REJECTED(wire_temperature_decode, WireTemperature, 0x04, 0x74, 0x0e, 0x00, 0xfe, 0x00);
-        ASSERT_REJECTED(wire_temperature_decode, WireTemperature, 0x04, 0x74, 0x0e, 0x00, 0xfe, 0x0a);
-        ASSERT_REJECTED(wire_temperature_decode, WireTemperature, 0x04, 0x74, 0x0e, 0x00, 0xfe, 0xff);
+        for (unsigned type = 0; type <= 0xff; type += type == 0 ? 10 : 1) {
+                assert_int_equal(DECODE(wire_temperature_decode, &t, NULL, 0x04, 0x74, 0x0e, 0x00, 0xfe, type), 0);
+                assert_int_equal(t.centi_c, 3700);
+                assert_false(t.has_type);
+        }
+        /* Both bad, in °F: 98.6 °F is still 37.00 °C. */
+        assert_int_equal(DECODE(wire_temperature_decode, &t, NULL,
+                                0x07, 0xda, 0x03, 0x00, 0xff, 0xea, 0x07, 0x0d, 0x20, 0x18, 0x3c, 0x3c, 0x00), 0);
+        assert_int_equal(t.centi_c, 3700);
+        assert_false(t.has_timestamp);
+        assert_false(t.has_type);
+        /* A special value with bad fields is still no reading. */
+        assert_int_equal(DECODE(wire_temperature_decode, &t, NULL, 0x04, 0xff, 0xff, 0x7f, 0x00, 0x00), -ENODATA);
 }
 
 static void test_temperature_encode_limits(void **state) {
@@ -643,6 +664,7 @@ int main(void) {
                 cmocka_unit_test(test_temperature_timestamp_type),
                 cmocka_unit_test(test_temperature_reserved_flags),
                 cmocka_unit_test(test_temperature_rejected),
+                cmocka_unit_test(test_temperature_bad_fields_kept),
                 cmocka_unit_test(test_temperature_encode_limits),
                 cmocka_unit_test(test_request_encode),
                 cmocka_unit_test(test_request_decode),

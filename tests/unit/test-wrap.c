@@ -66,9 +66,40 @@ static BluezHooks ble;
 typedef struct Fixture {
         char dir[64];
         char db[128];
+        char seam[128];
         Manager m;
         Wrap *w;
 } Fixture;
+
+/*
+ * R10's clocks through clock.c's test seam (KNEEWRAP_CLOCK): the wall clock off by
+ * `wall_offset` s, synchronised or not, in boot `boot_id`; the daemon looks again at once.
+ */
+#define BOOT_ID "11111111-2222-3333-4444-555555555555"
+#define OTHER_BOOT_ID "99999999-8888-7777-6666-555555555555"
+
+static void write_seam(Fixture *f, int64_t wall_offset, bool synced, const char *boot_id, int64_t boot_offset) {
+        FILE *fp = fopen(f->seam, "we");
+
+        assert_non_null(fp);
+        fprintf(fp, "wall_offset=%lld\nsynced=%d\nboot_id=%s\nboot_offset=%lld\n", (long long) wall_offset,
+                synced, boot_id, (long long) boot_offset);
+        assert_int_equal(fclose(fp), 0);
+}
+
+static void set_clock(Fixture *f, int64_t wall_offset, bool synced, const char *boot_id) {
+        write_seam(f, wall_offset, synced, boot_id, 0);
+        assert_int_equal(clock_boot_id(f->m.boot_id), 0);
+        manager_clock_check(&f->m);
+}
+
+/* A new boot, up for `uptime_s` (the boot clock runs 10000 times fast here like the others). */
+static void set_reboot(Fixture *f, int64_t wall_offset, bool synced, const char *boot_id, int64_t uptime_s) {
+        write_seam(f, wall_offset, synced, boot_id, 0);
+        write_seam(f, wall_offset, synced, boot_id, uptime_s - clock_boot_usec() / (int64_t) USEC_PER_SEC);
+        assert_int_equal(clock_boot_id(f->m.boot_id), 0);
+        manager_clock_check(&f->m);
+}
 
 static int setup(void **state) {
         Fixture *f = calloc(1, sizeof *f);
@@ -80,10 +111,16 @@ static int setup(void **state) {
         assert_non_null(mkdtemp(f->dir));
         snprintf(f->db, sizeof f->db, "%s/kneewrap.db", f->dir);
         config_init(&f->m.config);
+        snprintf(f->seam, sizeof f->seam, "%s/clock-seam", f->dir);
+        setenv("KNEEWRAP_CLOCK", f->seam, 1);
         assert_int_equal(sd_event_new(&f->m.event), 0);
         f->m.link_ops = &fake_link;
         manager_ble_hooks(&f->m, &ble);
         assert_int_equal(store_open(f->db, &f->m.store), 0);
+        set_clock(f, 0, true, BOOT_ID);
+        assert_int_equal(manager_time_setup(&f->m), 0);
+        assert_string_equal(f->m.boot_id, BOOT_ID);
+        assert_true(manager_clock_trusted(&f->m));
         assert_int_equal(store_wrap_add(f->m.store, ADDR, "KneeWrap-1122", clock_real_sec()), 0);
         assert_int_equal(wraps_load(&f->m), 0);
         f->w = wrap_find(&f->m, WRAP);
@@ -102,6 +139,7 @@ static int teardown(void **state) {
 
         wraps_free(&f->m);
         f->m.store = store_close(f->m.store);
+        manager_time_free(&f->m);
         sd_event_unref(f->m.event);
         config_done(&f->m.config);
         snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
@@ -135,8 +173,8 @@ static void answer(Fixture *f, uint8_t opcode, uint8_t result) {
 
 static void status(Fixture *f, uint8_t state, uint8_t mode, uint16_t elapsed, uint8_t faults, uint8_t seq) {
         ble.status(ble.userdata, ADDR, &(WireStatus) {
-                .state = state, .mode = mode, .setpoint = 1000, .pack = 1500,
-                .elapsed_s = elapsed, .remaining_s = 0, .faults = faults, .seq = seq,
+                .state = state, .mode = mode, .setpoint = mode == THERAPY_HEAT ? 4000 : 1000, .pack = 1500,
+                .elapsed_s = elapsed, .remaining_s = elapsed < 900 ? 900 - elapsed : 0, .faults = faults, .seq = seq,
         });
 }
 
@@ -677,6 +715,245 @@ static void test_state_from_memory(void **state) {
         assert_string_equal(v.injury_date, "2026-01-01");
 }
 
+static void status_full(Fixture *f, uint8_t state, uint8_t mode, int16_t setpoint, uint16_t elapsed,
+                        uint16_t remaining, uint8_t seq) {
+        ble.status(ble.userdata, ADDR, &(WireStatus) {
+                .state = state, .mode = mode, .setpoint = setpoint, .pack = 1500,
+                .elapsed_s = elapsed, .remaining_s = remaining, .seq = seq,
+        });
+}
+
+static void crash_and_restart(Fixture *f) {
+        wraps_free(&f->m);
+        assert_int_equal(wraps_load(&f->m), 0);
+        f->w = wrap_find(&f->m, WRAP);
+        assert_non_null(f->w);
+        ble.link_up(ble.userdata, ADDR);
+}
+
+/* Issue 8, defect 2: a restart with the clock 30 min behind put the STOP late and ended_at
+ * before started_at. The time left is bounded by the prescribed time and the wrap's own. */
+static void test_restart_clock_behind_stops_on_time(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        r = last_record(f);
+        /* The daemon restarts in the same boot, its wall clock set 30 minutes back. */
+        set_clock(f, -1800, true, BOOT_ID);
+        assert_false(manager_clock_trusted(&f->m));     /* behind the newest stored time */
+        crash_and_restart(f);
+        status(f, WIRE_STATE_COOLING, 1, 10, 0, 5);
+        run_for(f, 100);                /* 1000 scaled s: past 900, far short of 900 + 1800 */
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[n_sent - 1].reason, STOP_COMPLETED);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_true(r.ended_at >= r.started_at);
+        assert_true(r.duration_s <= 900);
+}
+
+/* The same across a reboot with no trusted clock: the wrap's remaining_s bounds the STOP. */
+static void test_restart_other_boot_wrap_remaining_bounds(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        set_reboot(f, -3 * 86400, false, OTHER_BOOT_ID, 60);
+        crash_and_restart(f);
+        status_full(f, WIRE_STATE_COOLING, 1, 1000, 600, 300, 5);
+        run_for(f, 40);                 /* 400 scaled s: past the wrap's 300 s left */
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_true(r.ended_at >= r.started_at);
+        assert_false(r.clock_synced);
+}
+
+/* Issue 8, defect 3: a session with no skin reading is stopped for safety (R5). */
+static void test_silent_thermometer_stops_for_safety(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        f->m.skin_silence_usec = 300 * USEC_PER_MSEC;   /* 15 s in the daemon */
+        setenv("KNEEWRAP_TIME_SCALE", "1", 1);          /* a session longer than the silence */
+        assert_int_equal(clock_setup(), 1);
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        for (int i = 0; i < 4; i++) {   /* readings keep it going past the silence bound */
+                run_for(f, 150);
+                skin(f, 1200);
+        }
+        assert_int_equal(n_sent, 1);
+        assert_non_null(wrap_get_session(f->w));
+        /* A malformed value is no reading: the wrap's codec rejected it. */
+        ble.malformed(ble.userdata, ADDR, WRAP_VALUE_TEMPERATURE, "no reading");
+        run_for(f, 350);
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_STOPPED_FOR_SAFETY);
+        assert_int_equal(r.skin.n, 4);
+        setenv("KNEEWRAP_TIME_SCALE", SCALE, 1);
+        assert_int_equal(clock_setup(), atoi(SCALE));
+}
+
+/* Issue 8, defect 5: the wrap's Status reports another mode or setpoint than started (R5). */
+static void test_mode_or_setpoint_mismatch_stops(void **state) {
+        Fixture *f = *state;
+
+        press(f, WIRE_BUTTON_HEAT, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status_full(f, WIRE_STATE_COOLING, 1, 1000, 1, 899, 5);     /* cooling, asked for heat */
+        assert_int_equal(n_sent, 2);
+        assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[1].reason, STOP_SAFETY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+
+        /* Cold as asked, but at 12 °C instead of 10 °C, later in the session. */
+        press(f, WIRE_BUTTON_COLD, 3);
+        assert_int_equal(sent[2].opcode, WIRE_OP_START);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status_full(f, WIRE_STATE_COOLING, 1, 1000, 1, 899, 6);
+        assert_int_equal(n_sent, 3);
+        status_full(f, WIRE_STATE_COOLING, 1, 1200, 6, 894, 6);
+        assert_int_equal(n_sent, 4);
+        assert_int_equal(sent[3].reason, STOP_SAFETY);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+}
+
+static unsigned count_outcome(Fixture *f, SessionOutcome o) {
+        _cleanup_free_ SessionRecord *list = NULL;
+        size_t n = 0;
+        unsigned c = 0;
+
+        assert_int_equal(store_sessions_list(f->m.store, WRAP, 0, INT64_MAX, &list, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                c += list[i].outcome == o;
+        return c;
+}
+
+/* Issue 8, defect 4: START written, the link drops before its answer. It may run: R6 counts
+ * it until the wrap's sequence number proves otherwise. */
+static void test_start_unanswered_link_lost_counted_by_r6(void **state) {
+        Fixture *f = *state;
+
+        status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);        /* the wrap's sequence number: 5 */
+        press(f, WIRE_BUTTON_COLD, 1);
+        link_up = false;
+        ble.write_failed(ble.userdata, ADDR, WIRE_OP_START, -EIO);
+        assert_non_null(wrap_get_session(f->w));
+        assert_int_equal(count_outcome(f, OUTCOME_NOT_STARTED), 0);
+        /* It never comes back: the grace period ends it as interrupted, and R6 rests from the
+         * latest end the wrap's fail-safe could give it. */
+        run_for(f, 5500);
+        assert_null(wrap_get_session(f->w));
+        SessionRecord r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_INTERRUPTED);
+        assert_true(r.started_at != 0);
+        /* (5.5 real seconds are 15 h at this scale: R6 is over by now, so read what it rests on.) */
+        RulesState st;
+        assert_int_equal(store_rules_state(f->m.store, WRAP, &f->m.config.therapy, &st), 0);
+        assert_true(st.has_last_cold);
+        assert_true(st.last_cold_end >= r.started_at + 900);
+}
+
+/* ... and when the wrap comes back showing the same sequence number, START never took. */
+static void test_start_unanswered_seq_proves_not_started(void **state) {
+        Fixture *f = *state;
+
+        status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);
+        press(f, WIRE_BUTTON_COLD, 1);
+        link_up = false;
+        ble.link_down(ble.userdata, ADDR);
+        assert_non_null(wrap_get_session(f->w));
+        /* While away nothing new starts. */
+        press(f, WIRE_BUTTON_COLD, 2);
+        assert_int_equal(n_sent, 1);
+        link_up = true;
+        ble.link_up(ble.userdata, ADDR);
+        status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);
+        assert_null(wrap_get_session(f->w));
+        assert_int_equal(count_outcome(f, OUTCOME_NOT_STARTED), 1);
+        press(f, WIRE_BUTTON_COLD, 3);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_START);
+        /* The wrap took this one (sequence 6), and the link went before the answer again. */
+        link_up = false;
+        ble.link_down(ble.userdata, ADDR);
+        link_up = true;
+        ble.link_up(ble.userdata, ADDR);
+        status(f, WIRE_STATE_COOLING, 1, 30, 0, 6);
+        assert_non_null(wrap_get_session(f->w));
+        run_for(f, 100);
+        assert_int_equal(count_outcome(f, OUTCOME_COMPLETED), 1);
+}
+
+/* Issue 8, defect 6 (R4): back-to-back heat is refused, DENY 2 with the minutes until the
+ * full prescribed time fits in 20 of any 60 minutes. */
+static void test_r4_back_to_back_heat_refused(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        press(f, WIRE_BUTTON_HEAT, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_HEATING, 2, 1, 0, 5);
+        skin(f, 3600);
+        run_for(f, 100);
+        assert_int_equal(last_record(f).outcome, OUTCOME_COMPLETED);
+        press(f, WIRE_BUTTON_HEAT, 2);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[n_sent - 1].reason, 2);
+        /* 15 minutes ran: the next 15 fit once the hour that ends with them holds 5 of the
+         * earlier ones: 40 minutes after the end, less the scaled time since. */
+        assert_true(sent[n_sent - 1].minutes >= 36 && sent[n_sent - 1].minutes <= 40);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_REFUSED);
+        assert_int_equal(r.refusal, REFUSAL_REST_INTERVAL);
+        /* Through the one door too. */
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &r, NULL), 0);
+        assert_int_equal(r.outcome, OUTCOME_REFUSED);
+        assert_int_equal(r.refusal, REFUSAL_REST_INTERVAL);
+}
+
+/* Issue 8, defect 1 (R6): a cold session recorded at a stale time, then NTP steps the clock
+ * forward: the rest is measured on the boot clock, not over at once. */
+static void test_r6_stale_clock_then_step(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+
+        set_clock(f, -3 * 86400, false, BOOT_ID);
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        skin(f, 1500);
+        run_for(f, 100);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_false(r.clock_synced);
+        /* NTP answers: three days forward, synchronised. The record is corrected. */
+        set_clock(f, 0, true, BOOT_ID);
+        r = last_record(f);
+        assert_true(r.clock_synced);
+        assert_true(r.started_at > clock_real_sec() - 3600 && r.ended_at >= r.started_at);
+        press(f, WIRE_BUTTON_COLD, 2);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[n_sent - 1].reason, DENY_REST_INTERVAL);
+        assert_true(sent[n_sent - 1].minutes >= 55);
+        /* And after a reboot a minute ago, nothing trusted: DENY 4 (clock_unsynced), never a START. */
+        set_reboot(f, 0, false, OTHER_BOOT_ID, 60);
+        press(f, WIRE_BUTTON_COLD, 3);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_DENY);
+        assert_int_equal(sent[n_sent - 1].reason, 4);
+        r = last_record(f);
+        assert_int_equal(r.refusal, REFUSAL_CLOCK_UNSYNCED);
+}
+
 /* The one merge: every interface hands the door only the fields it sets. */
 static void test_door_prescription_merge(void **state) {
         Fixture *f = *state;
@@ -723,6 +1000,14 @@ static void test_door_prescription_merge(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_clock_behind_stops_on_time, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_other_boot_wrap_remaining_bounds, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_silent_thermometer_stops_for_safety, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_mode_or_setpoint_mismatch_stops, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_unanswered_link_lost_counted_by_r6, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_start_unanswered_seq_proves_not_started, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_r4_back_to_back_heat_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_r6_stale_clock_then_step, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
