@@ -122,6 +122,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
                 if (r < 0)
                         return store_fail(m, r, "recording the injury", ret_error);
                 manager_time_stored(m, rec.wall, rec.wall_ok);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury recorded: %s%s; heat is refused for the wait after it (R2).",
                          iso_or_null, rec.wall_ok ? "" : " (the clock is not synchronised: it counts from this "
                          "moment and gets its date when the clock syncs, R10)");
