@@ -21,6 +21,8 @@
 #define BUS_API_ERROR_REFUSED           "org.kneewrap1.Error.Refused"
 #define BUS_API_ERROR_STORE_UNAVAILABLE "org.kneewrap1.Error.StoreUnavailable"
 #define BUS_API_ERROR_FAILED            "org.kneewrap1.Error.Failed"
+#define BUS_API_ERROR_TOO_MANY          "org.kneewrap1.Error.TooManyRequests"
+#define BUS_API_ERROR_ACCESS_DENIED     "org.kneewrap1.Error.AccessDenied"
 #define BUS_API_ERROR_NO_SUCH_ALERT     "org.kneewrap1.Error.NoSuchAlert"
 #define BUS_API_ERROR_ALREADY_ACKNOWLEDGED "org.kneewrap1.Error.AlreadyAcknowledged"
 

@@ -33,6 +33,8 @@ const char *mqtt_allow_to_string(unsigned bit);
 typedef struct Config {
         /* [daemon] */
         int log_level;                    /* syslog level, default LOG_INFO */
+        char *clinic_group;               /* D-Bus: who besides root may change injuries, prescriptions,
+                                           * adoption (default "kneewrap-clinic") */
         bool clock_trusted;               /* R10: trust the wall clock unsynchronised (a battery clock); default no */
 
         /* [bluetooth] */
@@ -63,6 +65,7 @@ typedef struct Config {
 
         /* [store] */
         char *store_path;                 /* /var/lib/kneewrap/kneewrap.db */
+        char *uplink_state_path;          /* the clinic uplink's cursor, read for status only */
 } Config;
 
 /* Fills the built-in defaults. */

@@ -6,6 +6,7 @@
 #include "manager.h"
 #include "record.h"
 #include "rules.h"
+#include "util.h"
 #include "store.h"
 
 /*
@@ -33,10 +34,19 @@
  *   -EAGAIN   the store is unavailable (closed after a failure, being retried)
  *   store_is_broken(r): the store failed during the action; it is now unavailable
  *   -EBUSY    the store is busy (another writer): try again
+ *   -ENOBUFS  (door_start) the wrap had a request decided less than a second ago (scaled
+ *             clock): this one is dropped, neither decided nor recorded, and counted in
+ *             m->requests_dropped (bridge/health), so a flood cannot fill the store
  *   -EALREADY (an alert) it was acknowledged before
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.
  */
+
+/* When a wrap's last session request was decided (Manager.rates): one per wrap that asked. */
+typedef struct DoorRate {
+        char wrap[WRAP_ID_MAX];
+        uint64_t decided_usec;       /* clock_mono_usec(), the scaled clock */
+} DoorRate;
 
 /* Sessions. press_usec: mono_usec() when the wrap's button was pressed, for the latency
  * figures; 0 for every other asker. */

@@ -40,6 +40,9 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
+        uint64_t requests_dropped;   /* session requests over one a second per wrap (door.c) */
+        struct DoorRate *rates;      /* door.c: when each wrap's last request was decided */
+        size_t n_rates;
 
         bool ready;                  /* READY=1 sent */
 

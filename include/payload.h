@@ -19,6 +19,8 @@
 int payload_session(const SessionRecord *rec, char **ret_json);
 /* The same as a jansson object (a new reference), or NULL without memory. */
 json_t *payload_session_json(const SessionRecord *rec);
+/* Compliance figures (store.h), as MQTT, D-Bus callers and the reports name them. */
+json_t *payload_compliance_json(const Compliance *c);
 
 /* The outbox message for a finished session: <base>/<wrap>/session, QoS 1, not retained. */
 int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *ret);

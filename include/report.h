@@ -46,7 +46,6 @@ void report_data_done(ReportData *d);
 /* The JSON of one thing, as kneewrapctl's --json and the JSON report write it (new references). */
 json_t *report_profile_json(const PatientProfile *p);
 json_t *report_prescription_json(const RulesPrescription *rx, bool prescribed);
-json_t *report_compliance_json(const Compliance *c);
 json_t *report_run_json(const RunRecord *r, const SessionRecord *followed_or_press);
 json_t *report_diary_json(const DiaryEntry *e);
 json_t *report_injury_json(const InjuryRecord *i);

@@ -33,6 +33,12 @@ static inline bool store_is_broken(int r) {
 int store_open(const char *path, Store **ret);
 /* The same; on failure, *ret_errmsg (when not NULL) says why, for the caller to free(). */
 int store_open_err(const char *path, Store **ret, char **ret_errmsg);
+/*
+ * Opens an existing store read-only, with no migration, for another user (the clinic
+ * uplink): -EPROTO while its schema is older than this build's, so kneewrapd has not
+ * migrated it yet. Only the getters work on it.
+ */
+int store_open_readonly(const char *path, Store **ret, char **ret_errmsg);
 Store *store_close(Store *s);
 const char *store_errmsg(Store *s);
 /* A cheap read and write probe, to tell when a full or broken store works again. */
@@ -59,6 +65,8 @@ int store_wrap_add(Store *s, const char *address, const char *name, int64_t now)
 int store_wrap_remove(Store *s, const char *wrap);
 int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret);
 int store_wrap_list(Store *s, StoredWrap **ret, size_t *ret_n);
+/* The same as store_wrap_get, removed wraps included: their records still go to a clinic. */
+int store_wrap_get_any(Store *s, const char *wrap, StoredWrap *ret);
 
 /*
  * The patient behind a wrap, as a clinic knows them: pseudonymous on purpose. The gateway
@@ -236,6 +244,34 @@ int store_outbox_peek(Store *s, int64_t after_id, size_t max, OutboxMsg **ret, s
 int store_outbox_ack(Store *s, int64_t id);
 int store_outbox_depth(Store *s, uint64_t *ret);
 void outbox_msgs_free(OutboxMsg *m, size_t n);
+
+/*
+ * The clinic uplink's change sequence: every write of a wrap, a finished session, a diary
+ * entry or an alert gives it the next seq (SQLite triggers), so what is past a cursor is exactly what the
+ * clinic has not confirmed; rev counts the record's writes (1: new; more: corrected).
+ */
+typedef enum ChangeKind {
+        CHANGE_UNKNOWN,
+        CHANGE_WRAP,                  /* key: the wrap id (its Patient and Device) */
+        CHANGE_SESSION,               /* key: the session_id */
+        CHANGE_DIARY,                 /* key: the diary entry's id */
+        CHANGE_ALERT,                 /* key: the alert's id */
+} ChangeKind;
+
+typedef struct StoreChange {
+        int64_t seq;
+        int64_t rev;
+        ChangeKind kind;
+        char key[40];
+} StoreChange;
+
+/* Up to max changes with seq > after, in seq order. */
+int store_changes_after(Store *s, int64_t after, size_t max, StoreChange **ret, size_t *ret_n);
+/* How many have seq > after, and the highest seq there is (0: none). */
+int store_changes_pending(Store *s, int64_t after, uint64_t *ret_n, int64_t *ret_latest);
+/* When the store was created: a cursor belongs to one store file. */
+int store_identity(Store *s, int64_t *ret_created_at);
+int store_diary_get(Store *s, int64_t id, char wrap[static WRAP_ID_MAX], DiaryEntry *ret);
 
 /*
  * Compliance: the one definition, for every interface (MQTT, the CLI, D-Bus, reports).

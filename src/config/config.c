@@ -127,6 +127,15 @@ static int key_log_level(Parser *p, const char *value, const char **why) {
 
 /* [bluetooth] */
 
+static int key_clinic_group(Parser *p, const char *value, const char **why) {
+        /* A group name as useradd takes it: no ':' or ',' and no space, which getgrnam would never match. */
+        if (strpbrk(value, ":, \t") || strlen(value) > 32) {
+                *why = "not a group name";
+                return -EINVAL;
+        }
+        return set_string(&p->c->clinic_group, value);
+}
+
 static int key_adapter(Parser *p, const char *value, const char **why) {
         char addr[BDADDR_STR_MAX];
         const char *d;
@@ -457,8 +466,13 @@ static int key_store_path(Parser *p, const char *value, const char **why) {
         return set_path(&p->c->store_path, value, why);
 }
 
+static int key_uplink_state(Parser *p, const char *value, const char **why) {
+        return set_path(&p->c->uplink_state_path, value, why);
+}
+
 static const Key keys[] = {
         { SECTION_DAEMON,    "log_level",         key_log_level },
+        { SECTION_DAEMON,    "clinic_group",      key_clinic_group },
         { SECTION_DAEMON,    "clock_trusted",     key_clock_trusted },
         { SECTION_BLUETOOTH, "adapter",           key_adapter },
         { SECTION_BLUETOOTH, "auto_adopt",        key_auto_adopt },
@@ -485,6 +499,7 @@ static const Key keys[] = {
         { SECTION_THERAPY,   "heat_wait_days",    key_heat_wait_days },
         { SECTION_THERAPY,   "cold_rest_minutes", key_cold_rest_minutes },
         { SECTION_STORE,     "path",              key_store_path },
+        { SECTION_STORE,     "uplink_state",      key_uplink_state },
 };
 
 _Static_assert(ELEMENTSOF(keys) <= ELEMENTSOF(((Parser *) 0)->seen), "Parser.seen too small");
@@ -630,6 +645,8 @@ void config_init(Config *c) {
                 .protocol = MQTT_PROTOCOL_V311,
                 .mqtt_commands = MQTT_ALLOW_DEFAULT,
                 .store_path = strdup("/var/lib/kneewrap/kneewrap.db"),
+                .clinic_group = strdup("kneewrap-clinic"),
+                .uplink_state_path = strdup("/var/lib/kneewrap-uplink/uplink.db"),
         };
         rules_prescription_default(&c->therapy);
 }
@@ -649,6 +666,8 @@ void config_done(Config *c) {
         free(c->tls_cert_file);
         free(c->tls_key_file);
         free(c->store_path);
+        free(c->clinic_group);
+        free(c->uplink_state_path);
         *c = (Config) { 0 };
 }
 
@@ -692,7 +711,8 @@ int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors) {
         int r;
 
         config_init(&tmp);
-        if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path) {
+        if (!tmp.base_topic || !tmp.discovery_prefix || !tmp.store_path || !tmp.clinic_group ||
+            !tmp.uplink_state_path) {
                 config_done(&tmp);
                 return -ENOMEM;
         }

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "report.h"
 #include "rules.h"
 #include "store.h"
+#include "uplink-state.h"
 #include "util.h"
 
 /*
@@ -58,7 +60,18 @@ static void help(void) {
                "  sessions [WRAP] [--since DATE] [--json]\n"
                "                                        Session history, refused requests included\n"
                "  export [WRAP] [--since DATE]          Session records as JSON lines\n"
-               "  compliance WRAP [--days 7|30]         Cold sessions done, missed, refused\n"
+               "  compliance WRAP [--days N | --since DATE] [--until DATE] [--json]\n"
+               "                                        Cold sessions done, missed, refused; runs followed\n"
+               "  diary WRAP [--since DATE] [--until DATE] [--json]\n"
+               "  injuries WRAP [--json]                The injuries recorded\n"
+               "  prescription WRAP [--json]            The prescription in force\n"
+               "  runs WRAP [--since DATE] [--until DATE] [--json]\n"
+               "                                        Runs, and whether cold followed within 60 min\n"
+               "  alerts [WRAP] [--all] [--json]        Open alerts (--all: acknowledged ones too)\n"
+               "  report WRAP [--since DATE] [--until DATE] --format csv|json|fhir|html\n"
+               "         [--what sessions|runs|diary|alerts] [-o FILE]\n"
+               "                                        A clinic's report of the period\n"
+               "  uplink [--json]                       The clinic uplink: records pending, last success, last error\n"
                "\n"
                "Through the running daemon (D-Bus, org.kneewrap1):\n"
                "  status                                The gateway, and each wrap's link and session\n"
@@ -66,6 +79,11 @@ static void help(void) {
                "  stop WRAP                             Stop the running session\n"
                "  adopt [SECONDS]                       Adopt a wrap in pairing mode (default 120 s; 0 closes)\n"
                "  remove WRAP                           Forget a wrap; its history stays\n"
+               "  run WRAP [--at TIME] [--minutes N] [--km X]\n"
+               "                                        Record a run (default: it just ended)\n"
+               "  profile WRAP [--label TEXT] [--knee left|right] [--clinic-ref TEXT] [--json]\n"
+               "                                        Show or set the patient profile\n"
+               "  alerts [WRAP] --ack ID                Acknowledge an alert\n"
                "\n"
                "Options:\n"
                "  -c --config FILE   The daemon's configuration (default %s)\n"
@@ -578,6 +596,65 @@ static int cmd_export(Ctl *c, int argc, char **argv) {
 }
 
 static int cmd_compliance(Ctl *c, int argc, char **argv);
+
+/* The clinic uplink's figures: its state file (read-only) and what the store holds past its cursor. */
+static int cmd_uplink(Ctl *c, int argc, char **argv) {
+        static const struct option options[] = {
+                { "json", no_argument, NULL, 'j' },
+                { 0 }
+        };
+        char iso[CLOCK_ISO_MAX];
+        UplinkReport u;
+        bool json = false;
+        int o, r;
+
+        optind = 0;
+        while ((o = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (o) {
+                case 'j':
+                        json = true;
+                        break;
+                default:
+                        return EXIT_FAILURE;
+                }
+        if (optind < argc)
+                return fail("usage: uplink [--json]");
+        r = uplink_report(c->store, c->config.uplink_state_path, &u);
+        if (r < 0)
+                return fail("cannot read the uplink's state %s: %s", c->config.uplink_state_path, strerror(-r));
+
+        if (json) {
+                json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:I}",
+                                      "configured", u.configured,
+                                      "pending", u.has_pending ? json_integer((json_int_t) u.pending) : json_null(),
+                                      "last_success", u.status.last_success_at ?
+                                              json_string(clock_format_iso(u.status.last_success_at, iso)) : json_null(),
+                                      "last_error", u.status.last_error[0] ? json_string(u.status.last_error) : json_null(),
+                                      "last_error_at", u.status.last_error[0] ?
+                                              json_string(clock_format_iso(u.status.last_error_at, iso)) : json_null(),
+                                      "sent", (json_int_t) u.status.sent);
+                char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (!text)
+                        return fail("out of memory");
+                printf("%s\n", text);
+                free(text);
+                return EXIT_SUCCESS;
+        }
+        if (!u.configured)
+                printf("Clinic uplink: has not run on this gateway (no %s)\n", c->config.uplink_state_path);
+        else if (u.status.last_error[0])
+                printf("Clinic uplink: failing, retrying\n");
+        else
+                printf("Clinic uplink: %s\n", u.has_pending && u.pending == 0 ? "up to date" : "delivering");
+        if (u.has_pending)
+                printf("Pending: %" PRIu64 " records\n", u.pending);
+        printf("Last success: %s\n", u.status.last_success_at ? clock_format_iso(u.status.last_success_at, iso) : "never");
+        if (u.status.last_error[0])
+                printf("Last error: %s: %s\n", clock_format_iso(u.status.last_error_at, iso), u.status.last_error);
+        printf("Delivered: %" PRIu64 " records\n", u.status.sent);
+        return EXIT_SUCCESS;
+}
 
 static int cmd_start(Ctl *c, int argc, char **argv) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -1165,7 +1242,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
         clock_format_date(p.since, from);
         clock_format_date(p.until - 1, to);
         if (json) {
-                json_t *j = report_compliance_json(&co);
+                json_t *j = payload_compliance_json(&co);
                 if (j && (json_object_set_new(j, "wrap", json_string(id)) < 0 ||
                           json_object_set_new(j, "since", json_string(from)) < 0 ||
                           json_object_set_new(j, "until", json_string(to)) < 0)) {
@@ -1328,6 +1405,7 @@ int main(int argc, char *argv[]) {
                 { "sessions",   cmd_sessions,    true },
                 { "export",     cmd_export,      true },
                 { "compliance", cmd_compliance,  true },
+                { "uplink",     cmd_uplink,      true },
                 { "status",     cmd_status,      false },
                 { "start",      cmd_start,       false },
                 { "stop",       cmd_stop,        false },

@@ -1,5 +1,6 @@
 /* bus-api: the daemon's own D-Bus API, org.kneewrap1.Manager on the system bus, over the one door. */
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -190,6 +191,8 @@ static int one_door_error(Manager *m, sd_bus_error *error, int r, const char *wr
                 name = BUS_API_ERROR_NO_SESSION;
         else if (r == -EAGAIN || store_is_broken(r))
                 name = BUS_API_ERROR_STORE_UNAVAILABLE;
+        else if (r == -ENOBUFS)
+                name = BUS_API_ERROR_TOO_MANY;
         else
                 name = BUS_API_ERROR_FAILED;
         return sd_bus_error_set(error, name, message);
@@ -244,6 +247,52 @@ static int start_session(sd_bus_message *msg, Manager *m, const char *wrap_raw, 
         return sd_bus_reply_method_return(msg, "sssqs", rec.session_id, start_outcome(rec.outcome),
                                           rec.refusal != REFUSAL_NONE ? refusal_reason_to_string(rec.refusal) : "", rec.minutes_left, message);
 }
+
+/*
+ * Authority, enforced here as well as in the bus policy (org.kneewrap1.conf), from the sender's
+ * credentials as the bus reports them: any caller the policy lets through (root, groups
+ * kneewrap and kneewrap-clinic) may read, run sessions and add diary entries and runs; what
+ * loosens or rewrites a patient's therapy (injuries, prescriptions, the profile, alerts,
+ * adoption, removal) needs root or the group [daemon] clinic_group (kneewrap-clinic).
+ */
+static int need_clinic(Manager *m, sd_bus_message *msg, const char *method, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *c = NULL;
+        const gid_t *gids = NULL;
+        struct group grp, *g = NULL;
+        char buf[1024];
+        uid_t uid;
+        gid_t gid;
+        int r, n;
+
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS |
+                                      SD_BUS_CREDS_AUGMENT, &c);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(c, &uid);
+        if (r < 0)
+                return sd_bus_error_setf(error, BUS_API_ERROR_ACCESS_DENIED,
+                                         "%s: the caller's credentials cannot be read", method);
+        if (uid == 0)
+                return 0;
+        if (getgrnam_r(m->config.clinic_group, &grp, buf, sizeof buf, &g) == 0 && g) {
+                if (sd_bus_creds_get_egid(c, &gid) >= 0 && gid == g->gr_gid)
+                        return 0;
+                n = sd_bus_creds_get_supplementary_gids(c, &gids);
+                for (int i = 0; i < n; i++)
+                        if (gids[i] == g->gr_gid)
+                                return 0;
+        }
+        log_notice("D-Bus: %s refused for uid %u: it needs root or group %s.", method, (unsigned) uid,
+                   m->config.clinic_group);
+        return sd_bus_error_setf(error, BUS_API_ERROR_ACCESS_DENIED, "%s needs root or group %s", method,
+                                 m->config.clinic_group);
+}
+
+/* A method of the clinic's: its handler runs only for root and the clinic group. */
+#define CLINIC_METHOD(handler, name)                                                                    \
+        static int clinic_##handler(sd_bus_message *msg, void *userdata, sd_bus_error *error) {          \
+                int _r = need_clinic(userdata, msg, name, error);                                      \
+                return _r < 0 ? _r : handler(msg, userdata, error);                                    \
+        }
 
 static int method_start_session(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         const char *wrap, *mode;
@@ -753,6 +802,14 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
  * add CAP_SYS_ADMIN-or-same-uid, shutting out the very group the policy lets in, and two
  * gates that disagree are worse than one that is clear.
  */
+CLINIC_METHOD(method_open_adoption, "OpenAdoption")
+CLINIC_METHOD(method_remove_wrap, "RemoveWrap")
+CLINIC_METHOD(method_set_injury, "SetInjury")
+CLINIC_METHOD(method_set_prescription, "SetPrescription")
+CLINIC_METHOD(method_clear_prescription, "ClearPrescription")
+CLINIC_METHOD(method_set_profile, "SetProfile")
+CLINIC_METHOD(method_acknowledge_alert, "AcknowledgeAlert")
+
 #define M SD_BUS_VTABLE_UNPRIVILEGED
 #define P SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE
 static const sd_bus_vtable manager_vtable[] = {
@@ -774,25 +831,25 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("StopSession", "s", SD_BUS_PARAM(wrap), "", , method_stop_session, M),
         SD_BUS_METHOD_WITH_NAMES("StopSessionAs", "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(source), "", ,
                                  method_stop_session_as, M),
-        SD_BUS_METHOD_WITH_NAMES("OpenAdoption", "u", SD_BUS_PARAM(seconds), "", , method_open_adoption, M),
-        SD_BUS_METHOD_WITH_NAMES("RemoveWrap", "s", SD_BUS_PARAM(wrap), "", , method_remove_wrap, M),
+        SD_BUS_METHOD_WITH_NAMES("OpenAdoption", "u", SD_BUS_PARAM(seconds), "", , clinic_method_open_adoption, M),
+        SD_BUS_METHOD_WITH_NAMES("RemoveWrap", "s", SD_BUS_PARAM(wrap), "", , clinic_method_remove_wrap, M),
         SD_BUS_METHOD_WITH_NAMES("ListWraps", "", , "a(sssbsu)", SD_BUS_PARAM(wraps), method_list_wraps, M),
-        SD_BUS_METHOD_WITH_NAMES("SetInjury", "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(iso), "", , method_set_injury, M),
+        SD_BUS_METHOD_WITH_NAMES("SetInjury", "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(iso), "", , clinic_method_set_injury, M),
         SD_BUS_METHOD_WITH_NAMES("AddDiary", "sysas",
                                  SD_BUS_PARAM(wrap) SD_BUS_PARAM(score) SD_BUS_PARAM(where) SD_BUS_PARAM(flags),
                                  "", , method_add_diary, M),
         SD_BUS_METHOD_WITH_NAMES("SetPrescription", "sa{sv}", SD_BUS_PARAM(wrap) SD_BUS_PARAM(prescription),
-                                 "", , method_set_prescription, M),
-        SD_BUS_METHOD_WITH_NAMES("ClearPrescription", "s", SD_BUS_PARAM(wrap), "", , method_clear_prescription, M),
+                                 "", , clinic_method_set_prescription, M),
+        SD_BUS_METHOD_WITH_NAMES("ClearPrescription", "s", SD_BUS_PARAM(wrap), "", , clinic_method_clear_prescription, M),
         SD_BUS_METHOD_WITH_NAMES("RecordRun", "sxuus",
                                  SD_BUS_PARAM(wrap) SD_BUS_PARAM(ended_at) SD_BUS_PARAM(minutes) SD_BUS_PARAM(meters)
                                  SD_BUS_PARAM(source),
                                  "x", SD_BUS_PARAM(id), method_record_run, M),
         SD_BUS_METHOD_WITH_NAMES("SetProfile", "ssss",
                                  SD_BUS_PARAM(wrap) SD_BUS_PARAM(label) SD_BUS_PARAM(knee) SD_BUS_PARAM(clinic_ref),
-                                 "", , method_set_profile, M),
+                                 "", , clinic_method_set_profile, M),
         SD_BUS_METHOD_WITH_NAMES("AcknowledgeAlert", "x", SD_BUS_PARAM(id),
-                                 "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(kind), method_acknowledge_alert, M),
+                                 "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(kind), clinic_method_acknowledge_alert, M),
         SD_BUS_METHOD_WITH_NAMES("GetCompliance", "sss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(since) SD_BUS_PARAM(until),
                                  "a{sv}", SD_BUS_PARAM(compliance), method_get_compliance, M),
         SD_BUS_SIGNAL_WITH_NAMES("AlertRaised", "sxssxs",

@@ -1,5 +1,6 @@
 /* door: the one door: every action that changes the gateway's state (see door.h). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,6 +363,39 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
         return 0;
 }
 
+/*
+ * At most one session request per wrap per second is decided: every decision is a record, so
+ * a flood (a stuck button, a script on the broker) would otherwise fill the store. The extra
+ * ones are dropped before anything is recorded, and counted.
+ */
+static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
+        uint64_t now = clock_mono_usec();
+        DoorRate *d = NULL;
+
+        for (size_t i = 0; i < m->n_rates && !d; i++)
+                if (streq(m->rates[i].wrap, wrap))
+                        d = m->rates + i;
+        if (!d) {
+                DoorRate *n = realloc(m->rates, (m->n_rates + 1) * sizeof *n);
+                if (!n) {
+                        set_error(ret_error, "out of memory");
+                        return -ENOMEM;
+                }
+                m->rates = n;
+                d = m->rates + m->n_rates++;
+                snprintf(d->wrap, sizeof d->wrap, "%s", wrap);
+        } else if (now < d->decided_usec + USEC_PER_SEC) {
+                /* Logged once per 100 so that the flood does not fill the journal instead. */
+                if (m->requests_dropped++ % 100 == 0)
+                        log_wrap(LOG_WARNING, wrap, "More than one session request a second: dropped, not recorded "
+                                 "(%" PRIu64 " dropped since start).", m->requests_dropped);
+                set_error(ret_error, "too many requests: at most one a second per wrap; this one was dropped");
+                return -ENOBUFS;
+        }
+        d->decided_usec = now;
+        return 0;
+}
+
 /* A battery at or below this when a session is asked for raises ALERT_LOW_BATTERY, at most
  * once in LOW_BATTERY_QUIET_S per wrap. */
 #define LOW_BATTERY_PERCENT 20
@@ -419,6 +453,9 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
                 return -EINVAL;
         }
         r = session_wrap(m, wrap, &w, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, ret_error);
         if (r < 0)
                 return r;
         rec = ret_record ? ret_record : &local;

@@ -380,6 +380,7 @@ static void mq_health(void *userdata, BridgeHealth *h) {
         h->uptime_s = (clock_mono_usec() - m->started_usec) / USEC_PER_SEC;
         h->store_ok = m->store != NULL;
         h->malformed = m->malformed;
+        h->requests_dropped = m->requests_dropped;
         h->clock_synced = m->clock_sync > 0;
         h->clock_trusted = manager_clock_trusted(m);
         h->clock_declared_trusted = m->config.clock_trusted;

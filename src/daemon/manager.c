@@ -439,6 +439,7 @@ Manager *manager_free(Manager *m) {
         m->event = sd_event_unref(m->event);
         config_done(&m->config);
         free(m->config_path);
+        free(m->rates);
         free(m->status);
         free(m);
         return NULL;

@@ -716,7 +716,7 @@ void wrap_on_button(Wrap *w, const WireButton *b, uint64_t received_usec) {
         case WIRE_BUTTON_HEAT: {
                 TherapyMode mode = b->event == WIRE_BUTTON_COLD ? THERAPY_COLD : THERAPY_HEAT;
                 int r = door_start(w->m, w->id, mode, SOURCE_BUTTON, received_usec, NULL, &err);
-                if (r < 0)
+                if (r < 0 && r != -ENOBUFS)      /* a flood: the door counts and logs it */
                         log_wrap_errno(LOG_ERR, r, w->address, "%s press failed: %m%s%s", therapy_mode_to_string(mode),
                                        err ? ": " : "", err ? err : "");
                 break;

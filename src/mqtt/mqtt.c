@@ -1036,6 +1036,8 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
         if (q->hooks.command)
                 r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
+        if (r == -ENOBUFS)
+                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
         if (r < 0 || error) {
                 /* A refusal by the rules is a record in the outbox too: it goes out below. */
                 respond(q, response_topic, c, r < 0 ? NULL : data, err_text(r, error, buf));

@@ -141,6 +141,19 @@ json_t *payload_session_json(const SessionRecord *rec) {
         return session_json(rec);
 }
 
+json_t *payload_compliance_json(const Compliance *c) {
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                         "cold_completed", (json_int_t) c->cold_completed,
+                         "cold_incomplete", (json_int_t) c->cold_incomplete,
+                         "cold_refused", (json_int_t) c->cold_refused,
+                         "heat_refused", (json_int_t) c->heat_refused,
+                         "heat_refused_first_week", (json_int_t) c->heat_refused_first_week,
+                         "minutes", (json_int_t) c->minutes,
+                         "days_with_cold", (json_int_t) c->days_with_cold,
+                         "runs", (json_int_t) c->runs,
+                         "runs_followed", (json_int_t) c->runs_followed);
+}
+
 static int topic_for(const Config *c, const char *wrap, const char *leaf, char **ret) {
         char *t;
 

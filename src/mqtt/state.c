@@ -91,25 +91,12 @@ int state_wrap_json(const StateView *v, char **ret) {
         return dump(o, f, ret);
 }
 
-static json_t *compliance_obj(const Compliance *c) {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                         "cold_completed", (json_int_t) c->cold_completed,
-                         "cold_incomplete", (json_int_t) c->cold_incomplete,
-                         "cold_refused", (json_int_t) c->cold_refused,
-                         "heat_refused", (json_int_t) c->heat_refused,
-                         "heat_refused_first_week", (json_int_t) c->heat_refused_first_week,
-                         "minutes", (json_int_t) c->minutes,
-                         "days_with_cold", (json_int_t) c->days_with_cold,
-                         "runs", (json_int_t) c->runs,
-                         "runs_followed", (json_int_t) c->runs_followed);
-}
-
 int state_compliance_json(const Compliance *d7, const Compliance *d30, int64_t now, char **ret) {
         json_t *o = json_object();
         bool f = false;
 
-        f |= put(o, "last_7_days", compliance_obj(d7));
-        f |= put(o, "last_30_days", compliance_obj(d30));
+        f |= put(o, "last_7_days", payload_compliance_json(d7));
+        f |= put(o, "last_30_days", payload_compliance_json(d30));
         if (now != 0)
                 f |= put(o, "at", iso_or_null(now));
         return dump(o, f, ret);
@@ -163,6 +150,7 @@ int state_bridge_health_json(const BridgeHealth *h, char **ret) {
         f |= put(o, "outbox_depth", h->has_outbox_depth ? json_integer((json_int_t) h->outbox_depth) : json_null());
         f |= put(o, "mqtt_reconnects", json_integer((json_int_t) h->mqtt_reconnects));
         f |= put(o, "malformed_values", json_integer((json_int_t) h->malformed));
+        f |= put(o, "requests_dropped", json_integer((json_int_t) h->requests_dropped));
         f |= put(o, "clock_synced", json_boolean(h->clock_synced));
         f |= put(o, "clock_trusted", json_boolean(h->clock_trusted));
         f |= put(o, "clock_declared_trusted", json_boolean(h->clock_declared_trusted));

@@ -53,6 +53,7 @@ typedef struct BridgeHealth {
         uint64_t outbox_depth;
         uint64_t mqtt_reconnects;
         uint64_t malformed;
+        uint64_t requests_dropped;
         bool clock_synced;            /* R10: the kernel says the clock is synchronised */
         bool clock_trusted;           /* waits may use the wall clock now */
         bool clock_declared_trusted;  /* [daemon] clock_trusted = yes */

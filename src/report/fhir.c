@@ -232,9 +232,12 @@ static json_t *procedure_note(const SessionRecord *r) {
                 n += snprintf(text + n, sizeof(text) - (size_t) n, "; %s (R7: at least 10 min)",
                               r->compliant ? "compliant" : "not compliant");
         if (r->skin.n > 0 && n > 0 && (size_t) n < sizeof(text))
-                snprintf(text + n, sizeof(text) - (size_t) n, "; skin %.1f-%.1f °C (mean %.1f)",
-                         r->skin.min / 100.0, r->skin.max / 100.0,
-                         (double) r->skin.sum / (double) r->skin.n / 100.0);
+                n += snprintf(text + n, sizeof(text) - (size_t) n, "; skin %.1f-%.1f °C (mean %.1f)",
+                              r->skin.min / 100.0, r->skin.max / 100.0,
+                              (double) r->skin.sum / (double) r->skin.n / 100.0);
+        if (!r->clock_synced && n > 0 && (size_t) n < sizeof(text))
+                snprintf(text + n, sizeof(text) - (size_t) n,
+                         "; times taken before the gateway's clock was synchronised (R10)");
         return json_pack("[{s:s}]", "text", text);
 }
 

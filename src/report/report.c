@@ -132,19 +132,6 @@ json_t *report_prescription_json(const RulesPrescription *rx, bool prescribed) {
                          "cold_rest_s", (json_int_t) rx->cold_rest_s);
 }
 
-json_t *report_compliance_json(const Compliance *c) {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                         "cold_completed", (json_int_t) c->cold_completed,
-                         "cold_incomplete", (json_int_t) c->cold_incomplete,
-                         "cold_refused", (json_int_t) c->cold_refused,
-                         "heat_refused", (json_int_t) c->heat_refused,
-                         "heat_refused_first_week", (json_int_t) c->heat_refused_first_week,
-                         "minutes", (json_int_t) c->minutes,
-                         "days_with_cold", (json_int_t) c->days_with_cold,
-                         "runs", (json_int_t) c->runs,
-                         "runs_followed", (json_int_t) c->runs_followed);
-}
-
 /* What became of the cold press after a run that was not followed: its outcome and reason. */
 static json_t *press_json(const SessionRecord *s) {
         if (!s || !*s->session_id)
@@ -268,7 +255,7 @@ json_t *report_json(const ReportData *d) {
                          "period", "since", iso_or_null(d->since), "until", iso_or_null(d->until),
                          "wrap", device,
                          "prescription", report_prescription_json(&d->rx, d->prescribed),
-                         "compliance", report_compliance_json(&d->compliance),
+                         "compliance", payload_compliance_json(&d->compliance),
                          "sessions", sessions_json(d),
                          "runs", runs_json(d),
                          "diary", ARRAY_OF(d->diary, d->n_diary, report_diary_json),
@@ -385,7 +372,8 @@ static void csv_sessions(Csv *c, const ReportData *d) {
         static const char *const head[] = {
                 "session_id", "wrap", "mode", "source", "requested_at", "started_at", "ended_at",
                 "prescribed_s", "duration_s", "outcome", "compliant", "refusal_reason",
-                "refusal_minutes_left", "skin_c_min", "skin_c_mean", "skin_c_max", "days_since_injury", NULL,
+                "refusal_minutes_left", "skin_c_min", "skin_c_mean", "skin_c_max", "days_since_injury",
+                "clock_synced", NULL,
         };
 
         csv_header(c, head);
@@ -424,6 +412,7 @@ static void csv_sessions(Csv *c, const ReportData *d) {
                         csv_fieldf(c, "%d.%d", s->days_since_injury / 10, s->days_since_injury % 10);
                 else
                         csv_field(c, NULL);
+                csv_field(c, s->clock_synced ? "true" : "false");
                 csv_end(c);
         }
 }

@@ -225,10 +225,81 @@ static const char *const schema_step3[] = {
         NULL,
 };
 
+/*
+ * 4: the clinic uplink's change sequence. Every write of a record that goes to the clinic
+ * (a wrap: its Patient and Device; a finished session; a diary entry; an alert) gives that record
+ * the next seq, so "the highest seq the server confirmed" is a complete cursor: a record
+ * corrected later (R10) moves past the cursor again and is sent again, as an update (rev
+ * counts the writes). One row per record, whatever the number of corrections. The daemon
+ * is the only writer and SQLite serialises writers, so seq grows in commit order and a
+ * reader never sees a lower seq appear behind a higher one it already read.
+ */
+#define UPLINK_BUMP(kind, key) \
+        "        INSERT INTO uplink_changes (seq, kind, key) " \
+        "SELECT coalesce(max(seq), 0) + 1, '" kind "', " key " FROM uplink_changes WHERE true " \
+        "ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq, rev = rev + 1;\n"
+
+static const char *const schema_step4[] = {
+        "CREATE TABLE uplink_changes (\n"
+        "        seq INTEGER NOT NULL UNIQUE CHECK (seq > 0),\n"
+        "        kind TEXT NOT NULL CHECK (kind IN ('wrap', 'session', 'diary', 'alert')),\n"
+        "        key TEXT NOT NULL,\n"
+        "        rev INTEGER NOT NULL DEFAULT 1 CHECK (rev > 0),\n"
+        "        PRIMARY KEY (kind, key)\n"
+        ") WITHOUT ROWID;\n",
+        /* An open session is not a record yet: it is never published. */
+        "CREATE TRIGGER uplink_session_insert AFTER INSERT ON sessions WHEN NEW.outcome <> 'open' BEGIN\n"
+        UPLINK_BUMP("session", "NEW.session_id")
+        "END;\n",
+        "CREATE TRIGGER uplink_session_update AFTER UPDATE ON sessions WHEN NEW.outcome <> 'open' BEGIN\n"
+        UPLINK_BUMP("session", "NEW.session_id")
+        "END;\n",
+        "CREATE TRIGGER uplink_diary_insert AFTER INSERT ON diary BEGIN\n"
+        UPLINK_BUMP("diary", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "CREATE TRIGGER uplink_diary_update AFTER UPDATE ON diary BEGIN\n"
+        UPLINK_BUMP("diary", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "CREATE TRIGGER uplink_alert_insert AFTER INSERT ON alerts BEGIN\n"
+        UPLINK_BUMP("alert", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "CREATE TRIGGER uplink_alert_update AFTER UPDATE ON alerts BEGIN\n"
+        UPLINK_BUMP("alert", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "CREATE TRIGGER uplink_wrap_insert AFTER INSERT ON wraps BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.id")
+        "END;\n",
+        "CREATE TRIGGER uplink_wrap_update AFTER UPDATE ON wraps BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.id")
+        "END;\n",
+        /* The Patient is made of the profile, the Device of the Device Information. */
+        "CREATE TRIGGER uplink_patient_insert AFTER INSERT ON patients BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_patient_update AFTER UPDATE ON patients BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_device_info_insert AFTER INSERT ON device_info BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        "CREATE TRIGGER uplink_device_info_update AFTER UPDATE ON device_info BEGIN\n"
+        UPLINK_BUMP("wrap", "NEW.wrap")
+        "END;\n",
+        /* What was recorded before the uplink existed goes too: wraps first, then by time. */
+        "INSERT INTO uplink_changes (seq, kind, key) SELECT row_number() OVER (ORDER BY o, at, key), kind, key FROM (\n"
+        "        SELECT 0 AS o, adopted_at AS at, 'wrap' AS kind, id AS key FROM wraps\n"
+        "        UNION ALL SELECT 1, requested_at, 'session', session_id FROM sessions WHERE outcome <> 'open'\n"
+        "        UNION ALL SELECT 1, at, 'diary', CAST(id AS TEXT) FROM diary\n"
+        "        UNION ALL SELECT 1, at, 'alert', CAST(id AS TEXT) FROM alerts);\n",
+        NULL,
+};
+#undef UPLINK_BUMP
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
         schema_step2,       /* 2: alert records, runs, patient profiles, device information */
         schema_step3,       /* 3: R10's clock stamps; refusal clock_unsynced */
+        schema_step4,       /* 4: the clinic uplink's change sequence */
 };
 
 size_t schema_version_latest(void) {

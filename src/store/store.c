@@ -1,6 +1,7 @@
 /* store: every durable fact (wraps, injuries, sessions, diary, alerts, MQTT outbox) in one SQLite file. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ typedef enum StmtId {
         STMT_WRAP_REMOVE,
         STMT_WRAP_GET,
         STMT_WRAP_LIST,
+        STMT_WRAP_GET_ANY,
         STMT_INJURY_ADD,
         STMT_INJURY_RESOLVE,
         STMT_INJURY_OPEN,
@@ -75,6 +77,10 @@ typedef enum StmtId {
         STMT_INJURIES_PENDING,
         STMT_INJURY_DATED,
         STMT_NEWEST_TIME,
+        STMT_CHANGES_AFTER,
+        STMT_CHANGES_PENDING,
+        STMT_IDENTITY,
+        STMT_DIARY_GET,
         _STMT_MAX,
 } StmtId;
 
@@ -116,6 +122,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "UPDATE wraps SET removed_at = " NOW_SQL " WHERE id = ?1 AND removed_at IS NULL",
         [STMT_WRAP_GET] =
                 "SELECT id, address, name, adopted_at FROM wraps WHERE id = ?1 AND removed_at IS NULL",
+        [STMT_WRAP_GET_ANY] = "SELECT id, address, name, adopted_at FROM wraps WHERE id = ?1",
         [STMT_WRAP_LIST] =
                 "SELECT id, address, name, adopted_at FROM wraps WHERE removed_at IS NULL "
                 "ORDER BY adopted_at, id",
@@ -249,6 +256,13 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "(SELECT count(*) FROM runs r WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3 "
                 "AND " RUN_FOLLOWED_BY_SQL " IS NOT NULL) "
                 "FROM sessions WHERE (?1 IS NULL OR wrap = ?1) AND requested_at >= ?2 AND requested_at < ?3",
+        [STMT_CHANGES_AFTER] =
+                "SELECT seq, rev, kind, key FROM uplink_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        [STMT_CHANGES_PENDING] =
+                "SELECT count(*), (SELECT coalesce(max(seq), 0) FROM uplink_changes) "
+                "FROM uplink_changes WHERE seq > ?1",
+        [STMT_IDENTITY] = "SELECT created_at FROM meta WHERE id = 1",
+        [STMT_DIARY_GET] = "SELECT wrap, at, score, location, flags FROM diary WHERE id = ?1",
 };
 
 struct Store {
@@ -431,6 +445,35 @@ static int list_grow(void **list, size_t *allocated, size_t n, size_t size) {
         return 0;
 }
 
+/* Steps `st` to the end, each row read by `row` into a new element of size `size`. */
+static int collect_rows(Store *s, sqlite3_stmt *st, size_t size, int (*row)(Store *s, sqlite3_stmt *st, void *elem),
+                        void **ret, size_t *ret_n) {
+        void *list = NULL;
+        size_t n = 0, allocated = 0;
+        int r, rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (list_grow(&list, &allocated, n, size) < 0) {
+                        free(list);
+                        return -ENOMEM;
+                }
+                memset((char *) list + n * size, 0, size);
+                r = row(s, st, (char *) list + n * size);
+                if (r < 0) {
+                        free(list);
+                        return r;
+                }
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
 static int check_wrap_arg(Store *s, const char *wrap) {
         if (!wrap || !*wrap || strlen(wrap) >= WRAP_ID_MAX)
                 return store_errorf(s, -EINVAL, "invalid wrap id");
@@ -574,15 +617,17 @@ int store_open_err(const char *path, Store **ret, char **ret_errmsg) {
 
         /*
          * Create the file ourselves: the OS's errno (EACCES, ENOENT for a missing directory,
-         * EROFS) is clearer than SQLite's "unable to open", and health records are not for
-         * other users to read (0600).
+         * EROFS) is clearer than SQLite's "unable to open". Health records are for no other
+         * user, but the daemon's own group may read them: the clinic uplink (its own user in
+         * group kneewrap) reads what to send. SQLite gives the -wal and -shm files this mode.
          */
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
         if (fd < 0) {
                 r = -errno;
                 store_errorf(s, r, "cannot open %s: %s", path, strerror(-r));
                 goto fail;
         }
+        (void) fchmod(fd, 0640);   /* a store made 0600 by an older build */
         close(fd);
 
         rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -622,6 +667,59 @@ fail:
 
 int store_open(const char *path, Store **ret) {
         return store_open_err(path, ret, NULL);
+}
+
+int store_open_readonly(const char *path, Store **ret, char **ret_errmsg) {
+        int64_t version = 0, app_id = 0;
+        Store *s;
+        int rc, r;
+
+        if (ret_errmsg)
+                *ret_errmsg = NULL;
+        *ret = NULL;
+        if (!path || !*path)
+                return -EINVAL;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+
+        /* The file must exist: a reader never creates the daemon's store. */
+        if (access(path, R_OK) < 0) {
+                r = -errno;
+                store_errorf(s, r, "cannot read %s: %s", path, strerror(-r));
+                goto fail;
+        }
+        rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc != SQLITE_OK) {
+                r = s->db ? store_fail(s, rc) : store_errorf(s, -ENOMEM, "out of memory");
+                goto fail;
+        }
+        sqlite3_extended_result_codes(s->db, 1);
+        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+
+        r = pragma_int(s, "PRAGMA application_id", &app_id);
+        if (r >= 0)
+                r = pragma_int(s, "PRAGMA user_version", &version);
+        if (r < 0)
+                goto fail;
+        if (app_id != SCHEMA_APPLICATION_ID) {
+                r = store_errorf(s, -EBADMSG, "%s is not a kneewrap store (yet)", path);
+                goto fail;
+        }
+        /* Steps only append: a newer schema still has what an older reader reads. */
+        if (version < (int64_t) schema_version_latest()) {
+                r = store_errorf(s, -EPROTO, "the store's schema version %lld is older than this build's (%zu): "
+                                 "kneewrapd has not migrated it yet", (long long) version, schema_version_latest());
+                goto fail;
+        }
+        *ret = s;
+        return 0;
+
+fail:
+        if (ret_errmsg)
+                *ret_errmsg = strdup(s->errmsg[0] ? s->errmsg : strerror(-r));
+        store_close(s);
+        return r;
 }
 
 Store *store_close(Store *s) {
@@ -722,14 +820,14 @@ int store_wrap_remove(Store *s, const char *wrap) {
         return 0;
 }
 
-int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret) {
+static int wrap_get(Store *s, StmtId id, const char *wrap, StoredWrap *ret) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r, rc;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
                 return r;
-        r = stmt_get(s, STMT_WRAP_GET, &st);
+        r = stmt_get(s, id, &st);
         if (r < 0)
                 return r;
         bind_text(st, 1, wrap);
@@ -740,6 +838,14 @@ int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret) {
                 return store_fail(s, rc);
         wrap_from_row(st, ret);
         return 0;
+}
+
+int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret) {
+        return wrap_get(s, STMT_WRAP_GET, wrap, ret);
+}
+
+int store_wrap_get_any(Store *s, const char *wrap, StoredWrap *ret) {
+        return wrap_get(s, STMT_WRAP_GET_ANY, wrap, ret);
 }
 
 int store_wrap_list(Store *s, StoredWrap **ret, size_t *ret_n) {
@@ -1497,36 +1603,12 @@ int store_session_get(Store *s, const char *session_id, SessionRecord *ret) {
         return session_from_row(s, st, ret);
 }
 
-static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n) {
-        SessionRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+static int session_row(Store *s, sqlite3_stmt *st, void *elem) {
+        return session_from_row(s, st, elem);
+}
 
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (n == allocated) {
-                        size_t a = allocated ? allocated * 2 : 8;
-                        SessionRecord *l = realloc(list, a * sizeof(*l));
-                        if (!l) {
-                                free(list);
-                                return -ENOMEM;
-                        }
-                        list = l;
-                        allocated = a;
-                }
-                r = session_from_row(s, st, &list[n]);
-                if (r < 0) {
-                        free(list);
-                        return r;
-                }
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n) {
+        return collect_rows(s, st, sizeof(SessionRecord), session_row, (void **) ret, ret_n);
 }
 
 int store_sessions_open(Store *s, SessionRecord **ret, size_t *ret_n) {
@@ -1732,12 +1814,14 @@ static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
         return 0;
 }
 
+static int alert_row(Store *s, sqlite3_stmt *st, void *elem) {
+        return alert_from_row(s, st, elem);
+}
+
 int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, bool open_only,
                       AlertRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        AlertRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
                 return r;
@@ -1748,25 +1832,7 @@ int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, 
         sqlite3_bind_int64(st, 2, since);
         sqlite3_bind_int64(st, 3, until);
         sqlite3_bind_int(st, 4, open_only);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                r = alert_from_row(s, st, &list[n]);
-                if (r < 0) {
-                        free(list);
-                        return r;
-                }
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(AlertRecord), alert_row, (void **) ret, ret_n);
 }
 
 int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
@@ -1820,11 +1886,22 @@ int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *
 
 /* ---- injuries, for people ---- */
 
+static int injury_row(Store *s, sqlite3_stmt *st, void *elem) {
+        InjuryRecord *i = elem;
+
+        *i = (InjuryRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .at = sqlite3_column_int64(st, 1),
+                .recorded_at = sqlite3_column_int64(st, 3),
+                .resolved_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4),
+        };
+        copy_text(i->date, sizeof(i->date), st, 2);
+        return 0;
+}
+
 int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        InjuryRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
@@ -1833,27 +1910,7 @@ int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *
         if (r < 0)
                 return r;
         bind_text(st, 1, wrap);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                list[n] = (InjuryRecord) {
-                        .id = sqlite3_column_int64(st, 0),
-                        .at = sqlite3_column_int64(st, 1),
-                        .recorded_at = sqlite3_column_int64(st, 3),
-                        .resolved_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4),
-                };
-                copy_text(list[n].date, sizeof(list[n].date), st, 2);
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(InjuryRecord), injury_row, (void **) ret, ret_n);
 }
 
 /* ---- runs ---- */
@@ -1892,11 +1949,31 @@ int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_i
         return r;
 }
 
+static int run_row(Store *s, sqlite3_stmt *st, void *elem) {
+        int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
+        RunRecord *run = elem;
+
+        if (source < 0)
+                return store_errorf(s, -EBADMSG, "a run has a source this build cannot read");
+        *run = (RunRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .ended_at = sqlite3_column_int64(st, 2),
+                .minutes = (uint32_t) sqlite3_column_int(st, 3),
+                .meters = (uint32_t) sqlite3_column_int(st, 4),
+                .source = (RequestSource) source,
+                .recorded_at = sqlite3_column_int64(st, 6),
+        };
+        copy_text(run->wrap, sizeof(run->wrap), st, 1);
+        copy_text(run->followed_by, sizeof(run->followed_by), st, 7);
+        copy_text(run->cold_press, sizeof(run->cold_press), st, 8);
+        if (*run->followed_by)
+                run->cold_press[0] = '\0';
+        return 0;
+}
+
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        RunRecord *list = NULL;
-        size_t n = 0, allocated = 0;
-        int r, rc;
+        int r;
 
         if (wrap && (r = check_wrap_arg(s, wrap)) < 0)
                 return r;
@@ -1906,39 +1983,7 @@ int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, Ru
         bind_text(st, 1, wrap);
         sqlite3_bind_int64(st, 2, since);
         sqlite3_bind_int64(st, 3, until);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
-
-                if (list_grow((void **) &list, &allocated, n, sizeof(*list)) < 0) {
-                        free(list);
-                        return -ENOMEM;
-                }
-                if (source < 0) {
-                        free(list);
-                        return store_errorf(s, -EBADMSG, "a run has a source this build cannot read");
-                }
-                list[n] = (RunRecord) {
-                        .id = sqlite3_column_int64(st, 0),
-                        .ended_at = sqlite3_column_int64(st, 2),
-                        .minutes = (uint32_t) sqlite3_column_int(st, 3),
-                        .meters = (uint32_t) sqlite3_column_int(st, 4),
-                        .source = (RequestSource) source,
-                        .recorded_at = sqlite3_column_int64(st, 6),
-                };
-                copy_text(list[n].wrap, sizeof(list[n].wrap), st, 1);
-                copy_text(list[n].followed_by, sizeof(list[n].followed_by), st, 7);
-                copy_text(list[n].cold_press, sizeof(list[n].cold_press), st, 8);
-                if (*list[n].followed_by)
-                        list[n].cold_press[0] = '\0';
-                n++;
-        }
-        if (rc != SQLITE_DONE) {
-                free(list);
-                return store_fail(s, rc);
-        }
-        *ret = list;
-        *ret_n = n;
-        return 0;
+        return collect_rows(s, st, sizeof(RunRecord), run_row, (void **) ret, ret_n);
 }
 
 /* ---- the patient profile and the wrap's Device Information ---- */
@@ -2115,6 +2160,116 @@ int store_compliance(Store *s, const char *wrap, int64_t since, int64_t until, C
                 .heat_refused_first_week = (uint32_t) sqlite3_column_int64(st, 6),
                 .runs = (uint32_t) sqlite3_column_int64(st, 7),
                 .runs_followed = (uint32_t) sqlite3_column_int64(st, 8),
+        };
+        return 0;
+}
+
+/* ---- the clinic uplink's change sequence (schema step 2) ---- */
+
+int store_changes_after(Store *s, int64_t after, size_t max, StoreChange **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        StoreChange *list;
+        size_t n = 0;
+        int r, rc;
+
+        if (max == 0 || max > 100000)
+                return store_errorf(s, -EINVAL, "bad batch size %zu", max);
+        list = calloc(max, sizeof(*list));
+        if (!list)
+                return -ENOMEM;
+        r = stmt_get(s, STMT_CHANGES_AFTER, &st);
+        if (r < 0) {
+                free(list);
+                return r;
+        }
+        sqlite3_bind_int64(st, 1, after);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64) max);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+                StoreChange *c = &list[n];
+                const char *kind = (const char *) sqlite3_column_text(st, 2);
+                const char *key = (const char *) sqlite3_column_text(st, 3);
+
+                c->seq = sqlite3_column_int64(st, 0);
+                c->rev = sqlite3_column_int64(st, 1);
+                if (streq_ptr(kind, "wrap"))
+                        c->kind = CHANGE_WRAP;
+                else if (streq_ptr(kind, "session"))
+                        c->kind = CHANGE_SESSION;
+                else if (streq_ptr(kind, "diary"))
+                        c->kind = CHANGE_DIARY;
+                else if (streq_ptr(kind, "alert"))
+                        c->kind = CHANGE_ALERT;
+                else
+                        c->kind = CHANGE_UNKNOWN;   /* a newer daemon's kind: skipped, not fatal */
+                snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+                n++;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+                free(list);
+                return store_fail(s, rc);
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_changes_pending(Store *s, int64_t after, uint64_t *ret_n, int64_t *ret_latest) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_CHANGES_PENDING, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, after);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        if (ret_n)
+                *ret_n = (uint64_t) sqlite3_column_int64(st, 0);
+        if (ret_latest)
+                *ret_latest = sqlite3_column_int64(st, 1);
+        return 0;
+}
+
+int store_identity(Store *s, int64_t *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_IDENTITY, &st);
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "the store has no meta row");
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        *ret = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+int store_diary_get(Store *s, int64_t id, char wrap[static WRAP_ID_MAX], DiaryEntry *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc, where;
+
+        r = stmt_get(s, STMT_DIARY_GET, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "no diary entry %lld", (long long) id);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        where = diary_where_from_string((const char *) sqlite3_column_text(st, 3));
+        if (where < 0)
+                return store_errorf(s, -EBADMSG, "diary entry %lld has a place this build cannot read", (long long) id);
+        snprintf(wrap, WRAP_ID_MAX, "%s", (const char *) sqlite3_column_text(st, 0));
+        *ret = (DiaryEntry) {
+                .id = id,
+                .at = sqlite3_column_int64(st, 1),
+                .score = (uint8_t) sqlite3_column_int(st, 2),
+                .where = (DiaryWhere) where,
+                .flags = (uint8_t) sqlite3_column_int(st, 4),
         };
         return 0;
 }

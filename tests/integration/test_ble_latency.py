@@ -5,6 +5,7 @@
 import os
 import re
 import shutil
+import time
 import tempfile
 
 import pytest
@@ -19,6 +20,7 @@ def presses(bus, tmp_path, db, n):
     try:
         g.wait_connected(a)
         for i in range(n):
+            time.sleep(0.02)                              # one request a second per wrap is decided (10 ms at scale 100)
             press(bus, a, HEAT)                           # no injury: heat is allowed, no rest interval
             g.wait_cp(a, "0102a00f8403", timeout=5, count=i + 1)
             press(bus, a, STOP)

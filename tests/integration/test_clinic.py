@@ -16,7 +16,8 @@ import dbus
 
 from fhirschema import check as check_fhir
 from kwchromium import dump_dom, print_pdf, screenshot
-from kwmqtt import Collector, broker  # noqa: F401
+from kwmqtt import SEED, Collector, broker  # noqa: F401
+from kwtestutil import KNEEWRAPCTL
 from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -240,8 +241,53 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         assert width == 1000 and height > 1000 and os.path.getsize(png) > 20000
         pages = print_pdf(html, tmp_path / 'report.pdf')
         assert pages and all(abs(w_ - 595.3) < 2 and abs(h_ - 841.9) < 2 for w_, h_ in pages), pages
-        if os.environ.get('KW_SCREENSHOT_OUT'):
-            os.replace(png, os.environ['KW_SCREENSHOT_OUT'])
     finally:
         signals.close()
         col.close()
+
+
+def test_three_weeks_of_history(tmp_path):
+    """A runner's three weeks (kw-store-seed history) read back by kneewrapctl from the store
+    alone: every report format, and the page as a clinic sees it (the screenshot in docs/ is
+    this test's, with KW_SCREENSHOT_OUT=docs/clinic-report.png)."""
+    db = str(tmp_path / 'kneewrap.db')
+    w = 'wrap_aabbcc001122'
+    env = dict(os.environ, TZ='Europe/Berlin')
+    subprocess.run([SEED, db, 'history', 'AA:BB:CC:00:11:22', str(int(time.time()))], check=True, env=env)
+
+    def ctl(*args):
+        p = subprocess.run([KNEEWRAPCTL, '--db', db, *args], capture_output=True, text=True, env=env, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    comp = json.loads(ctl('compliance', w, '--days', '21', '--json'))
+    assert comp == {**comp, 'runs': 18, 'runs_followed': 15, 'cold_completed': 16, 'cold_incomplete': 1,
+                    'cold_refused': 1, 'heat_refused_first_week': 1, 'days_with_cold': 16}
+    doc = json.loads(ctl('report', w, '--days', '21', '--format', 'json'))
+    assert doc['compliance'] == {k: v for k, v in comp.items() if k not in ('wrap', 'since', 'until')}
+    missed = [r for r in doc['runs'] if not r['followed']]
+    assert [r['cold_press'] and r['cold_press']['refusal'] for r in missed] == [None, 'rest_interval', None]
+    assert missed[2]['cold_press']['outcome'] == 'stopped_by_user'
+
+    bundle = json.loads(ctl('report', w, '--days', '21', '--format', 'fhir'))
+    check_fhir(bundle)
+    kinds = [e['resource']['resourceType'] for e in bundle['entry']]
+    assert kinds.count('Procedure') == len(doc['sessions']) and kinds.count('Observation') == len(doc['diary'])
+    assert kinds.count('Flag') == 1    # the low battery alert is still open
+    flag = next(e['resource'] for e in bundle['entry'] if e['resource']['resourceType'] == 'Flag')
+    assert flag['status'] == 'active' and flag['identifier'][0]['value'].startswith(w + '/alert/')
+
+    rows = list(csv.reader(io.StringIO(ctl('report', w, '--days', '21', '--format', 'csv'), newline='')))
+    assert rows[0][:4] == ['session_id', 'wrap', 'mode', 'source'] and len(rows) == 1 + len(doc['sessions'])
+    assert all(len(r) == len(rows[0]) for r in rows)
+
+    html = tmp_path / 'report.html'
+    ctl('report', w, '--days', '21', '--format', 'html', '-o', str(html))
+    dom = dump_dom(html)
+    assert dom.count('class="bar ') == 16 + 1          # 16 days with a full cold session, 1 with a short one only
+    assert dom.count('class="run followed"') == 15 and dom.count('class="run missed"') == 3
+    assert dom.count('class="pain-point') == len(doc['diary'])
+    png = tmp_path / 'report.png'
+    screenshot(html, png, 900, 2300)
+    if os.environ.get('KW_SCREENSHOT_OUT'):
+        os.replace(png, os.environ['KW_SCREENSHOT_OUT'])

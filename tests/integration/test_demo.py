@@ -36,3 +36,8 @@ def test_demo_once():
     assert m and 7140 <= int(m.group(1)) <= 7200, told[1]
     assert told[2] == 'gateway -> AA:BB:CC:00:11:01: STOP (completed)'
     assert 'demo: stopped' in out
+    # It ends with the clinic's HTML report, and says where it is.
+    m = re.search(r'^  (/\S+/report-wrap_aabbcc001101\.html)$', out, re.M)
+    assert m, out[-3000:]
+    page = open(m.group(1)).read()
+    assert 'Patient 12' in page and 'id="chart-cold"' in page and 'class="run followed"' in page

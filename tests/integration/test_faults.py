@@ -244,3 +244,63 @@ def test_payload_over_64k_dropped(tmp_path, private_bus, broker):  # noqa: F811
     finally:
         gw.stop()
         col.close()
+
+
+# ---- limits: a flood of 10 000 requests ----
+
+def store_bytes(db):
+    return sum(os.path.getsize(db + s) for s in ('', '-wal') if os.path.exists(db + s))
+
+
+def rss_kib(pid):
+    with open(f'/proc/{pid}/status') as f:
+        return int(next(line for line in f if line.startswith('VmRSS:')).split()[1])
+
+
+def test_request_flood(tmp_path, fast_bus, broker):  # noqa: F811
+    """10 000 start requests on one wrap as fast as the broker takes them: at most one a second
+    is decided and recorded, the rest are dropped and counted in bridge/health; the daemon keeps
+    answering (a D-Bus call, the wrap's button), and its store and memory stay bounded."""
+    A = 'AA:BB:CC:00:12:10'
+    col = Collector(broker, topics=('kneewrap/#',))
+    fast_bus.mock.AddWrap(A)
+    # Real time: the limit is one a second of the gateway's clock.
+    gw = Gateway(tmp_path, fast_bus.address, broker, seed=(), allow=(A,))
+    w = gw.wraps[0]
+    try:
+        col.wait(lambda: online(col))
+        gw.wait_log(f'{A}: connected, notifications on')
+        rss0 = rss_kib(gw.d.pid)
+        db0 = store_bytes(gw.db)
+        t0 = time.monotonic()
+        n = 10000
+        for i in range(n):
+            col.c.publish(f'kneewrap/{w}/set', '{"action":"start","mode":"heat"}', qos=0)
+        # Everything reached the daemon: the last message's effect is visible (the drops counted).
+        wait_for(lambda: 'dropped since start' in gw.log(), 60)
+        col.publish(f'kneewrap/{w}/set', {'pain': {'score': 1}, 'transaction': 'flood-done'})
+        col.wait(lambda: any(json.loads(p).get('transaction') == 'flood-done'
+                             for p, _ in col.on(f'kneewrap/{w}/response')), timeout=120)
+        took = time.monotonic() - t0
+        report('limits: 10 000 requests flood (answering again)', took)
+        decided = gw.sql('select count(*) from sessions')[0][0]
+        secs = int(took) + 2
+        print(f'\n{n} requests in {took:.1f} s: {decided} decided and recorded')
+        assert 1 <= decided <= secs, (decided, secs)
+
+        # Still responsive: D-Bus answers, and the button is decided once the second is over.
+        r = gw.ctl('status')
+        assert r.returncode == 0, r.stderr
+        # Counted in bridge/health (sent again at once when Home Assistant says it is back).
+        col.publish('homeassistant/status', 'online')
+        col.wait(lambda: any(m.get('requests_dropped', 0) >= n - secs
+                             for m in col.json_on('kneewrap/bridge/health')), timeout=30)
+        rss1 = rss_kib(gw.d.pid)
+        print(f'VmRSS {rss0} -> {rss1} KiB, store {db0} -> {store_bytes(gw.db)} bytes')
+        assert rss1 - rss0 < 8 * 1024
+        assert store_bytes(gw.db) - db0 < 1024 * 1024
+        nothing_lost(gw, col)
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()

@@ -43,6 +43,7 @@ def test_broker_down_while_20_sessions_happen(tmp_path, fast_bus):
         # R3 allows it and no rest interval applies), each ended by the wrap's stop button once
         # the wrap is heating.
         for i in range(20):
+            time.sleep(0.02)           # the gateway decides one request a second per wrap (scaled: 10 ms)
             fast_bus.mock.PressButton(A, HEAT)
             wait_for(lambda: fast_bus.wrap(A)['state'] == 2, 10)
             fast_bus.mock.PressButton(A, STOP)

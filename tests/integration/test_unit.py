@@ -89,3 +89,4 @@ def test_sysusers():
              if l.strip() and not l.startswith('#')]
     assert ['u', 'kneewrap', '-'] == lines[0][:3]
     assert ['m', 'kneewrap', 'bluetooth'] in lines
+    assert ['g', 'kneewrap-clinic', '-'] in lines

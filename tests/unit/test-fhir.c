@@ -180,6 +180,12 @@ static void test_procedure_refusal(void **state) {
         assert_non_null(strstr(str_at(j, "statusReason.text"), "42 min left"));
         assert_string_equal(str_at(j, "bodySite.0.text"), "Knee");
         assert_null(at(j, "focalDevice"));
+        /* R10: times from an unsynchronised clock say so. */
+        assert_non_null(strstr(str_at(j, "note.0.text"), "(R10)"));
+        json_decref(j);
+        r.clock_synced = true;
+        j = fhir_procedure(&r, NULL, PATIENT, NULL);
+        assert_null(strstr(str_at(j, "note.0.text"), "(R10)"));
         json_decref(j);
 
         r.mode = THERAPY_NONE;

@@ -1083,6 +1083,76 @@ static void test_alert_records(void **state) {
         assert_int_equal(mask, 0);
 }
 
+/* The clinic uplink's change sequence: what goes out, in commit order, and corrections again. */
+static void test_uplink_changes(void **state) {
+        Fixture *f = *state;
+        SessionRecord open = session("s-1", WRAP_A, THERAPY_COLD, 2000, 0, OUTCOME_OPEN), done;
+        PatientProfile p = { .wrap = WRAP_A, .label = "Patient 12", .knee = KNEE_LEFT };
+        DiaryEntry e = { .at = 2500, .score = 3, .where = WHERE_FRONT }, got;
+        StoreChange *c = NULL;
+        Store *ro = NULL;
+        char wrap[WRAP_ID_MAX], *why = NULL;
+        uint64_t pending;
+        int64_t latest, created;
+        size_t n;
+
+        /* The adopted wrap (its Patient and Device) is change 1. */
+        assert_int_equal(store_changes_after(f->s, 0, 10, &c, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(c[0].kind, CHANGE_WRAP);
+        assert_string_equal(c[0].key, WRAP_A);
+        free(c);
+
+        /* An open session is not a record yet; once it ends it is, at rev 1. */
+        assert_int_equal(store_session_put(f->s, &open, NULL), 0);
+        assert_int_equal(store_changes_pending(f->s, 1, &pending, &latest), 0);
+        assert_int_equal(pending, 0);
+        done = session("s-1", WRAP_A, THERAPY_COLD, 2000, 700, OUTCOME_COMPLETED);
+        assert_int_equal(store_session_put(f->s, &done, NULL), 0);
+        assert_int_equal(store_diary_add(f->s, WRAP_A, &e, NULL, NULL, NULL), 0);
+        assert_int_equal(store_changes_after(f->s, 1, 10, &c, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(c[0].kind, CHANGE_SESSION);
+        assert_string_equal(c[0].key, "s-1");
+        assert_int_equal(c[0].rev, 1);
+        assert_int_equal(c[1].kind, CHANGE_DIARY);
+        assert_int_equal(store_diary_get(f->s, 1, wrap, &got), 0);
+        assert_string_equal(wrap, WRAP_A);
+        assert_int_equal(got.id, 1);
+        assert_int_equal(got.score, 3);
+        free(c);
+
+        /* A correction moves the record past any cursor again, as rev 2; a profile, its wrap. */
+        done.duration_s = 800;
+        done.ended_at = done.started_at + 800;
+        assert_int_equal(store_session_put(f->s, &done, NULL), 0);
+        assert_int_equal(store_profile_set(f->s, &p, 3000), 0);
+        assert_int_equal(store_changes_pending(f->s, 3, &pending, &latest), 0);
+        assert_int_equal(pending, 2);
+        assert_int_equal(latest, 5);
+        assert_int_equal(store_changes_after(f->s, 3, 10, &c, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(c[0].key, "s-1");
+        assert_int_equal(c[0].seq, 4);
+        assert_int_equal(c[0].rev, 2);
+        assert_int_equal(c[1].kind, CHANGE_WRAP);
+        assert_int_equal(c[1].rev, 2);
+        free(c);
+        /* One row per record, however often it changed. */
+        assert_int_equal(store_changes_pending(f->s, 0, &pending, NULL), 0);
+        assert_int_equal(pending, 3);
+
+        /* Read-only, as the uplink (another user) opens it: the same view, no writes. */
+        assert_int_equal(store_open_readonly(f->path, &ro, &why), 0);
+        assert_int_equal(store_changes_pending(ro, 0, &pending, NULL), 0);
+        assert_int_equal(pending, 3);
+        assert_int_equal(store_identity(ro, &created), 0);
+        assert_true(created > 0);
+        assert_true(store_diary_add(ro, WRAP_A, &e, NULL, NULL, NULL) < 0);
+        store_close(ro);
+        free(why);
+}
+
 static void test_profile_and_device_info(void **state) {
         Fixture *f = *state;
         PatientProfile p = { .wrap = WRAP_A, .label = "Patient 12", .knee = KNEE_RIGHT, .clinic_ref = "PT-12" }, q;
@@ -1437,6 +1507,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_migrate_alerts_from_v1, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_alert_records, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_profile_and_device_info, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_uplink_changes, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_runs_followed, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_injuries_list, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_durability, setup_open, teardown),

@@ -273,14 +273,36 @@ static void test_no_store_denies_other(void **state) {
         assert_int_equal(sent[0].minutes, 0);
         assert_null(wrap_get_session(f->w));
 
-        /* The one door says so to other askers too, and nothing starts. */
+        /* The one door says so to other askers too, and nothing starts. Less than a second
+         * after the press, it would drop the request: forget when the press was decided. */
         const char *err = NULL;
+        f->m.n_rates = 0;
         assert_int_equal(door_start(&f->m, WRAP, THERAPY_COLD, SOURCE_MQTT, 0, &r, &err), 0);
         assert_int_equal(r.outcome, OUTCOME_REFUSED);
         assert_int_equal(r.refusal, REFUSAL_STORE_UNAVAILABLE);
         assert_non_null(err);
         assert_int_equal(n_sent, 1);
         assert_int_equal(store_open(f->db, &f->m.store), 0);
+}
+
+/* One session request per wrap per second is decided: the next is dropped, unrecorded, counted. */
+static void test_second_request_within_a_second_dropped(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+        const char *err = NULL;
+
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &r, &err), 0);
+        assert_int_equal(n_sent, 1);
+        /* At scale 10000 a scaled second is 100 µs of real time: move the decision an hour into
+         * the scaled future rather than race the clock, so the next request is inside its second. */
+        assert_int_equal(f->m.n_rates, 1);
+        f->m.rates[0].decided_usec = clock_mono_usec() + 3600 * USEC_PER_SEC;
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_CLI, 0, &r, &err), -ENOBUFS);
+        assert_non_null(strstr(err, "at most one a second"));
+        assert_int_equal(f->m.requests_dropped, 1);
+        assert_int_equal(n_sent, 1);
+        /* The stop is never limited. */
+        assert_int_equal(door_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
 }
 
 static void test_start_refused_by_wrap_is_not_started(void **state) {
@@ -1011,6 +1033,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_second_request_within_a_second_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_refused_by_wrap_is_not_started, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_skin_and_fault_stop_for_safety, setup, teardown),

@@ -35,9 +35,14 @@ for scenario in $(echo "$scenarios" | tr ',' ' '); do
 done
 
 # Stop everything still running (dbus-daemon, bluetoothd, btvirt, test programs) so log files
-# are complete; SIGTERM first, so bluetoothd and btmon close their files.
-kill -TERM -1 2>/dev/null
-sleep 0.5
-kill -KILL -1 2>/dev/null
+# are complete; SIGTERM first, so bluetoothd and btmon close their files. Under systemd
+# (--init systemd) the units stop at poweroff instead, and the journal is kept.
+if [ "${KW_INIT:-busybox}" = systemd ]; then
+        journalctl --no-pager -o short-monotonic > "$KW_OUT/journal.log" 2>&1
+else
+        kill -TERM -1 2>/dev/null
+        sleep 0.5
+        kill -KILL -1 2>/dev/null
+fi
 echo "$overall" > "$KW_OUT/status"
 sync

@@ -1,0 +1,251 @@
+# test_uplink: kneewrap-uplink against a real FHIR engine on loopback (Medplum's FHIR router
+# over its in-memory repository, from npm, behind HTTPS with a test CA and an OAuth 2 token
+# endpoint). Every fault ends with each record on the server exactly once, checked by
+# searching the server for each session_id.
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, FhirServer, Gateway
+from kwtestutil import BUILDDIR, wait_for
+
+WRAP_ADDR = 'AA:BB:CC:00:11:22'
+WRAP = 'wrap_aabbcc001122'
+T0 = 1764000000
+KNEEWRAPCTL = os.environ.get('KNEEWRAPCTL', os.path.join(BUILDDIR, 'kneewrapctl'))
+
+
+@pytest.fixture(scope='module')
+def engine(tmp_path_factory):
+    s = FhirServer(tmp_path_factory.mktemp('fhir'))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def server(engine):
+    engine.reset()
+    return engine
+
+
+@pytest.fixture
+def gw(tmp_path, server):
+    made = []
+
+    def make(**kw):
+        d = tmp_path / f'gw{len(made)}'
+        d.mkdir()
+        g = Gateway(d, server, **kw)
+        g.seed('wrap', WRAP_ADDR, 'Wrap 1', T0)
+        made.append(g)
+        return g
+    yield make
+    for g in made:
+        g.stop()
+
+
+def assert_once(server, ids):
+    """Each session_id is on the server exactly once: searched by identifier one by one, and
+    in a paged listing of every Procedure (the engine's own full scan, no index)."""
+    counts = {i: server.count_identifier('Procedure', SESSION_SYSTEM, i) for i in ids}
+    wrong = {i: n for i, n in counts.items() if n != 1}
+    assert not wrong, f'{len(wrong)} of {len(ids)} not exactly once: {list(wrong.items())[:5]}'
+    values = server.all_identifiers('Procedure', SESSION_SYSTEM)
+    assert sorted(values) == sorted(ids)
+    assert len(server.search('Patient')) == 1
+    assert len(server.search('Device')) == 1
+
+
+def test_engine_applies_ifnoneexist_in_transactions(server):
+    """The engine itself: a transaction POSTed twice with ifNoneExist makes one resource (the
+    second answers 200 with the first one's location); the same POST without it makes two."""
+    def bundle(if_none_exist):
+        req = {'method': 'POST', 'url': 'Procedure'}
+        if if_none_exist:
+            req['ifNoneExist'] = f'identifier={SESSION_SYSTEM}|proof-1'
+        return {'resourceType': 'Bundle', 'type': 'transaction', 'entry': [{
+            'fullUrl': 'urn:uuid:0b6e2f8a-3c39-4a55-9d7f-5d1a3a2f0001',
+            'resource': {'resourceType': 'Procedure', 'status': 'completed', 'subject': {'display': 'P'},
+                         'identifier': [{'system': SESSION_SYSTEM, 'value': 'proof-1' if if_none_exist else 'plain'}]},
+            'request': req}]}
+    first = server.fhir('POST', '', bundle(True))
+    second = server.fhir('POST', '', bundle(True))
+    assert first[0] == 200 and second[0] == 200
+    r1, r2 = first[1]['entry'][0]['response'], second[1]['entry'][0]['response']
+    assert r1['status'].startswith('201') and r2['status'].startswith('200')
+    assert r1['location'].split('/_history')[0] == r2['location'].split('/_history')[0]
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, 'proof-1') == 1
+    server.fhir('POST', '', bundle(False))
+    server.fhir('POST', '', bundle(False))
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, 'plain') == 2
+
+
+def test_delivers_follows_and_corrects(gw, server):
+    g = gw()
+    ids = g.seed('sessions', WRAP, 12, T0)
+    g.seed('diary', WRAP, T0 + 3000, 4)
+    g.start()
+    g.wait_delivered(60)
+    assert_once(server, ids)
+    assert len(server.search('Observation')) == 1
+    # References inside a Bundle resolved to the one Patient and Device on the server.
+    patient = server.search('Patient')[0]
+    device = server.search('Device')[0]
+    for p in server.search('Procedure', _count=100):
+        assert p['subject']['reference'] == f'Patient/{patient["id"]}'
+        assert p['focalDevice'][0]['manipulated']['reference'] == f'Device/{device["id"]}'
+
+    # New records are followed without a restart (inotify on the store's directory).
+    more = g.seed('sessions', WRAP, 3, T0 + 100 * 86400)
+    g.wait_delivered(30)
+    assert_once(server, ids + more)
+
+    # A corrected record updates its resource (conditional update), still once.
+    g.seed('correct', ids[0], 700)
+    g.wait_delivered(30)
+    procs = server.search('Procedure', identifier=f'{SESSION_SYSTEM}|{ids[0]}')
+    assert len(procs) == 1
+    assert procs[0]['performedPeriod']['end'] == time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(T0 + 1 + 700))
+    assert procs[0]['meta']['versionId'] != procs[0]['id']
+    g.stop()
+    # The client secret and the tokens never reach the log.
+    assert CLIENT_SECRET not in g.logtext()
+
+
+def test_server_down_for_200_records(gw, server):
+    g = gw(retry_max=1)
+    server.faults(down=True)
+    ids = g.seed('sessions', WRAP, 200, T0)
+    g.start()
+    wait_for(lambda: (g.state_row() or {}).get('last_error'), 30, 0.1)
+    assert 'onnect' in g.state_row()['last_error']     # "Couldn't connect to server"
+    assert g.pending() == 201
+    server.faults(down=False)
+    g.wait_delivered(120)
+    assert_once(server, ids)
+
+
+def test_500s_and_retry_after(gw, server):
+    g = gw(retry_max=1)
+    ids = g.seed('sessions', WRAP, 20, T0)
+    server.faults(status=500, count=3)
+    g.start()
+    wait_for(lambda: server.stats()['faulted'] == 3, 30, 0.05)
+    g.wait_delivered(60)
+    assert_once(server, ids)
+
+    # 503 with Retry-After: 2: the next request waits at least that long, though retry_max is 1 s.
+    server.faults(status=503, count=1, retry_after=2)
+    more = g.seed('sessions', WRAP, 4, T0 + 100 * 86400)
+    wait_for(lambda: server.stats()['faulted'] == 4, 30, 0.05)
+    g.wait_delivered(60)
+    st = server.stats()
+    fault_at = st['fault_times'][-1]
+    after = [t for t in st['request_times'] if t > fault_at]
+    assert after and after[0] - fault_at >= 2000
+    assert_once(server, ids + more)
+
+
+def test_401_fetches_a_new_token_once_then_backs_off(gw, server):
+    g = gw(retry_max=30)
+    ids = g.seed('sessions', WRAP, 5, T0)
+    g.start()
+    g.wait_delivered(60)
+    assert server.stats()['token_requests'] == 1
+
+    # The server forgets every token: the next Bundle gets a 401, a fresh token, and goes.
+    server.faults(revoke=True)
+    more = g.seed('sessions', WRAP, 5, T0 + 100 * 86400)
+    g.wait_delivered(60)
+    st = server.stats()
+    assert st['token_requests'] == 2 and st['unauthorized'] == 1
+    assert_once(server, ids + more)
+
+    # Tokens the server never accepts: one refresh per attempt, then a backoff, not a storm.
+    server.faults(revoke=True, reject_tokens=True)
+    g.seed('sessions', WRAP, 1, T0 + 200 * 86400)
+    wait_for(lambda: server.stats()['unauthorized'] >= 3, 30, 0.05)
+    time.sleep(3)
+    st = server.stats()
+    attempts = (st['unauthorized'] - 1) // 2
+    assert 1 <= attempts <= 4                          # backoff 1, 2, 4 s: not a storm
+    assert st['token_requests'] - 2 in (attempts, attempts + 1)   # one fresh token per attempt
+    assert '401' in g.state_row()['last_error']
+    g.stop()
+    assert CLIENT_SECRET not in g.logtext()
+
+
+def test_slow_server_past_the_timeout(gw, server):
+    """The server applies each Bundle but answers after the uplink gave up: the retry finds
+    every resource there (ifNoneExist) and makes no second one."""
+    g = gw(timeout=1, retry_max=1)
+    ids = g.seed('sessions', WRAP, 15, T0)
+    server.faults(delay_ms=2500, count=2)
+    g.start()
+    g.wait_delivered(90)
+    assert 'Timeout was reached' in g.logtext()
+    assert_once(server, ids)
+
+
+def test_sigkill_between_send_and_cursor(gw, server):
+    g = gw()
+    ids = g.seed('sessions', WRAP, 20, T0)
+    server.faults(hold=True)
+    g.start()
+    # The server applied the first Bundle; its answer is held: the cursor has not moved.
+    wait_for(lambda: server.stats()['held'] >= 1, 30, 0.05)
+    assert (g.state_row() or {'cursor': 0})['cursor'] == 0
+    g.stop(signal.SIGKILL)
+    server.release()
+    g.start()
+    g.wait_delivered(60)
+    assert_once(server, ids)
+
+
+def test_backlog_of_10000(tmp_path, server):
+    """10 000 sessions seeded straight into a store (on tmpfs: the seeding is not under test),
+    delivered by `kneewrap-uplink --once`, each exactly once."""
+    shm = '/dev/shm' if os.path.isdir('/dev/shm') else str(tmp_path)
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=shm) as d:
+        g = Gateway(d, server)
+        g.seed('wrap', WRAP_ADDR, 'Wrap 1', T0)
+        ids = g.seed('sessions', WRAP, 10000, T0)
+        t = time.monotonic()
+        r = g.once(timeout=900)
+        took = time.monotonic() - t
+        assert r.returncode == 0, r.stderr
+        assert g.pending() == 0
+        print(f'10 000 records in {took:.1f} s ({10001 / took:.0f}/s)')
+        assert len(ids) == 10000
+        assert_once(server, ids)
+
+
+def test_kneewrapctl_uplink(gw, server, tmp_path):
+    g = gw()
+    ids = g.seed('sessions', WRAP, 3, T0)
+    conf = tmp_path / 'kneewrapd.conf'
+    conf.write_text(f'[store]\npath = {g.db}\nuplink_state = {g.state}\n')
+
+    def ctl(*a):
+        r = subprocess.run([KNEEWRAPCTL, '--config', str(conf), 'uplink', *a], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    out = json.loads(ctl('--json'))
+    assert out == {'configured': False, 'pending': 4, 'last_success': None, 'last_error': None,
+                   'last_error_at': None, 'sent': 0}
+    server.faults(status=500, count=1)
+    r = g.once()
+    assert r.returncode == 1
+    out = json.loads(ctl('--json'))
+    assert out['configured'] and out['pending'] == 4 and out['last_error'].startswith('HTTP 500')
+    assert g.once().returncode == 0
+    out = json.loads(ctl('--json'))
+    assert out['pending'] == 0 and out['last_success'] and out['last_error'] is None and out['sent'] == 4
+    assert 'Pending: 0' in ctl()
+    assert_once(server, ids)
