@@ -42,7 +42,8 @@ int clock_boot_id(char buf[static CLOCK_BOOT_ID_MAX]);
  *
  * A test seam, in builds with the time_scale option only: KNEEWRAP_CLOCK=<file> names a
  * file of "key=value" lines read at every call: wall_offset (s added to the wall clock),
- * synced (0 or 1), boot_id, boot_offset (s added to the boot clock).
+ * synced (0 or 1), boot_id, boot_offset (s added to the boot clock), or wall and boot
+ * (s: the clocks frozen at that reading, for table-driven tests).
  */
 int clock_synchronized(void);
 

@@ -1030,10 +1030,23 @@ void wrap_on_battery(Wrap *w, int percent) {
 }
 
 void wrap_on_info(Wrap *w, const WrapInfo *info) {
+        WrapDeviceInfo stored = { .manufacturer = "" };
+        int r;
+
         w->info = *info;
         w->info.have = true;
         log_wrap(LOG_INFO, w->address, "%s %s, serial %s, firmware %s", info->manufacturer, info->model,
                  info->serial, info->firmware);
+        /* Kept for the clinic's reports and FHIR Device (once a run: it is read once a run). */
+        snprintf(stored.manufacturer, sizeof stored.manufacturer, "%s", info->manufacturer);
+        snprintf(stored.model, sizeof stored.model, "%s", info->model);
+        snprintf(stored.serial, sizeof stored.serial, "%s", info->serial);
+        snprintf(stored.firmware, sizeof stored.firmware, "%s", info->firmware);
+        r = w->m->store ? store_device_info_set(w->m->store, w->id, &stored, manager_now(w->m)) : 0;
+        if (r < 0 && store_is_broken(r))
+                manager_store_failed(w->m, r);
+        else if (r < 0)
+                log_wrap_errno(LOG_WARNING, r, w->address, "Cannot store the Device Information: %m");
         wrap_changed(w);
 }
 

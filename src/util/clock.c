@@ -64,6 +64,7 @@ bool clock_seams_built(void) {
 
 typedef struct Seam {
         int64_t wall_offset, boot_offset;
+        int64_t wall, boot;                  /* frozen clocks (s), -1: running */
         int synced;                          /* -1: not set */
         char boot_id[CLOCK_BOOT_ID_MAX];
 } Seam;
@@ -73,7 +74,7 @@ static bool seam_read(Seam *ret) {
         char line[128];
         FILE *f;
 
-        *ret = (Seam) { .synced = -1 };
+        *ret = (Seam) { .synced = -1, .wall = -1, .boot = -1 };
         if (!path || !*path || !(f = fopen(path, "re")))
                 return false;
         while (fgets(line, sizeof line, f)) {
@@ -92,6 +93,10 @@ static bool seam_read(Seam *ret) {
                         ret->wall_offset = n;
                 else if (streq(line, "boot_offset"))
                         ret->boot_offset = n;
+                else if (streq(line, "wall"))
+                        ret->wall = n;
+                else if (streq(line, "boot"))
+                        ret->boot = n;
                 else if (streq(line, "synced"))
                         ret->synced = n != 0;
         }
@@ -107,7 +112,7 @@ int64_t clock_boot_usec(void) {
         if (scale != 1 && mono0_real != 0)
                 b = (int64_t) (boot0 + (n - boot0) * scale);
         if (seam_read(&seam))
-                b += seam.boot_offset * (int64_t) USEC_PER_SEC;
+                b = seam.boot >= 0 ? seam.boot * (int64_t) USEC_PER_SEC : b + seam.boot_offset * (int64_t) USEC_PER_SEC;
         return b < 0 ? 0 : b;
 }
 
@@ -163,7 +168,7 @@ int64_t clock_real_usec(void) {
                 /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
                 n = real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
         if (seam_read(&seam))
-                n += seam.wall_offset * (int64_t) USEC_PER_SEC;
+                n = seam.wall >= 0 ? seam.wall * (int64_t) USEC_PER_SEC : n + seam.wall_offset * (int64_t) USEC_PER_SEC;
         return n;
 }
 

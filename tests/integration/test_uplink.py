@@ -4,15 +4,16 @@
 # searching the server for each session_id.
 import json
 import os
+import re
+import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, FhirServer, Gateway
-from kwtestutil import BUILDDIR, wait_for
+from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, UPLINK, FhirServer, Gateway
+from kwtestutil import BUILDDIR, SRCDIR, wait_for
 
 WRAP_ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
@@ -86,7 +87,9 @@ def test_engine_applies_ifnoneexist_in_transactions(server):
 
 
 def test_delivers_follows_and_corrects(gw, server):
-    g = gw()
+    # By the server's name, with [server] address: no DNS (the name resolves nowhere), and the
+    # certificate is still checked against the name.
+    g = gw(by_name=True)
     ids = g.seed('sessions', WRAP, 12, T0)
     g.seed('diary', WRAP, T0 + 3000, 4)
     g.start()
@@ -249,3 +252,58 @@ def test_kneewrapctl_uplink(gw, server, tmp_path):
     assert out['pending'] == 0 and out['last_success'] and out['last_error'] is None and out['sent'] == 4
     assert 'Pending: 0' in ctl()
     assert_once(server, ids)
+
+
+def test_tls_verified_against_the_ca(gw, server, tmp_path):
+    """A server whose certificate the configured CA did not sign gets nothing."""
+    g = gw()
+    g.seed('sessions', WRAP, 2, T0)
+    other = tmp_path / 'other'
+    other.mkdir()
+    from fhirserver import make_ca
+    text = open(g.conf).read().replace(server.ca, make_ca(str(other)))
+    open(g.conf, 'w').write(text)
+    r = g.once()
+    assert r.returncode == 1
+    assert 'certificate' in g.state_row()['last_error'].lower() or 'SSL' in g.state_row()['last_error']
+    assert server.stats()['transactions'] == 0
+
+
+def test_config_errors(tmp_path):
+    conf = tmp_path / 'uplink.conf'
+    conf.write_text('[server]\nurl = http://fhir.example/r4\ntimeout = 0\naddress = fhir.example\n'
+                    '[uplink]\nbatch = 2\nnope = 1\n')
+    r = subprocess.run([UPLINK, '--check-config', '-c', str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    for line in (f'{conf}:2: [server] url: must be an https:// URL',
+                 f'{conf}:3: [server] timeout: must be a whole number from 1 to 120',
+                 f'{conf}:4: [server] address: not an IPv4 or IPv6 address',
+                 f'{conf}:6: [uplink] batch: must be a whole number from 3 to 1000',
+                 f'{conf}:7: [uplink] nope: unknown key',
+                 '[server] url: not set'):
+        assert line in r.stderr, r.stderr
+    example = os.path.join(SRCDIR, 'conf', 'uplink.conf.example')
+    text = open(example).read().replace('#url = ', 'url = ')
+    conf.write_text(text)
+    r = subprocess.run([UPLINK, '--check-config', '-c', str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'), reason='no systemd-analyze')
+def test_unit_verify_and_score(tmp_path):
+    text = open(os.path.join(BUILDDIR, 'systemd', 'kneewrap-uplink.service')).read()
+    text = re.sub(r'^ExecStart=\S+', f'ExecStart={os.path.abspath(UPLINK)}', text, flags=re.M)
+    unit = tmp_path / 'kneewrap-uplink.service'
+    unit.write_text(text)
+    r = subprocess.run(['systemd-analyze', 'verify', '--man=no', str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == '', r.stderr
+    r = subprocess.run(['systemd-analyze', 'security', '--offline=true', '--no-pager', str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r'Overall exposure level for kneewrap-uplink\.service: (\d+\.\d+)', r.stdout)
+    assert m, r.stdout + r.stderr
+    print(f'systemd-analyze security: {m.group(1)}')
+    assert float(m.group(1)) <= 1.5
+    for line in ('User=kneewrap-uplink', 'SupplementaryGroups=kneewrap', 'ReadOnlyPaths=/var/lib/kneewrap',
+                 'IPAddressDeny=any', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+                 'LoadCredential=uplink-token:', 'LoadCredential=uplink-client-secret:', 'ProtectSystem=strict'):
+        assert line in text, line
