@@ -64,6 +64,7 @@ static void help(void) {
                "                                        Cold sessions done, missed, refused; runs followed\n"
                "  diary WRAP [--since DATE] [--until DATE] [--json]\n"
                "  injuries WRAP [--json]                The injuries recorded\n"
+               "  history [WRAP] [--json]               Who changed injuries, prescriptions, adoption\n"
                "  prescription WRAP [--json]            The prescription in force\n"
                "  runs WRAP [--since DATE] [--until DATE] [--json]\n"
                "                                        Runs, and whether cold followed within 60 min\n"
@@ -917,6 +918,58 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
         return EXIT_SUCCESS;
 }
 
+/* The append-only change history: every change to an injury, a prescription or the adoption,
+ * with where it came from and the caller's uid. */
+static int cmd_history(Ctl *c, int argc, char **argv) {
+        _cleanup_free_ AuditRecord *list = NULL;
+        const char *arg = NULL;
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->client];
+        bool json = false;
+        size_t n = 0;
+        int r;
+
+        for (int i = 1; i < argc; i++) {
+                if (streq(argv[i], "--json"))
+                        json = true;
+                else if (!arg && argv[i][0] != '-')
+                        arg = argv[i];
+                else
+                        return fail("usage: history [WRAP] [--json]");
+        }
+        if (arg && known_wrap(c, arg, id, NULL) < 0)
+                return EXIT_FAILURE;
+        r = store_audit_list(c->store, arg ? id : NULL, &list, &n);
+        if (r < 0)
+                return fail("cannot read the history: %s", strerror(-r));
+        if (json) {
+                json_t *a = json_array();
+                for (size_t i = 0; a && i < n; i++) {
+                        const AuditRecord *e = &list[i];
+                        json_array_append_new(a, json_pack("{s:I, s:s, s:s?, s:s, s:s, s:s, s:o, s:s?}", "id", (json_int_t) e->id,
+                                "at", clock_format_iso(e->at, at), "wrap", *e->wrap ? e->wrap : NULL, "what", e->what,
+                                "detail", e->detail, "source", request_source_to_string(e->source),
+                                "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
+                                "client", *e->client ? e->client : NULL));
+                }
+                return print_json(a);
+        }
+        if (n == 0) {
+                printf("No change recorded.\n");
+                return EXIT_SUCCESS;
+        }
+        printf("%-25s %-18s %-20s %-5s %-10s %s\n", "AT", "WRAP", "CHANGE", "VIA", "WHO", "DETAIL");
+        for (size_t i = 0; i < n; i++) {
+                const AuditRecord *e = &list[i];
+                if (e->uid >= 0)
+                        snprintf(who, sizeof who, "uid %" PRId64, e->uid);
+                else
+                        snprintf(who, sizeof who, "%s", *e->client ? e->client : "-");
+                printf("%-25s %-18s %-20s %-5s %-10s %s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
+                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-");
+        }
+        return EXIT_SUCCESS;
+}
+
 static int diary_list(Ctl *c, int argc, char **argv) {
         _cleanup_free_ DiaryEntry *list = NULL;
         const char *arg = NULL;
@@ -1412,6 +1465,7 @@ int main(int argc, char *argv[]) {
                 { "adopt",      cmd_adopt,       false },
                 { "remove",     cmd_remove,      false },
                 { "injuries",   cmd_injuries,    true },
+                { "history",    cmd_history,     true },
                 { "prescription", cmd_prescription, true },
                 { "runs",       cmd_runs,        true },
                 { "run",        cmd_run,         false },

@@ -77,7 +77,7 @@ static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char 
         return 0;
 }
 
-int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
+static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
@@ -258,8 +258,8 @@ static void prescription_merge(RulesPrescription *rx, const RulesPrescription *v
                 rx->cold_rest_s = values->cold_rest_s;
 }
 
-int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
-                          RulesPrescription *ret_in_force, const char **ret_error) {
+static int set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
+                            RulesPrescription *ret_in_force, const char **ret_error) {
         const char *field = NULL, *why = NULL;
         RulesPrescription rx;
         bool prescribed;
@@ -297,7 +297,7 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
         return 0;
 }
 
-int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
+static int clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
         int r;
 
         r = wrap_known(m, wrap, NULL, ret_error);
@@ -312,7 +312,7 @@ int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error
         return 0;
 }
 
-int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
+static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         if (seconds > DOOR_ADOPTION_MAX_S) {
                 set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
                 return -EINVAL;
@@ -329,7 +329,7 @@ int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         return 0;
 }
 
-int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
+static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         StoredWrap sw;
         int r;
 
@@ -346,6 +346,88 @@ int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         mqtt_wrap_removed(m->mqtt, sw.wrap);
         manager_update_status(m);
         return 0;
+}
+
+/* ---- the change history: who changed an injury, a prescription, the adoption ---- */
+
+/*
+ * One row per change that went through, after it (the change and its row are two
+ * transactions: a crash between them loses the row, never the change, and says so in the
+ * journal, which has the same line). A history that cannot be written is logged, not fatal.
+ */
+static void audit(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail) {
+        AuditRecord a = {
+                .at = manager_now(m),
+                .source = who ? who->source : SOURCE_CLI,
+                .uid = who ? who->uid : -1,
+        };
+        int r;
+
+        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
+        snprintf(a.what, sizeof a.what, "%s", what);
+        snprintf(a.detail, sizeof a.detail, "%s", detail ? detail : "");
+        snprintf(a.client, sizeof a.client, "%s", who && who->client ? who->client : "");
+        log_wrap(LOG_NOTICE, wrap, "Change: %s %s by %s%s%s (uid %" PRId64 ").", what, a.detail,
+                 request_source_to_string(a.source), a.client[0] ? " " : "", a.client, a.uid);
+        if (!m->store)
+                return;
+        r = store_audit_add(m->store, &a);
+        if (r < 0 && store_is_broken(r))
+                manager_store_failed(m, r);
+        else if (r < 0)
+                log_wrap_errno(LOG_ERR, r, wrap, "Cannot add the change to the history: %m");
+}
+
+int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
+                    const char **ret_error) {
+        int r = set_injury(m, wrap, iso_or_null, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null);
+        return r;
+}
+
+int door_set_prescription(Manager *m, const DoorActor *who, const char *wrap, const RulesPrescription *values,
+                          unsigned set, RulesPrescription *ret_in_force, const char **ret_error) {
+        RulesPrescription rx;
+        char detail[160];
+        int r = set_prescription(m, wrap, values, set, &rx, ret_error);
+
+        if (r < 0)
+                return r;
+        snprintf(detail, sizeof detail, "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
+                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
+        audit(m, who, wrap, "prescription", detail);
+        if (ret_in_force)
+                *ret_in_force = rx;
+        return 0;
+}
+
+int door_clear_prescription(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
+        int r = clear_prescription(m, wrap, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, "prescription_cleared", "");
+        return r;
+}
+
+int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const char **ret_error) {
+        char detail[32];
+        int r = open_adoption(m, seconds, ret_error);
+
+        if (r >= 0) {
+                snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
+                audit(m, who, NULL, "adoption", detail);
+        }
+        return r;
+}
+
+int door_remove_wrap(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
+        int r = remove_wrap(m, wrap, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, "removal", "");
+        return r;
 }
 
 /* ---- sessions: the door checks the request, the wrap's session (wrap.c) runs it ---- */

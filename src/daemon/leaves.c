@@ -219,6 +219,8 @@ static void mq_store_failed(void *userdata, int error) {
 
 /* The commands, through the one door; "today" and a diary entry's missing time are ours. */
 static int mq_command(void *userdata, const char *wrap, const Command *c, char **ret_data, const char **ret_error) {
+        /* MQTT does not name the publisher to subscribers: the history says it came over MQTT. */
+        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1 };
         Manager *m = userdata;
         int r = -EINVAL;
 
@@ -240,7 +242,7 @@ static int mq_command(void *userdata, const char *wrap, const Command *c, char *
                 break;
         case COMMAND_INJURY:
                 /* "today" goes through as it is: the daemon dates it (R10). */
-                r = door_set_injury(m, wrap, c->injury[0] ? c->injury : NULL, ret_error);
+                r = door_set_injury(m, &who, wrap, c->injury[0] ? c->injury : NULL, ret_error);
                 break;
         case COMMAND_DIARY: {
                 DiaryEntry e = c->diary;
@@ -250,15 +252,15 @@ static int mq_command(void *userdata, const char *wrap, const Command *c, char *
                 break;
         }
         case COMMAND_ADOPT:
-                r = door_open_adoption(m, c->adopt_seconds, ret_error);
+                r = door_open_adoption(m, &who, c->adopt_seconds, ret_error);
                 if (r >= 0 && asprintf(ret_data, "{\"time\":%u}", c->adopt_seconds) < 0)
                         *ret_data = NULL;
                 break;
         case COMMAND_REMOVE:
-                r = door_remove_wrap(m, wrap, ret_error);
+                r = door_remove_wrap(m, &who, wrap, ret_error);
                 break;
         case COMMAND_PRESCRIPTION:
-                r = door_set_prescription(m, wrap, &c->rx, c->rx_set, NULL, ret_error);
+                r = door_set_prescription(m, &who, wrap, &c->rx, c->rx_set, NULL, ret_error);
                 break;
         case COMMAND_RUN: {
                 RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,

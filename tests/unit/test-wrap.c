@@ -734,8 +734,8 @@ static void test_state_from_memory(void **state) {
         store_close(empty);
 
         /* A write through the door is seen at the next look: an injury with a 14-day wait. */
-        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_HEAT_WAIT_S, NULL, &err), 0);
-        assert_int_equal(door_set_injury(&f->m, WRAP, "2026-01-01", &err), 0);
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_HEAT_WAIT_S, NULL, &err), 0);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-01-01", &err), 0);
         assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
         assert_non_null(v.injury_date);
         assert_string_equal(v.injury_date, "2026-01-01");
@@ -988,11 +988,11 @@ static void test_door_prescription_merge(void **state) {
         bool prescribed;
 
         rx = (RulesPrescription) { .cold_s = 12 * 60 };
-        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_COLD_S, &in_force, &err), 0);
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_COLD_S, &in_force, &err), 0);
         assert_int_equal(in_force.cold_s, 12 * 60);
         assert_int_equal(in_force.heat_setpoint, f->m.config.therapy.heat_setpoint);
         rx = (RulesPrescription) { .heat_setpoint = 4150, .cold_s = 1 };
-        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_HEAT_SETPOINT, &in_force, &err), 0);
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_HEAT_SETPOINT, &in_force, &err), 0);
         assert_int_equal(in_force.cold_s, 12 * 60);            /* kept, not taken from rx */
         assert_int_equal(in_force.heat_setpoint, 4150);
         assert_int_equal(store_prescription_get(f->m.store, WRAP, &f->m.config.therapy, &rx, &prescribed), 0);
@@ -1001,26 +1001,26 @@ static void test_door_prescription_merge(void **state) {
 
         /* Out of bounds: refused naming the field, nothing changes. */
         rx = (RulesPrescription) { .cold_s = 16 * 60 };
-        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_COLD_S, NULL, &err), -ERANGE);
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_COLD_S, NULL, &err), -ERANGE);
         assert_non_null(strstr(err, "cold minutes"));
-        assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, 0, NULL, &err), -EINVAL);
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, 0, NULL, &err), -EINVAL);
         assert_non_null(strstr(err, "nothing to prescribe"));
-        assert_int_equal(door_set_prescription(&f->m, "wrap_000000000000", &rx, RX_HEAT_S, NULL, &err), -ENOENT);
+        assert_int_equal(door_set_prescription(&f->m, NULL, "wrap_000000000000", &rx, RX_HEAT_S, NULL, &err), -ENOENT);
         assert_int_equal(store_prescription_get(f->m.store, WRAP, &f->m.config.therapy, &rx, &prescribed), 0);
         assert_int_equal(rx.cold_s, 12 * 60);
 
-        assert_int_equal(door_clear_prescription(&f->m, WRAP, &err), 0);
+        assert_int_equal(door_clear_prescription(&f->m, NULL, WRAP, &err), 0);
         assert_int_equal(store_prescription_get(f->m.store, WRAP, &f->m.config.therapy, &rx, &prescribed), 0);
         assert_false(prescribed);
 
         /* One set of errors: the same words whoever asks. */
-        assert_int_equal(door_open_adoption(&f->m, DOOR_ADOPTION_MAX_S + 1, &err), -EINVAL);
+        assert_int_equal(door_open_adoption(&f->m, NULL, DOOR_ADOPTION_MAX_S + 1, &err), -EINVAL);
         assert_int_equal(door_start(&f->m, WRAP, THERAPY_NONE, SOURCE_CLI, 0, NULL, &err), -EINVAL);
         assert_int_equal(door_stop(&f->m, "", SOURCE_CLI, &err), -EINVAL);
-        assert_int_equal(door_set_injury(&f->m, "wrap_000000000000", "2026-01-01", &err), -ENOENT);
+        assert_int_equal(door_set_injury(&f->m, NULL, "wrap_000000000000", "2026-01-01", &err), -ENOENT);
         assert_string_equal(err, "no adopted wrap is called \"wrap_000000000000\"");
         f->m.store = store_close(f->m.store);
-        assert_int_equal(door_set_injury(&f->m, WRAP, "2026-01-01", &err), -EAGAIN);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-01-01", &err), -EAGAIN);
 }
 
 /* ==== The adversarial matrix (issue 8) ====
@@ -1338,7 +1338,7 @@ static void test_matrix_case(void **state) {
         seed_injury(f, sc);
         if (sc->rx_cold_s) {
                 RulesPrescription rx = { .cold_s = sc->rx_cold_s };
-                assert_int_equal(door_set_prescription(&f->m, WRAP, &rx, RX_COLD_S, NULL, NULL), 0);
+                assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_COLD_S, NULL, NULL), 0);
         }
         /* The clocks at the request. A new boot when the uptime is shorter than the history. */
         set_tz(sc->tz);
