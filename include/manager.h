@@ -12,6 +12,7 @@
 #include "record.h"
 #include "rules.h"
 #include "store.h"
+#include "uplink-state.h"
 
 typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
 typedef struct BusApi BusApi;     /* daemon/bus-api.c: our own D-Bus API, org.kneewrap1 */
@@ -64,9 +65,17 @@ typedef struct Manager {
         sd_event_source *sync_timer;
 
         uint64_t skin_silence_usec;  /* R5's 15 s of real time (0: that); unit tests shorten it */
+
+        /* The clinic uplink's figures (its state file and what the store holds past its
+         * cursor), for STATUS= and bridge/health: read when the uplink writes its state and
+         * at each health report, never on the notification path. */
+        UplinkReport uplink;
+        sd_event_source *uplink_watch;
 } Manager;
 
 int manager_new(const char *config_path, Manager **ret);
+/* Reads the clinic uplink's figures again into m->uplink. */
+void manager_uplink_refresh(Manager *m);
 Manager *manager_free(Manager *m);
 int manager_run(Manager *m);
 

@@ -269,11 +269,16 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
                 printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
                 return EXIT_SUCCESS;
         }
-        printf("%-18s %-17s %-24s %s\n", "WRAP", "ADDRESS", "NAME", "ADOPTED");
+        printf("%-18s %-17s %-24s %-25s %s\n", "WRAP", "ADDRESS", "NAME", "ADOPTED", "PATIENT");
         for (size_t i = 0; i < n; i++) {
                 char iso[CLOCK_ISO_MAX];
-                printf("%-18s %-17s %-24s %s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
-                       clock_format_iso(w[i].adopted_at, iso));
+                PatientProfile p;
+
+                if (store_profile_get(c->store, w[i].wrap, &p) < 0)
+                        p.label[0] = '\0';
+                printf("%-18s %-17s %-24s %-25s %s%s%s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
+                       clock_format_iso(w[i].adopted_at, iso), p.label[0] ? p.label : "-",
+                       knee_to_string(p.knee) ? ", knee: " : "", knee_to_string(p.knee) ? knee_to_string(p.knee) : "");
         }
         return EXIT_SUCCESS;
 }

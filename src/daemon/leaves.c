@@ -388,6 +388,16 @@ static void mq_health(void *userdata, BridgeHealth *h) {
         h->clock_declared_trusted = m->config.clock_trusted;
         for (Wrap *w = m->wraps; w; w = wrap_next(w))
                 h->wraps_connected += wrap_get_live(w)->connected;
+        /* The clinic uplink's figures, from its state file: at each health report, never on
+         * the notification path. */
+        manager_uplink_refresh(m);
+        if (m->uplink.configured) {
+                h->uplink = true;
+                h->has_uplink_pending = m->uplink.has_pending;
+                h->uplink_pending = m->uplink.pending;
+                h->uplink_last_success = m->uplink.status.last_success_at;
+                h->uplink_last_error = m->uplink.status.last_error;
+        }
 }
 
 static void mq_connection_changed(void *userdata) {

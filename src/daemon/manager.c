@@ -1,10 +1,13 @@
 /* manager: the daemon's one object; it owns the event loop and wires every module to it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <libgen.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
 #include "bluez.h"
@@ -77,6 +80,14 @@ void manager_update_status(Manager *m) {
                          manager_clock_status(m));
         else
                 snprintf(line, sizeof line, "%s, %s, store OK, %s", ble, mqtt, manager_clock_status(m));
+        if (m->uplink.configured && m->uplink.has_pending) {
+                size_t k = strlen(line);
+                if (m->uplink.status.last_error[0])
+                        snprintf(line + k, sizeof line - k, "; clinic uplink failing (%.80s), %" PRIu64 " pending",
+                                 m->uplink.status.last_error, m->uplink.pending);
+                else
+                        snprintf(line + k, sizeof line - k, "; clinic uplink: %" PRIu64 " pending", m->uplink.pending);
+        }
 
         if (!m->status || !streq(m->status, line)) {
                 free(m->status);
@@ -85,6 +96,39 @@ void manager_update_status(Manager *m) {
         }
         /* Whatever changed may show in the D-Bus API's properties; it sends changes only. */
         bus_api_changed(m->api);
+}
+
+/* ---- the clinic uplink's figures ---- */
+
+void manager_uplink_refresh(Manager *m) {
+        UplinkReport u;
+
+        if (uplink_report(m->store, m->config.uplink_state_path, &u) >= 0)
+                m->uplink = u;
+}
+
+/* The uplink wrote its state (a Bundle confirmed, or a failure): the figures changed. */
+static int on_uplink_state(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ char *copy = strdup(m->config.uplink_state_path);
+
+        if (!copy || ev->len == 0 || !streq(ev->name, basename(copy)))
+                return 0;
+        manager_uplink_refresh(m);
+        if (m->ready)
+                manager_update_status(m);
+        return 0;
+}
+
+static void uplink_watch(Manager *m) {
+        _cleanup_free_ char *dir = strdup(m->config.uplink_state_path);
+
+        m->uplink_watch = sd_event_source_disable_unref(m->uplink_watch);
+        /* No uplink on this gateway (no state directory): nothing to watch, nothing to say. */
+        if (!dir || sd_event_add_inotify(m->event, &m->uplink_watch, dirname(dir),
+                                         IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO, on_uplink_state, m) < 0)
+                return;
+        manager_uplink_refresh(m);
 }
 
 /* ---- the store: open at start, and while it fails, retry with backoff ---- */
@@ -431,6 +475,7 @@ Manager *manager_free(Manager *m) {
         m->exit_source = sd_event_source_disable_unref(m->exit_source);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
+        m->uplink_watch = sd_event_source_disable_unref(m->uplink_watch);
         manager_time_free(m);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         m->api = bus_api_free(m->api);
@@ -558,6 +603,7 @@ int manager_new(const char *config_path, Manager **ret) {
                 return r;
         if (m->store)
                 r8_check_all(m);
+        uplink_watch(m);
 
         *ret = m;
         m = NULL;
