@@ -42,6 +42,17 @@
  * valid until the next door call.
  */
 
+/*
+ * Who asks, for the append-only change history (store_audit_*) that the injury, prescription,
+ * adoption and removal doors write after each change: the interface, the D-Bus caller's uid
+ * (-1 when not known), and what MQTT tells of the publisher. NULL: the command line.
+ */
+typedef struct DoorActor {
+        RequestSource source;
+        int64_t uid;
+        const char *client;
+} DoorActor;
+
 /* When a wrap's last session request was decided (Manager.rates): one per wrap that asked. */
 typedef struct DoorRate {
         char wrap[WRAP_ID_MAX];
@@ -55,7 +66,8 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
 int door_stop(Manager *m, const char *wrap, RequestSource source, const char **ret_error);
 
 /* An injury, as "YYYY-MM-DD" or an ISO 8601 date and time; NULL marks it resolved (R3). */
-int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error);
+int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
+                    const char **ret_error);
 
 /* A pain diary entry; R9's red flag and R8 are checked here. */
 int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char **ret_error);
@@ -65,16 +77,16 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
  * `values`; the others keep the value in force (the clinic's, or the configured defaults).
  * The whole is checked against the rules' bounds. *ret_in_force, when given, is the result.
  */
-int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
-                          RulesPrescription *ret_in_force, const char **ret_error);
+int door_set_prescription(Manager *m, const DoorActor *who, const char *wrap, const RulesPrescription *values,
+                          unsigned set, RulesPrescription *ret_in_force, const char **ret_error);
 /* Back to the configured defaults. */
-int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error);
+int door_clear_prescription(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error);
 
 /* Adoption: open for `seconds` (at most DOOR_ADOPTION_MAX_S), or close with 0. */
 #define DOOR_ADOPTION_MAX_S 3600
-int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error);
+int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const char **ret_error);
 /* Forgets a wrap: its session ends, its bond goes; its history stays in the store. */
-int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error);
+int door_remove_wrap(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error);
 
 /* ---- what a clinic reads ---- */
 

@@ -238,6 +238,23 @@ int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_i
 /* Runs that ended in [since, until), oldest first. */
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n);
 
+/* One change to an injury, a prescription or the adoption, and who made it. The history is
+ * append-only: the store refuses to update or delete a row. */
+typedef struct AuditRecord {
+        int64_t id;
+        int64_t at;                   /* Unix seconds */
+        char wrap[WRAP_ID_MAX];       /* "" for adoption */
+        char what[24];                /* injury, injury_resolved, prescription, prescription_cleared, adoption, removal */
+        char detail[256];             /* the value set: a date, the prescription, the window */
+        RequestSource source;         /* the interface */
+        int64_t uid;                  /* the D-Bus caller's uid; -1 when not known (MQTT, the wrap) */
+        char client[128];             /* MQTT: what is known of the publisher */
+} AuditRecord;
+
+int store_audit_add(Store *s, const AuditRecord *a);
+/* The whole history, oldest first: one wrap's (and the adoption's) when wrap is not NULL. */
+int store_audit_list(Store *s, const char *wrap, AuditRecord **ret, size_t *ret_n);
+
 /* The outbox, in order. A message leaves it only with store_outbox_ack (after PUBACK). */
 int store_outbox_add(Store *s, OutboxMsg *msg);
 int store_outbox_peek(Store *s, int64_t after_id, size_t max, OutboxMsg **ret, size_t *ret_n);

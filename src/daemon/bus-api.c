@@ -287,6 +287,17 @@ static int need_clinic(Manager *m, sd_bus_message *msg, const char *method, sd_b
                                  m->config.clinic_group);
 }
 
+/* The caller's uid for the change history, -1 when the bus does not say. */
+static int64_t sender_uid(sd_bus_message *msg) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *c = NULL;
+        uid_t uid;
+
+        if (sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_AUGMENT, &c) < 0 ||
+            sd_bus_creds_get_euid(c, &uid) < 0)
+                return -1;
+        return uid;
+}
+
 /* A method of the clinic's: its handler runs only for root and the clinic group. */
 #define CLINIC_METHOD(handler, name)                                                                    \
         static int clinic_##handler(sd_bus_message *msg, void *userdata, sd_bus_error *error) {          \
@@ -361,6 +372,7 @@ static int method_stop_session_as(sd_bus_message *msg, void *userdata, sd_bus_er
 
 static int method_open_adoption(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const DoorActor who = { .source = SOURCE_DBUS, .uid = sender_uid(msg) };
         const char *why = NULL;
         uint32_t seconds;
         int r;
@@ -368,7 +380,7 @@ static int method_open_adoption(sd_bus_message *msg, void *userdata, sd_bus_erro
         r = sd_bus_message_read(msg, "u", &seconds);
         if (r < 0)
                 return r;
-        r = door_open_adoption(m, seconds, &why);
+        r = door_open_adoption(m, &who, seconds, &why);
         if (r < 0)
                 return one_door_error(m, error, r, NULL, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -376,6 +388,7 @@ static int method_open_adoption(sd_bus_message *msg, void *userdata, sd_bus_erro
 
 static int method_remove_wrap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const DoorActor who = { .source = SOURCE_DBUS, .uid = sender_uid(msg) };
         const char *arg, *why = NULL;
         char wrap[WRAP_ID_MAX];
         int r;
@@ -386,7 +399,7 @@ static int method_remove_wrap(sd_bus_message *msg, void *userdata, sd_bus_error 
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = door_remove_wrap(m, wrap, &why);
+        r = door_remove_wrap(m, &who, wrap, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -553,7 +566,7 @@ void bus_api_alert(BusApi *api, const AlertRecord *a) {
         else
                 r = sd_bus_emit_signal(api->m->bus, BUS_API_PATH, BUS_API_INTERFACE, "AlertRaised", "sxssxs",
                                        a->wrap, a->id, alert_kind_to_string(a->kind),
-                                       a->kind == ALERT_RED_FLAG || a->kind == ALERT_SAFETY_STOP ? "urgent" : "warning",
+                                       alert_kind_severity(a->kind),
                                        a->at, a->text);
         if (r < 0)
                 log_wrap_errno(LOG_WARNING, r, a->wrap, "Cannot emit the alert signal on D-Bus: %m");
@@ -563,6 +576,7 @@ void bus_api_alert(BusApi *api, const AlertRecord *a) {
 
 static int method_set_injury(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const DoorActor who = { .source = SOURCE_DBUS, .uid = sender_uid(msg) };
         const char *arg, *iso, *why = NULL;
         char wrap[WRAP_ID_MAX];
         int r;
@@ -573,7 +587,7 @@ static int method_set_injury(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = door_set_injury(m, wrap, *iso ? iso : NULL, &why);
+        r = door_set_injury(m, &who, wrap, *iso ? iso : NULL, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -711,6 +725,7 @@ static int prescription_entry(sd_bus_message *msg, const char *key, _unused_ con
 
 static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const DoorActor who = { .source = SOURCE_DBUS, .uid = sender_uid(msg) };
         PrescriptionArgs a = { .error = error };
         RulesPrescription rx = { 0 };
         const char *arg, *why = NULL;
@@ -747,7 +762,7 @@ static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_e
         if (mask & (1u << REST_MIN))
                 rx.cold_rest_s = (uint32_t) val[REST_MIN] * 60;
 
-        r = door_set_prescription(m, wrap, &rx, mask, NULL, &why);
+        r = door_set_prescription(m, &who, wrap, &rx, mask, NULL, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);
@@ -755,6 +770,7 @@ static int method_set_prescription(sd_bus_message *msg, void *userdata, sd_bus_e
 
 static int method_clear_prescription(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
+        const DoorActor who = { .source = SOURCE_DBUS, .uid = sender_uid(msg) };
         const char *arg, *why = NULL;
         char wrap[WRAP_ID_MAX];
         int r;
@@ -765,7 +781,7 @@ static int method_clear_prescription(sd_bus_message *msg, void *userdata, sd_bus
         r = wrap_arg(arg, wrap, error);
         if (r < 0)
                 return r;
-        r = door_clear_prescription(m, wrap, &why);
+        r = door_clear_prescription(m, &who, wrap, &why);
         if (r < 0)
                 return one_door_error(m, error, r, wrap, why);
         return sd_bus_reply_method_return(msg, NULL);

@@ -55,10 +55,14 @@ static int store_fail(Manager *m, int r, const char *what, const char **ret_erro
         return r;
 }
 
+/* Every action on an adopted wrap starts here: the store works, and the wrap is in it. */
 static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char **ret_error) {
         StoredWrap sw;
         int r;
 
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
         if (!wrap || !*wrap) {
                 set_error(ret_error, "no wrap given");
                 return -EINVAL;
@@ -73,16 +77,13 @@ static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char 
         return 0;
 }
 
-int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
+static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
         bool trusted;
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -95,6 +96,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
                 }
                 if (r < 0)
                         return store_fail(m, r, "resolving the injury", ret_error);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury marked resolved: heat is allowed (R3).");
                 mqtt_kick(m->mqtt);
                 return 0;
@@ -121,6 +123,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
                 if (r < 0)
                         return store_fail(m, r, "recording the injury", ret_error);
                 manager_time_stored(m, rec.wall, rec.wall_ok);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury recorded: %s%s; heat is refused for the wait after it (R2).",
                          iso_or_null, rec.wall_ok ? "" : " (the clock is not synchronised: it counts from this "
                          "moment and gets its date when the clock syncs, R10)");
@@ -163,6 +166,7 @@ int door_set_injury(Manager *m, const char *wrap, const char *iso_or_null, const
         }
         if (r < 0)
                 return store_fail(m, r, "recording the injury", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);
         mqtt_kick(m->mqtt);
         (void) manager_r8_check(m, wrap, now);
@@ -193,9 +197,6 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 set_error(ret_error, "the entry's time is in the future");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -257,8 +258,8 @@ static void prescription_merge(RulesPrescription *rx, const RulesPrescription *v
                 rx->cold_rest_s = values->cold_rest_s;
 }
 
-int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
-                          RulesPrescription *ret_in_force, const char **ret_error) {
+static int set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
+                            RulesPrescription *ret_in_force, const char **ret_error) {
         const char *field = NULL, *why = NULL;
         RulesPrescription rx;
         bool prescribed;
@@ -268,9 +269,6 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
                 set_error(ret_error, "nothing to prescribe (clearing the prescription goes back to the defaults)");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -288,6 +286,7 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
         r = store_prescription_set(m->store, wrap, &rx, manager_now(m));
         if (r < 0)
                 return store_fail(m, r, "recording the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription: cold %u min at %.2f °C, heat %u min at %.2f °C, "
                  "heat wait %u days, rest %u min.",
                  rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -298,24 +297,22 @@ int door_set_prescription(Manager *m, const char *wrap, const RulesPrescription 
         return 0;
 }
 
-int door_clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
+static int clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
         r = store_prescription_clear(m->store, wrap);
         if (r < 0 && r != -ENOENT)
                 return store_fail(m, r, "clearing the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription cleared: the configured defaults apply.");
         mqtt_kick(m->mqtt);
         return 0;
 }
 
-int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
+static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         if (seconds > DOOR_ADOPTION_MAX_S) {
                 set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
                 return -EINVAL;
@@ -326,19 +323,16 @@ int door_open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         else
                 log_notice("Adoption closed.");
 
-        bluez_adoption_changed(m->bluez);
-        mqtt_bridge_changed(m->mqtt);
+        bluez_set_adoption(m->bluez, m->adoption_until);
+        mqtt_bridge_changed(m->mqtt, m->adoption_until);
         manager_update_status(m);
         return 0;
 }
 
-int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
+static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         StoredWrap sw;
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, &sw, ret_error);
         if (r < 0)
                 return r;
@@ -348,12 +342,92 @@ int door_remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
 
-        r = bluez_remove_wrap(m->bluez, sw.wrap);
-        if (r < 0 && r != -ENOENT)
-                log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %m");
+        (void) manager_wrap_forget(m, sw.wrap);
         mqtt_wrap_removed(m->mqtt, sw.wrap);
         manager_update_status(m);
         return 0;
+}
+
+/* ---- the change history: who changed an injury, a prescription, the adoption ---- */
+
+/*
+ * One row per change that went through, after it (the change and its row are two
+ * transactions: a crash between them loses the row, never the change, and says so in the
+ * journal, which has the same line). A history that cannot be written is logged, not fatal.
+ */
+static void audit(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail) {
+        AuditRecord a = {
+                .at = manager_now(m),
+                .source = who ? who->source : SOURCE_CLI,
+                .uid = who ? who->uid : -1,
+        };
+        int r;
+
+        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
+        snprintf(a.what, sizeof a.what, "%s", what);
+        snprintf(a.detail, sizeof a.detail, "%s", detail ? detail : "");
+        snprintf(a.client, sizeof a.client, "%s", who && who->client ? who->client : "");
+        log_wrap(LOG_NOTICE, wrap, "Change: %s %s by %s%s%s (uid %" PRId64 ").", what, a.detail,
+                 request_source_to_string(a.source), a.client[0] ? " " : "", a.client, a.uid);
+        if (!m->store)
+                return;
+        r = store_audit_add(m->store, &a);
+        if (r < 0 && store_is_broken(r))
+                manager_store_failed(m, r);
+        else if (r < 0)
+                log_wrap_errno(LOG_ERR, r, wrap, "Cannot add the change to the history: %m");
+}
+
+int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
+                    const char **ret_error) {
+        int r = set_injury(m, wrap, iso_or_null, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null);
+        return r;
+}
+
+int door_set_prescription(Manager *m, const DoorActor *who, const char *wrap, const RulesPrescription *values,
+                          unsigned set, RulesPrescription *ret_in_force, const char **ret_error) {
+        RulesPrescription rx;
+        char detail[160];
+        int r = set_prescription(m, wrap, values, set, &rx, ret_error);
+
+        if (r < 0)
+                return r;
+        snprintf(detail, sizeof detail, "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
+                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
+        audit(m, who, wrap, "prescription", detail);
+        if (ret_in_force)
+                *ret_in_force = rx;
+        return 0;
+}
+
+int door_clear_prescription(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
+        int r = clear_prescription(m, wrap, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, "prescription_cleared", "");
+        return r;
+}
+
+int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const char **ret_error) {
+        char detail[32];
+        int r = open_adoption(m, seconds, ret_error);
+
+        if (r >= 0) {
+                snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
+                audit(m, who, NULL, "adoption", detail);
+        }
+        return r;
+}
+
+int door_remove_wrap(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
+        int r = remove_wrap(m, wrap, ret_error);
+
+        if (r >= 0)
+                audit(m, who, wrap, "removal", "");
+        return r;
 }
 
 /* ---- sessions: the door checks the request, the wrap's session (wrap.c) runs it ---- */

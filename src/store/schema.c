@@ -295,11 +295,35 @@ static const char *const schema_step4[] = {
 };
 #undef UPLINK_BUMP
 
+/* The append-only history of who changed an injury, a prescription or the adoption. */
+static const char *const schema_step5[] = {
+        "CREATE TABLE audit (\n"
+        "        id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "        at INTEGER NOT NULL,\n"
+        "        wrap TEXT CHECK (wrap IS NULL OR length(wrap) BETWEEN 1 AND 31),\n"
+        "        what TEXT NOT NULL CHECK (what IN ('injury', 'injury_resolved', 'prescription',\n"
+        "                'prescription_cleared', 'adoption', 'removal')),\n"
+        "        detail TEXT NOT NULL DEFAULT '' CHECK (length(CAST(detail AS BLOB)) < 256),\n"
+        "        source TEXT NOT NULL CHECK (source IN ('button', 'mqtt', 'cli', 'dbus')),\n"
+        "        uid INTEGER CHECK (uid IS NULL OR uid >= 0),\n"
+        "        client TEXT CHECK (client IS NULL OR length(CAST(client AS BLOB)) < 128)\n"
+        ");\n",
+        "CREATE INDEX audit_wrap ON audit (wrap, id);\n",
+        "CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit BEGIN\n"
+        "        SELECT RAISE(ABORT, 'the change history is append-only');\n"
+        "END;\n",
+        "CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit BEGIN\n"
+        "        SELECT RAISE(ABORT, 'the change history is append-only');\n"
+        "END;\n",
+        NULL,
+};
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
         schema_step2,       /* 2: alert records, runs, patient profiles, device information */
         schema_step3,       /* 3: R10's clock stamps; refusal clock_unsynced */
         schema_step4,       /* 4: the clinic uplink's change sequence */
+        schema_step5,       /* 5: the append-only history of changes to injuries, prescriptions, adoption */
 };
 
 size_t schema_version_latest(void) {

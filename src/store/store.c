@@ -81,6 +81,8 @@ typedef enum StmtId {
         STMT_CHANGES_PENDING,
         STMT_IDENTITY,
         STMT_DIARY_GET,
+        STMT_AUDIT_ADD,
+        STMT_AUDIT_LIST,
         _STMT_MAX,
 } StmtId;
 
@@ -213,6 +215,11 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ALERT_GET] = "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE id = ?1",
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
         [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
+        [STMT_AUDIT_ADD] =
+                "INSERT INTO audit (at, wrap, what, detail, source, uid, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        [STMT_AUDIT_LIST] =
+                "SELECT id, at, wrap, what, detail, source, uid, client FROM audit "
+                "WHERE ?1 IS NULL OR wrap = ?1 OR wrap IS NULL ORDER BY id",
         [STMT_RUN_ADD] =
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1984,6 +1991,66 @@ int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, Ru
         sqlite3_bind_int64(st, 2, since);
         sqlite3_bind_int64(st, 3, until);
         return collect_rows(s, st, sizeof(RunRecord), run_row, (void **) ret, ret_n);
+}
+
+/* ---- the change history (append-only: the schema's triggers refuse UPDATE and DELETE) ---- */
+
+int store_audit_add(Store *s, const AuditRecord *a) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const char *source;
+        int r;
+
+        if (!a || !a->what[0])
+                return store_errorf(s, -EINVAL, "no change to record");
+        source = request_source_to_string(a->source);
+        if (!source)
+                return store_errorf(s, -EINVAL, "a change needs its source");
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        r = stmt_get(s, STMT_AUDIT_ADD, &st);
+        if (r >= 0) {
+                sqlite3_bind_int64(st, 1, a->at);
+                bind_text(st, 2, a->wrap[0] ? a->wrap : NULL);
+                bind_text(st, 3, a->what);
+                bind_text(st, 4, a->detail);
+                bind_text(st, 5, source);
+                if (a->uid >= 0)
+                        sqlite3_bind_int64(st, 6, a->uid);
+                bind_text(st, 7, a->client[0] ? a->client : NULL);
+                r = stmt_exec(s, st);
+        }
+        return tx_finish(s, r, NULL);
+}
+
+static int audit_row(Store *s, sqlite3_stmt *st, void *elem) {
+        int source = request_source_from_string((const char *) sqlite3_column_text(st, 5));
+        AuditRecord *a = elem;
+
+        if (source < 0)
+                return store_errorf(s, -EBADMSG, "a change has a source this build cannot read");
+        *a = (AuditRecord) {
+                .id = sqlite3_column_int64(st, 0),
+                .at = sqlite3_column_int64(st, 1),
+                .source = (RequestSource) source,
+                .uid = sqlite3_column_type(st, 6) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 6),
+        };
+        copy_text(a->wrap, sizeof(a->wrap), st, 2);
+        copy_text(a->what, sizeof(a->what), st, 3);
+        copy_text(a->detail, sizeof(a->detail), st, 4);
+        copy_text(a->client, sizeof(a->client), st, 7);
+        return 0;
+}
+
+int store_audit_list(Store *s, const char *wrap, AuditRecord **ret, size_t *ret_n) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_AUDIT_LIST, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, wrap);
+        return collect_rows(s, st, sizeof(AuditRecord), audit_row, (void **) ret, ret_n);
 }
 
 /* ---- the patient profile and the wrap's Device Information ---- */

@@ -19,6 +19,7 @@
 
 struct Fhir {
         const UplinkConfig *config;
+        struct curl_slist *resolve;   /* [server] address: host:port:address, for both URLs */
         CURL *curl;                   /* one handle: its connection is kept between Bundles */
         char *token;                  /* NULL: none yet (or none configured) */
         uint64_t token_expires_usec;  /* CLOCK_MONOTONIC; 0: does not expire */
@@ -119,6 +120,8 @@ static void easy_common(Fhir *f, Buffer *body, uint64_t *retry_after) {
         curl_easy_setopt(f->curl, CURLOPT_SSL_VERIFYHOST, 2L);
         if (c->ca_file)
                 curl_easy_setopt(f->curl, CURLOPT_CAINFO, c->ca_file);
+        if (f->resolve)
+                curl_easy_setopt(f->curl, CURLOPT_RESOLVE, f->resolve);
         curl_easy_setopt(f->curl, CURLOPT_USERAGENT, "kneewrap-uplink/" KW_VERSION);
         curl_easy_setopt(f->curl, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(f->curl, CURLOPT_WRITEDATA, body);
@@ -139,6 +142,27 @@ int fhir_client_new(const UplinkConfig *c, Fhir **ret) {
                 free(f);
                 return -ENOMEM;
         }
+        /* The address pins the server's name (and the token endpoint's, when it is the same
+         * host) to it: no DNS, so the unit's IPAddressAllow= needs only that address. The
+         * certificate is still checked against the name. */
+        if (c->address) {
+                const char *urls[] = { c->url, c->token_url };
+
+                for (size_t i = 0; i < ELEMENTSOF(urls); i++) {
+                        _cleanup_free_ char *entry = NULL;
+                        char *host = NULL, *port = NULL;
+                        CURLU *u = urls[i] ? curl_url() : NULL;
+
+                        if (u && curl_url_set(u, CURLUPART_URL, urls[i], 0) == CURLUE_OK &&
+                            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+                            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+                            asprintf(&entry, "%s:%s:%s", host, port, c->address) >= 0)
+                                f->resolve = curl_slist_append(f->resolve, entry);
+                        curl_free(host);
+                        curl_free(port);
+                        curl_url_cleanup(u);
+                }
+        }
         *ret = f;
         return 0;
 }
@@ -148,6 +172,7 @@ Fhir *fhir_client_free(Fhir *f) {
                 return NULL;
         secret_free(&f->token);
         curl_easy_cleanup(f->curl);
+        curl_slist_free_all(f->resolve);
         free(f);
         return NULL;
 }
@@ -178,8 +203,13 @@ static int token_fetch_oauth(Fhir *f, FhirOutcome *o) {
         int r;
 
         r = read_secret(c->client_secret_file, "uplink-client-secret", &secret);
+        if (r >= 0 && !*secret) {
+                secret_free(&secret);
+                r = -ENODATA;
+        }
         if (r < 0) {
-                outcome_set(o, FHIR_AUTH, "cannot read the client secret: %s", strerror(-r));
+                outcome_set(o, FHIR_AUTH, "cannot read the client secret: %s",
+                            r == -ENODATA ? "it is empty" : strerror(-r));
                 return r;
         }
         if (c->scope)
@@ -250,7 +280,9 @@ static int token_get(Fhir *f, bool fresh, FhirOutcome *o) {
                 return token_fetch_oauth(f, o);
         /* A bearer token file is read again each time: a rotated token is picked up on a 401. */
         r = read_secret(c->token_file, "uplink-token", &f->token);
-        if (r == -ENOENT && !c->token_file)
+        if (r >= 0 && !*f->token)
+                secret_free(&f->token);   /* the unit's default credential: empty, no token */
+        if ((r == -ENOENT && !c->token_file) || (r >= 0 && !f->token))
                 return 0;   /* no auth configured: the server takes requests without */
         if (r < 0) {
                 outcome_set(o, FHIR_AUTH, "cannot read the token: %s", strerror(-r));

@@ -1,4 +1,5 @@
 /* uplink-config: /etc/kneewrap/uplink.conf, the clinic uplink's configuration (inih). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@ void uplink_config_init(UplinkConfig *c) {
 }
 
 void uplink_config_done(UplinkConfig *c) {
-        char **strings[] = { &c->url, &c->ca_file, &c->token_file, &c->token_url, &c->client_id,
+        char **strings[] = { &c->url, &c->address, &c->ca_file, &c->token_file, &c->token_url, &c->client_id,
                              &c->client_secret_file, &c->scope, &c->store_path, &c->state_path };
 
         for (size_t i = 0; i < ELEMENTSOF(strings); i++) {
@@ -91,6 +92,16 @@ static int set_url(char **dst, const char *value, const char **why) {
         return set_string(dst, value);
 }
 
+static int set_address(char **dst, const char *value, const char **why) {
+        unsigned char buf[sizeof(struct in6_addr)];
+
+        if (inet_pton(AF_INET, value, buf) != 1 && inet_pton(AF_INET6, value, buf) != 1) {
+                *why = "not an IPv4 or IPv6 address";
+                return -EINVAL;
+        }
+        return set_string(dst, value);
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value) {
         Parser *p = user;
         UplinkConfig *c = p->c;
@@ -104,10 +115,12 @@ static int handler(void *user, const char *section, const char *name, const char
         if (streq(section, "server")) {
                 if (streq(name, "url"))
                         r = set_url(&c->url, value, &why);
+                else if (streq(name, "address"))
+                        r = set_address(&c->address, value, &why);
                 else if (streq(name, "ca_file"))
                         r = set_path(&c->ca_file, value, &why);
                 else if (streq(name, "timeout"))
-                        r = set_uint(&c->timeout_s, value, 1, 600, &why);
+                        r = set_uint(&c->timeout_s, value, 1, 120, &why);
         } else if (streq(section, "auth")) {
                 if (streq(name, "token_file"))
                         r = set_path(&c->token_file, value, &why);

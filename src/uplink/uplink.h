@@ -13,6 +13,7 @@
 typedef struct UplinkConfig {
         /* [server] */
         char *url;                    /* the FHIR base: transactions are POSTed here */
+        char *address;                /* the server's IP: no DNS, and the same as IPAddressAllow= */
         char *ca_file;                /* NULL: the system's CA store */
         unsigned timeout_s;           /* one request, connection included */
         /* [auth] */

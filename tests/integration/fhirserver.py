@@ -17,6 +17,8 @@ SEED = os.environ.get('KW_STORE_SEED', os.path.join(BUILDDIR, 'tests', 'integrat
 SESSION_SYSTEM = 'urn:kneewrap:session-id'
 CLIENT_ID = 'gateway-test'
 CLIENT_SECRET = 'never-in-a-log-3f9a'
+# A name no resolver knows: reached only through [server] address (no DNS).
+CLINIC_HOST = 'fhir.clinic.test'
 
 
 def npm_ci():
@@ -38,7 +40,7 @@ def make_ca(d):
     ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
         '-subj', '/CN=127.0.0.1', '-keyout', 'server.key', '-out', 'server.csr')
     with open(os.path.join(d, 'ext.cnf'), 'w') as f:
-        f.write('subjectAltName=IP:127.0.0.1\n')
+        f.write(f'subjectAltName=IP:127.0.0.1,DNS:{CLINIC_HOST}\n')
     ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
         '-days', '2', '-extfile', 'ext.cnf', '-out', 'server.pem')
     return os.path.join(d, 'ca.pem')
@@ -117,7 +119,7 @@ class FhirServer:
 class Gateway:
     """A store seeded without the daemon, and kneewrap-uplink's config pointing at the server."""
 
-    def __init__(self, d, server, batch=8, timeout=5, retry_max=2, oauth=True, extra=''):
+    def __init__(self, d, server, batch=8, timeout=5, retry_max=2, oauth=True, extra='', by_name=False):
         self.dir = str(d)
         self.db = os.path.join(self.dir, 'kneewrap.db')
         self.state = os.path.join(self.dir, 'uplink-state', 'uplink.db')
@@ -126,10 +128,15 @@ class Gateway:
         secret = os.path.join(self.dir, 'client-secret')
         with open(secret, 'w') as f:
             f.write(CLIENT_SECRET + '\n')
-        auth = (f'[auth]\ntoken_url = {server.token_url}\nclient_id = {CLIENT_ID}\n'
+        base, token_url, address = server.base, server.token_url, ''
+        if by_name:
+            base = base.replace('127.0.0.1', CLINIC_HOST)
+            token_url = token_url.replace('127.0.0.1', CLINIC_HOST)
+            address = 'address = 127.0.0.1\n'
+        auth = (f'[auth]\ntoken_url = {token_url}\nclient_id = {CLIENT_ID}\n'
                 f'client_secret_file = {secret}\n') if oauth else ''
         with open(self.conf, 'w') as f:
-            f.write(f'[server]\nurl = {server.base}\nca_file = {server.ca}\ntimeout = {timeout}\n{auth}'
+            f.write(f'[server]\nurl = {base}\n{address}ca_file = {server.ca}\ntimeout = {timeout}\n{auth}'
                     f'[uplink]\nstore = {self.db}\nstate = {self.state}\nbatch = {batch}\n'
                     f'retry_max = {retry_max}\npoll = 30\n{extra}')
         self.proc = None

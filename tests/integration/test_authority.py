@@ -72,6 +72,25 @@ def test_dbus_authority(tmp_path, private_bus):  # noqa: F811
         assert rc == 0, out
         assert d.poll() is None
 
+        # Every change went into the append-only history, with the caller's uid; none of the
+        # refused ones did.
+        from kwtestutil import KNEEWRAPCTL
+        r = subprocess.run([KNEEWRAPCTL, '--config', str(conf), 'history', '--json'], capture_output=True, text=True,
+                           env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=private_bus), timeout=10)
+        assert r.returncode == 0, r.stderr
+        import json
+        h = [(e['what'], e['wrap'], e['source'], e['uid'], e['detail']) for e in json.loads(r.stdout)]
+        assert h == [('injury', w, 'dbus', NOBODY, '2026-01-02'), ('injury_resolved', w, 'dbus', NOBODY, ''),
+                     ('adoption', None, 'dbus', 0, 'closed')], h
+        r = subprocess.run([KNEEWRAPCTL, '--config', str(conf), 'history', w], capture_output=True, text=True,
+                           env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=private_bus), timeout=10)
+        assert 'injury_resolved' in r.stdout and 'uid 65534' in r.stdout, r.stdout
+        c = sqlite3.connect(str(db))
+        for sql in ('update audit set uid = 0', 'delete from audit'):
+            with pytest.raises(sqlite3.DatabaseError, match='append-only'):
+                c.execute(sql)
+        c.close()
+
 
 def test_shipped_bus_policy(tmp_path):
     """The shipped org.kneewrap1.conf, enforced by a real dbus-daemon: its group names are

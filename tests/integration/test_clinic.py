@@ -86,6 +86,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         # Only the knee changes; the rest stays.
         g.ctl('profile', w, '--knee', 'right')
         assert json.loads(g.ctl('profile', w, '--json').stdout)['label'] == 'Patient 12'
+        assert 'Patient 12, knee: right' in g.ctl('wraps').stdout
 
         # ---- run 1 from the CLI; a full cold session follows it.
         out = g.ctl('run', w, '--minutes', '40', '--km', '8.2').stdout
@@ -217,6 +218,9 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         assert types.count('Patient') == 1 and types.count('Device') == 1
         assert types.count('Procedure') == len(doc['sessions']) and types.count('Observation') == 2
         assert types.count('Flag') == 0        # both alerts were acknowledged
+        dev = next(e['resource'] for e in bundle['entry'] if e['resource']['resourceType'] == 'Device')
+        assert dev['identifier'][0]['value'] == w and dev['manufacturer'] and dev['modelNumber'] and dev['version']
+        assert dev['serialNumber'] == doc['wrap']['serial'] and doc['wrap']['model'] == dev['modelNumber']
         procs = {e['resource']['identifier'][0]['value']: e['resource'] for e in bundle['entry']
                  if e['resource']['resourceType'] == 'Procedure'}
         assert procs[done['session_id']]['status'] == 'completed'

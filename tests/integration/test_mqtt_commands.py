@@ -190,6 +190,8 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
         r = ask(col, set_t, {'injury': 'today'}, resp)
         assert r['status'] == 'ok', r
         assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
+        # In the append-only history, as coming over MQTT (which does not name the publisher).
+        assert gw.sql('select what, wrap, source, uid from audit') == [('injury', w, 'mqtt', None)]
         r = ask(col, set_t, {'pain': {'score': 3}}, resp)
         assert r['status'] == 'ok', r
 
@@ -214,6 +216,7 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
         assert gw.sql('select count(*) from prescriptions')[0][0] == 0
         assert gw.sql('select count(*) from wraps')[0][0] == 1
         assert col.last_json('kneewrap/bridge/info')['adoption_open'] is False
+        assert gw.sql('select count(*) from audit')[0][0] == 1          # the refusals changed nothing
 
         # Discovery: the adoption switch and its end are cleared (empty retained configs), the
         # injury date cannot be emptied.

@@ -4,15 +4,17 @@
 # searching the server for each session_id.
 import json
 import os
+import re
+import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 
 import pytest
 
-from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, FhirServer, Gateway
-from kwtestutil import BUILDDIR, wait_for
+from kwmqtt import Collector, broker, mqtt_config  # noqa: F401
+from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, UPLINK, FhirServer, Gateway
+from kwtestutil import BUILDDIR, SRCDIR, daemon_running, private_bus, wait_for, write_config  # noqa: F401
 
 WRAP_ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
@@ -86,7 +88,9 @@ def test_engine_applies_ifnoneexist_in_transactions(server):
 
 
 def test_delivers_follows_and_corrects(gw, server):
-    g = gw()
+    # By the server's name, with [server] address: no DNS (the name resolves nowhere), and the
+    # certificate is still checked against the name.
+    g = gw(by_name=True)
     ids = g.seed('sessions', WRAP, 12, T0)
     g.seed('diary', WRAP, T0 + 3000, 4)
     g.start()
@@ -249,3 +253,98 @@ def test_kneewrapctl_uplink(gw, server, tmp_path):
     assert out['pending'] == 0 and out['last_success'] and out['last_error'] is None and out['sent'] == 4
     assert 'Pending: 0' in ctl()
     assert_once(server, ids)
+
+
+def test_tls_verified_against_the_ca(gw, server, tmp_path):
+    """A server whose certificate the configured CA did not sign gets nothing."""
+    g = gw()
+    g.seed('sessions', WRAP, 2, T0)
+    other = tmp_path / 'other'
+    other.mkdir()
+    from fhirserver import make_ca
+    text = open(g.conf).read().replace(server.ca, make_ca(str(other)))
+    open(g.conf, 'w').write(text)
+    r = g.once()
+    assert r.returncode == 1
+    assert 'certificate' in g.state_row()['last_error'].lower() or 'SSL' in g.state_row()['last_error']
+    assert server.stats()['transactions'] == 0
+
+
+def test_config_errors(tmp_path):
+    conf = tmp_path / 'uplink.conf'
+    conf.write_text('[server]\nurl = http://fhir.example/r4\ntimeout = 0\naddress = fhir.example\n'
+                    '[uplink]\nbatch = 2\nnope = 1\n')
+    r = subprocess.run([UPLINK, '--check-config', '-c', str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    for line in (f'{conf}:2: [server] url: must be an https:// URL',
+                 f'{conf}:3: [server] timeout: must be a whole number from 1 to 120',
+                 f'{conf}:4: [server] address: not an IPv4 or IPv6 address',
+                 f'{conf}:6: [uplink] batch: must be a whole number from 3 to 1000',
+                 f'{conf}:7: [uplink] nope: unknown key',
+                 '[server] url: not set'):
+        assert line in r.stderr, r.stderr
+    example = os.path.join(SRCDIR, 'conf', 'uplink.conf.example')
+    text = open(example).read().replace('#url = ', 'url = ')
+    conf.write_text(text)
+    r = subprocess.run([UPLINK, '--check-config', '-c', str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'), reason='no systemd-analyze')
+def test_unit_verify_and_score(tmp_path):
+    text = open(os.path.join(BUILDDIR, 'systemd', 'kneewrap-uplink.service')).read()
+    text = re.sub(r'^ExecStart=\S+', f'ExecStart={os.path.abspath(UPLINK)}', text, flags=re.M)
+    unit = tmp_path / 'kneewrap-uplink.service'
+    unit.write_text(text)
+    r = subprocess.run(['systemd-analyze', 'verify', '--man=no', str(unit)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == '', r.stderr
+    r = subprocess.run(['systemd-analyze', 'security', '--offline=true', '--no-pager', str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r'Overall exposure level for kneewrap-uplink\.service: (\d+\.\d+)', r.stdout)
+    assert m, r.stdout + r.stderr
+    print(f'systemd-analyze security: {m.group(1)}')
+    assert float(m.group(1)) <= 1.5
+    for line in ('User=kneewrap-uplink', 'SupplementaryGroups=kneewrap', 'ReadOnlyPaths=/var/lib/kneewrap',
+                 'IPAddressDeny=any', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+                 'LoadCredential=uplink-token:', 'LoadCredential=uplink-client-secret:', 'ProtectSystem=strict'):
+        assert line in text, line
+
+
+def test_daemon_status_shows_the_uplink(gw, server, tmp_path, private_bus):
+    """kneewrapd's STATUS= carries the uplink's figures, and follows the uplink's writes."""
+    g = gw()
+    g.seed('sessions', WRAP, 3, T0)
+    server.faults(status=500, count=1)
+    assert g.once().returncode == 1
+    conf = write_config(tmp_path, store=g.db, extra=f'uplink_state = {g.state}\n')
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
+        notify.wait_for('READY=1', timeout=10)
+        status = notify.last_status()
+        print(f'STATUS={status}')
+        assert 'clinic uplink failing (HTTP 500' in status and '4 pending' in status
+        assert g.once().returncode == 0
+        wait_for(lambda: 'clinic uplink: 0 pending' in notify.last_status(), 10, 0.05)
+        print(f'STATUS={notify.last_status()}')
+
+
+def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broker):  # noqa: F811
+    g = gw()
+    g.seed('sessions', WRAP, 2, T0)
+    server.faults(status=503, count=1)
+    assert g.once().returncode == 1
+    conf = write_config(tmp_path, store=g.db, extra=f'uplink_state = {g.state}\n' + mqtt_config(broker))
+    col = Collector(broker, topics=('kneewrap/bridge/health',))
+    try:
+        with daemon_running(tmp_path, conf, private_bus) as (d, notify):
+            notify.wait_for('READY=1', timeout=10)
+            col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
+            u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
+            assert u['pending'] == 3 and u['last_success'] is None and u['last_error'].startswith('HTTP 503')
+            assert g.once().returncode == 0
+            col.clear()
+            col.publish('homeassistant/status', 'online')   # health is sent again at once
+            col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
+            u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
+            assert u['pending'] == 0 and u['last_success'] and u['last_error'] is None
+    finally:
+        col.close()

@@ -22,8 +22,16 @@ mkdir -p $KW_RUN
 btvirt -l2 > "$KW_OUT/btvirt.log" 2>&1 &
 kw_wait 15 "controller hci1" test -e /sys/class/bluetooth/hci1
 systemctl start bluetooth.service || kw_die "bluetooth.service did not start"
-kw_wait 20 "hci0 powered" kw_adapter_is hci0 "$KW_HCI0"
-kw_wait 20 "hci1 powered" kw_adapter_is hci1 "$KW_HCI1"
+for a in hci0 hci1; do
+        kw_wait 30 "adapter $a" kw_adapter_prop $a Address
+done
+# AutoEnable powers them; under load a controller's first HCI reset can time out, and
+# bluetoothd then leaves it off: power it on again (it resets again), as kw_start_bluez does.
+for a in hci0 hci1; do
+        kw_adapter_powered $a || busctl set-property org.bluez "/org/bluez/$a" org.bluez.Adapter1 Powered b true || true
+done
+kw_wait 30 "hci0 powered" kw_adapter_is hci0 "$KW_HCI0"
+kw_wait 30 "hci1 powered" kw_adapter_is hci1 "$KW_HCI1"
 btmgmt --index 1 power off > /dev/null && btmgmt --index 1 bredr off > /dev/null &&
         btmgmt --index 1 power on > /dev/null || kw_die "cannot make hci1 LE-only"
 kw_wait 10 "hci1 powered again" kw_adapter_is hci1 "$KW_HCI1"
