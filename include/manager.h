@@ -6,13 +6,14 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bluez.h"
 #include "config.h"
+#include "mqtt.h"
 #include "record.h"
 #include "rules.h"
 #include "store.h"
+#include "uplink-state.h"
 
-typedef struct Bluez Bluez;       /* ble/bluez.c: the BlueZ client */
-typedef struct Mqtt Mqtt;         /* mqtt/mqtt.c: the MQTT client */
 typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
 typedef struct BusApi BusApi;     /* daemon/bus-api.c: our own D-Bus API, org.kneewrap1 */
 
@@ -27,7 +28,9 @@ typedef struct Manager {
         int store_error;             /* the last store error (negative errno), 0 when healthy */
         sd_event_source *store_retry;
 
-        Bluez *bluez;
+        Bluez *bluez;                /* the BLE leaf; reports through the hooks of leaves.c */
+        const struct WrapLinkOps *link_ops; /* how wrap.c reaches a wrap (the BLE leaf, or a test's fake) */
+        void *link_userdata;
         Mqtt *mqtt;                  /* NULL when [mqtt] host is not set */
         BusApi *api;                 /* NULL without a bus (kneewrapctl's loop-less Manager) */
 
@@ -38,7 +41,6 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
-        uint64_t mqtt_reconnects;
         uint64_t requests_dropped;   /* session requests over one a second per wrap (door.c) */
         struct DoorRate *rates;      /* door.c: when each wrap's last request was decided */
         size_t n_rates;
@@ -47,7 +49,8 @@ typedef struct Manager {
 
         /* manager.c's own bookkeeping. */
         int log_verbose;             /* -v given n times: n levels above [daemon] log_level */
-        sd_event_source *r8_timer;   /* the daily R8 check, just after local midnight */
+        sd_event_source *r8_timer;
+        sd_event_source *exit_source; /* stops the sessions while the bus is still up */   /* the daily R8 check, just after local midnight */
         unsigned store_retries;      /* store retries failed so far, for the backoff */
         char *status;                /* the last STATUS= sent, to send changes only */
         uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
@@ -60,11 +63,20 @@ typedef struct Manager {
         bool clock_was_trusted;
         sd_event_source *time_change;
         sd_event_source *sync_timer;
+        uint64_t clock_step_until;   /* mono_usec(): the sync state is polled fast until then */
 
         uint64_t skin_silence_usec;  /* R5's 15 s of real time (0: that); unit tests shorten it */
+
+        /* The clinic uplink's figures (its state file and what the store holds past its
+         * cursor), for STATUS= and bridge/health: read when the uplink writes its state and
+         * at each health report, never on the notification path. */
+        UplinkReport uplink;
+        sd_event_source *uplink_watch;
 } Manager;
 
 int manager_new(const char *config_path, Manager **ret);
+/* Reads the clinic uplink's figures again into m->uplink. */
+void manager_uplink_refresh(Manager *m);
 Manager *manager_free(Manager *m);
 int manager_run(Manager *m);
 
@@ -106,5 +118,18 @@ const char *manager_store_problem(int error);
 
 /* R8 (persisting pain) for one wrap: raises its alert when due. 1 when raised, 0, or -errno. */
 int manager_r8_check(Manager *m, const char *wrap, int64_t now);
+
+/* The daemon's side of its leaves (leaves.c): the hooks it sets on the BLE client, the
+ * link operations wrap.c uses, and the wraps' life: loading from the store (adding their
+ * links), adoption, removal. */
+void manager_ble_hooks(Manager *m, BluezHooks *ret);
+void manager_mqtt_hooks(Manager *m, MqttHooks *ret);
+/* Creates m->mqtt with the daemon's hooks. */
+int manager_mqtt_new(Manager *m);
+extern const struct WrapLinkOps manager_link_ops;
+int manager_wraps_load(Manager *m);
+int manager_wrap_adopt(Manager *m, const char *address, const char *name);
+/* Ends its session, drops its link and bond, frees it. -ENOENT when not known. */
+int manager_wrap_forget(Manager *m, const char *wrap);
 
 /* Every action that changes state goes through the one door: door.h. */

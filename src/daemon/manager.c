@@ -1,10 +1,13 @@
 /* manager: the daemon's one object; it owns the event loop and wires every module to it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <libgen.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
 #include "bluez.h"
@@ -77,6 +80,14 @@ void manager_update_status(Manager *m) {
                          manager_clock_status(m));
         else
                 snprintf(line, sizeof line, "%s, %s, store OK, %s", ble, mqtt, manager_clock_status(m));
+        if (m->uplink.configured && m->uplink.has_pending) {
+                size_t k = strlen(line);
+                if (m->uplink.status.last_error[0])
+                        snprintf(line + k, sizeof line - k, "; clinic uplink failing (%.80s), %" PRIu64 " pending",
+                                 m->uplink.status.last_error, m->uplink.pending);
+                else
+                        snprintf(line + k, sizeof line - k, "; clinic uplink: %" PRIu64 " pending", m->uplink.pending);
+        }
 
         if (!m->status || !streq(m->status, line)) {
                 free(m->status);
@@ -85,6 +96,39 @@ void manager_update_status(Manager *m) {
         }
         /* Whatever changed may show in the D-Bus API's properties; it sends changes only. */
         bus_api_changed(m->api);
+}
+
+/* ---- the clinic uplink's figures ---- */
+
+void manager_uplink_refresh(Manager *m) {
+        UplinkReport u;
+
+        if (uplink_report(m->store, m->config.uplink_state_path, &u) >= 0)
+                m->uplink = u;
+}
+
+/* The uplink wrote its state (a Bundle confirmed, or a failure): the figures changed. */
+static int on_uplink_state(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ char *copy = strdup(m->config.uplink_state_path);
+
+        if (!copy || ev->len == 0 || !streq(ev->name, basename(copy)))
+                return 0;
+        manager_uplink_refresh(m);
+        if (m->ready)
+                manager_update_status(m);
+        return 0;
+}
+
+static void uplink_watch(Manager *m) {
+        _cleanup_free_ char *dir = strdup(m->config.uplink_state_path);
+
+        m->uplink_watch = sd_event_source_disable_unref(m->uplink_watch);
+        /* No uplink on this gateway (no state directory): nothing to watch, nothing to say. */
+        if (!dir || sd_event_add_inotify(m->event, &m->uplink_watch, dirname(dir),
+                                         IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO, on_uplink_state, m) < 0)
+                return;
+        manager_uplink_refresh(m);
 }
 
 /* ---- the store: open at start, and while it fails, retry with backoff ---- */
@@ -125,7 +169,8 @@ static void store_now_available(Manager *m) {
 
         if (store_newest_time(m->store, &newest) >= 0 && newest > m->newest_wall)
                 m->newest_wall = newest;
-        (void) wraps_load(m);
+        wraps_stored_invalidate(m, NULL);
+        (void) manager_wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
         m->clock_was_trusted = false;   /* records taken while the store was away may need correcting */
@@ -220,7 +265,7 @@ static void r8_check_all(Manager *m) {
                 if (store_is_broken(r))
                         manager_store_failed(m, r);
                 else
-                        log_error_errno(r, "R8 check: cannot list the wraps: %s", strerror(abs(r)));
+                        log_error_errno(r, "R8 check: cannot list the wraps: %m");
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -230,7 +275,7 @@ static void r8_check_all(Manager *m) {
                         return;
                 }
                 if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %s", strerror(abs(r)));
+                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %m");
         }
 }
 
@@ -264,7 +309,7 @@ static int r8_schedule(Manager *m) {
         } else
                 r = sd_event_add_time(m->event, &m->r8_timer, CLOCK_MONOTONIC, deadline, accuracy, on_r8_timer, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot schedule the daily R8 check: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot schedule the daily R8 check: %m");
         return 0;
 }
 
@@ -331,7 +376,7 @@ int manager_reload(Manager *m) {
         m->config = new;
 
         if (m->config.mqtt_host && !old.mqtt_host)
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
         else if (!m->config.mqtt_host && old.mqtt_host) {
                 m->mqtt = mqtt_free(m->mqtt);
                 r = 0;
@@ -342,7 +387,7 @@ int manager_reload(Manager *m) {
                 m->config = old;
                 old = new;
                 if (m->config.mqtt_host && !m->mqtt)
-                        (void) mqtt_new(m, &m->mqtt);
+                        (void) manager_mqtt_new(m);
                 else if (!m->config.mqtt_host)
                         m->mqtt = mqtt_free(m->mqtt);
                 else
@@ -358,8 +403,10 @@ int manager_reload(Manager *m) {
                 else
                         store_now_available(m);
         }
+        /* The therapy defaults may differ: what MQTT shows is read again. */
+        wraps_stored_invalidate(m, NULL);
         /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
-        bluez_adoption_changed(m->bluez);
+        bluez_set_adoption(m->bluez, m->adoption_until);
 
         config_done(&old);
         apply_log_level(m);
@@ -396,22 +443,22 @@ static int bus_setup(Manager *m) {
 
         r = sd_bus_open_system_with_description(&m->bus, "kneewrapd");
         if (r < 0)
-                return log_error_errno(r, "Cannot connect to the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot connect to the system bus: %m");
         /* Without the bus we can do nothing useful: exit, and let systemd restart us. */
         r = sd_bus_set_exit_on_disconnect(m->bus, true);
         if (r < 0)
-                return log_error_errno(r, "Cannot set up the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot set up the system bus: %m");
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
-                return log_error_errno(r, "Cannot attach the system bus to the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot attach the system bus to the event loop: %m");
 
         /* The API's object first: whoever sees the name appear finds it there. */
         r = bus_api_new(m, &m->api);
         if (r < 0)
-                return log_error_errno(r, "Cannot register the D-Bus API: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot register the D-Bus API: %m");
         r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
         if (r < 0)
-                log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
+                log_warning_errno(r, "Cannot ask for %s: %m", BUS_NAME);
 
         return 0;
 }
@@ -421,9 +468,14 @@ static int bus_setup(Manager *m) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* Sessions stop while the link can still carry STOP; then the leaf goes, then the wraps. */
+        wraps_shutdown(m);
         m->bluez = bluez_free(m->bluez);
+        wraps_free(m);
+        m->exit_source = sd_event_source_disable_unref(m->exit_source);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
+        m->uplink_watch = sd_event_source_disable_unref(m->uplink_watch);
         manager_time_free(m);
         m->store_retry = sd_event_source_disable_unref(m->store_retry);
         m->api = bus_api_free(m->api);
@@ -442,8 +494,14 @@ static void manager_freep(Manager **m) {
         manager_free(*m);
 }
 
+static int on_loop_exit(sd_event_source *s, void *userdata) {
+        wraps_shutdown(userdata);
+        return 0;
+}
+
 int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        BluezHooks hooks;
         _cleanup_free_ char *errors = NULL;
         size_t errors_size = 0;
         sigset_t ss;
@@ -471,13 +529,13 @@ int manager_new(const char *config_path, Manager **ret) {
                 if (r == -EINVAL)
                         return log_error_errno(r, "%s has the errors above; not starting.", config_path);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot read %s: %s", config_path, strerror(abs(r)));
+                        return log_error_errno(r, "Cannot read %s: %m", config_path);
         }
         apply_log_level(m);
 
         r = sd_event_default(&m->event);
         if (r < 0)
-                return log_error_errno(r, "Cannot create the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot create the event loop: %m");
 
         /* A file-size limit (LimitFSIZE=) must make the store's write fail with EFBIG, which
          * it handles like a full disk, not kill the daemon. */
@@ -489,19 +547,19 @@ int manager_new(const char *config_path, Manager **ret) {
         sigaddset(&ss, SIGINT);
         sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
-                return log_error_errno(errno, "Cannot block signals: %s", strerror(abs(errno)));
+                return log_error_errno(errno, "Cannot block signals: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot watch signals: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot watch signals: %m");
 
         /* WATCHDOG=1 at half of WatchdogSec, from the loop itself: a stuck loop stops pinging. */
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
-                log_warning_errno(r, "Cannot set up the watchdog: %s", strerror(abs(r)));
+                log_warning_errno(r, "Cannot set up the watchdog: %m");
 
         r = bus_setup(m);
         if (r < 0)
@@ -518,21 +576,34 @@ int manager_new(const char *config_path, Manager **ret) {
 
         /* MQTT */
         if (m->config.mqtt_host) {
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
                 if (r < 0)
                         return r; /* it logged which file; a setup that can never work */
         }
 
-        /* BLE */
-        r = bluez_new(m, &m->bluez);
+        /* BLE: the leaf, then the wraps (from the store), each with its link. */
+        manager_ble_hooks(m, &hooks);
+        r = bluez_new(m->event, m->bus, &m->config, &hooks, &m->bluez);
         if (r < 0)
-                return log_error_errno(r, "Cannot start the BlueZ client: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot start the BlueZ client: %m");
+        m->link_ops = &manager_link_ops;
+        m->link_userdata = m;
+        r = manager_wraps_load(m);
+        if (r < 0 && r != -ENXIO)
+                log_warning_errno(r, "Cannot load the adopted wraps: %m");
+        /* The loop is exiting: stop the sessions before sd-bus's own exit handler closes the bus. */
+        r = sd_event_add_exit(m->event, &m->exit_source, on_loop_exit, m);
+        if (r >= 0)
+                r = sd_event_source_set_priority(m->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch the loop's exit: %m");
 
         r = r8_schedule(m);
         if (r < 0)
                 return r;
         if (m->store)
                 r8_check_all(m);
+        uplink_watch(m);
 
         *ret = m;
         m = NULL;
@@ -550,6 +621,6 @@ int manager_run(Manager *m) {
 
         r = sd_event_loop(m->event);
         if (r < 0)
-                return log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+                return log_error_errno(r, "Event loop failed: %m");
         return r;
 }

@@ -154,5 +154,15 @@ int state_bridge_health_json(const BridgeHealth *h, char **ret) {
         f |= put(o, "clock_synced", json_boolean(h->clock_synced));
         f |= put(o, "clock_trusted", json_boolean(h->clock_trusted));
         f |= put(o, "clock_declared_trusted", json_boolean(h->clock_declared_trusted));
+        if (h->uplink) {
+                json_t *u = json_object();
+                bool g = false;
+
+                g |= put(u, "pending", h->has_uplink_pending ? json_integer((json_int_t) h->uplink_pending) : json_null());
+                g |= put(u, "last_success", iso_or_null(h->uplink_last_success));
+                g |= put(u, "last_error", h->uplink_last_error && *h->uplink_last_error ?
+                                               json_string(h->uplink_last_error) : json_null());
+                f |= g || put(o, "uplink", u);
+        }
         return dump(o, f, ret);
 }

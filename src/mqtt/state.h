@@ -57,5 +57,11 @@ typedef struct BridgeHealth {
         bool clock_synced;            /* R10: the kernel says the clock is synchronised */
         bool clock_trusted;           /* waits may use the wall clock now */
         bool clock_declared_trusted;  /* [daemon] clock_trusted = yes */
+        /* The clinic uplink (kneewrap-uplink), when it has run here. */
+        bool uplink;
+        bool has_uplink_pending;
+        uint64_t uplink_pending;
+        int64_t uplink_last_success;  /* 0: never */
+        const char *uplink_last_error; /* NULL or "": none since the last success */
 } BridgeHealth;
 int state_bridge_health_json(const BridgeHealth *h, char **ret);

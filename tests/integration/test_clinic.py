@@ -86,6 +86,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         # Only the knee changes; the rest stays.
         g.ctl('profile', w, '--knee', 'right')
         assert json.loads(g.ctl('profile', w, '--json').stdout)['label'] == 'Patient 12'
+        assert 'Patient 12, knee: right' in g.ctl('wraps').stdout
 
         # ---- run 1 from the CLI; a full cold session follows it.
         out = g.ctl('run', w, '--minutes', '40', '--km', '8.2').stdout

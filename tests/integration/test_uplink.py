@@ -12,8 +12,9 @@ import time
 
 import pytest
 
+from kwmqtt import Collector, broker, mqtt_config  # noqa: F401
 from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, UPLINK, FhirServer, Gateway
-from kwtestutil import BUILDDIR, SRCDIR, wait_for
+from kwtestutil import BUILDDIR, SRCDIR, daemon_running, private_bus, wait_for, write_config  # noqa: F401
 
 WRAP_ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
@@ -307,3 +308,43 @@ def test_unit_verify_and_score(tmp_path):
                  'IPAddressDeny=any', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
                  'LoadCredential=uplink-token:', 'LoadCredential=uplink-client-secret:', 'ProtectSystem=strict'):
         assert line in text, line
+
+
+def test_daemon_status_shows_the_uplink(gw, server, tmp_path, private_bus):
+    """kneewrapd's STATUS= carries the uplink's figures, and follows the uplink's writes."""
+    g = gw()
+    g.seed('sessions', WRAP, 3, T0)
+    server.faults(status=500, count=1)
+    assert g.once().returncode == 1
+    conf = write_config(tmp_path, store=g.db, extra=f'uplink_state = {g.state}\n')
+    with daemon_running(tmp_path, conf, private_bus) as (d, notify):
+        notify.wait_for('READY=1', timeout=10)
+        status = notify.last_status()
+        print(f'STATUS={status}')
+        assert 'clinic uplink failing (HTTP 500' in status and '4 pending' in status
+        assert g.once().returncode == 0
+        wait_for(lambda: 'clinic uplink: 0 pending' in notify.last_status(), 10, 0.05)
+        print(f'STATUS={notify.last_status()}')
+
+
+def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broker):  # noqa: F811
+    g = gw()
+    g.seed('sessions', WRAP, 2, T0)
+    server.faults(status=503, count=1)
+    assert g.once().returncode == 1
+    conf = write_config(tmp_path, store=g.db, extra=f'uplink_state = {g.state}\n' + mqtt_config(broker))
+    col = Collector(broker, topics=('kneewrap/bridge/health',))
+    try:
+        with daemon_running(tmp_path, conf, private_bus) as (d, notify):
+            notify.wait_for('READY=1', timeout=10)
+            col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
+            u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
+            assert u['pending'] == 3 and u['last_success'] is None and u['last_error'].startswith('HTTP 503')
+            assert g.once().returncode == 0
+            col.clear()
+            col.publish('homeassistant/status', 'online')   # health is sent again at once
+            col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
+            u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
+            assert u['pending'] == 0 and u['last_success'] and u['last_error'] is None
+    finally:
+        col.close()
