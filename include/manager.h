@@ -6,14 +6,14 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bluez.h"
 #include "config.h"
+#include "mqtt.h"
 #include "record.h"
 #include "rules.h"
 #include "store.h"
 #include "uplink-state.h"
 
-typedef struct Bluez Bluez;       /* ble/bluez.c: the BlueZ client */
-typedef struct Mqtt Mqtt;         /* mqtt/mqtt.c: the MQTT client */
 typedef struct Wrap Wrap;         /* daemon/wrap.c: one adopted wrap and its session */
 typedef struct BusApi BusApi;     /* daemon/bus-api.c: our own D-Bus API, org.kneewrap1 */
 
@@ -28,7 +28,9 @@ typedef struct Manager {
         int store_error;             /* the last store error (negative errno), 0 when healthy */
         sd_event_source *store_retry;
 
-        Bluez *bluez;
+        Bluez *bluez;                /* the BLE leaf; reports through the hooks of leaves.c */
+        const struct WrapLinkOps *link_ops; /* how wrap.c reaches a wrap (the BLE leaf, or a test's fake) */
+        void *link_userdata;
         Mqtt *mqtt;                  /* NULL when [mqtt] host is not set */
         BusApi *api;                 /* NULL without a bus (kneewrapctl's loop-less Manager) */
 
@@ -39,7 +41,6 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
-        uint64_t mqtt_reconnects;
         uint64_t requests_dropped;   /* session requests over one a second per wrap (door.c) */
         struct DoorRate *rates;      /* door.c: when each wrap's last request was decided */
         size_t n_rates;
@@ -48,7 +49,8 @@ typedef struct Manager {
 
         /* manager.c's own bookkeeping. */
         int log_verbose;             /* -v given n times: n levels above [daemon] log_level */
-        sd_event_source *r8_timer;   /* the daily R8 check, just after local midnight */
+        sd_event_source *r8_timer;
+        sd_event_source *exit_source; /* stops the sessions while the bus is still up */   /* the daily R8 check, just after local midnight */
         unsigned store_retries;      /* store retries failed so far, for the backoff */
         char *status;                /* the last STATUS= sent, to send changes only */
         uint64_t now_iteration;      /* manager_now() caches per event-loop iteration */
@@ -115,5 +117,18 @@ const char *manager_store_problem(int error);
 
 /* R8 (persisting pain) for one wrap: raises its alert when due. 1 when raised, 0, or -errno. */
 int manager_r8_check(Manager *m, const char *wrap, int64_t now);
+
+/* The daemon's side of its leaves (leaves.c): the hooks it sets on the BLE client, the
+ * link operations wrap.c uses, and the wraps' life: loading from the store (adding their
+ * links), adoption, removal. */
+void manager_ble_hooks(Manager *m, BluezHooks *ret);
+void manager_mqtt_hooks(Manager *m, MqttHooks *ret);
+/* Creates m->mqtt with the daemon's hooks. */
+int manager_mqtt_new(Manager *m);
+extern const struct WrapLinkOps manager_link_ops;
+int manager_wraps_load(Manager *m);
+int manager_wrap_adopt(Manager *m, const char *address, const char *name);
+/* Ends its session, drops its link and bond, frees it. -ENOENT when not known. */
+int manager_wrap_forget(Manager *m, const char *wrap);
 
 /* Every action that changes state goes through the one door: door.h. */

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bluez.h"
 #include "manager.h"
 #include "record.h"
 #include "rules.h"
@@ -12,12 +13,12 @@
 
 /*
  * A Wrap exists for every adopted wrap (loaded from the store at start, or created at
- * adoption) and lives in Manager.wraps, a singly linked list in adoption order. The BLE
- * client (ble/bluez.c) owns the wrap's link and feeds it decoded GATT values through the
- * wrap_on_*() calls below; everything a session does is decided here, through the rules.
+ * adoption) and lives in Manager.wraps, a singly linked list in adoption order. The daemon
+ * owns it; the BLE client (ble/bluez.c, a leaf) knows only its address, and the daemon's
+ * hooks (leaves.c) feed it decoded GATT values through the wrap_on_*() calls below.
+ * Everything a session does is decided here, through the rules.
  */
 
-typedef struct BzLink BzLink;     /* ble/bluez.c: the wrap's BLE link */
 
 /* What the wrap is doing now, for MQTT and STATUS=. */
 typedef struct WrapLive {
@@ -37,26 +38,31 @@ typedef struct WrapLive {
         SessionOutcome last_outcome;
 } WrapLive;
 
-/* Device Information, read once per daemon run. */
-typedef struct WrapInfo {
-        bool have;
-        char manufacturer[64];
-        char model[64];
-        char serial[64];
-        char firmware[64];
-} WrapInfo;
+/*
+ * How a wrap's session reaches the wrap: manager.c points these at the BLE client
+ * (bluez_write_request, bluez_link_ready), unit tests at a fake link. Manager.link_ops and
+ * Manager.link_userdata hold them.
+ */
+typedef struct WrapLinkOps {
+        int (*write_request)(void *userdata, const char *address, const WireRequest *req);
+        bool (*ready)(void *userdata, const char *address);
+} WrapLinkOps;
 
-/* The GATT values a wrap sends, for the malformed-value counters. */
-typedef enum WrapValueKind {
-        WRAP_VALUE_STATUS,
-        WRAP_VALUE_BUTTON,
-        WRAP_VALUE_TEMPERATURE,
-        WRAP_VALUE_CONTROL_POINT,
-        WRAP_VALUE_BATTERY,
-        _WRAP_VALUE_MAX,
-} WrapValueKind;
+/* What the store says of a wrap, for MQTT's state: kept in memory, so that a notification
+ * runs no SQL; read once, and again only after the daemon wrote something it depends on
+ * (a session record, an injury, a prescription, a reload). */
+typedef struct WrapStored {
+        bool valid;
+        bool has_rules;
+        RulesState rules;             /* the prescription in force, the injury, the last cold end */
+        bool has_last;
+        SessionRecord last;           /* the last finished session */
+} WrapStored;
+const WrapStored *wrap_stored(Wrap *w);
+/* The daemon wrote something about `wrap` (NULL: about every wrap, or the store moved). */
+void wraps_stored_invalidate(Manager *m, const char *wrap);
 
-/* Lifecycle (called by the BLE client and the manager). */
+/* Lifecycle (the daemon's: manager.c and leaves.c; the BLE link is added beside it). */
 int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret);
 /* Unlinks from m->wraps and frees; an open session stays open in the store. */
 void wrap_free(Wrap *w);
@@ -89,8 +95,6 @@ const WrapInfo *wrap_get_info(const Wrap *w);
 uint64_t wrap_get_malformed(const Wrap *w);
 /* The open session's record (outcome OUTCOME_OPEN), or NULL when none is open. */
 const SessionRecord *wrap_get_session(const Wrap *w);
-BzLink *wrap_get_link(const Wrap *w);
-void wrap_set_link(Wrap *w, BzLink *link);
 
 /* Events from the BLE client, all decoded by wire.h before they get here. */
 void wrap_link_up(Wrap *w);                           /* notifications on; a Status read follows */

@@ -11,12 +11,8 @@
 #include "bus-util.h"
 #include "clock.h"
 #include "log.h"
-#include "manager.h"
-#include "mqtt.h"
-#include "store.h"
 #include "util.h"
 #include "wire.h"
-#include "wrap.h"
 
 #define BZ_NAME            "org.bluez"
 #define BZ_ADAPTER         "org.bluez.Adapter1"
@@ -115,10 +111,12 @@ static const struct {
         [CH_FIRMWARE]     = { WIRE_UUID_DEVICE_INFO, WIRE_UUID_FIRMWARE, "Firmware Revision" },
 };
 
+typedef struct BzLink BzLink;
+
 struct BzLink {
         struct BzLink *next;
         Bluez *b;
-        Wrap *w;
+        char address[BDADDR_STR_MAX];
         LinkState state;
         unsigned failures;            /* since the last link that came up */
         sd_event_source *timer;       /* retry, or the resolve timeout */
@@ -144,8 +142,11 @@ struct BzCall {
 };
 
 struct Bluez {
-        Manager *m;
+        sd_event *event;
         sd_bus *bus;
+        const Config *config;
+        BluezHooks hooks;
+        int64_t adoption_until;       /* Unix seconds, scaled clock; 0 = closed */
         sd_bus_slot *matches[7];
         sd_bus_slot *agent_slot;
         sd_bus_slot *owner_call;
@@ -154,7 +155,6 @@ struct Bluez {
         sd_event_source *discovery_timer;
         sd_event_source *power_timer;
         sd_event_source *adopt_timer;
-        sd_event_source *exit_source;
         sd_event_source *sync_timer;
 
         char *owner;                  /* bluetoothd's unique name; NULL while it is gone */
@@ -172,6 +172,10 @@ struct Bluez {
         BzLink *links;
         BzCall *calls;
 };
+
+/* Reports up through the daemon's hooks; a hook it did not set is skipped. */
+#define HOOK(b, name, ...) do { if ((b)->hooks.name) (b)->hooks.name((b)->hooks.userdata, __VA_ARGS__); } while (0)
+#define HOOK0(b, name) do { if ((b)->hooks.name) (b)->hooks.name((b)->hooks.userdata); } while (0)
 
 /* ---- Objects ---- */
 
@@ -571,9 +575,21 @@ static int parse_interfaces(Bluez *b, const char *path, sd_bus_message *msg) {
 
 /* ---- Links ---- */
 
-static BzLink *link_of(Bluez *b, const Wrap *w) {
-        BzLink *l = wrap_get_link(w);
-        return l && l->b == b ? l : NULL;
+static BzLink *link_find(Bluez *b, const char *address) {
+        char a[BDADDR_STR_MAX];
+
+        if (!b || !address)
+                return NULL;
+        for (BzLink *l = b->links; l; l = l->next)
+                if (streq(l->address, address))
+                        return l;
+        /* Not in its normal form: the caller's spelling. */
+        if (bdaddr_normalize(address, a) < 0)
+                return NULL;
+        for (BzLink *l = b->links; l; l = l->next)
+                if (streq(l->address, a))
+                        return l;
+        return NULL;
 }
 
 static void link_clear_chars(BzLink *l) {
@@ -593,14 +609,14 @@ static int link_arm(BzLink *l, uint64_t delay_usec) {
         uint64_t now;
         int r;
 
-        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_now(b->event, CLOCK_MONOTONIC, &now);
         if (l->timer) {
                 r = sd_event_source_set_time(l->timer, now + delay_usec);
                 if (r >= 0)
                         r = sd_event_source_set_enabled(l->timer, SD_EVENT_ONESHOT);
                 return r;
         }
-        return sd_event_add_time(b->m->event, &l->timer, CLOCK_MONOTONIC, now + delay_usec,
+        return sd_event_add_time(b->event, &l->timer, CLOCK_MONOTONIC, now + delay_usec,
                                  10 * USEC_PER_MSEC, on_link_timer, l);
 }
 
@@ -627,7 +643,7 @@ static void link_down(BzLink *l, uint64_t delay_usec) {
         else
                 link_disarm(l);
         if (was_ready)
-                wrap_link_down(l->w);
+                HOOK(l->b, link_down, l->address);
         schedule_update(l->b);
 }
 
@@ -636,10 +652,10 @@ static void link_failed(BzLink *l, const char *what, const sd_bus_error *e) {
 
         l->failures++;
         if (e)
-                log_wrap(LOG_WARNING, wrap_get_address(l->w), "%s failed (%s: %s), attempt %u; retrying in %.1f s",
+                log_wrap(LOG_WARNING, l->address, "%s failed (%s: %s), attempt %u; retrying in %.1f s",
                          what, error_name(e), error_text(e), l->failures, (double) delay / USEC_PER_SEC);
         else
-                log_wrap(LOG_WARNING, wrap_get_address(l->w), "%s failed, attempt %u; retrying in %.1f s",
+                log_wrap(LOG_WARNING, l->address, "%s failed, attempt %u; retrying in %.1f s",
                          what, l->failures, (double) delay / USEC_PER_SEC);
         link_down(l, delay);
 }
@@ -670,10 +686,10 @@ static void on_info_read(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bu
                 /* Valid UTF-8 only: the strings go into JSON, which takes nothing else. */
                 (void) wire_info_string(v, n, dst, sizeof l->info.manufacturer);
         } else if (e)
-                log_wrap(LOG_INFO, wrap_get_address(l->w), "reading %s failed: %s", chars[c->arg].name, error_text(e));
+                log_wrap(LOG_INFO, l->address, "reading %s failed: %s", chars[c->arg].name, error_text(e));
         if (l->info_pending > 0 && --l->info_pending == 0) {
                 l->info.have = true;
-                wrap_on_info(l->w, &l->info);
+                HOOK(b, info, l->address, &l->info);
         }
 }
 
@@ -683,7 +699,7 @@ static void on_status_read(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_
         size_t n;
 
         if (e) {
-                log_wrap(LOG_WARNING, wrap_get_address(l->w), "reading Therapy Status failed: %s", error_text(e));
+                log_wrap(LOG_WARNING, l->address, "reading Therapy Status failed: %s", error_text(e));
                 return;
         }
         if (sd_bus_message_read_array(reply, 'y', &v, &n) < 0)
@@ -709,18 +725,25 @@ static int read_value(BzLink *l, int ch, BzReplyFn fn) {
 
 static void link_setup_done(BzLink *l) {
         BzObj *d = l->dev ? obj_find(l->b, l->dev) : NULL;
+        Bluez *b = l->b;
+        char address[BDADDR_STR_MAX];
+
+        snprintf(address, sizeof address, "%s", l->address);
 
         l->state = LINK_READY;
         l->failures = 0;
         link_disarm(l);
-        log_wrap(LOG_INFO, wrap_get_address(l->w), "connected, notifications on");
-        wrap_link_up(l->w);
+        log_wrap(LOG_INFO, l->address, "connected, notifications on");
+        HOOK(l->b, link_up, l->address);
+        /* The hook may have dropped the link (bluez_link_remove): look it up again. */
+        if (!(l = link_find(b, address)))
+                return;
         if (d && (d->ifaces & IF_BATTERY) && d->battery >= 0)
-                wrap_on_battery(l->w, d->battery);
+                HOOK(b, battery, l->address, d->battery);
         /* The Status read reconciles a session that was running while we were away. */
         if (read_value(l, CH_STATUS, on_status_read) < 0)
-                log_wrap(LOG_WARNING, wrap_get_address(l->w), "cannot read Therapy Status");
-        if (!wrap_get_info(l->w)->have && l->info_pending == 0) {
+                log_wrap(LOG_WARNING, l->address, "cannot read Therapy Status");
+        if (!l->info.have && l->info_pending == 0) {
                 memset(&l->info, 0, sizeof l->info);
                 for (int i = CH_MANUFACTURER; i <= CH_FIRMWARE; i++)
                         if (read_value(l, i, on_info_read) >= 0)
@@ -807,7 +830,7 @@ static void link_try(BzLink *l) {
                 return;
         if (!b->synced || !a || !a->powered)
                 return;
-        d = device_by_address(b, wrap_get_address(l->w));
+        d = device_by_address(b, l->address);
         if (!d)
                 return;                       /* discovery will bring it */
         if (d->adopting)
@@ -828,7 +851,7 @@ static void link_try(BzLink *l) {
                 return;
         }
         l->state = LINK_CONNECTING;
-        log_wrap(LOG_DEBUG, wrap_get_address(l->w), "connecting (attempt %u)", l->failures + 1);
+        log_wrap(LOG_DEBUG, l->address, "connecting (attempt %u)", l->failures + 1);
 }
 
 static int on_link_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -836,7 +859,7 @@ static int on_link_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         if (l->state == LINK_RESOLVING || l->state == LINK_SETUP) {
                 BzObj *d = l->dev ? obj_find(l->b, l->dev) : NULL;
-                log_wrap(LOG_WARNING, wrap_get_address(l->w),
+                log_wrap(LOG_WARNING, l->address,
                          "GATT objects not there %.0f s after connecting (connected=%d resolved=%d); disconnecting",
                          (double) RESOLVE_TIMEOUT_USEC / USEC_PER_SEC, d && d->connected, d && d->resolved);
                 link_disconnect(l);
@@ -848,28 +871,28 @@ static int on_link_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-int bluez_link_attach(Bluez *b, Wrap *w) {
+int bluez_link_add(Bluez *b, const char *address) {
         BzLink *l;
+        char a[BDADDR_STR_MAX];
 
-        if (link_of(b, w))
+        if (!b)
+                return -EINVAL;
+        if (bdaddr_normalize(address, a) < 0)
+                return -EINVAL;
+        if (link_find(b, a))
                 return 0;
         l = calloc(1, sizeof *l);
         if (!l)
                 return -ENOMEM;
         l->b = b;
-        l->w = w;
+        memcpy(l->address, a, sizeof a);
         l->next = b->links;
         b->links = l;
-        wrap_set_link(w, l);
         schedule_update(b);
         return 0;
 }
 
-void bluez_link_detach(Bluez *b, Wrap *w) {
-        BzLink *l = link_of(b, w);
-
-        if (!l)
-                return;
+static void link_free(Bluez *b, BzLink *l) {
         calls_cancel(b, l);
         for (BzLink **p = &b->links; *p; p = &(*p)->next)
                 if (*p == l) {
@@ -879,27 +902,25 @@ void bluez_link_detach(Bluez *b, Wrap *w) {
         sd_event_source_disable_unref(l->timer);
         link_clear_chars(l);
         free(l->dev);
-        wrap_set_link(w, NULL);
         free(l);
-        schedule_update(b);
 }
 
-bool bluez_link_ready(Bluez *b, Wrap *w) {
-        BzLink *l = b ? link_of(b, w) : NULL;
+bool bluez_link_ready(Bluez *b, const char *address) {
+        BzLink *l = link_find(b, address);
         return l && l->state == LINK_READY;
 }
 
 static void on_write_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bus_error *e) {
         if (!e)
                 return;
-        log_wrap(LOG_WARNING, wrap_get_address(c->link->w), "writing the Control Point (opcode 0x%02x) failed: %s: %s",
+        log_wrap(LOG_WARNING, c->link->address, "writing the Control Point (opcode 0x%02x) failed: %s: %s",
                  (unsigned) c->arg, error_name(e), error_text(e));
-        wrap_on_write_failed(c->link->w, (uint8_t) c->arg,
-                             sd_bus_error_get_errno(e) > 0 ? -sd_bus_error_get_errno(e) : -EIO);
+        HOOK(b, write_failed, c->link->address, (uint8_t) c->arg,
+             sd_bus_error_get_errno(e) > 0 ? -sd_bus_error_get_errno(e) : -EIO);
 }
 
-int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req) {
-        BzLink *l = b ? link_of(b, w) : NULL;
+int bluez_write_request(Bluez *b, const char *address, const WireRequest *req) {
+        BzLink *l = link_find(b, address);
         uint8_t buf[WIRE_CP_MAX_SIZE];
         sd_bus_message *msg = NULL;
         size_t n;
@@ -919,14 +940,6 @@ int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req) {
                 r = call_send(b, l, msg, CALL_TIMEOUT_USEC, on_write_reply, NULL, req->opcode);
         sd_bus_message_unref(msg);
         return r;
-}
-
-int bluez_read_status(Bluez *b, Wrap *w) {
-        BzLink *l = b ? link_of(b, w) : NULL;
-
-        if (!l || l->state != LINK_READY)
-                return -ENOTCONN;
-        return read_value(l, CH_STATUS, on_status_read);
 }
 
 /* A characteristic's new value: decode it with wire.h and hand it to the wrap. */
@@ -951,36 +964,36 @@ static void on_value(Bluez *b, const char *path, const uint8_t *v, size_t n) {
                         WireStatus s;
                         r = wire_status_decode(v, n, &s, &why);
                         if (r < 0)
-                                wrap_on_malformed(l->w, WRAP_VALUE_STATUS, why);
+                                HOOK(b, malformed, l->address, WRAP_VALUE_STATUS, why);
                         else
-                                wrap_on_status(l->w, &s);
+                                HOOK(b, status, l->address, &s);
                         break;
                 }
                 case CH_BUTTON: {
                         WireButton e;
                         r = wire_button_decode(v, n, &e, &why);
                         if (r < 0)
-                                wrap_on_malformed(l->w, WRAP_VALUE_BUTTON, why);
+                                HOOK(b, malformed, l->address, WRAP_VALUE_BUTTON, why);
                         else
-                                wrap_on_button(l->w, &e, now);
+                                HOOK(b, button, l->address, &e, now);
                         break;
                 }
                 case CH_CP: {
                         WireResponse resp;
                         r = wire_response_decode(v, n, &resp, &why);
                         if (r < 0)
-                                wrap_on_malformed(l->w, WRAP_VALUE_CONTROL_POINT, why);
+                                HOOK(b, malformed, l->address, WRAP_VALUE_CONTROL_POINT, why);
                         else
-                                wrap_on_response(l->w, &resp);
+                                HOOK(b, response, l->address, &resp);
                         break;
                 }
                 case CH_TEMP: {
                         WireTemperature t;
                         r = wire_temperature_decode(v, n, &t, &why);
                         if (r < 0)
-                                wrap_on_malformed(l->w, WRAP_VALUE_TEMPERATURE, why);
+                                HOOK(b, malformed, l->address, WRAP_VALUE_TEMPERATURE, why);
                         else
-                                wrap_on_temperature(l->w, &t);
+                                HOOK(b, temperature, l->address, &t);
                         break;
                 }
                 }
@@ -996,7 +1009,7 @@ static const char *adapter_name(const char *path) {
 }
 
 static BzObj *pick_adapter(Bluez *b) {
-        const char *want = b->m->config.adapter;
+        const char *want = b->config->adapter;
         BzObj *first = NULL, *powered = NULL;
         char a[BDADDR_STR_MAX];
 
@@ -1031,10 +1044,10 @@ static void on_power_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_
         snprintf(b->adapter_why, sizeof b->adapter_why, "adapter %s cannot be powered on: %s",
                  adapter_name(c->path), error_text(e));
         log_error("Bluetooth %s", b->adapter_why);
-        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_now(b->event, CLOCK_MONOTONIC, &now);
         sd_event_source_set_time(b->power_timer, now + POWER_RETRY_USEC);
         sd_event_source_set_enabled(b->power_timer, SD_EVENT_ONESHOT);
-        manager_update_status(b->m);
+        HOOK0(b, status_changed);
 }
 
 /* The wait after a failed power-on or adoption is over: look again. */
@@ -1044,7 +1057,7 @@ static int on_power_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static bool adoption_open(Bluez *b) {
-        return b->m->adoption_until > manager_now(b->m);
+        return b->adoption_until > clock_real_sec();
 }
 
 /* Discover while an adopted (or allowed) wrap is not connected, or while adoption is open. */
@@ -1054,14 +1067,14 @@ static bool discovery_wanted(Bluez *b) {
         if (!a || !a->powered)
                 return false;
         /* Allowed wraps not adopted yet are missing too; auto_adopt looks for new ones. */
-        if (adoption_open(b) || b->m->config.auto_adopt)
+        if (adoption_open(b) || b->config->auto_adopt)
                 return true;
-        for (unsigned i = 0; i < b->m->config.n_allow; i++)
-                if (!wrap_find_address(b->m, b->m->config.allow[i]))
+        for (unsigned i = 0; i < b->config->n_allow; i++)
+                if (!link_find(b, b->config->allow[i]))
                         return true;
         for (BzLink *l = b->links; l; l = l->next)
                 if (l->state == LINK_WAITING || l->state == LINK_CONNECTING) {
-                        BzObj *d = device_by_address(b, wrap_get_address(l->w));
+                        BzObj *d = device_by_address(b, l->address);
                         if (!d || !d->connected)
                                 return true;
                 }
@@ -1072,7 +1085,7 @@ static void discovery_retry_later(Bluez *b) {
         uint64_t now;
 
         b->discovery_failed = true;
-        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_now(b->event, CLOCK_MONOTONIC, &now);
         sd_event_source_set_time(b->discovery_timer, now + DISCOVERY_RETRY_USEC);
         sd_event_source_set_enabled(b->discovery_timer, SD_EVENT_ONESHOT);
 }
@@ -1154,7 +1167,7 @@ static void discovery_update(Bluez *b) {
                 r = call_send(b, NULL, msg, CALL_TIMEOUT_USEC, on_set_filter, b->adapter, 0);
         sd_bus_message_unref(msg);
         if (r < 0) {
-                log_warning_errno(r, "cannot start discovery: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot start discovery: %m");
                 discovery_retry_later(b);
                 return;
         }
@@ -1164,7 +1177,7 @@ static void discovery_update(Bluez *b) {
 /* ---- Adoption ---- */
 
 static bool address_allowed(Bluez *b, const char *address) {
-        const Config *c = &b->m->config;
+        const Config *c = b->config;
 
         for (unsigned i = 0; i < c->n_allow; i++)
                 if (streq(c->allow[i], address))
@@ -1178,7 +1191,7 @@ static void adopt_later(Bluez *b, BzObj *d, uint64_t delay) {
 
         d->adopting = false;
         d->adopt_after = mono_usec() + delay;
-        sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+        sd_event_now(b->event, CLOCK_MONOTONIC, &now);
         sd_event_source_set_time(b->adopt_timer, now + delay + USEC_PER_SEC / 10);
         sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_ONESHOT);
 }
@@ -1202,32 +1215,19 @@ static void on_trust_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_
 }
 
 static void adoption_finish(Bluez *b, BzObj *d) {
-        Manager *m = b->m;
-        Wrap *w;
         int r;
 
         d->adopting = false;
         if (!d->trusted)
                 set_bool_property(b, d->path, BZ_DEVICE, "Trusted", true, on_trust_reply);
-        if (!m->store) {
-                adoption_failed(b, d, "the store is unavailable", NULL);
-                return;
-        }
-        r = store_wrap_add(m->store, d->address, d->name, manager_now(m));
-        if (r < 0 && r != -EEXIST) {
-                log_wrap(LOG_ERR, d->address, "adoption failed: cannot store the wrap: %s", store_errmsg(m->store));
-                m->store_error = r;
-                adoption_failed(b, d, "store error", NULL);
-                return;
-        }
-        r = wrap_new(m, d->address, d->name, &w);
+        /* The daemon records the wrap and adds its link; this client only pairs. */
+        r = b->hooks.adopt ? b->hooks.adopt(b->hooks.userdata, d->address, d->name) : -EOPNOTSUPP;
         if (r < 0) {
-                adoption_failed(b, d, "out of memory", NULL);
+                adoption_failed(b, d, r == -EAGAIN ? "the store is unavailable" : "the daemon could not record it", NULL);
                 return;
         }
         log_wrap(LOG_NOTICE, d->address, "adopted %s (paired, trusted)", d->name[0] ? d->name : "wrap");
-        mqtt_wrap_added(m->mqtt, wrap_get_id(w));
-        manager_update_status(m);
+        HOOK0(b, status_changed);
 }
 
 static void on_pair_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bus_error *e) {
@@ -1251,12 +1251,11 @@ static void on_pair_reply(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_b
 }
 
 static void maybe_adopt(Bluez *b, BzObj *d) {
-        Manager *m = b->m;
         bool allowed;
 
-        if (!d->therapy || d->adopting || !d->address[0] || wrap_find_address(m, d->address))
+        if (!d->therapy || d->adopting || !d->address[0] || link_find(b, d->address))
                 return;
-        allowed = address_allowed(b, d->address) || m->config.auto_adopt || adoption_open(b);
+        allowed = address_allowed(b, d->address) || b->config->auto_adopt || adoption_open(b);
         if (!allowed) {
                 /* A neighbour's wrap: never connect, pair or write. */
                 if (!d->neighbour_logged)
@@ -1266,7 +1265,7 @@ static void maybe_adopt(Bluez *b, BzObj *d) {
         }
         if (mono_usec() < d->adopt_after)
                 return;
-        if (!m->store) {
+        if (b->hooks.may_adopt && !b->hooks.may_adopt(b->hooks.userdata)) {
                 log_wrap(LOG_WARNING, d->address, "cannot adopt while the store is unavailable");
                 adopt_later(b, d, ADOPT_RETRY_USEC);
                 return;
@@ -1288,14 +1287,14 @@ static void update_now(Bluez *b) {
         char *old = b->adapter;
 
         if (!b->owner || !b->synced) {
-                manager_update_status(b->m);
+                HOOK0(b, status_changed);
                 return;
         }
 
         a = pick_adapter(b);
         if (!a) {
-                if (b->m->config.adapter)
-                        snprintf(b->adapter_why, sizeof b->adapter_why, "adapter %s not found", b->m->config.adapter);
+                if (b->config->adapter)
+                        snprintf(b->adapter_why, sizeof b->adapter_why, "adapter %s not found", b->config->adapter);
                 else
                         snprintf(b->adapter_why, sizeof b->adapter_why, "no Bluetooth adapter found");
         }
@@ -1313,11 +1312,11 @@ static void update_now(Bluez *b) {
                         log_info("using Bluetooth adapter %s (%s)", adapter_name(b->adapter), a->address);
                 else
                         log_error("no usable Bluetooth adapter: %s", b->adapter_why);
-                mqtt_bridge_changed(b->m->mqtt);
+                HOOK0(b, bridge_changed);
         }
 
         if (a && !a->powered) {
-                if (!b->m->config.power_on)
+                if (!b->config->power_on)
                         snprintf(b->adapter_why, sizeof b->adapter_why,
                                  "adapter %s is powered off and [bluetooth] power_on = no", adapter_name(a->path));
                 else if (!b->powering && sd_event_source_get_enabled(b->power_timer, NULL) <= 0) {
@@ -1336,7 +1335,7 @@ static void update_now(Bluez *b) {
                         link_try(l);
         }
         discovery_update(b);
-        manager_update_status(b->m);
+        HOOK0(b, status_changed);
 }
 
 static int on_update(sd_event_source *s, void *userdata) {
@@ -1370,7 +1369,7 @@ static void bluez_vanished(Bluez *b) {
         free(b->adapter);
         b->adapter = NULL;
         snprintf(b->adapter_why, sizeof b->adapter_why, "bluetoothd is not running");
-        manager_update_status(b->m);
+        HOOK0(b, status_changed);
 }
 
 static void on_managed_objects(Bluez *b, BzCall *c, sd_bus_message *reply, const sd_bus_error *e) {
@@ -1380,7 +1379,7 @@ static void on_managed_objects(Bluez *b, BzCall *c, sd_bus_message *reply, const
                 uint64_t now;
 
                 log_error("GetManagedObjects from bluetoothd failed: %s; asking again in 1 s", error_text(e));
-                sd_event_now(b->m->event, CLOCK_MONOTONIC, &now);
+                sd_event_now(b->event, CLOCK_MONOTONIC, &now);
                 sd_event_source_set_time(b->sync_timer, now + USEC_PER_SEC);
                 sd_event_source_set_enabled(b->sync_timer, SD_EVENT_ONESHOT);
                 return;
@@ -1396,7 +1395,7 @@ static void on_managed_objects(Bluez *b, BzCall *c, sd_bus_message *reply, const
                         r = sd_bus_message_exit_container(reply);
         }
         if (r < 0)
-                log_error_errno(r, "cannot parse bluetoothd's objects: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot parse bluetoothd's objects: %m");
         b->synced = true;
         log_info("bluetoothd's objects loaded");
         update_now(b);
@@ -1414,7 +1413,7 @@ static void ask_objects(Bluez *b) {
         int r = call_simple(b, NULL, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
                             CALL_TIMEOUT_USEC, on_managed_objects, 0);
         if (r < 0)
-                log_error_errno(r, "cannot ask bluetoothd for its objects: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot ask bluetoothd for its objects: %m");
 }
 
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -1446,7 +1445,7 @@ static void bluez_appeared(Bluez *b, const char *owner) {
                 r = call_send(b, NULL, msg, CALL_TIMEOUT_USEC, on_register_agent, NULL, 0);
         sd_bus_message_unref(msg);
         if (r < 0)
-                log_error_errno(r, "cannot register the pairing agent: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot register the pairing agent: %m");
 }
 
 static int on_get_name_owner(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
@@ -1457,7 +1456,7 @@ static int on_get_name_owner(sd_bus_message *reply, void *userdata, sd_bus_error
         if (sd_bus_message_is_method_error(reply, NULL)) {
                 snprintf(b->adapter_why, sizeof b->adapter_why, "bluetoothd is not running");
                 log_warning("bluetoothd is not running; waiting for it");
-                manager_update_status(b->m);
+                HOOK0(b, status_changed);
                 return 0;
         }
         if (sd_bus_message_read(reply, "s", &owner) >= 0)
@@ -1494,7 +1493,7 @@ static int on_interfaces_added(sd_bus_message *msg, void *userdata, sd_bus_error
         if (r >= 0)
                 r = parse_interfaces(b, path, msg);
         if (r < 0)
-                log_warning_errno(r, "cannot parse InterfacesAdded: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot parse InterfacesAdded: %m");
         /* GATT objects may arrive after ServicesResolved: check waiting links now. */
         for (BzLink *l = b->links; l; l = l->next)
                 link_check_gatt(l);
@@ -1522,7 +1521,7 @@ static int on_interfaces_removed(sd_bus_message *msg, void *userdata, sd_bus_err
                 if (bit == IF_DEVICE) {
                         for (BzLink *l = b->links; l; l = l->next)
                                 if (l->dev && streq(l->dev, path) && l->state != LINK_WAITING) {
-                                        log_wrap(LOG_WARNING, wrap_get_address(l->w), "device object removed");
+                                        log_wrap(LOG_WARNING, l->address, "device object removed");
                                         link_down(l, BACKOFF_MIN_USEC);
                                 }
                 }
@@ -1532,7 +1531,7 @@ static int on_interfaces_removed(sd_bus_message *msg, void *userdata, sd_bus_err
                                 for (int i = 0; i < _CH_REQUIRED; i++)
                                         if (l->ch[i] && streq(l->ch[i], path) &&
                                             (l->state == LINK_READY || l->state == LINK_SETUP)) {
-                                                log_wrap(LOG_WARNING, wrap_get_address(l->w),
+                                                log_wrap(LOG_WARNING, l->address,
                                                          "%s went away; reconnecting", chars[i].name);
                                                 link_disconnect(l);
                                                 link_down(l, BACKOFF_MIN_USEC);
@@ -1572,7 +1571,7 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
         was_powered = o->powered;
         r = parse_props(b, o, path, bit, msg);
         if (r < 0) {
-                log_warning_errno(r, "cannot parse PropertiesChanged on %s: %s", path, strerror(abs(r)));
+                log_warning_errno(r, "cannot parse PropertiesChanged on %s: %m", path);
                 return 0;
         }
         /* Resolved services mean a connection, whether or not Connected=true was signalled. */
@@ -1586,7 +1585,7 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
                         if (was_connected && !o->connected && l->state != LINK_WAITING && l->state != LINK_CONNECTING) {
                                 /* A stall (connected, no services, dropped) is retried after 1 s. */
                                 if (l->state == LINK_READY)
-                                        log_wrap(LOG_WARNING, wrap_get_address(l->w), "link lost");
+                                        log_wrap(LOG_WARNING, l->address, "link lost");
                                 else
                                         l->failures++;
                                 link_down(l, l->state == LINK_READY ? BACKOFF_MIN_USEC
@@ -1597,7 +1596,7 @@ static int on_properties_changed(sd_bus_message *msg, void *userdata, sd_bus_err
         } else if (bit == IF_BATTERY) {
                 for (BzLink *l = b->links; l; l = l->next)
                         if (l->dev && streq(l->dev, path) && l->state == LINK_READY && o->battery >= 0)
-                                wrap_on_battery(l->w, o->battery);
+                                HOOK(b, battery, l->address, o->battery);
         } else if (bit == IF_ADAPTER && was_powered != o->powered) {
                 log_info("Bluetooth adapter %s powered %s", adapter_name(path), o->powered ? "on" : "off");
                 if (!o->powered && b->adapter && streq(b->adapter, path)) {
@@ -1622,7 +1621,7 @@ static bool agent_caller_ok(Bluez *b, sd_bus_message *msg) {
 static bool agent_device_ok(Bluez *b, const char *path) {
         BzObj *d = obj_find(b, path);
         return d && (d->ifaces & IF_DEVICE) && d->therapy && device_on_adapter(b, d) &&
-               (d->adopting || wrap_find_address(b->m, d->address));
+               (d->adopting || link_find(b, d->address));
 }
 
 static int agent_reject(sd_bus_message *msg, sd_bus_error *ret_error) {
@@ -1683,24 +1682,22 @@ static const char *const match_rules[] = {
         "arg0='org.bluez.Battery1'",
 };
 
-/* The loop is exiting: stop the sessions before sd-bus's own exit handler closes the bus. */
-static int on_loop_exit(sd_event_source *s, void *userdata) {
-        Bluez *b = userdata;
-
-        wraps_shutdown(b->m);
-        return 0;
-}
-
 static int on_adoption_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Bluez *b = userdata;
 
         log_info("adoption window closed");
-        mqtt_bridge_changed(b->m->mqtt);
+        HOOK0(b, bridge_changed);
         schedule_update(b);
         return 0;
 }
 
-int bluez_new(Manager *m, Bluez **ret) {
+/* A timer that waits disabled until armed. */
+static int timer_new(Bluez *b, sd_event_source **ret, sd_event_time_handler_t fn) {
+        int r = sd_event_add_time(b->event, ret, CLOCK_MONOTONIC, UINT64_MAX, 0, fn, b);
+        return r < 0 ? r : sd_event_source_set_enabled(*ret, SD_EVENT_OFF);
+}
+
+int bluez_new(sd_event *event, sd_bus *bus, const Config *config, const BluezHooks *hooks, Bluez **ret) {
         sd_bus_message_handler_t handlers[ELEMENTSOF(match_rules)] = {
                 on_name_owner_changed, on_interfaces_added, on_interfaces_removed,
                 on_properties_changed, on_properties_changed, on_properties_changed, on_properties_changed,
@@ -1708,73 +1705,64 @@ int bluez_new(Manager *m, Bluez **ret) {
         Bluez *b;
         int r;
 
-        if (!m || !m->bus || !m->event)
+        if (!event || !bus || !config || !ret)
                 return -EINVAL;
         b = calloc(1, sizeof *b);
         if (!b)
                 return -ENOMEM;
-        b->m = m;
-        b->bus = sd_bus_ref(m->bus);
+        b->event = sd_event_ref(event);
+        b->bus = sd_bus_ref(bus);
+        b->config = config;
+        if (hooks)
+                b->hooks = *hooks;
         snprintf(b->adapter_why, sizeof b->adapter_why, "bluetoothd not seen yet");
 
-        r = sd_event_add_defer(m->event, &b->update, on_update, b);
+        /* Each step says what failed: the daemon logs it once, with this text. */
+        r = sd_event_add_defer(event, &b->update, on_update, b);
         if (r >= 0)
                 r = sd_event_source_set_enabled(b->update, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &b->adoption_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_adoption_timer, b);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &b->discovery_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_discovery_timer, b);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &b->power_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &b->adopt_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_power_timer, b);
-        /* The timers wait disabled until armed. */
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->adoption_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->discovery_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->power_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->adopt_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_add_time(m->event, &b->sync_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_sync_timer, b);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(b->sync_timer, SD_EVENT_OFF);
-        if (r >= 0)
-                r = sd_event_add_exit(m->event, &b->exit_source, on_loop_exit, b);
-        if (r >= 0)
-                r = sd_event_source_set_priority(b->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
-        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(match_rules); i++)
-                r = sd_bus_add_match_async(b->bus, &b->matches[i], match_rules[i], handlers[i], NULL, b);
-        if (r >= 0)
-                r = sd_bus_add_object_vtable(b->bus, &b->agent_slot, AGENT_PATH, "org.bluez.Agent1", agent_vtable, b);
-        if (r >= 0)
-                r = sd_bus_call_method_async(b->bus, &b->owner_call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                             "org.freedesktop.DBus", "GetNameOwner", on_get_name_owner, b, "s", BZ_NAME);
         if (r < 0) {
-                bluez_free(b);
-                return r;
+                log_error_errno(r, "BlueZ client: cannot add the update source: %m");
+                goto fail;
         }
-        m->bluez = b;
-        r = wraps_load(m);
-        if (r < 0)
-                log_warning_errno(r, "cannot load the adopted wraps: %s", strerror(abs(r)));
-        for (Wrap *w = m->wraps; w; w = wrap_next(w))
-                bluez_link_attach(b, w);
+        if ((r = timer_new(b, &b->adoption_timer, on_adoption_timer)) < 0 ||
+            (r = timer_new(b, &b->discovery_timer, on_discovery_timer)) < 0 ||
+            (r = timer_new(b, &b->power_timer, on_power_timer)) < 0 ||
+            (r = timer_new(b, &b->adopt_timer, on_power_timer)) < 0 ||
+            (r = timer_new(b, &b->sync_timer, on_sync_timer)) < 0) {
+                log_error_errno(r, "BlueZ client: cannot add its timers: %m");
+                goto fail;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(match_rules); i++) {
+                r = sd_bus_add_match_async(b->bus, &b->matches[i], match_rules[i], handlers[i], NULL, b);
+                if (r < 0) {
+                        log_error_errno(r, "BlueZ client: cannot add the match %s: %m", match_rules[i]);
+                        goto fail;
+                }
+        }
+        r = sd_bus_add_object_vtable(b->bus, &b->agent_slot, AGENT_PATH, "org.bluez.Agent1", agent_vtable, b);
+        if (r < 0) {
+                log_error_errno(r, "BlueZ client: cannot register the pairing agent at %s: %m", AGENT_PATH);
+                goto fail;
+        }
+        r = sd_bus_call_method_async(b->bus, &b->owner_call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetNameOwner", on_get_name_owner, b, "s", BZ_NAME);
+        if (r < 0) {
+                log_error_errno(r, "BlueZ client: cannot ask who owns %s: %m", BZ_NAME);
+                goto fail;
+        }
         *ret = b;
         return 0;
+fail:
+        bluez_free(b);
+        return r;
 }
 
 Bluez *bluez_free(Bluez *b) {
         if (!b)
                 return NULL;
-        if (b->m->bluez == b) {
-                wraps_shutdown(b->m);
-                wraps_free(b->m);
-        }
         while (b->links)
-                bluez_link_detach(b, b->links->w);
+                link_free(b, b->links);
         while (b->calls)
                 call_free(b->calls);
         /* Discovery belongs to our connection: bluetoothd ends it when we leave the bus. */
@@ -1787,29 +1775,27 @@ Bluez *bluez_free(Bluez *b) {
         sd_event_source_disable_unref(b->discovery_timer);
         sd_event_source_disable_unref(b->power_timer);
         sd_event_source_disable_unref(b->adopt_timer);
-        sd_event_source_disable_unref(b->exit_source);
         sd_event_source_disable_unref(b->sync_timer);
         objs_free_all(b);
         free(b->adapter);
         free(b->owner);
-        if (b->m->bluez == b)
-                b->m->bluez = NULL;
         sd_bus_unref(b->bus);
+        sd_event_unref(b->event);
         free(b);
         return NULL;
 }
 
-void bluez_adoption_changed(Bluez *b) {
-        int64_t now, until;
+void bluez_set_adoption(Bluez *b, int64_t until) {
+        int64_t now;
         uint64_t mono;
 
         if (!b)
                 return;
-        now = manager_now(b->m);
-        until = b->m->adoption_until;
+        b->adoption_until = until;
+        now = clock_real_sec();
         if (until > now) {
                 log_info("adoption open for %lld s", (long long) (until - now));
-                sd_event_now(b->m->event, CLOCK_MONOTONIC, &mono);
+                sd_event_now(b->event, CLOCK_MONOTONIC, &mono);
                 sd_event_source_set_time(b->adoption_timer,
                                          mono + clock_wait_usec((uint64_t) (until - now) * USEC_PER_SEC));
                 sd_event_source_set_enabled(b->adoption_timer, SD_EVENT_ONESHOT);
@@ -1828,26 +1814,22 @@ static void on_remove_device(Bluez *b, BzCall *c, sd_bus_message *reply, const s
                 log_info("bond removed: %s", c->path);
 }
 
-int bluez_remove_wrap(Bluez *b, const char *wrap) {
+void bluez_link_remove(Bluez *b, const char *address, bool forget) {
         sd_bus_message *msg = NULL;
-        char address[BDADDR_STR_MAX];
+        BzLink *l = link_find(b, address);
+        char a[BDADDR_STR_MAX];
         BzObj *d;
-        Wrap *w;
         int r;
 
-        if (!b)
-                return -EINVAL;
-        w = wrap_find(b->m, wrap);
-        if (!w)
-                return -ENOENT;
-        snprintf(address, sizeof address, "%s", wrap_get_address(w));
-        wrap_removed(w);              /* ends the session */
-        bluez_link_detach(b, w);
-        wrap_free(w);
+        if (!l)
+                return;
+        memcpy(a, l->address, sizeof a);
+        link_free(b, l);
+        schedule_update(b);
 
-        d = device_by_address(b, address);
+        d = forget ? device_by_address(b, a) : NULL;
         if (!d || !b->adapter)
-                return 0;
+                return;
         d->adopt_after = mono_usec() + ADOPT_RETRY_USEC;
         r = sd_bus_message_new_method_call(b->bus, &msg, BZ_NAME, b->adapter, BZ_ADAPTER, "RemoveDevice");
         if (r >= 0)
@@ -1855,13 +1837,8 @@ int bluez_remove_wrap(Bluez *b, const char *wrap) {
         if (r >= 0)
                 r = call_send(b, NULL, msg, CALL_TIMEOUT_USEC, on_remove_device, d->path, 0);
         sd_bus_message_unref(msg);
-        schedule_update(b);
-        return r;
-}
-
-bool bluez_usable(Bluez *b) {
-        BzObj *a = b ? adapter_obj(b) : NULL;
-        return a && a->powered;
+        if (r < 0)
+                log_wrap_errno(LOG_WARNING, r, a, "cannot remove the Bluetooth bond: %m");
 }
 
 const char *bluez_status(Bluez *b, char *buf, size_t size) {

@@ -18,10 +18,8 @@
 #include "bus-api.h"
 #include "clock.h"
 #include "config.h"
-#include "door.h"
 #include "kw-build.h"
 #include "log.h"
-#include "manager.h"
 #include "payload.h"
 #include "record.h"
 #include "report.h"
@@ -31,18 +29,19 @@
 #include "util.h"
 
 /*
- * What needs no daemon is done here, on the store directly; but never around the rules:
- * injuries, diary entries and prescriptions go through the daemon's own one-door functions
- * (manager.h), on a Manager that has a store and a config and no event loop. Starting and
- * stopping sessions, adoption, removing a wrap and the live status need the running daemon:
- * those go over its D-Bus API (org.kneewrap1 on the system bus), recorded as source "cli".
+ * Every change goes through the running daemon's D-Bus API (org.kneewrap1 on the system
+ * bus), and so through its one door and the therapy rules, recorded as source "cli": the
+ * daemon hears of it at once (an R9 red flag entered here is acted on now). Only history
+ * (wraps, sessions, export, compliance, reports) is read from the store directly. This
+ * program links neither libmosquitto nor the BLE client (a meson test checks, ldd and nm).
  */
 
 typedef struct Ctl {
         const char *config_path;
         bool explicit_config;
         const char *db_path;
-        Manager m;                /* the one door, without a loop */
+        Config config;
+        Store *store;             /* for reading history; changes go through the daemon */
 } Ctl;
 
 static void help(void) {
@@ -131,33 +130,29 @@ static int ctl_open(Ctl *c) {
         const char *db;
         int r;
 
-        config_init(&c->m.config);
+        config_init(&c->config);
         if (c->explicit_config || access(c->config_path, F_OK) == 0) {
-                r = config_load(&c->m.config, c->config_path, stderr);
+                r = config_load(&c->config, c->config_path, stderr);
                 if (r == -EINVAL)
                         return -fail("%s has errors (above); fix them first.", c->config_path);
                 if (r < 0)
                         return -fail("cannot read %s: %s", c->config_path, strerror(-r));
         }
-        db = c->db_path ? c->db_path : c->m.config.store_path;
+        db = c->db_path ? c->db_path : c->config.store_path;
 
         r = drop_to_store_owner(db);
         if (r < 0)
                 return -fail("cannot switch to the owner of %s: %s", db, strerror(-r));
 
-        r = store_open_err(db, &c->m.store, &why);
+        r = store_open_err(db, &c->store, &why);
         if (r < 0)
                 return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
-        /* R10: what the clock may be trusted for (this Manager has no loop: it only reads). */
-        (void) manager_time_setup(&c->m);
         return 0;
 }
 
 static void ctl_close(Ctl *c) {
-        c->m.store = store_close(c->m.store);
-        config_done(&c->m.config);
-        free(c->m.status);
-        c->m.status = NULL;
+        c->store = store_close(c->store);
+        config_done(&c->config);
 }
 
 /* A wrap's id, from an id or an address. */
@@ -189,6 +184,75 @@ static int parse_since(const char *s, int64_t *ret) {
         return 0;
 }
 
+/* ---- through the daemon's D-Bus API ---- */
+
+static int bus_fail(const char *what, const sd_bus_error *e, int r) {
+        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                return fail("%s: kneewrapd is not running (nobody owns %s on the system bus)", what, BUS_API_NAME);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+                return fail("%s: not allowed to talk to kneewrapd; run as root or as a member of the group kneewrap",
+                            what);
+        if (sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD) || sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT))
+                return fail("%s: the running kneewrapd does not have this API; is it older than kneewrapctl?", what);
+        if (sd_bus_error_has_name(e, BUS_API_ERROR_REFUSED))
+                return fail("refused: %s", e->message ? e->message : "outside the therapy rules' bounds");
+        if (sd_bus_error_is_set(e) && strncmp(e->name, "org.kneewrap1.Error.", 20) == 0)
+                return fail("%s", e->message ? e->message : e->name);
+        if (sd_bus_error_is_set(e))
+                return fail("%s: %s", what, e->message ? e->message : e->name);
+        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
+}
+
+static int bus_open(sd_bus **ret) {
+        int r;
+
+        /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
+        r = sd_bus_open_system(ret);
+        if (r < 0)
+                return -fail("cannot connect to the system bus: %s", strerror(-r));
+        return 0;
+}
+
+/* A method call to build; api_send() sends it. */
+static int api_message(const char *what, const char *member, sd_bus **ret_bus, sd_bus_message **ret_msg) {
+        int r;
+
+        if (bus_open(ret_bus) < 0)
+                return -EXIT_FAILURE;
+        r = sd_bus_message_new_method_call(*ret_bus, ret_msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
+        if (r < 0)
+                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+        return 0;
+}
+
+static int api_send(const char *what, sd_bus *bus, sd_bus_message *msg, sd_bus_message **reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = sd_bus_call(bus, msg, 0, &e, reply);
+
+        if (r < 0)
+                return -bus_fail(what, &e, r);
+        return 0;
+}
+
+static int api_call(const char *what, const char *member, sd_bus_message **reply, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        va_list ap;
+        int r;
+
+        r = api_message(what, member, &bus, &msg);
+        if (r < 0)
+                return r;
+        if (types) {
+                va_start(ap, types);
+                r = sd_bus_message_appendv(msg, types, ap);
+                va_end(ap);
+                if (r < 0)
+                        return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+        }
+        return api_send(what, bus, msg, reply);
+}
+
 /* ---- commands ---- */
 
 static int cmd_wraps(Ctl *c, int argc, char **argv) {
@@ -198,9 +262,9 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
 
         if (argc != 1)
                 return fail("wraps takes no arguments");
-        r = store_wrap_list(c->m.store, &w, &n);
+        r = store_wrap_list(c->store, &w, &n);
         if (r < 0)
-                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->m.store));
+                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->store));
         if (n == 0) {
                 printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
                 return EXIT_SUCCESS;
@@ -210,7 +274,7 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
                 char iso[CLOCK_ISO_MAX];
                 PatientProfile p;
 
-                if (store_profile_get(c->m.store, w[i].wrap, &p) < 0)
+                if (store_profile_get(c->store, w[i].wrap, &p) < 0)
                         p.label[0] = '\0';
                 printf("%-18s %-17s %-24s %-25s %s%s%s\n", w[i].wrap, w[i].address, w[i].name[0] ? w[i].name : "-",
                        clock_format_iso(w[i].adopted_at, iso), p.label[0] ? p.label : "-",
@@ -220,19 +284,16 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
 }
 
 static int cmd_injury(Ctl *c, int argc, char **argv) {
-        const DoorActor who = { .source = SOURCE_CLI, .uid = (int64_t) getuid() };
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
+        const char *wrap;
         bool resolved;
-        int r;
 
         if (argc != 3)
                 return fail("usage: injury WRAP DATE|DATETIME|--resolved");
         wrap = wrap_arg(argv[1], id);
         resolved = streq(argv[2], "--resolved");
-        r = door_set_injury(&c->m, &who, wrap, resolved ? NULL : argv[2], &err);
-        if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+        if (api_call("injury", "SetInjury", NULL, "ss", wrap, resolved ? "" : argv[2]) < 0)
+                return EXIT_FAILURE;
         if (resolved)
                 printf("%s: injury resolved; heat is allowed (R3).\n", wrap);
         else
@@ -283,9 +344,13 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
                 { "flags", required_argument, NULL, 'f' },
                 { 0 }
         };
+        /* Bit i of DiaryEntry.flags, as the D-Bus API names it. */
+        static const char *const flag_names[] = { "swelling", "pop", "giving_way", "catching" };
         DiaryEntry e = { .where = WHERE_FRONT };
+        const char *flags[ELEMENTSOF(flag_names)] = { 0 };
+        unsigned n_flags = 0;
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
+        const char *wrap;
         int64_t score;
         int o, r;
 
@@ -313,11 +378,13 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
                 return fail("the pain score must be a whole number from 0 to 10, not \"%s\"", argv[optind + 1]);
         e.score = (uint8_t) score;
         wrap = wrap_arg(argv[optind], id);
-        e.at = manager_now(&c->m);
-
-        r = door_add_diary(&c->m, wrap, &e, &err);
-        if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+        /* The daemon stamps the entry with its own clock. */
+        for (unsigned i = 0; i < ELEMENTSOF(flag_names); i++)
+                if (e.flags & (1u << i))
+                        flags[n_flags++] = flag_names[i];
+        if (api_call("diary", "AddDiary", NULL, "sysas", wrap, e.score, diary_where_to_string(e.where),
+                     n_flags, flags[0], flags[1], flags[2], flags[3]) < 0)
+                return EXIT_FAILURE;
         printf("%s: diary entry recorded: pain %u/10, %s.\n", wrap, e.score, diary_where_to_string(e.where));
         if (rules_diary_alert(&e) != ALERT_NONE)
                 printf("URGENT: sudden swelling after a pop. Have the knee examined and imaged now (R9).\n");
@@ -325,7 +392,6 @@ static int cmd_diary(Ctl *c, int argc, char **argv) {
 }
 
 static int cmd_prescribe(Ctl *c, int argc, char **argv) {
-        const DoorActor who = { .source = SOURCE_CLI, .uid = (int64_t) getuid() };
         enum { COLD_MIN = 0x100, COLD_SET, HEAT_MIN, HEAT_SET, WAIT_DAYS, REST_MIN, CLEAR };
         static const struct option options[] = {
                 { "cold-minutes",   required_argument, NULL, COLD_MIN },
@@ -337,10 +403,12 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
                 { "clear",          no_argument,       NULL, CLEAR },
                 { 0 }
         };
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         RulesPrescription rx;
         char id[WRAP_ID_MAX];
-        const char *err = NULL, *wrap;
-        bool clear = false, any = false;
+        const char *wrap;
+        bool clear = false, any = false, prescribed;
         int64_t v;
         int32_t t;
         int o, r;
@@ -388,7 +456,7 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
                 default:
                         return EXIT_FAILURE;
                 }
-                mask |= 1u << (o - COLD_MIN);
+                mask |= 1u << (o - COLD_MIN);   /* the options are in RX_* order */
         }
         if (!wrap_raw)
                 return fail("usage: prescribe WRAP [--cold-minutes N] ... | --clear");
@@ -399,19 +467,42 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         wrap = wrap_arg(wrap_raw, id);
 
         if (clear) {
-                r = door_clear_prescription(&c->m, &who, wrap, &err);
-                if (r < 0)
-                        return fail("%s", err ? err : strerror(-r));
+                if (api_call("prescribe", "ClearPrescription", NULL, "s", wrap) < 0)
+                        return EXIT_FAILURE;
                 printf("%s: prescription cleared; the configured defaults apply.\n", wrap);
                 return EXIT_SUCCESS;
         }
 
-        /* What is not given stays as it is in force now: the door merges. */
-        r = door_set_prescription(&c->m, &who, wrap, &set, mask, &rx, &err);
-        if (r == -ERANGE)
-                return fail("refused: %s", err);
+        /* Only what is given goes to the daemon: what is not stays as it is in force (the door merges). */
+        r = api_message("prescribe", "SetPrescription", &bus, &msg);
         if (r < 0)
-                return fail("%s", err ? err : strerror(-r));
+                return EXIT_FAILURE;
+        r = sd_bus_message_append(msg, "s", wrap);
+        if (r >= 0)
+                r = sd_bus_message_open_container(msg, 'a', "{sv}");
+        if (r >= 0 && (mask & RX_COLD_S))
+                r = sd_bus_message_append(msg, "{sv}", "cold_minutes", "u", set.cold_s / 60);
+        if (r >= 0 && (mask & RX_COLD_SETPOINT))
+                r = sd_bus_message_append(msg, "{sv}", "cold_setpoint_c", "d", set.cold_setpoint / 100.0);
+        if (r >= 0 && (mask & RX_HEAT_S))
+                r = sd_bus_message_append(msg, "{sv}", "heat_minutes", "u", set.heat_s / 60);
+        if (r >= 0 && (mask & RX_HEAT_SETPOINT))
+                r = sd_bus_message_append(msg, "{sv}", "heat_setpoint_c", "d", set.heat_setpoint / 100.0);
+        if (r >= 0 && (mask & RX_HEAT_WAIT_S))
+                r = sd_bus_message_append(msg, "{sv}", "heat_wait_days", "u", (uint32_t) (set.heat_wait_s / RULES_DAY_S));
+        if (r >= 0 && (mask & RX_COLD_REST_S))
+                r = sd_bus_message_append(msg, "{sv}", "cold_rest_minutes", "u", set.cold_rest_s / 60);
+        if (r >= 0)
+                r = sd_bus_message_close_container(msg);
+        if (r < 0)
+                return fail("prescribe: cannot build the D-Bus call: %s", strerror(-r));
+        if (api_send("prescribe", bus, msg, NULL) < 0)
+                return EXIT_FAILURE;
+
+        /* What is in force now, read back from the store. */
+        r = store_prescription_get(c->store, wrap, &c->config.therapy, &rx, &prescribed);
+        if (r < 0)
+                return fail("prescribed, but cannot read it back: %s", strerror(-r));
         printf("%s: prescribed: cold %" PRIu32 " min at %.2f °C, heat %" PRIu32 " min at %.2f °C, "
                "heat waits %" PRIu32 " days after an injury, %" PRIu32 " min rest between cold sessions.\n",
                wrap, rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -456,15 +547,15 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
 
         if (wrap) {
                 StoredWrap sw;
-                r = store_wrap_get(c->m.store, wrap, &sw);
+                r = store_wrap_get(c->store, wrap, &sw);
                 if (r == -ENOENT) {
                         /* A removed wrap's history stays: only refuse ids that never had any. */
-                        r = store_last_session(c->m.store, wrap, &(SessionRecord) { 0 });
+                        r = store_last_session(c->store, wrap, &(SessionRecord) { 0 });
                         if (r == -ENOENT)
                                 return fail("no wrap called \"%s\" has any sessions", wrap);
                 }
         }
-        r = store_sessions_list(c->m.store, wrap, since, INT64_MAX, &recs, &n);
+        r = store_sessions_list(c->store, wrap, since, INT64_MAX, &recs, &n);
         if (r < 0)
                 return fail("cannot read the sessions: %s", strerror(-r));
 
@@ -534,9 +625,9 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                 }
         if (optind < argc)
                 return fail("usage: uplink [--json]");
-        r = uplink_report(c->m.store, c->m.config.uplink_state_path, &u);
+        r = uplink_report(c->store, c->config.uplink_state_path, &u);
         if (r < 0)
-                return fail("cannot read the uplink's state %s: %s", c->m.config.uplink_state_path, strerror(-r));
+                return fail("cannot read the uplink's state %s: %s", c->config.uplink_state_path, strerror(-r));
 
         if (json) {
                 json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:I}",
@@ -557,7 +648,7 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                 return EXIT_SUCCESS;
         }
         if (!u.configured)
-                printf("Clinic uplink: has not run on this gateway (no %s)\n", c->m.config.uplink_state_path);
+                printf("Clinic uplink: has not run on this gateway (no %s)\n", c->config.uplink_state_path);
         else if (u.status.last_error[0])
                 printf("Clinic uplink: failing, retrying\n");
         else
@@ -569,56 +660,6 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                 printf("Last error: %s: %s\n", clock_format_iso(u.status.last_error_at, iso), u.status.last_error);
         printf("Delivered: %" PRIu64 " records\n", u.status.sent);
         return EXIT_SUCCESS;
-}
-
-/* ---- through the daemon's D-Bus API ---- */
-
-static int bus_fail(const char *what, const sd_bus_error *e, int r) {
-        if (sd_bus_error_has_names(e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
-                return fail("%s: kneewrapd is not running (nobody owns %s on the system bus)", what, BUS_API_NAME);
-        if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
-                return fail("%s: not allowed to talk to kneewrapd; run as root or as a member of the group kneewrap",
-                            what);
-        if (sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_METHOD) || sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                return fail("%s: the running kneewrapd does not have this API; is it older than kneewrapctl?", what);
-        if (sd_bus_error_is_set(e) && strncmp(e->name, "org.kneewrap1.Error.", 20) == 0)
-                return fail("%s", e->message ? e->message : e->name);
-        if (sd_bus_error_is_set(e))
-                return fail("%s: %s", what, e->message ? e->message : e->name);
-        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
-}
-
-static int bus_open(sd_bus **ret) {
-        int r;
-
-        /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
-        r = sd_bus_open_system(ret);
-        if (r < 0)
-                return -fail("cannot connect to the system bus: %s", strerror(-r));
-        return 0;
-}
-
-static int api_call(const char *what, const char *member, sd_bus_message **reply, const char *types, ...) {
-        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        va_list ap;
-        int r;
-
-        if (bus_open(&bus) < 0)
-                return -EXIT_FAILURE;
-        r = sd_bus_message_new_method_call(bus, &msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
-        if (r >= 0 && types) {
-                va_start(ap, types);
-                r = sd_bus_message_appendv(msg, types, ap);
-                va_end(ap);
-        }
-        if (r < 0)
-                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
-        r = sd_bus_call(bus, msg, 0, &e, reply);
-        if (r < 0)
-                return -bus_fail(what, &e, r);
-        return 0;
 }
 
 static int cmd_start(Ctl *c, int argc, char **argv) {
@@ -789,7 +830,7 @@ static int period_option(Period *p, int o, const char *arg) {
 static int period_resolve(Ctl *c, Period *p) {
         if (p->days && p->since_date)
                 return -fail("--days and --since both say where the period starts: give one");
-        if (clock_local_period(p->since_date, p->until_date, manager_now(&c->m), (unsigned) (p->days ? p->days : 30),
+        if (clock_local_period(p->since_date, p->until_date, clock_real_sec(), (unsigned) (p->days ? p->days : 30),
                                &p->since, &p->until) < 0)
                 return -fail("--since and --until take local dates, YYYY-MM-DD, the first not after the second");
         return 0;
@@ -801,7 +842,7 @@ static int known_wrap(Ctl *c, const char *arg, char id[static WRAP_ID_MAX], Stor
         int r;
 
         wrap_arg(arg, id);
-        r = store_wrap_get(c->m.store, id, ret ? ret : &sw);
+        r = store_wrap_get(c->store, id, ret ? ret : &sw);
         if (r == -ENOENT)
                 return -fail("no adopted wrap is called \"%s\"", arg);
         if (r < 0)
@@ -861,7 +902,7 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
 
         if (read_args(argc, argv, "injuries WRAP [--json]", &arg, &json, NULL) < 0 || known_wrap(c, arg, id, NULL) < 0)
                 return EXIT_FAILURE;
-        r = store_injuries_list(c->m.store, id, &list, &n);
+        r = store_injuries_list(c->store, id, &list, &n);
         if (r < 0)
                 return fail("cannot read the injuries: %s", strerror(-r));
         if (json) {
@@ -902,7 +943,7 @@ static int cmd_history(Ctl *c, int argc, char **argv) {
         }
         if (arg && known_wrap(c, arg, id, NULL) < 0)
                 return EXIT_FAILURE;
-        r = store_audit_list(c->m.store, arg ? id : NULL, &list, &n);
+        r = store_audit_list(c->store, arg ? id : NULL, &list, &n);
         if (r < 0)
                 return fail("cannot read the history: %s", strerror(-r));
         if (json) {
@@ -946,7 +987,7 @@ static int diary_list(Ctl *c, int argc, char **argv) {
         if (read_args(argc, argv, "diary WRAP [--since DATE] [--until DATE] [--json]", &arg, &json, &p) < 0 ||
             known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
                 return EXIT_FAILURE;
-        r = store_diary_list(c->m.store, id, p.since, &list, &n);
+        r = store_diary_list(c->store, id, p.since, &list, &n);
         if (r < 0)
                 return fail("cannot read the diary: %s", strerror(-r));
         if (json) {
@@ -978,7 +1019,7 @@ static int cmd_prescription(Ctl *c, int argc, char **argv) {
 
         if (read_args(argc, argv, "prescription WRAP [--json]", &arg, &json, NULL) < 0 || known_wrap(c, arg, id, NULL) < 0)
                 return EXIT_FAILURE;
-        r = store_prescription_get(c->m.store, id, &c->m.config.therapy, &rx, &prescribed);
+        r = store_prescription_get(c->store, id, &c->config.therapy, &rx, &prescribed);
         if (r < 0)
                 return fail("cannot read the prescription: %s", strerror(-r));
         if (json)
@@ -1005,7 +1046,7 @@ static int cmd_runs(Ctl *c, int argc, char **argv) {
         if (read_args(argc, argv, "runs WRAP [--since DATE] [--until DATE] [--json]", &arg, &json, &p) < 0 ||
             known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
                 return EXIT_FAILURE;
-        r = store_runs_list(c->m.store, id, p.since, p.until, &list, &n);
+        r = store_runs_list(c->store, id, p.since, p.until, &list, &n);
         if (r < 0)
                 return fail("cannot read the runs: %s", strerror(-r));
         if (json)
@@ -1017,7 +1058,7 @@ static int cmd_runs(Ctl *c, int argc, char **argv) {
                 SessionRecord s = { .outcome = OUTCOME_OPEN };
                 const char *sid = *run->followed_by ? run->followed_by : run->cold_press;
 
-                if (*sid && store_session_get(c->m.store, sid, &s) < 0)
+                if (*sid && store_session_get(c->store, sid, &s) < 0)
                         memset(&s, 0, sizeof s);
                 if (json) {
                         if (a)
@@ -1135,7 +1176,7 @@ static int cmd_profile(Ctl *c, int argc, char **argv) {
                 return fail("usage: profile WRAP [--label TEXT] [--knee left|right] [--clinic-ref TEXT] [--json]");
         if (known_wrap(c, arg, id, NULL) < 0)
                 return EXIT_FAILURE;
-        r = store_profile_get(c->m.store, id, &p);
+        r = store_profile_get(c->store, id, &p);
         if (r < 0)
                 return fail("cannot read the profile: %s", strerror(-r));
 
@@ -1145,7 +1186,7 @@ static int cmd_profile(Ctl *c, int argc, char **argv) {
                              knee ? knee : knee_to_string(p.knee) ? knee_to_string(p.knee) : "",
                              ref ? ref : p.clinic_ref) < 0)
                         return EXIT_FAILURE;
-                r = store_profile_get(c->m.store, id, &p);
+                r = store_profile_get(c->store, id, &p);
                 if (r < 0)
                         return fail("cannot read the profile back: %s", strerror(-r));
         }
@@ -1202,7 +1243,7 @@ static int cmd_alerts(Ctl *c, int argc, char **argv) {
                 AlertRecord a;
 
                 /* An id names one alert; with a WRAP, it must be that wrap's. */
-                r = store_alert_get(c->m.store, ack, &a);
+                r = store_alert_get(c->store, ack, &a);
                 if (r == -ENOENT)
                         return fail("no alert has the id %" PRId64, ack);
                 if (r >= 0 && arg && !streq(a.wrap, id))
@@ -1215,7 +1256,7 @@ static int cmd_alerts(Ctl *c, int argc, char **argv) {
                 return EXIT_SUCCESS;
         }
 
-        r = store_alerts_list(c->m.store, arg ? id : NULL, 0, INT64_MAX, !all, &list, &n);
+        r = store_alerts_list(c->store, arg ? id : NULL, 0, INT64_MAX, !all, &list, &n);
         if (r < 0)
                 return fail("cannot read the alerts: %s", strerror(-r));
         if (json) {
@@ -1253,7 +1294,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
                 p.days = 7;
         if (period_resolve(c, &p) < 0)
                 return EXIT_FAILURE;
-        r = store_compliance(c->m.store, id, p.since, p.until, &co);
+        r = store_compliance(c->store, id, p.since, p.until, &co);
         if (r < 0)
                 return fail("cannot compute compliance: %s", strerror(-r));
         clock_format_date(p.since, from);
@@ -1363,9 +1404,9 @@ static int cmd_report(Ctl *c, int argc, char **argv) {
         if (known_wrap(c, arg, id, NULL) < 0 || period_resolve(c, &p) < 0)
                 return EXIT_FAILURE;
 
-        r = report_load(c->m.store, id, &c->m.config.therapy, p.since, p.until, manager_now(&c->m), &d);
+        r = report_load(c->store, id, &c->config.therapy, p.since, p.until, clock_real_sec(), &d);
         if (r < 0)
-                return fail("cannot read the records: %s (%s)", strerror(-r), store_errmsg(c->m.store));
+                return fail("cannot read the records: %s (%s)", strerror(-r), store_errmsg(c->store));
         if (out) {
                 f = open_output(out, &tmp);
                 if (!f) {
@@ -1416,8 +1457,8 @@ int main(int argc, char *argv[]) {
                 bool store;
         } commands[] = {
                 { "wraps",      cmd_wraps,       true },
-                { "injury",     cmd_injury,      true },
-                { "diary",      cmd_diary,       true },
+                { "injury",     cmd_injury,      false },
+                { "diary",      cmd_diary,       true },   /* adds through D-Bus; lists from the store */
                 { "prescribe",  cmd_prescribe,   true },
                 { "sessions",   cmd_sessions,    true },
                 { "export",     cmd_export,      true },

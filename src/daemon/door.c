@@ -55,10 +55,14 @@ static int store_fail(Manager *m, int r, const char *what, const char **ret_erro
         return r;
 }
 
+/* Every action on an adopted wrap starts here: the store works, and the wrap is in it. */
 static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char **ret_error) {
         StoredWrap sw;
         int r;
 
+        r = need_store(m, ret_error);
+        if (r < 0)
+                return r;
         if (!wrap || !*wrap) {
                 set_error(ret_error, "no wrap given");
                 return -EINVAL;
@@ -80,9 +84,6 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
         bool trusted;
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -95,6 +96,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 }
                 if (r < 0)
                         return store_fail(m, r, "resolving the injury", ret_error);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury marked resolved: heat is allowed (R3).");
                 mqtt_kick(m->mqtt);
                 return 0;
@@ -121,6 +123,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 if (r < 0)
                         return store_fail(m, r, "recording the injury", ret_error);
                 manager_time_stored(m, rec.wall, rec.wall_ok);
+                wraps_stored_invalidate(m, wrap);
                 log_wrap(LOG_INFO, wrap, "Injury recorded: %s%s; heat is refused for the wait after it (R2).",
                          iso_or_null, rec.wall_ok ? "" : " (the clock is not synchronised: it counts from this "
                          "moment and gets its date when the clock syncs, R10)");
@@ -163,6 +166,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
         }
         if (r < 0)
                 return store_fail(m, r, "recording the injury", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Injury recorded: %s; heat is refused for the wait after it (R2).", iso_or_null);
         mqtt_kick(m->mqtt);
         (void) manager_r8_check(m, wrap, now);
@@ -193,9 +197,6 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 set_error(ret_error, "the entry's time is in the future");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -268,9 +269,6 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 set_error(ret_error, "nothing to prescribe (clearing the prescription goes back to the defaults)");
                 return -EINVAL;
         }
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
@@ -288,6 +286,7 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
         r = store_prescription_set(m->store, wrap, &rx, manager_now(m));
         if (r < 0)
                 return store_fail(m, r, "recording the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription: cold %u min at %.2f °C, heat %u min at %.2f °C, "
                  "heat wait %u days, rest %u min.",
                  rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -301,15 +300,13 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
 static int clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
         r = store_prescription_clear(m->store, wrap);
         if (r < 0 && r != -ENOENT)
                 return store_fail(m, r, "clearing the prescription", ret_error);
+        wraps_stored_invalidate(m, wrap);
         log_wrap(LOG_INFO, wrap, "Prescription cleared: the configured defaults apply.");
         mqtt_kick(m->mqtt);
         return 0;
@@ -326,8 +323,8 @@ static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         else
                 log_notice("Adoption closed.");
 
-        bluez_adoption_changed(m->bluez);
-        mqtt_bridge_changed(m->mqtt);
+        bluez_set_adoption(m->bluez, m->adoption_until);
+        mqtt_bridge_changed(m->mqtt, m->adoption_until);
         manager_update_status(m);
         return 0;
 }
@@ -336,9 +333,6 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         StoredWrap sw;
         int r;
 
-        r = need_store(m, ret_error);
-        if (r < 0)
-                return r;
         r = wrap_known(m, wrap, &sw, ret_error);
         if (r < 0)
                 return r;
@@ -348,9 +342,7 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
 
-        r = bluez_remove_wrap(m->bluez, sw.wrap);
-        if (r < 0 && r != -ENOENT)
-                log_wrap_errno(LOG_WARNING, r, sw.wrap, "Cannot remove the Bluetooth bond: %m");
+        (void) manager_wrap_forget(m, sw.wrap);
         mqtt_wrap_removed(m->mqtt, sw.wrap);
         manager_update_status(m);
         return 0;

@@ -169,7 +169,8 @@ static void store_now_available(Manager *m) {
 
         if (store_newest_time(m->store, &newest) >= 0 && newest > m->newest_wall)
                 m->newest_wall = newest;
-        (void) wraps_load(m);
+        wraps_stored_invalidate(m, NULL);
+        (void) manager_wraps_load(m);
         mqtt_kick(m->mqtt);
         r8_check_all(m);
         m->clock_was_trusted = false;   /* records taken while the store was away may need correcting */
@@ -264,7 +265,7 @@ static void r8_check_all(Manager *m) {
                 if (store_is_broken(r))
                         manager_store_failed(m, r);
                 else
-                        log_error_errno(r, "R8 check: cannot list the wraps: %s", strerror(abs(r)));
+                        log_error_errno(r, "R8 check: cannot list the wraps: %m");
                 return;
         }
         for (size_t i = 0; i < n; i++) {
@@ -274,7 +275,7 @@ static void r8_check_all(Manager *m) {
                         return;
                 }
                 if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %s", strerror(abs(r)));
+                        log_wrap_errno(LOG_ERR, r, wraps[i].wrap, "R8 check failed: %m");
         }
 }
 
@@ -308,7 +309,7 @@ static int r8_schedule(Manager *m) {
         } else
                 r = sd_event_add_time(m->event, &m->r8_timer, CLOCK_MONOTONIC, deadline, accuracy, on_r8_timer, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot schedule the daily R8 check: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot schedule the daily R8 check: %m");
         return 0;
 }
 
@@ -375,7 +376,7 @@ int manager_reload(Manager *m) {
         m->config = new;
 
         if (m->config.mqtt_host && !old.mqtt_host)
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
         else if (!m->config.mqtt_host && old.mqtt_host) {
                 m->mqtt = mqtt_free(m->mqtt);
                 r = 0;
@@ -386,7 +387,7 @@ int manager_reload(Manager *m) {
                 m->config = old;
                 old = new;
                 if (m->config.mqtt_host && !m->mqtt)
-                        (void) mqtt_new(m, &m->mqtt);
+                        (void) manager_mqtt_new(m);
                 else if (!m->config.mqtt_host)
                         m->mqtt = mqtt_free(m->mqtt);
                 else
@@ -402,8 +403,10 @@ int manager_reload(Manager *m) {
                 else
                         store_now_available(m);
         }
+        /* The therapy defaults may differ: what MQTT shows is read again. */
+        wraps_stored_invalidate(m, NULL);
         /* [bluetooth] changes (adapter, allow list) apply as the BLE client next looks at them. */
-        bluez_adoption_changed(m->bluez);
+        bluez_set_adoption(m->bluez, m->adoption_until);
 
         config_done(&old);
         apply_log_level(m);
@@ -440,22 +443,22 @@ static int bus_setup(Manager *m) {
 
         r = sd_bus_open_system_with_description(&m->bus, "kneewrapd");
         if (r < 0)
-                return log_error_errno(r, "Cannot connect to the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot connect to the system bus: %m");
         /* Without the bus we can do nothing useful: exit, and let systemd restart us. */
         r = sd_bus_set_exit_on_disconnect(m->bus, true);
         if (r < 0)
-                return log_error_errno(r, "Cannot set up the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot set up the system bus: %m");
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
-                return log_error_errno(r, "Cannot attach the system bus to the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot attach the system bus to the event loop: %m");
 
         /* The API's object first: whoever sees the name appear finds it there. */
         r = bus_api_new(m, &m->api);
         if (r < 0)
-                return log_error_errno(r, "Cannot register the D-Bus API: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot register the D-Bus API: %m");
         r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
         if (r < 0)
-                log_warning_errno(r, "Cannot ask for %s: %s", BUS_NAME, strerror(abs(r)));
+                log_warning_errno(r, "Cannot ask for %s: %m", BUS_NAME);
 
         return 0;
 }
@@ -465,7 +468,11 @@ static int bus_setup(Manager *m) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* Sessions stop while the link can still carry STOP; then the leaf goes, then the wraps. */
+        wraps_shutdown(m);
         m->bluez = bluez_free(m->bluez);
+        wraps_free(m);
+        m->exit_source = sd_event_source_disable_unref(m->exit_source);
         m->mqtt = mqtt_free(m->mqtt);
         m->r8_timer = sd_event_source_disable_unref(m->r8_timer);
         m->uplink_watch = sd_event_source_disable_unref(m->uplink_watch);
@@ -487,8 +494,14 @@ static void manager_freep(Manager **m) {
         manager_free(*m);
 }
 
+static int on_loop_exit(sd_event_source *s, void *userdata) {
+        wraps_shutdown(userdata);
+        return 0;
+}
+
 int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        BluezHooks hooks;
         _cleanup_free_ char *errors = NULL;
         size_t errors_size = 0;
         sigset_t ss;
@@ -516,13 +529,13 @@ int manager_new(const char *config_path, Manager **ret) {
                 if (r == -EINVAL)
                         return log_error_errno(r, "%s has the errors above; not starting.", config_path);
                 if (r < 0)
-                        return log_error_errno(r, "Cannot read %s: %s", config_path, strerror(abs(r)));
+                        return log_error_errno(r, "Cannot read %s: %m", config_path);
         }
         apply_log_level(m);
 
         r = sd_event_default(&m->event);
         if (r < 0)
-                return log_error_errno(r, "Cannot create the event loop: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot create the event loop: %m");
 
         /* A file-size limit (LimitFSIZE=) must make the store's write fail with EFBIG, which
          * it handles like a full disk, not kill the daemon. */
@@ -534,19 +547,19 @@ int manager_new(const char *config_path, Manager **ret) {
         sigaddset(&ss, SIGINT);
         sigaddset(&ss, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
-                return log_error_errno(errno, "Cannot block signals: %s", strerror(abs(errno)));
+                return log_error_errno(errno, "Cannot block signals: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
         if (r < 0)
-                return log_error_errno(r, "Cannot watch signals: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot watch signals: %m");
 
         /* WATCHDOG=1 at half of WatchdogSec, from the loop itself: a stuck loop stops pinging. */
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
-                log_warning_errno(r, "Cannot set up the watchdog: %s", strerror(abs(r)));
+                log_warning_errno(r, "Cannot set up the watchdog: %m");
 
         r = bus_setup(m);
         if (r < 0)
@@ -563,15 +576,27 @@ int manager_new(const char *config_path, Manager **ret) {
 
         /* MQTT */
         if (m->config.mqtt_host) {
-                r = mqtt_new(m, &m->mqtt);
+                r = manager_mqtt_new(m);
                 if (r < 0)
                         return r; /* it logged which file; a setup that can never work */
         }
 
-        /* BLE */
-        r = bluez_new(m, &m->bluez);
+        /* BLE: the leaf, then the wraps (from the store), each with its link. */
+        manager_ble_hooks(m, &hooks);
+        r = bluez_new(m->event, m->bus, &m->config, &hooks, &m->bluez);
         if (r < 0)
-                return log_error_errno(r, "Cannot start the BlueZ client: %s", strerror(abs(r)));
+                return log_error_errno(r, "Cannot start the BlueZ client: %m");
+        m->link_ops = &manager_link_ops;
+        m->link_userdata = m;
+        r = manager_wraps_load(m);
+        if (r < 0 && r != -ENXIO)
+                log_warning_errno(r, "Cannot load the adopted wraps: %m");
+        /* The loop is exiting: stop the sessions before sd-bus's own exit handler closes the bus. */
+        r = sd_event_add_exit(m->event, &m->exit_source, on_loop_exit, m);
+        if (r >= 0)
+                r = sd_event_source_set_priority(m->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch the loop's exit: %m");
 
         r = r8_schedule(m);
         if (r < 0)
@@ -596,6 +621,6 @@ int manager_run(Manager *m) {
 
         r = sd_event_loop(m->event);
         if (r < 0)
-                return log_error_errno(r, "Event loop failed: %s", strerror(abs(r)));
+                return log_error_errno(r, "Event loop failed: %m");
         return r;
 }

@@ -96,6 +96,8 @@ static int correct_records(Manager *m) {
         r = store_injuries_date(m->store, m->boot_id, wall0, &n_injuries);
         if (r < 0)
                 return r;
+        /* What MQTT shows of the store (the injury's date, the last record) is read again. */
+        wraps_stored_invalidate(m, NULL);
         if (n_injuries > 0)
                 log_notice("R10: %u injur%s entered while the clock was not synchronised now dated.",
                            n_injuries, n_injuries == 1 ? "y is" : "ies are");
@@ -168,7 +170,7 @@ void manager_clock_check(Manager *m) {
                 log_notice("R10: %s.", manager_clock_status(m));
         if (m->ready)
                 manager_update_status(m);
-        mqtt_bridge_changed(m->mqtt);
+        mqtt_bridge_changed(m->mqtt, m->adoption_until);
 
         /* Poll only while something can still change without a step. */
         if (!m->event)

@@ -8,7 +8,6 @@
 #include <systemd/sd-event.h>
 
 #include "alert.h"
-#include "bluez.h"
 #include "clock.h"
 #include "door.h"
 #include "log.h"
@@ -47,7 +46,6 @@ struct Wrap {
         char id[WRAP_ID_MAX];
         char address[BDADDR_STR_MAX];
         char name[64];
-        BzLink *link;
         WrapLive live;
         WrapInfo info;
         WrapLatency latency;
@@ -78,6 +76,9 @@ struct Wrap {
         sd_event_source *timer;       /* the prescribed end, then the grace period */
         sd_event_source *answer_timer;
         sd_event_source *idle_timer;  /* the wrap went idle early: wait for its stop press */
+
+        /* What the store says of the wrap, kept in memory for MQTT (see wrap_stored()). */
+        WrapStored stored;
 
         /* A closed record the store could not take (full disk, ...): kept until it can. */
         bool has_unsaved;
@@ -119,8 +120,6 @@ const WrapLive *wrap_get_live(const Wrap *w) { return &w->live; }
 const WrapInfo *wrap_get_info(const Wrap *w) { return &w->info; }
 uint64_t wrap_get_malformed(const Wrap *w) { return w->malformed; }
 const WrapLatency *wrap_get_latency(const Wrap *w) { return &w->latency; }
-BzLink *wrap_get_link(const Wrap *w) { return w->link; }
-void wrap_set_link(Wrap *w, BzLink *link) { w->link = link; }
 
 const SessionRecord *wrap_get_session(const Wrap *w) {
         return w->phase == PHASE_NONE ? NULL : &w->rec;
@@ -130,6 +129,34 @@ const SessionRecord *wrap_get_session(const Wrap *w) {
 
 static void wrap_changed(Wrap *w) {
         mqtt_wrap_changed(w->m->mqtt, w->id);
+}
+
+const WrapStored *wrap_stored(Wrap *w) {
+        Manager *m = w->m;
+        SessionRecord last;
+        int r;
+
+        if (w->stored.valid || !m->store)
+                return &w->stored;
+        /* Once, then again only after the daemon wrote what it depends on. */
+        r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
+        if (r < 0) {
+                w->stored.has_rules = false;
+                return &w->stored;
+        }
+        w->stored.has_rules = true;
+        r = store_last_session(m->store, w->id, &last);
+        w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
+        if (w->stored.has_last)
+                w->stored.last = last;
+        w->stored.valid = true;
+        return &w->stored;
+}
+
+void wraps_stored_invalidate(Manager *m, const char *wrap) {
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (!wrap || streq(w->id, wrap))
+                        w->stored.valid = false;
 }
 
 static void outbox_kick(Manager *m) {
@@ -169,6 +196,15 @@ int wrap_record_put(Manager *m, const SessionRecord *rec) {
                             rec->clock_synced);
         if (publish)
                 outbox_kick(m);
+        /* The last record is known now; the rules' view (the rest after cold) is read again. */
+        for (Wrap *w = m->wraps; w; w = w->next)
+                if (streq(w->id, rec->wrap)) {
+                        if (rec->outcome != OUTCOME_OPEN && w->stored.valid) {
+                                w->stored.has_last = true;
+                                w->stored.last = *rec;
+                        }
+                        w->stored.valid = false;
+                }
         return 0;
 }
 
@@ -177,7 +213,8 @@ static int record_put(Wrap *w, const SessionRecord *rec) {
 }
 
 static int send_request(Wrap *w, const WireRequest *req) {
-        return w->m->bluez ? bluez_write_request(w->m->bluez, w, req) : -ENOTCONN;
+        const WrapLinkOps *ops = w->m->link_ops;
+        return ops && ops->write_request ? ops->write_request(w->m->link_userdata, w->address, req) : -ENOTCONN;
 }
 
 static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
@@ -185,7 +222,7 @@ static void send_deny(Wrap *w, DenyReason reason, uint16_t minutes) {
         int r = send_request(w, &req);
 
         if (r < 0)
-                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send DENY: %s", strerror(abs(r)));
+                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send DENY: %m");
 }
 
 static void send_stop(Wrap *w, StopReason reason) {
@@ -211,7 +248,7 @@ static void arm(Wrap *w, sd_event_source **src, uint64_t real_mono_deadline, sd_
         } else
                 r = sd_event_add_time(w->m->event, src, CLOCK_MONOTONIC, real_mono_deadline, USEC_PER_MSEC, cb, w);
         if (r < 0)
-                log_wrap_errno(LOG_ERR, r, w->address, "cannot arm a session timer: %s", strerror(abs(r)));
+                log_wrap_errno(LOG_ERR, r, w->address, "cannot arm a session timer: %m");
 }
 
 static void disarm(sd_event_source *s) {
@@ -496,6 +533,11 @@ static void latency_add(Wrap *w, uint64_t since_usec) {
         log_wrap(LOG_INFO, w->address, "button answered in %llu µs", (unsigned long long) d);
 }
 
+static bool wrap_link_ready(Wrap *w) {
+        const WrapLinkOps *ops = w->m->link_ops;
+        return ops && ops->ready && ops->ready(w->m->link_userdata, w->address);
+}
+
 int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t press_usec,
                        SessionRecord *ret_record, const char **ret_error) {
         Manager *m = w->m;
@@ -547,7 +589,7 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
 
         d = rules_decide(&st, &(RulesEvent) { .type = RULES_EVENT_START, .mode = mode }, now);
 
-        if (d.action == RULES_START && !bluez_link_ready(m->bluez, w)) {
+        if (d.action == RULES_START && !wrap_link_ready(w)) {
                 /* Not a rule: the wrap cannot be reached, so nothing can start. */
                 d = (RulesDecision) { .action = RULES_DENY, .deny = DENY_OTHER, .why = "the wrap is not connected" };
         }
@@ -842,6 +884,13 @@ static void reconcile(Wrap *w, const WireStatus *s) {
                 stray_session(w, s);
 }
 
+/* A notification that changes nothing anyone sees (the same Status, the same temperature
+ * again) publishes nothing: only a change of the live state, or of the session, is told. */
+static void wrap_changed_if(Wrap *w, const WrapLive *before, SessionPhase phase_before) {
+        if (w->phase != phase_before || memcmp(before, &w->live, sizeof *before) != 0)
+                wrap_changed(w);
+}
+
 /* R5: what the wrap runs must be what was started: the skin limit depends on it. */
 static void reported_check(Wrap *w, const WireStatus *s) {
         TherapyMode by_state = s->state == WIRE_STATE_HEATING ? THERAPY_HEAT : THERAPY_COLD;
@@ -854,6 +903,8 @@ static void reported_check(Wrap *w, const WireStatus *s) {
 
 void wrap_on_status(Wrap *w, const WireStatus *s) {
         bool running = s->state == WIRE_STATE_COOLING || s->state == WIRE_STATE_HEATING;
+        WrapLive before = w->live;
+        SessionPhase phase_before = w->phase;
 
         w->have_live_seq = true;
         w->live_seq = s->seq;
@@ -905,10 +956,13 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
                 break;
         }
         update_remaining(w);
-        wrap_changed(w);
+        wrap_changed_if(w, &before, phase_before);
 }
 
 void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
+        WrapLive before = w->live;
+        SessionPhase phase_before = w->phase;
+
         w->live.has_skin = true;
         w->live.skin = t->centi_c;
         if (w->phase == PHASE_STARTING || w->phase == PHASE_RUNNING) {
@@ -916,7 +970,7 @@ void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
                 skin_watch(w);
                 safety_check(w, &(RulesEvent) { .type = RULES_EVENT_SKIN, .skin = t->centi_c });
         }
-        wrap_changed(w);
+        wrap_changed_if(w, &before, phase_before);
 }
 
 void wrap_on_response(Wrap *w, const WireResponse *r) {
@@ -956,7 +1010,7 @@ void wrap_on_write_failed(Wrap *w, uint8_t opcode, int error) {
         }
         /* The link went with START written: it may run on the wrap's fail-safe. Like a link
          * lost during a session (R6 counts it), until the sequence number says otherwise. */
-        if (!bluez_link_ready(w->m->bluez, w)) {
+        if (!wrap_link_ready(w)) {
                 log_session(LOG_WARNING, w->address, w->rec.session_id, "writing START failed as the link went: "
                             "the session may run; its sequence number decides on reconnect");
                 w->start_unconfirmed = true;
@@ -1064,11 +1118,6 @@ int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret) {
                 ;
         *tail = w;
         m->n_wraps++;
-        if (m->bluez) {
-                r = bluez_link_attach(m->bluez, w);
-                if (r < 0)
-                        log_wrap_errno(LOG_ERR, r, w->address, "cannot set up the wrap's link: %s", strerror(abs(r)));
-        }
         if (ret)
                 *ret = w;
         return 0;
@@ -1080,8 +1129,6 @@ void wrap_free(Wrap *w) {
         if (!w)
                 return;
         m = w->m;
-        if (m->bluez)
-                bluez_link_detach(m->bluez, w);
         for (Wrap **p = &m->wraps; *p; p = &(*p)->next)
                 if (*p == w) {
                         *p = w->next;
@@ -1218,7 +1265,7 @@ int wraps_load(Manager *m) {
                 if (!wrap_find_address(m, list[i].address)) {
                         r = wrap_new(m, list[i].address, list[i].name, NULL);
                         if (r < 0)
-                                log_wrap_errno(LOG_ERR, r, list[i].address, "cannot load the wrap: %s", strerror(abs(r)));
+                                log_wrap_errno(LOG_ERR, r, list[i].address, "cannot load the wrap: %m");
                 }
         free(list);
 

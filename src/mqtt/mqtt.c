@@ -16,16 +16,13 @@
 #include "clock.h"
 #include "commands.h"
 #include "discovery.h"
-#include "door.h"
 #include "log.h"
-#include "manager.h"
 #include "mqtt.h"
 #include "payload.h"
 #include "state.h"
 #include "store.h"
 #include "util.h"
 #include "wire.h"
-#include "wrap.h"
 
 #define OUTBOX_WINDOW        16                       /* outbox messages in flight at most */
 #define BACKOFF_MIN_USEC     (1 * USEC_PER_SEC)
@@ -33,6 +30,7 @@
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define HEALTH_USEC          (60 * USEC_PER_SEC)
 #define PASSWORD_MAX         4096
+#define STATE_MIN_USEC       (1 * USEC_PER_SEC)       /* a wrap's state at most this often, but for its session */
 
 typedef struct Inflight {
         int mid;
@@ -51,6 +49,11 @@ typedef struct KnownWrap {
         /* What the compliance figures were computed for: the last record's id and outcome,
          * and the local date (the 7- and 30-day windows move once a day). */
         char compliance_for[UUID_STR_MAX + 24];
+        /* When the state last went out, and its session part then (link, session, mode,
+         * wrap state, faults): a change there goes out at once, anything else at most once
+         * a second. */
+        uint64_t state_usec;
+        char session_key[UUID_STR_MAX + 32];
 } KnownWrap;
 
 typedef struct MqttSettings {
@@ -63,8 +66,12 @@ typedef struct MqttSettings {
 } MqttSettings;
 
 struct Mqtt {
-        Manager *m;
+        sd_event *event;
+        const Config *config;
+        MqttHooks hooks;
         MqttSettings s;
+        int64_t adoption_until;       /* Unix seconds, scaled clock; 0 = closed */
+        uint64_t reconnects;
 
         struct mosquitto *mosq;
         sd_event_source *io;
@@ -74,6 +81,7 @@ struct Mqtt {
         sd_event_source *health_timer;
         sd_event_source *ha_timer;
         sd_event_source *flush;
+        sd_event_source *state_timer; /* a wrap's state held back by the once-a-second limit */
         int fd;
 
         bool connecting;
@@ -93,9 +101,22 @@ struct Mqtt {
         KnownWrap *wraps;
         size_t n_wraps;
         bool dirty_all;               /* (re)publish discovery, info and every state */
+        bool outbox_pending;          /* new outbox rows, or room in the window: peek again */
         bool dirty_info;
         bool dirty_health;
 };
+
+/* Reports up through the daemon's hooks; a hook it did not set is skipped. */
+#define HOOK0(q, name) do { if ((q)->hooks.name) (q)->hooks.name((q)->hooks.userdata); } while (0)
+
+static Store *store_of(Mqtt *q) {
+        return q->hooks.store ? q->hooks.store(q->hooks.userdata) : NULL;
+}
+
+static void store_failed(Mqtt *q, int r) {
+        if (q->hooks.store_failed)
+                q->hooks.store_failed(q->hooks.userdata, r);
+}
 
 static void schedule_flush(Mqtt *q);
 static void connection_lost(Mqtt *q, int rc, const char *why);
@@ -134,7 +155,7 @@ static int check_readable(const char *what, const char *path) {
                 return 0;
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return log_error_errno(errno, "MQTT: cannot read the %s %s: %s", what, path, strerror(abs(errno)));
+                return log_error_errno(errno, "MQTT: cannot read the %s %s: %m", what, path);
         close(fd);
         return 0;
 }
@@ -183,7 +204,7 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                 r = read_small_file(c->password_file, PASSWORD_MAX, &s.password);
                 if (r < 0) {
                         settings_done(&s);
-                        return log_error_errno(r, "MQTT: cannot read the password file %s: %s", c->password_file, strerror(abs(r)));
+                        return log_error_errno(r, "MQTT: cannot read the password file %s: %m", c->password_file);
                 }
         } else {
                 const char *dir = getenv("CREDENTIALS_DIRECTORY");
@@ -193,7 +214,7 @@ static int settings_load(const Config *c, MqttSettings *ret) {
                         r = read_small_file(p, PASSWORD_MAX, &s.password);
                         if (r < 0) {
                                 settings_done(&s);
-                                return log_error_errno(r, "MQTT: cannot read the credential %s: %s", p, strerror(abs(r)));
+                                return log_error_errno(r, "MQTT: cannot read the credential %s: %m", p);
                         }
                         /* The unit's SetCredential= default when the file is missing: no password. */
                         if (s.password && !s.password[0]) {
@@ -217,7 +238,7 @@ oom:
 
 static uint64_t now_mono(Mqtt *q) {
         uint64_t t = 0;
-        (void) sd_event_now(q->m->event, CLOCK_MONOTONIC, &t);
+        (void) sd_event_now(q->event, CLOCK_MONOTONIC, &t);
         return t;
 }
 
@@ -413,9 +434,9 @@ static void schedule_retry(Mqtt *q) {
         q->attempts++;
 
         q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
-        r = sd_event_add_time(q->m->event, &q->retry_timer, CLOCK_MONOTONIC, now_mono(q) + delay, 0, on_retry, q);
+        r = sd_event_add_time(q->event, &q->retry_timer, CLOCK_MONOTONIC, now_mono(q) + delay, 0, on_retry, q);
         if (r < 0)
-                log_error_errno(r, "MQTT: cannot arm the reconnect timer: %s", strerror(abs(r)));
+                log_error_errno(r, "MQTT: cannot arm the reconnect timer: %m");
         else
                 log_debug("MQTT: next attempt in %.1f s.", (double) delay / USEC_PER_SEC);
 }
@@ -437,7 +458,7 @@ static void connection_lost(Mqtt *q, int rc, const char *why) {
         q->lib_error[0] = 0;
         drop_connection(q);
         schedule_retry(q);
-        manager_update_status(q->m);
+        HOOK0(q, connection_changed);
 }
 
 static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -477,7 +498,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         q->attempts = 0;
         q->last_error[0] = q->lib_error[0] = 0;
         if (q->ever_connected)
-                q->m->mqtt_reconnects++;
+                q->reconnects++;
         q->ever_connected = true;
         log_info("MQTT: connected to %s:%u as %s.", q->s.host, q->s.port, q->s.client_id);
 
@@ -493,12 +514,12 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
 
         q->dirty_all = true;
         schedule_flush(q);
-        manager_update_status(q->m);
+        HOOK0(q, connection_changed);
 }
 
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
         Mqtt *q = userdata;
-        Manager *m = q->m;
+        Store *st = store_of(q);
 
         for (size_t i = 0; i < q->n_inflight; i++) {
                 int r;
@@ -506,16 +527,17 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
                 if (q->inflight[i].mid != mid)
                         continue;
                 /* PUBACK: only now may the record leave the outbox. */
-                if (m->store) {
-                        r = store_outbox_ack(m->store, q->inflight[i].id);
+                if (st) {
+                        r = store_outbox_ack(st, q->inflight[i].id);
                         if (store_is_broken(r))
-                                manager_store_failed(m, r);
+                                store_failed(q, r);
                         else if (r < 0 && r != -ENOENT)
                                 log_error_errno(r, "MQTT: cannot take message %" PRId64 " out of the outbox: %m",
                                                 q->inflight[i].id);
                 }
                 memmove(q->inflight + i, q->inflight + i + 1, (q->n_inflight - i - 1) * sizeof(Inflight));
                 q->n_inflight--;
+                q->outbox_pending = true;     /* room in the window */
                 schedule_flush(q);
                 return;
         }
@@ -574,13 +596,13 @@ static int connect_now(Mqtt *q) {
                 return 0;
         }
         q->fd = mosquitto_socket(q->mosq);
-        r = sd_event_add_io(q->m->event, &q->io, q->fd, EPOLLIN | EPOLLOUT, on_io, q);
+        r = sd_event_add_io(q->event, &q->io, q->fd, EPOLLIN | EPOLLOUT, on_io, q);
         if (r < 0)
-                return log_error_errno(r, "MQTT: cannot watch the socket: %s", strerror(abs(r)));
-        r = sd_event_add_time(q->m->event, &q->connect_timer, CLOCK_MONOTONIC,
+                return log_error_errno(r, "MQTT: cannot watch the socket: %m");
+        r = sd_event_add_time(q->event, &q->connect_timer, CLOCK_MONOTONIC,
                               now_mono(q) + CONNECT_TIMEOUT_USEC, 0, on_connect_timeout, q);
         if (r < 0)
-                return log_error_errno(r, "MQTT: cannot arm the connect timeout: %s", strerror(abs(r)));
+                return log_error_errno(r, "MQTT: cannot arm the connect timeout: %m");
         update_events(q);
         return 0;
 }
@@ -621,18 +643,20 @@ static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
 /* ---- the outbox: in order, a bounded window in flight, acknowledged on PUBACK ---- */
 
 static void outbox_send(Mqtt *q) {
-        Manager *m = q->m;
+        Store *st;
 
-        while (q->connected && m->store && q->n_inflight < OUTBOX_WINDOW) {
+        q->outbox_pending = false;
+
+        while (q->connected && (st = store_of(q)) && q->n_inflight < OUTBOX_WINDOW) {
                 OutboxMsg *msgs = NULL;
                 size_t n = 0, want = OUTBOX_WINDOW - q->n_inflight;
                 int r;
 
-                r = store_outbox_peek(m->store, q->last_sent_id, want, &msgs, &n);
+                r = store_outbox_peek(st, q->last_sent_id, want, &msgs, &n);
                 if (r < 0) {
                         /* Busy: the next flush tries again. */
                         if (store_is_broken(r))
-                                manager_store_failed(m, r);
+                                store_failed(q, r);
                         return;
                 }
                 for (size_t i = 0; i < n; i++) {
@@ -648,11 +672,11 @@ static void outbox_send(Mqtt *q) {
                         }
                         if (msgs[i].qos == 0) {
                                 /* No PUBACK will come: handed to the socket is as far as QoS 0 goes. */
-                                r = store_outbox_ack(m->store, msgs[i].id);
+                                r = store_outbox_ack(st, msgs[i].id);
                                 if (r < 0 && r != -ENOENT) {
                                         outbox_msgs_free(msgs, n);
                                         if (store_is_broken(r))
-                                                manager_store_failed(m, r);
+                                                store_failed(q, r);
                                         return;
                                 }
                         } else
@@ -727,28 +751,19 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
         size_t n = 0;
         int r;
 
-        Wrap *w = wrap_find(q->m, k->wrap);
-        if (w) {
-                const WrapInfo *info = wrap_get_info(w);
-                d.name = wrap_get_name(w);
-                if (!d.address)
-                        d.address = wrap_get_address(w);
-                if (info && info->have) {
-                        d.manufacturer = info->manufacturer[0] ? info->manufacturer : NULL;
-                        d.model = info->model[0] ? info->model : NULL;
-                        d.serial = info->serial[0] ? info->serial : NULL;
-                        d.firmware = info->firmware[0] ? info->firmware : NULL;
-                }
-        }
-        /* The patient's label, where the clinic set one, names the device. Read here, on
-         * discovery only: never on the notification path. */
-        PatientProfile profile;
-        if (!clear && q->m->store && store_profile_get(q->m->store, k->wrap, &profile) >= 0 && profile.label[0])
-                d.label = profile.label;
+        if (q->hooks.wrap_device)
+                (void) q->hooks.wrap_device(q->hooks.userdata, k->wrap, &d);
+        d.wrap = k->wrap;
+        if (k->address[0])
+                d.address = k->address;
+        /* The patient's label, where the clinic set one, names the device: asked for here, on
+         * discovery only, never on the notification path. */
+        if (!clear && q->hooks.wrap_label)
+                d.label = q->hooks.wrap_label(q->hooks.userdata, k->wrap);
         k->discovered_info = d.model != NULL;
-        r = discovery_wrap(&q->m->config, &d, clear, &msgs, &n);
+        r = discovery_wrap(q->config, &d, clear, &msgs, &n);
         if (r < 0) {
-                log_error_errno(r, "MQTT: cannot build the discovery configs of %s: %s", k->wrap, strerror(abs(r)));
+                log_error_errno(r, "MQTT: cannot build the discovery configs of %s: %m", k->wrap);
                 return;
         }
         for (size_t i = 0; i < n; i++)
@@ -757,54 +772,36 @@ static void publish_wrap_discovery(Mqtt *q, KnownWrap *k, bool clear) {
         k->discovered = !clear;
 }
 
-static void build_state_view(Mqtt *q, KnownWrap *k, StateView *v, SessionRecord *last, char injury_date[static 11]) {
-        Manager *m = q->m;
-        int64_t now = manager_now(m);
-        RulesState st;
+/* Wake up when the first held-back state is due. */
+static void state_timer_arm(Mqtt *q, uint64_t when) {
+        uint64_t t = 0;
+        int enabled = 0;
 
-        memset(v, 0, sizeof(*v));
-        v->battery = -1;
-        {
-                Wrap *w = wrap_find(m, k->wrap);
-                const WrapLive *l = w ? wrap_get_live(w) : NULL;
-                const SessionRecord *open = w ? wrap_get_session(w) : NULL;
-
-                if (l) {
-                        v->connected = l->connected;
-                        v->has_status = l->has_status;
-                        v->state = l->state;
-                        v->faults = l->faults;
-                        v->mode = l->mode;
-                        v->remaining_s = l->remaining_s;
-                        v->has_skin = l->has_skin;
-                        v->skin = l->skin;
-                        v->has_pack = l->has_pack;
-                        v->pack = l->pack;
-                        v->battery = l->battery;
-                }
-                if (open)
-                        v->session_id = open->session_id;
-        }
-        if (m->store && store_rules_state(m->store, k->wrap, &m->config.therapy, &st) >= 0) {
-                int64_t from = 0;
-
-                v->heat_allowed = rules_heat_allowed(&st, now, &from);
-                v->heat_allowed_at = v->heat_allowed ? 0 : from;
-                if (st.has_injury)
-                        v->injury_date = clock_format_date(st.injury_from, injury_date);
-                if (store_last_session(m->store, k->wrap, last) >= 0 && last->outcome != OUTCOME_OPEN)
-                        v->last = last;
-        }
+        if (!q->state_timer)
+                return;
+        (void) sd_event_source_get_enabled(q->state_timer, &enabled);
+        if (enabled != SD_EVENT_OFF && sd_event_source_get_time(q->state_timer, &t) >= 0 && t <= when)
+                return;
+        (void) sd_event_source_set_time(q->state_timer, when);
+        (void) sd_event_source_set_enabled(q->state_timer, SD_EVENT_ONESHOT);
 }
 
 static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
-        Manager *m = q->m;
-        SessionRecord last;
-        char date[11];
-        StateView v;
-        char *json = NULL;
+        StateView v = { .battery = -1 };
+        char *json = NULL, key[sizeof k->session_key];
+        uint64_t now = now_mono(q);
 
-        build_state_view(q, k, &v, &last, date);
+        if (!q->hooks.wrap_state || q->hooks.wrap_state(q->hooks.userdata, k->wrap, &v) < 0)
+                v = (StateView) { .battery = -1 };
+        snprintf(key, sizeof key, "%d/%s/%d/%u/%u", v.connected, v.session_id ? v.session_id : "", (int) v.mode,
+                 (unsigned) v.state, (unsigned) v.faults);
+        if (!force && k->state_usec && now < k->state_usec + STATE_MIN_USEC && streq(key, k->session_key)) {
+                /* Nothing of the session changed: it goes out with the next second (still dirty). */
+                state_timer_arm(q, k->state_usec + STATE_MIN_USEC);
+                return;
+        }
+        k->state_usec = now;
+        snprintf(k->session_key, sizeof k->session_key, "%s", key);
         if (!k->availability || streq(k->availability, "{\"state\":\"online\"}") != v.connected)
                 q->dirty_health = true;   /* wraps_connected changed */
         publish_changed(q, &k->availability,
@@ -813,26 +810,20 @@ static void publish_wrap_state(Mqtt *q, KnownWrap *k, bool force) {
         if (state_wrap_json(&v, &json) >= 0)
                 publish_changed(q, &k->state, json, force, k->wrap, "state");
 
-        if (m->store) {
-                int64_t now = manager_now(m);
-                char key[sizeof k->compliance_for], today[11];
+        if (q->hooks.wrap_compliance) {
+                char ckey[sizeof k->compliance_for], today[11];
                 Compliance c7, c30;
 
                 /* Status and temperatures change the state every few seconds; the figures change
-                 * only with a record, or as the day turns. Query for them only then. */
-                snprintf(key, sizeof key, "%s/%s/%s", v.last ? v.last->session_id : "",
-                         v.last ? session_outcome_to_string(v.last->outcome) : "", clock_format_date(now, today));
-                /* Whole local days, today included: the one definition (store.h). */
-                int64_t since7, since30, until;
-                if ((force || !streq(key, k->compliance_for)) &&
-                    clock_local_day_start(now, 6, &since7) >= 0 &&
-                    clock_local_day_start(now, 29, &since30) >= 0 &&
-                    clock_local_day_start(now, -1, &until) >= 0 &&
-                    store_compliance(m->store, k->wrap, since7, until, &c7) >= 0 &&
-                    store_compliance(m->store, k->wrap, since30, until, &c30) >= 0 &&
+                 * only with a record, or as the day turns. Ask for them only then. */
+                snprintf(ckey, sizeof ckey, "%s/%s/%s", v.last ? v.last->session_id : "",
+                         v.last ? session_outcome_to_string(v.last->outcome) : "",
+                         clock_format_date(clock_real_sec(), today));
+                if ((force || !streq(ckey, k->compliance_for)) &&
+                    q->hooks.wrap_compliance(q->hooks.userdata, k->wrap, &c7, &c30) >= 0 &&
                     state_compliance_json(&c7, &c30, 0, &json) >= 0) {
                         publish_changed(q, &k->compliance, json, force, k->wrap, "compliance");
-                        snprintf(k->compliance_for, sizeof k->compliance_for, "%s", key);
+                        snprintf(k->compliance_for, sizeof k->compliance_for, "%s", ckey);
                 }
         }
         k->dirty = false;
@@ -851,9 +842,9 @@ static void reconcile_wraps(Mqtt *q) {
         size_t n = 0;
         int r;
 
-        if (!q->m->store)
+        if (!store_of(q))
                 return;
-        r = store_wrap_list(q->m->store, &list, &n);
+        r = store_wrap_list(store_of(q), &list, &n);
         if (r < 0)
                 return;
         for (size_t i = 0; i < q->n_wraps; i++)
@@ -878,14 +869,13 @@ static void reconcile_wraps(Mqtt *q) {
 }
 
 static void publish_bridge_info(Mqtt *q) {
-        Manager *m = q->m;
         const char **ids = calloc(q->n_wraps + 1, sizeof(char *));
         BridgeInfo b = {
-                .config = &m->config,
+                .config = q->config,
                 .wraps = ids,
                 .n_wraps = q->n_wraps,
-                .adoption_open = m->adoption_until > manager_now(m),
-                .adoption_until = m->adoption_until,
+                .adoption_open = q->adoption_until > clock_real_sec(),
+                .adoption_until = q->adoption_until,
         };
         char *json = NULL;
 
@@ -901,35 +891,16 @@ static void publish_bridge_info(Mqtt *q) {
 }
 
 static void publish_health(Mqtt *q) {
-        Manager *m = q->m;
-        BridgeHealth h = {
-                .uptime_s = (clock_mono_usec() - m->started_usec) / USEC_PER_SEC,
-                .wraps_adopted = (unsigned) q->n_wraps,
-                .store_ok = m->store != NULL,
-                .mqtt_reconnects = m->mqtt_reconnects,
-                .malformed = m->malformed,
-                .requests_dropped = m->requests_dropped,
-                .clock_synced = m->clock_sync > 0,
-                .clock_trusted = manager_clock_trusted(m),
-                .clock_declared_trusted = m->config.clock_trusted,
-        };
+        BridgeHealth h = { 0 };
+        Store *st = store_of(q);
         char *json = NULL;
 
-        for (Wrap *w = m->wraps; w; w = wrap_next(w)) {
-                const WrapLive *l = wrap_get_live(w);
-                if (l && l->connected)
-                        h.wraps_connected++;
-        }
-        if (m->store && store_outbox_depth(m->store, &h.outbox_depth) >= 0)
+        if (q->hooks.health)
+                q->hooks.health(q->hooks.userdata, &h);
+        h.wraps_adopted = (unsigned) q->n_wraps;
+        h.mqtt_reconnects = q->reconnects;
+        if (st && store_outbox_depth(st, &h.outbox_depth) >= 0)
                 h.has_outbox_depth = true;
-        manager_uplink_refresh(m);
-        if (m->uplink.configured) {
-                h.uplink = true;
-                h.has_uplink_pending = m->uplink.has_pending;
-                h.uplink_pending = m->uplink.pending;
-                h.uplink_last_success = m->uplink.status.last_success_at;
-                h.uplink_last_error = m->uplink.status.last_error;
-        }
         if (state_bridge_health_json(&h, &json) >= 0)
                 (void) publish_topicf(q, json, false, "%s/bridge/health", q->s.base);
         free(json);
@@ -939,7 +910,7 @@ static void publish_bridge_discovery(Mqtt *q) {
         DiscoveryMsg *msgs = NULL;
         size_t n = 0;
 
-        if (discovery_bridge(&q->m->config, &msgs, &n) < 0)
+        if (discovery_bridge(q->config, &msgs, &n) < 0)
                 return;
         for (size_t i = 0; i < n; i++)
                 (void) publish(q, msgs[i].topic, msgs[i].payload, true, NULL);
@@ -948,9 +919,8 @@ static void publish_bridge_discovery(Mqtt *q) {
 
 /* The wrap's Device Information arrived after its discovery went out: the HA device should show it. */
 static bool wrap_has_info(Mqtt *q, KnownWrap *k) {
-        Wrap *w = wrap_find(q->m, k->wrap);
-        const WrapInfo *info = w ? wrap_get_info(w) : NULL;
-        return info && info->have && info->model[0];
+        DiscoveryDevice d = { .wrap = k->wrap };
+        return q->hooks.wrap_device && q->hooks.wrap_device(q->hooks.userdata, k->wrap, &d) && d.model;
 }
 
 /* Everything that waits for the loop: the outbox first, then discovery and state. */
@@ -960,7 +930,9 @@ static int on_flush(sd_event_source *s, void *userdata) {
 
         if (!q->connected)
                 return 0;
-        outbox_send(q);
+        /* Only when there is something new for it: a notification reads nothing from the store. */
+        if (all || q->outbox_pending)
+                outbox_send(q);
         if (all) {
                 reconcile_wraps(q);
                 publish_bridge_discovery(q);
@@ -1002,7 +974,7 @@ static int on_health(sd_event_source *s, uint64_t usec, void *userdata) {
         /* The telemetry has expire_after: refresh it, and let heat_allowed follow the clock. */
         for (size_t i = 0; i < q->n_wraps; i++)
                 publish_wrap_state(q, q->wraps + i, true);
-        if (q->dirty_info || q->m->adoption_until)
+        if (q->dirty_info || q->adoption_until)
                 publish_bridge_info(q);
         outbox_send(q);
         write_now(q);
@@ -1045,16 +1017,13 @@ static void mark_wrap_dirty(Mqtt *q, const char *wrap) {
 }
 
 static void run_command(Mqtt *q, const char *wrap, const Command *c, const char *response_topic) {
-        Manager *m = q->m;
         const char *error = NULL;
         char buf[128];
         _cleanup_free_ char *data = NULL;
         unsigned needs = command_needs(c);
-        /* MQTT does not name the publisher to subscribers: the history says it came over MQTT. */
-        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1 };
-        int r = 0;
+        int r = -EOPNOTSUPP;
 
-        if (!(needs & m->config.mqtt_commands)) {
+        if (!(needs & q->config->mqtt_commands)) {
                 /* Authority: the broker's ACL says who may publish; [mqtt] commands says what that may do. */
                 char why[COMMAND_ERROR_MAX];
 
@@ -1065,76 +1034,13 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
                 return;
         }
 
-        switch (c->type) {
-        case COMMAND_START: {
-                SessionRecord rec;
-
-                memset(&rec, 0, sizeof rec);
-                r = door_start(m, wrap, c->mode, SOURCE_MQTT, 0, &rec, &error);
-                if (r >= 0 && rec.session_id[0])
-                        (void) payload_session(&rec, &data);
-                if (r >= 0 && rec.outcome == OUTCOME_REFUSED) {
-                        respond(q, response_topic, c, data, error ? error : "refused by the therapy rules");
-                        log_wrap(LOG_NOTICE, wrap, "MQTT start %s refused: %s", therapy_mode_to_string(c->mode),
-                                 error ? error : refusal_reason_to_string(rec.refusal));
-                        /* The refusal is a record in the outbox: send it now. */
-                        mark_wrap_dirty(q, wrap);
-                        schedule_flush(q);
-                        return;
-                }
-                break;
-        }
-        case COMMAND_STOP:
-                r = door_stop(m, wrap, SOURCE_MQTT, &error);
-                break;
-        case COMMAND_INJURY: {
-                /* "today" goes through as it is: the daemon dates it (R10). */
-                r = door_set_injury(m, &who, wrap, c->injury[0] ? c->injury : NULL, &error);
-                break;
-        }
-        case COMMAND_DIARY: {
-                DiaryEntry e = c->diary;
-                if (e.at == 0)
-                        e.at = manager_now(m);
-                r = door_add_diary(m, wrap, &e, &error);
-                break;
-        }
-        case COMMAND_ADOPT:
-                r = door_open_adoption(m, &who, c->adopt_seconds, &error);
-                if (r >= 0 && asprintf(&data, "{\"time\":%u}", c->adopt_seconds) < 0)
-                        data = NULL;
-                break;
-        case COMMAND_REMOVE:
-                r = door_remove_wrap(m, &who, wrap, &error);
-                break;
-        case COMMAND_PRESCRIPTION:
-                r = door_set_prescription(m, &who, wrap, &c->rx, c->rx_set, NULL, &error);
-                break;
-        case COMMAND_RUN: {
-                RunRecord run = { .ended_at = c->run_at, .minutes = c->run_minutes, .meters = c->run_meters,
-                                  .source = SOURCE_MQTT };
-                int64_t id = 0;
-                snprintf(run.wrap, sizeof run.wrap, "%s", wrap);
-                r = door_record_run(m, &run, &id, &error);
-                if (r >= 0 && asprintf(&data, "{\"id\":%lld}", (long long) id) < 0)
-                        data = NULL;
-                break;
-        }
-        case COMMAND_ACK_ALERT: {
-                AlertRecord a;
-                r = door_ack_alert(m, c->alert_id, &a, &error);
-                if (r >= 0 && !streq(a.wrap, wrap)) {
-                        /* Acknowledged all the same: an id names one alert wherever it is asked. */
-                        log_wrap(LOG_NOTICE, wrap, "MQTT acknowledged alert %lld of %s.", (long long) a.id, a.wrap);
-                }
-                break;
-        }
-        }
-
+        if (q->hooks.command)
+                r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
         if (r == -ENOBUFS)
                 return; /* over one request a second: dropped, unanswered; the door counts and logs it */
-        if (r < 0) {
-                respond(q, response_topic, c, NULL, err_text(r, error, buf));
+        if (r < 0 || error) {
+                /* A refusal by the rules is a record in the outbox too: it goes out below. */
+                respond(q, response_topic, c, r < 0 ? NULL : data, err_text(r, error, buf));
                 log_wrap(LOG_NOTICE, wrap, "MQTT command refused: %s", err_text(r, error, buf));
         } else
                 respond(q, response_topic, c, data, NULL);
@@ -1165,7 +1071,7 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                 /* Home Assistant restarted: send discovery and state again, after a short random delay. */
                 if (msg->payloadlen == 6 && memcmp(msg->payload, "online", 6) == 0 && !q->ha_timer) {
                         uint64_t delay = USEC_PER_SEC + random_u64() % (4 * USEC_PER_SEC);
-                        (void) sd_event_add_time(q->m->event, &q->ha_timer, CLOCK_MONOTONIC,
+                        (void) sd_event_add_time(q->event, &q->ha_timer, CLOCK_MONOTONIC,
                                                  now_mono(q) + delay, 0, on_ha_status, q);
                 }
                 return;
@@ -1202,42 +1108,56 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
 
 /* ---- the public face ---- */
 
+static int on_state_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        schedule_flush(userdata);
+        return 0;
+}
+
 static int mqtt_setup_sources(Mqtt *q) {
-        Manager *m = q->m;
+        sd_event *e = q->event;
         uint64_t now = now_mono(q);
         int r;
 
-        r = sd_event_add_defer(m->event, &q->flush, on_flush, q);
+        r = sd_event_add_defer(e, &q->flush, on_flush, q);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(q->flush, SD_EVENT_OFF);
-        r = sd_event_add_time(m->event, &q->misc_timer, CLOCK_MONOTONIC, now + USEC_PER_SEC, 0, on_misc, q);
+        r = sd_event_add_time(e, &q->misc_timer, CLOCK_MONOTONIC, now + USEC_PER_SEC, 0, on_misc, q);
         if (r < 0)
                 return r;
-        r = sd_event_add_time(m->event, &q->health_timer, CLOCK_MONOTONIC, now + HEALTH_USEC, 0, on_health, q);
+        r = sd_event_add_time(e, &q->state_timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_state_timer, q);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(q->state_timer, SD_EVENT_OFF);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time(e, &q->health_timer, CLOCK_MONOTONIC, now + HEALTH_USEC, 0, on_health, q);
         if (r < 0)
                 return r;
         return 0;
 }
 
-int mqtt_new(Manager *m, Mqtt **ret) {
+int mqtt_new(sd_event *event, const Config *config, const MqttHooks *hooks, Mqtt **ret) {
         Mqtt *q;
         int r;
 
         q = calloc(1, sizeof(*q));
         if (!q)
                 return log_error_errno(ENOMEM, "MQTT: out of memory.");
-        q->m = m;
+        q->event = sd_event_ref(event);
+        q->config = config;
+        if (hooks)
+                q->hooks = *hooks;
         q->fd = -1;
-        r = settings_load(&m->config, &q->s);
+        r = settings_load(config, &q->s);
         if (r < 0) {
+                sd_event_unref(q->event);
                 free(q);
                 return r;
         }
         mosquitto_lib_init();
         r = mqtt_setup_sources(q);
         if (r < 0) {
-                log_error_errno(r, "MQTT: cannot set up the event sources: %s", strerror(abs(r)));
+                log_error_errno(r, "MQTT: cannot set up the event sources: %m");
                 mqtt_free(q);
                 return r;
         }
@@ -1266,10 +1186,12 @@ Mqtt *mqtt_free(Mqtt *q) {
         q->health_timer = sd_event_source_disable_unref(q->health_timer);
         q->ha_timer = sd_event_source_disable_unref(q->ha_timer);
         q->flush = sd_event_source_disable_unref(q->flush);
+        q->state_timer = sd_event_source_disable_unref(q->state_timer);
         while (q->n_wraps > 0)
                 known_forget(q, q->wraps);
         free(q->wraps);
         settings_done(&q->s);
+        sd_event_unref(q->event);
         free(q);
         mosquitto_lib_cleanup();
         return NULL;
@@ -1289,7 +1211,7 @@ int mqtt_reload(Mqtt *q) {
 
         if (!q)
                 return 0;
-        r = settings_load(&q->m->config, &s);
+        r = settings_load(q->config, &s);
         if (r < 0)
                 return r;
         if (settings_equal(&s, &q->s)) {
@@ -1325,6 +1247,9 @@ int mqtt_reload(Mqtt *q) {
 }
 
 void mqtt_kick(Mqtt *q) {
+        if (!q)
+                return;
+        q->outbox_pending = true;
         schedule_flush(q);
 }
 
@@ -1361,21 +1286,15 @@ void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {
         schedule_flush(q);
 }
 
-void mqtt_wrap_added(Mqtt *q, const char *wrap) {
+void mqtt_wrap_added(Mqtt *q, const char *wrap, const char *address) {
         KnownWrap *k;
 
         if (!q || !wrap)
                 return;
-        /* The address comes with the store's list; reconcile picks it up before discovery. */
-        if (q->m->store) {
-                StoredWrap sw;
-                if (store_wrap_get(q->m->store, wrap, &sw) >= 0) {
-                        k = known_add(q, wrap, sw.address);
-                        if (k) {
-                                k->dirty = true;
-                                k->discovered = false;
-                        }
-                }
+        k = known_add(q, wrap, address);
+        if (k) {
+                k->dirty = true;
+                k->discovered = false;
         }
         q->dirty_info = true;
         schedule_flush(q);
@@ -1400,9 +1319,10 @@ void mqtt_wrap_removed(Mqtt *q, const char *wrap) {
         schedule_flush(q);
 }
 
-void mqtt_bridge_changed(Mqtt *q) {
+void mqtt_bridge_changed(Mqtt *q, int64_t adoption_until) {
         if (!q)
                 return;
+        q->adoption_until = adoption_until;
         q->dirty_info = true;
         /* The clock's state (R10) is in bridge/health. */
         q->dirty_health = true;

@@ -118,6 +118,10 @@ struct Sim {
 
         WrapFw *fw;
         sd_event_source *fw_timer;
+        /* "stream HZ SECONDS": Therapy Status notified HZ times a second, for the benches. */
+        sd_event_source *stream_timer;
+        uint64_t stream_period, stream_until;
+        unsigned stream_sent;
         uint64_t start_usec;            /* when the wrap last accepted START (its clock), for logs */
 
         Svc svcs[_S_MAX];
@@ -249,6 +253,42 @@ static void fw_kick(Sim *s) {
 static int on_fw_timer(sd_event_source *es, uint64_t usec, void *userdata) {
         fw_kick(userdata);
         return 0;
+}
+
+/* The bench's stream: the current Therapy Status, notified again at a fixed rate (real time). */
+static int on_stream_timer(sd_event_source *es, uint64_t usec, void *userdata) {
+        Sim *s = userdata;
+        WrapFwOutput o = { .channel = WRAPFW_STATUS };
+
+        if (!s->fw || usec >= s->stream_until) {
+                log_info("stream done: %u Status notifications", s->stream_sent);
+                return sd_event_source_set_enabled(es, SD_EVENT_OFF);
+        }
+        o.size = wrapfw_read_status(s->fw, fw_now(), o.value);
+        fw_emit(&o, s);
+        s->stream_sent++;
+        (void) sd_event_source_set_time(es, usec + s->stream_period);
+        return 0;
+}
+
+static int sim_stream(Sim *s, unsigned hz, unsigned seconds) {
+        uint64_t now;
+        int r;
+
+        if (hz == 0 || hz > 1000 || seconds > 3600)
+                return -ERANGE;
+        (void) sd_event_now(s->ev, CLOCK_MONOTONIC, &now);
+        s->stream_period = USEC_PER_SEC / hz;
+        s->stream_until = now + (uint64_t) seconds * USEC_PER_SEC;
+        s->stream_sent = 0;
+        if (!s->stream_timer) {
+                r = sd_event_add_time(s->ev, &s->stream_timer, CLOCK_MONOTONIC, now, 0, on_stream_timer, s);
+                if (r < 0)
+                        return r;
+        } else
+                (void) sd_event_source_set_time(s->stream_timer, now);
+        log_info("streaming Therapy Status at %u Hz for %u s", hz, seconds);
+        return sd_event_source_set_enabled(s->stream_timer, SD_EVENT_ON);
 }
 
 static int sim_press(Sim *s, uint8_t event) {
@@ -1247,6 +1287,10 @@ static void run_command(Sim *s, char *line, char *out, size_t size) {
                         wrapfw_set_fault(s->fw, (uint8_t) f, fw_now());
                         log_info("fault flags 0x%02lx", f);
                 }
+        } else if (streq(words[0], "stream") && n == 3) {
+                int64_t hz, secs;
+                if ((r = parse_int64(words[1], &hz)) >= 0 && (r = parse_int64(words[2], &secs)) >= 0)
+                        r = hz < 1 || secs < 0 ? -ERANGE : sim_stream(s, (unsigned) hz, (unsigned) secs);
         } else if (streq(words[0], "clear-fault") && n == 1) {
                 wrapfw_set_fault(s->fw, 0, fw_now());
                 log_info("faults cleared");
@@ -1513,6 +1557,7 @@ static void sim_done(Sim *s) {
         for (size_t i = 0; i < s->n_presses; i++)
                 s->presses[i].timer = sd_event_source_disable_unref(s->presses[i].timer);
         s->fw_timer = sd_event_source_disable_unref(s->fw_timer);
+        s->stream_timer = sd_event_source_disable_unref(s->stream_timer);
         s->adv_timer = sd_event_source_disable_unref(s->adv_timer);
         s->control_io = sd_event_source_disable_unref(s->control_io);
         if (s->control_fd >= 0) {

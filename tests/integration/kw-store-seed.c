@@ -17,7 +17,9 @@
  * kw-store-seed DB correct SESSION_ID DURATION_S   rewrites a session's duration (a correction)
  * kw-store-seed DB diary WRAP AT SCORE
  * kw-store-seed DB history ADDRESS NOW
- * Adoption needs BlueZ and sessions need a wrap: tests that only read history seed it here.
+ * kw-store-seed DB injury WRAP YYYY-MM-DD
+ * Adoption needs BlueZ and sessions need a wrap: tests that only read history seed it here,
+ * and a test that needs an injury before the daemon starts (kneewrapctl needs the daemon).
  * "history" writes three weeks of one runner's knee before NOW, the same every time: the
  * wrap, its profile and Device Information, an injury, runs, cold sessions that followed
  * them or not (one refused by R6, one stopped early), heat asked for in the first week,
@@ -174,6 +176,13 @@ int main(int argc, char *argv[]) {
                 r = history(s, argv[3], at);
         else if (streq(argv[2], "wrap") && argc == 6 && parse_int64(argv[5], &at) == 0)
                 r = store_wrap_add(s, argv[3], argv[4], at);
+        else if (streq(argv[2], "injury") && argc == 5) {
+                bool date_only;
+
+                r = clock_parse_iso(argv[4], &at, &date_only);
+                if (r >= 0)
+                        r = store_injury_add(s, argv[3], at, date_only ? argv[4] : NULL, clock_real_sec());
+        }
         else if (streq(argv[2], "session") && (argc == 8 || argc == 10) &&
                  parse_int64(argv[6], &at) == 0 && parse_int64(argv[7], &dur) == 0 &&
                  (argc == 8 || parse_int64(argv[9], &left) == 0)) {

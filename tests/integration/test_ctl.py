@@ -1,5 +1,6 @@
-# test_ctl: kneewrapctl on a real store: wraps, injuries, the diary (R9 alert with its outbox
-# message), prescriptions inside the rules' bounds, history, export and compliance.
+# test_ctl: kneewrapctl: injuries, the diary (R9 alert with its outbox message) and
+# prescriptions inside the rules' bounds, through the running daemon's D-Bus API (on a private
+# bus with the mock BlueZ); wraps, history, export and compliance read from the store.
 import json
 import os
 import sqlite3
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from kwtestutil import BUILDDIR, KNEEWRAPCTL
+from test_ble_helpers import Gateway
 
 SEED = os.environ.get('KW_STORE_SEED', os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed'))
 ADDR = 'AA:BB:CC:00:11:22'
@@ -19,21 +21,38 @@ RECORD_FIELDS = {'session_id', 'wrap', 'mode', 'source', 'requested_at', 'starte
 
 
 class Ctl:
-    def __init__(self, tmp_path, mqtt=False):
+    """kneewrapctl on a store in tmp_path; with `bus`, also the daemon on that bus (start())."""
+
+    def __init__(self, tmp_path, mqtt=False, bus=None):
         self.db = tmp_path / 'kneewrap.db'
         self.conf = tmp_path / 'kneewrapd.conf'
-        text = f'[store]\npath = {self.db}\n'
+        self.gw = None
         # R10: a synchronised clock (the test seam), whatever the host's is.
         self.seam = tmp_path / 'clock-seam'
         self.seam.write_text('synced=1\n')
+        self.env = {**os.environ, 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)}
+        if bus:
+            self.gw = Gateway(bus, tmp_path, db=str(self.db), scale=None)
+            self.env = {**bus.env(), 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)}
+            self.env.pop('KNEEWRAP_TIME_SCALE', None)
+        else:
+            self.conf.write_text(f'[store]\npath = {self.db}\n')
         if mqtt:
-            text += '[mqtt]\nhost = 127.0.0.1\nbase_topic = kw\n'
-        self.conf.write_text(text)
+            # No broker: what the daemon would publish waits in the outbox.
+            self.conf.write_text(self.conf.read_text() + '[mqtt]\nhost = 127.0.0.1\nport = 1\nbase_topic = kw\n')
+
+    def start(self):
+        self.gw.start()
+        self.gw.wait_log('kneewrapd started')
+        return self
+
+    def stop(self):
+        if self.gw:
+            self.gw.close()
 
     def __call__(self, *args, rc=0):
         r = subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), *args],
-                           capture_output=True, text=True, timeout=10,
-                           env={**os.environ, 'TZ': 'UTC', 'KNEEWRAP_CLOCK': str(self.seam)})
+                           capture_output=True, text=True, timeout=10, env=self.env)
         if r.returncode != rc:
             print(r.stdout, r.stderr)
         assert r.returncode == rc
@@ -52,6 +71,21 @@ def ctl(tmp_path):
     c = Ctl(tmp_path)
     c.seed('wrap', ADDR, 'Left knee', int(time.time()) - 86400)
     return c
+
+
+@pytest.fixture
+def live(fast_bus, tmp_path):
+    """A seeded wrap and the daemon running: the commands that change state go to it."""
+    made = []
+
+    def make(mqtt=False):
+        c = Ctl(tmp_path, mqtt=mqtt, bus=fast_bus)
+        c.seed('wrap', ADDR, 'Left knee', int(time.time()) - 86400)
+        made.append(c.start())
+        return c
+    yield make
+    for c in made:
+        c.stop()
 
 
 def test_help_version_and_usage(tmp_path):
@@ -73,13 +107,15 @@ def test_wraps(tmp_path):
 def test_needs_daemon(ctl, tmp_path):
     # No bus at all: said plainly, exit 1 (test_bus_api.py covers these with the daemon).
     env = {**os.environ, 'DBUS_SYSTEM_BUS_ADDRESS': f'unix:path={tmp_path}/no-such-socket'}
-    for cmd in (['start', WRAP, 'cold'], ['stop', WRAP], ['adopt'], ['remove', WRAP], ['status']):
+    for cmd in (['start', WRAP, 'cold'], ['stop', WRAP], ['adopt'], ['remove', WRAP], ['status'],
+                ['injury', WRAP, '2026-01-01'], ['diary', WRAP, '3'], ['prescribe', WRAP, '--cold-minutes', '12']):
         r = subprocess.run([KNEEWRAPCTL, '--config', str(ctl.conf), *cmd], capture_output=True, text=True,
                            timeout=10, env=env)
         assert r.returncode == 1 and 'cannot connect to the system bus' in r.stderr, (cmd, r.stderr)
 
 
-def test_injury(ctl):
+def test_injury(live):
+    ctl = live()
     assert 'no adopted wrap is called "wrap_000000000000"' in ctl('injury', 'wrap_000000000000', '2026-01-01', rc=1).stderr
     assert 'is not a date' in ctl('injury', WRAP, 'last week', rc=1).stderr
     assert 'in the future' in ctl('injury', WRAP, '2999-01-01', rc=1).stderr
@@ -95,11 +131,13 @@ def test_injury(ctl):
     ctl('injury', WRAP, '--resolved')
     assert ctl.sql('select resolved_at is not null from injuries') == [(1,)]
     assert 'no unresolved injury' in ctl('injury', WRAP, '--resolved', rc=1).stderr
+    # The daemon heard of it at once: its log has every one, as the one door says it.
+    ctl.gw.wait_log('Injury recorded')
+    ctl.gw.wait_log('Injury marked resolved')
 
 
-def test_diary_and_red_flag_with_mqtt(tmp_path):
-    c = Ctl(tmp_path, mqtt=True)
-    c.seed('wrap', ADDR, 'Left knee', int(time.time()) - 86400)
+def test_diary_and_red_flag_with_mqtt(live):
+    c = live(mqtt=True)
     r = c('diary', WRAP, '4', '--where', 'below')
     assert 'pain 4/10, below' in r.stdout
     assert c.sql('select count(*) from alerts') == [(0,)]
@@ -113,19 +151,23 @@ def test_diary_and_red_flag_with_mqtt(tmp_path):
     topic, payload = c.sql('select topic, payload from outbox')[0]
     assert topic == f'kw/{WRAP}/alert'
     assert json.loads(payload)['alert'] == 'red_flag'
+    # Acted on now, not at the next health tick.
+    c.gw.wait_log(r'red_flag\)', timeout=2)
 
     # Swelling alone is no red flag.
     c('diary', WRAP, '5', '--flags', 'swelling')
     assert c.sql('select count(*) from alerts') == [(1,)]
 
 
-def test_diary_red_flag_without_mqtt(ctl):
+def test_diary_red_flag_without_mqtt(live):
+    ctl = live()
     ctl('diary', WRAP, '8', '--flags', 'pop,swelling')
     assert ctl.sql('select kind from alerts') == [('red_flag',)]
     assert ctl.sql('select count(*) from outbox') == [(0,)]
 
 
-def test_diary_refusals(ctl):
+def test_diary_refusals(live):
+    ctl = live()
     assert '0 to 10' in ctl('diary', WRAP, '11', rc=1).stderr
     assert 'unknown place' in ctl('diary', WRAP, '3', '--where', 'elbow', rc=1).stderr
     assert 'unknown flag "click"' in ctl('diary', WRAP, '3', '--flags', 'pop,click', rc=1).stderr
@@ -133,7 +175,8 @@ def test_diary_refusals(ctl):
     assert ctl.sql('select count(*) from diary') == [(0,)]
 
 
-def test_prescribe(ctl):
+def test_prescribe(live):
+    ctl = live()
     r = ctl('prescribe', WRAP, '--cold-minutes', '12', '--heat-wait-days', '14')
     assert 'cold 12 min' in r.stdout and 'heat waits 14 days' in r.stdout
     # A second call changes only what it names.

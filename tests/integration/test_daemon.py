@@ -202,15 +202,15 @@ def test_r8_at_start_and_daily(tmp_path, private_bus):
     # At KNEEWRAP_TIME_SCALE=100000 a day lasts 0.864 s: an injury 41 days old raises
     # "see a physiotherapist" at start, and "overdue" after the next midnight, once each.
     import sqlite3
-    from kwtestutil import KNEEWRAPCTL, BUILDDIR
+    from kwtestutil import BUILDDIR
     seed = os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed')
     db = tmp_path / 'kneewrap.db'
     env = {**os.environ, 'TZ': 'UTC'}
     subprocess.run([seed, str(db), 'wrap', 'AA:BB:CC:00:11:22', 'knee', str(int(time.time()) - 50 * 86400)],
                    check=True, env=env)
     day = time.strftime('%Y-%m-%d', time.gmtime(time.time() - 41 * 86400))
-    subprocess.run([KNEEWRAPCTL, '--db', str(db), 'injury', 'wrap_aabbcc001122', day], check=True, env=env,
-                   capture_output=True)
+    # Before the daemon runs, so into the store directly (kneewrapctl asks the daemon).
+    subprocess.run([seed, str(db), 'injury', 'wrap_aabbcc001122', day], check=True, env=env)
 
     def alerts():
         with sqlite3.connect(db) as c:

@@ -19,16 +19,18 @@
 #include "mqtt.h"
 #include "record.h"
 #include "rules.h"
+#include "state.h"
 #include "store.h"
 #include "util.h"
 #include "wire.h"
 #include "wrap.h"
 
 /*
- * wrap.c talks to the BLE client, the manager and MQTT through the functions below; this
- * file provides them (the linker takes these instead of the real ones), so the tests see
- * every request wrap.c writes, and drive the link. Time runs at KNEEWRAP_TIME_SCALE=10000:
- * a 900 s session lasts 90 ms.
+ * The hub (wrap.c behind the daemon's hooks, the door, the store) with a fake BLE leaf: the
+ * tests report values up through the BluezHooks the daemon sets on its BLE client (as the
+ * client would), and see every request the hub writes through a fake WrapLinkOps. Nothing
+ * is replaced at link time: this links the shipped libraries whole, and MQTT is off
+ * (Manager.mqtt NULL). Time runs at KNEEWRAP_TIME_SCALE=10000: a 900 s session lasts 90 ms.
  */
 
 #define ADDR "AA:BB:CC:00:11:22"
@@ -40,11 +42,13 @@ static unsigned n_sent;
 static bool link_up = true;
 static int write_error;
 
-int bluez_link_attach(Bluez *b, Wrap *w) { return 0; }
-void bluez_link_detach(Bluez *b, Wrap *w) {}
-bool bluez_link_ready(Bluez *b, Wrap *w) { return link_up; }
-int bluez_read_status(Bluez *b, Wrap *w) { return link_up ? 0 : -ENOTCONN; }
-int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req) {
+static bool fake_ready(void *userdata, const char *address) {
+        assert_string_equal(address, ADDR);
+        return link_up;
+}
+
+static int fake_write(void *userdata, const char *address, const WireRequest *req) {
+        assert_string_equal(address, ADDR);
         if (!link_up)
                 return -ENOTCONN;
         if (write_error)
@@ -54,24 +58,10 @@ int bluez_write_request(Bluez *b, Wrap *w, const WireRequest *req) {
         return 0;
 }
 
-/* The rest of the BLE client and the MQTT client: not reached by these tests. */
-int bluez_new(Manager *m, Bluez **ret) { return -EOPNOTSUPP; }
-Bluez *bluez_free(Bluez *b) { return NULL; }
-void bluez_adoption_changed(Bluez *b) {}
-int bluez_remove_wrap(Bluez *b, const char *wrap) { return -ENOENT; }
-const char *bluez_status(Bluez *b, char *buf, size_t size) { snprintf(buf, size, "fake BLE"); return buf; }
-bool bluez_usable(Bluez *b) { return true; }
-int mqtt_new(Manager *m, Mqtt **ret) { return -EOPNOTSUPP; }
-Mqtt *mqtt_free(Mqtt *q) { return NULL; }
-int mqtt_reload(Mqtt *q) { return 0; }
-void mqtt_kick(Mqtt *q) {}
-void mqtt_wrap_changed(Mqtt *q, const char *wrap) {}
-void mqtt_wrap_added(Mqtt *q, const char *wrap) {}
-void mqtt_wrap_removed(Mqtt *q, const char *wrap) {}
-void mqtt_wrap_profile_changed(Mqtt *q, const char *wrap) {}
-void mqtt_wrap_compliance_changed(Mqtt *q, const char *wrap) {}
-void mqtt_bridge_changed(Mqtt *q) {}
-bool mqtt_connected(Mqtt *q) { return false; }
+static const WrapLinkOps fake_link = { .write_request = fake_write, .ready = fake_ready };
+
+/* What the BLE client would call: the daemon's own hooks. */
+static BluezHooks ble;
 
 typedef struct Fixture {
         char dir[64];
@@ -128,7 +118,8 @@ static int setup(void **state) {
         snprintf(f->seam, sizeof f->seam, "%s/clock-seam", f->dir);
         setenv("KNEEWRAP_CLOCK", f->seam, 1);
         assert_int_equal(sd_event_new(&f->m.event), 0);
-        f->m.bluez = (Bluez *) 1;       /* non-NULL: wrap.c asks the (fake) link */
+        f->m.link_ops = &fake_link;
+        manager_ble_hooks(&f->m, &ble);
         assert_int_equal(store_open(f->db, &f->m.store), 0);
         set_clock(f, 0, true, BOOT_ID);
         assert_int_equal(manager_time_setup(&f->m), 0);
@@ -141,7 +132,7 @@ static int setup(void **state) {
         n_sent = 0;
         link_up = true;
         write_error = 0;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         *state = f;
         return 0;
 }
@@ -177,22 +168,22 @@ static void run_for(Fixture *f, unsigned ms) {
 }
 
 static void press(Fixture *f, uint8_t event, uint8_t seq) {
-        wrap_on_button(f->w, &(WireButton) { .event = event, .seq = seq }, 0);
+        ble.button(ble.userdata, ADDR, &(WireButton) { .event = event, .seq = seq }, 0);
 }
 
 static void answer(Fixture *f, uint8_t opcode, uint8_t result) {
-        wrap_on_response(f->w, &(WireResponse) { .opcode = opcode, .result = result });
+        ble.response(ble.userdata, ADDR, &(WireResponse) { .opcode = opcode, .result = result });
 }
 
 static void status(Fixture *f, uint8_t state, uint8_t mode, uint16_t elapsed, uint8_t faults, uint8_t seq) {
-        wrap_on_status(f->w, &(WireStatus) {
+        ble.status(ble.userdata, ADDR, &(WireStatus) {
                 .state = state, .mode = mode, .setpoint = mode == THERAPY_HEAT ? 4000 : 1000, .pack = 1500,
                 .elapsed_s = elapsed, .remaining_s = elapsed < 900 ? 900 - elapsed : 0, .faults = faults, .seq = seq,
         });
 }
 
 static void skin(Fixture *f, int32_t centi) {
-        wrap_on_temperature(f->w, &(WireTemperature) { .centi_c = centi });
+        ble.temperature(ble.userdata, ADDR, &(WireTemperature) { .centi_c = centi });
 }
 
 static SessionRecord last_record(Fixture *f) {
@@ -385,10 +376,10 @@ static void test_link_lost_then_reconciled(void **state) {
         answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
         status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         run_for(f, 30);
         link_up = true;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_COOLING, 1, 300, 0, 5);   /* same sequence number: still running */
         assert_non_null(wrap_get_session(f->w));
         run_for(f, 120);
@@ -405,11 +396,11 @@ static void test_link_lost_done_while_away(void **state) {
         answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
         status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         run_for(f, 100);                /* the prescribed end passes while away */
         assert_int_equal(n_sent, 1);
         link_up = true;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_IDLE, 1, 900, 0, 5);
         r = last_record(f);
         assert_int_equal(r.outcome, OUTCOME_COMPLETED);
@@ -424,7 +415,7 @@ static void test_link_lost_for_good_is_interrupted(void **state) {
         answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
         run_for(f, 20);
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         run_for(f, 200);                /* 900 s + 60 s grace = 96 ms, but at least 5 s real */
         assert_non_null(wrap_get_session(f->w));
         run_for(f, 5000);
@@ -449,7 +440,7 @@ static void test_restart_takes_over_open_session(void **state) {
         w = f->w = wrap_find(&f->m, WRAP);
         assert_non_null(w);
         assert_non_null(wrap_get_session(w));
-        wrap_link_up(w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_COOLING, 1, 10, 0, 1);
         run_for(f, 120);
         assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
@@ -462,8 +453,8 @@ static void test_malformed_counted(void **state) {
         Fixture *f = *state;
 
         for (int i = 0; i < 5; i++)
-                wrap_on_malformed(f->w, WRAP_VALUE_TEMPERATURE, "NaN");
-        wrap_on_malformed(f->w, WRAP_VALUE_STATUS, "short");
+                ble.malformed(ble.userdata, ADDR, WRAP_VALUE_TEMPERATURE, "NaN");
+        ble.malformed(ble.userdata, ADDR, WRAP_VALUE_STATUS, "short");
         assert_int_equal(wrap_get_malformed(f->w), 6);
         assert_int_equal(f->m.malformed, 6);
         assert_false(wrap_get_live(f->w)->has_skin);
@@ -475,7 +466,7 @@ static void test_request_while_disconnected_refused(void **state) {
         const char *err = NULL;
 
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         assert_int_equal(door_start(&f->m, WRAP, THERAPY_COLD, SOURCE_CLI, 0, &r, &err), 0);
         assert_int_equal(r.outcome, OUTCOME_REFUSED);
         assert_int_equal(r.refusal, REFUSAL_OTHER);
@@ -633,9 +624,9 @@ static void test_reconcile_with_fault_stops_for_safety(void **state) {
         answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
         status(f, WIRE_STATE_COOLING, 1, 1, 0, 6);
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         link_up = true;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_COOLING, 1, 30, WIRE_FAULT_NOT_WORN, 6);
         assert_int_equal(n_sent, 2);
         assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
@@ -663,7 +654,7 @@ static void test_restart_open_record_too_long_capped(void **state) {
         wraps_free(&f->m);
         assert_int_equal(wraps_load(&f->m), 0);
         f->w = wrap_find(&f->m, WRAP);
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_COOLING, 1, 1, 0, 1);
         assert_non_null(wrap_get_session(f->w));
         run_for(f, 130);                /* 1300 scaled s: past 900, well before 1800 */
@@ -679,7 +670,7 @@ static void test_start_write_failed_but_running(void **state) {
 
         press(f, WIRE_BUTTON_COLD, 1);
         status(f, WIRE_STATE_COOLING, 1, 1, 0, 4);
-        wrap_on_write_failed(f->w, WIRE_OP_START, -ETIMEDOUT);
+        ble.write_failed(ble.userdata, ADDR, WIRE_OP_START, -ETIMEDOUT);
         assert_non_null(wrap_get_session(f->w));
         skin(f, 700);
         assert_int_equal(n_sent, 2);
@@ -708,9 +699,51 @@ static void test_busy_wrap_runs_unknown_session(void **state) {
         assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
 }
 
+/* What MQTT shows comes from memory: a notification runs no SQL; a write the daemon makes
+ * (a session record, a prescription) is seen at once. */
+static void test_state_from_memory(void **state) {
+        Fixture *f = *state;
+        MqttHooks mq;
+        StateView v;
+        Store *real = f->m.store, *empty = NULL;
+        char db2[160];
+        RulesPrescription rx = { .heat_wait_s = 14 * RULES_DAY_S };
+        const char *err = NULL;
+
+        manager_mqtt_hooks(&f->m, &mq);
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        press(f, WIRE_BUTTON_STOP, 2);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.last);                       /* the stopped session, as the store has it */
+        assert_int_equal(v.last->outcome, OUTCOME_STOPPED_BY_USER);
+        assert_true(v.heat_allowed);
+
+        /* Behind the daemon's back the store is swapped for an empty one: a notification and
+         * the state after it still show what the daemon knows, so neither read the store. */
+        snprintf(db2, sizeof db2, "%s/empty.db", f->dir);
+        assert_int_equal(store_open(db2, &empty), 0);
+        f->m.store = empty;
+        status(f, WIRE_STATE_IDLE, 0, 0, 0, 9);
+        skin(f, 3100);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.last);
+        assert_int_equal(v.last->outcome, OUTCOME_STOPPED_BY_USER);
+        assert_true(v.has_skin && v.skin == 3100);
+        f->m.store = real;
+        store_close(empty);
+
+        /* A write through the door is seen at the next look: an injury with a 14-day wait. */
+        assert_int_equal(door_set_prescription(&f->m, NULL, WRAP, &rx, RX_HEAT_WAIT_S, NULL, &err), 0);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-01-01", &err), 0);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        assert_non_null(v.injury_date);
+        assert_string_equal(v.injury_date, "2026-01-01");
+}
+
 static void status_full(Fixture *f, uint8_t state, uint8_t mode, int16_t setpoint, uint16_t elapsed,
                         uint16_t remaining, uint8_t seq) {
-        wrap_on_status(f->w, &(WireStatus) {
+        ble.status(ble.userdata, ADDR, &(WireStatus) {
                 .state = state, .mode = mode, .setpoint = setpoint, .pack = 1500,
                 .elapsed_s = elapsed, .remaining_s = remaining, .seq = seq,
         });
@@ -721,7 +754,7 @@ static void crash_and_restart(Fixture *f) {
         assert_int_equal(wraps_load(&f->m), 0);
         f->w = wrap_find(&f->m, WRAP);
         assert_non_null(f->w);
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
 }
 
 /* Issue 8, defect 2: a restart with the clock 30 min behind put the STOP late and ended_at
@@ -785,7 +818,7 @@ static void test_silent_thermometer_stops_for_safety(void **state) {
         assert_int_equal(n_sent, 1);
         assert_non_null(wrap_get_session(f->w));
         /* A malformed value is no reading: the wrap's codec rejected it. */
-        wrap_on_malformed(f->w, WRAP_VALUE_TEMPERATURE, "no reading");
+        ble.malformed(ble.userdata, ADDR, WRAP_VALUE_TEMPERATURE, "no reading");
         run_for(f, 350);
         assert_int_equal(n_sent, 2);
         assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
@@ -840,7 +873,7 @@ static void test_start_unanswered_link_lost_counted_by_r6(void **state) {
         status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);        /* the wrap's sequence number: 5 */
         press(f, WIRE_BUTTON_COLD, 1);
         link_up = false;
-        wrap_on_write_failed(f->w, WIRE_OP_START, -EIO);
+        ble.write_failed(ble.userdata, ADDR, WIRE_OP_START, -EIO);
         assert_non_null(wrap_get_session(f->w));
         assert_int_equal(count_outcome(f, OUTCOME_NOT_STARTED), 0);
         /* It never comes back: the grace period ends it as interrupted, and R6 rests from the
@@ -864,13 +897,13 @@ static void test_start_unanswered_seq_proves_not_started(void **state) {
         status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);
         press(f, WIRE_BUTTON_COLD, 1);
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         assert_non_null(wrap_get_session(f->w));
         /* While away nothing new starts. */
         press(f, WIRE_BUTTON_COLD, 2);
         assert_int_equal(n_sent, 1);
         link_up = true;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_IDLE, 0, 0, 0, 5);
         assert_null(wrap_get_session(f->w));
         assert_int_equal(count_outcome(f, OUTCOME_NOT_STARTED), 1);
@@ -878,9 +911,9 @@ static void test_start_unanswered_seq_proves_not_started(void **state) {
         assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_START);
         /* The wrap took this one (sequence 6), and the link went before the answer again. */
         link_up = false;
-        wrap_link_down(f->w);
+        ble.link_down(ble.userdata, ADDR);
         link_up = true;
-        wrap_link_up(f->w);
+        ble.link_up(ble.userdata, ADDR);
         status(f, WIRE_STATE_COOLING, 1, 30, 0, 6);
         assert_non_null(wrap_get_session(f->w));
         run_for(f, 100);
@@ -1449,6 +1482,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_r4_back_to_back_heat_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_r6_stale_clock_then_step, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_request_within_a_second_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),

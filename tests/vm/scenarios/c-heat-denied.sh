@@ -1,4 +1,4 @@
-# Scenario c: an injury two days ago (kneewrapctl injury, through the store); HEAT pressed on
+# Scenario c: an injury two days ago (kneewrapctl injury, through the daemon's D-Bus API); HEAT pressed on
 # the wrap: the gateway answers DENY (reason 1, heat too soon, with the minutes left) and the
 # refusal reaches MQTT. The injury is then marked resolved, for the scenarios after this one.
 . "$KW_SRC/tests/vm/lib/kneewrap.sh"
