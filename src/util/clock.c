@@ -15,7 +15,6 @@
 static unsigned scale = 1;
 static bool scale_ignored;
 static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
-static int64_t real0;                /* real CLOCK_REALTIME at setup */
 static uint64_t boot0;               /* real CLOCK_BOOTTIME at setup */
 
 static int64_t realtime_usec(void) {
@@ -44,7 +43,6 @@ int clock_setup(void) {
         scale = (unsigned) v;
         mono0 = mono0_real = mono_usec();
         boot0 = boottime_usec();
-        real0 = realtime_usec();
         return (int) scale;
 }
 
@@ -165,8 +163,9 @@ int64_t clock_real_usec(void) {
         Seam seam;
 
         if (scale != 1 && mono0_real != 0)
-                /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
-                n = real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
+                /* The real clock, plus what the scale adds on the monotonic clock: a step of the
+                 * wall clock (NTP, date -s) shows as the same step, and never stretches the scale. */
+                n += (int64_t) ((mono_usec() - mono0_real) * (scale - 1));
         if (seam_read(&seam))
                 n = seam.wall >= 0 ? seam.wall * (int64_t) USEC_PER_SEC : n + seam.wall_offset * (int64_t) USEC_PER_SEC;
         return n;
