@@ -12,9 +12,8 @@
 /*
  * Pure functions: no clock, no store, no I/O (fhir_urn_uuid alone reads randomness). Each
  * returns a new json_t the caller owns (json_decref), or NULL on a bad argument or out of
- * memory. Nothing here assigns a
- * resource `id`: a collection Bundle names entries by fullUrl, a transaction by
- * fullUrl + request, and a server assigns ids.
+ * memory. Nothing here assigns a resource `id`: a collection Bundle names entries by
+ * fullUrl, a transaction by fullUrl + request, and a server assigns ids.
  *
  * References between resources are passed in as strings (`patient_ref`, `device_ref`) and
  * written as Reference.reference unchanged: "urn:uuid:…" inside a Bundle, "Patient/123"

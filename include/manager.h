@@ -63,6 +63,7 @@ typedef struct Manager {
         bool clock_was_trusted;
         sd_event_source *time_change;
         sd_event_source *sync_timer;
+        uint64_t clock_step_until;   /* mono_usec(): the sync state is polled fast until then */
 
         uint64_t skin_silence_usec;  /* R5's 15 s of real time (0: that); unit tests shorten it */
 

@@ -280,3 +280,5 @@ int diary_where_from_string(const char *s);
 const char *alert_kind_to_string(AlertKind a);              /* "see_physio", "see_physio_overdue", "red_flag", "safety_stop",
                                                                "low_battery", "heat_first_week" */
 int alert_kind_from_string(const char *s);                  /* the AlertKind, or -EINVAL */
+/* R9 and R5 want someone to act now ("urgent"); the others ask for an appointment or a charge ("warning"). */
+const char *alert_kind_severity(AlertKind a);

@@ -18,16 +18,11 @@ int alert_msg_build(const AlertRecord *a, bool latest, void *userdata, OutboxMsg
         return payload_alert_msg(ctx->config, a, latest, ctx->session_id, ret);
 }
 
-/* R9 and safety stops want someone to act now. */
+/* The journal's priority: an urgent alert (alert_kind_severity) is LOG_ALERT for R9, LOG_CRIT for R5. */
 static int alert_priority(AlertKind kind) {
-        switch (kind) {
-        case ALERT_RED_FLAG:
-                return LOG_ALERT;
-        case ALERT_SAFETY_STOP:
-                return LOG_CRIT;
-        default:
+        if (streq(alert_kind_severity(kind), "warning"))
                 return LOG_WARNING;
-        }
+        return kind == ALERT_RED_FLAG ? LOG_ALERT : LOG_CRIT;
 }
 
 void alert_announce(Manager *m, const AlertRecord *a) {

@@ -566,7 +566,7 @@ void bus_api_alert(BusApi *api, const AlertRecord *a) {
         else
                 r = sd_bus_emit_signal(api->m->bus, BUS_API_PATH, BUS_API_INTERFACE, "AlertRaised", "sxssxs",
                                        a->wrap, a->id, alert_kind_to_string(a->kind),
-                                       a->kind == ALERT_RED_FLAG || a->kind == ALERT_SAFETY_STOP ? "urgent" : "warning",
+                                       alert_kind_severity(a->kind),
                                        a->at, a->text);
         if (r < 0)
                 log_wrap_errno(LOG_WARNING, r, a->wrap, "Cannot emit the alert signal on D-Bus: %m");

@@ -27,6 +27,10 @@
  */
 #define SYNC_POLL_USEC      (60 * USEC_PER_SEC)
 #define SYNC_POLL_SEAM_USEC (1 * USEC_PER_SEC)
+/* An NTP client steps the clock (which sets STA_UNSYNC) and clears STA_UNSYNC a moment
+ * later: after a step, look every 2 s for a minute. */
+#define SYNC_POLL_STEP_USEC (2 * USEC_PER_SEC)
+#define SYNC_STEP_WINDOW_USEC (60 * USEC_PER_SEC)
 
 static int on_sync_poll(sd_event_source *s, uint64_t usec, void *userdata);
 
@@ -127,6 +131,9 @@ static int correct_records(Manager *m) {
 static void sync_poll_arm(Manager *m) {
         uint64_t now_real = 0;
         uint64_t every = seam_active() ? SYNC_POLL_SEAM_USEC : SYNC_POLL_USEC;
+
+        if (mono_usec() < m->clock_step_until)
+                every = SYNC_POLL_STEP_USEC;
         int r;
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now_real);
@@ -175,7 +182,8 @@ void manager_clock_check(Manager *m) {
         /* Poll only while something can still change without a step. */
         if (!m->event)
                 return;
-        if (seam_active() || (!now && !m->config.clock_trusted) || m->clock_sync <= 0)
+        if (seam_active() || (!now && !m->config.clock_trusted) || m->clock_sync <= 0 ||
+            mono_usec() < m->clock_step_until)
                 sync_poll_arm(m);
         else if (m->sync_timer)
                 (void) sd_event_source_set_enabled(m->sync_timer, SD_EVENT_OFF);
@@ -205,6 +213,7 @@ static int on_time_change(sd_event_source *s, int fd, uint32_t revents, void *us
         (void) !read(fd, &n, sizeof n);
         (void) time_change_arm(fd);
         m->now_iteration = 0;
+        m->clock_step_until = mono_usec() + SYNC_STEP_WINDOW_USEC;
         log_info("The system clock was set.");
         manager_clock_check(m);
         return 0;

@@ -179,17 +179,6 @@ int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *re
         return 0;
 }
 
-/* R9 and R5 want someone to act now; R8 asks for an appointment. */
-static const char *alert_severity(AlertKind kind) {
-        switch (kind) {
-        case ALERT_RED_FLAG:
-        case ALERT_SAFETY_STOP:
-                return "urgent";
-        default:
-                return "warning";
-        }
-}
-
 int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const char *session_id,
                       OutboxMsg *ret) {
         /* The latest alert is retained, so a Home Assistant that restarts still sees it;
@@ -204,7 +193,7 @@ int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const 
             !put(o, "id", json_integer(a->id)) ||
             !put(o, "event_type", json_string(a->acked_at ? "acknowledged" : name ? name : "unknown")) ||
             !put(o, "alert", json_string(name ? name : "unknown")) ||
-            !put(o, "severity", json_string(alert_severity(a->kind))) ||
+            !put(o, "severity", json_string(alert_kind_severity(a->kind))) ||
             !put(o, "wrap", json_string(a->wrap)) ||
             !put(o, "at", time_or_null(a->at)) ||
             !put(o, "message", json_string(a->text)) ||

@@ -1028,11 +1028,12 @@ int store_sessions_unsynced(Store *s, const char *boot_id, SessionRecord **ret, 
         return sessions_collect(s, st, ret, ret_n);
 }
 
-int store_newest_time(Store *s, int64_t *ret) {
+/* A statement without parameters that answers one number. */
+static int stmt_int64(Store *s, StmtId id, int64_t *ret) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r, rc;
 
-        r = stmt_get(s, STMT_NEWEST_TIME, &st);
+        r = stmt_get(s, id, &st);
         if (r < 0)
                 return r;
         rc = sqlite3_step(st);
@@ -1040,6 +1041,10 @@ int store_newest_time(Store *s, int64_t *ret) {
                 return store_fail(s, rc);
         *ret = sqlite3_column_int64(st, 0);
         return 0;
+}
+
+int store_newest_time(Store *s, int64_t *ret) {
+        return stmt_int64(s, STMT_NEWEST_TIME, ret);
 }
 
 int store_injury_resolve(Store *s, const char *wrap, int64_t now) {
@@ -1460,17 +1465,12 @@ int store_outbox_ack(Store *s, int64_t id) {
 }
 
 int store_outbox_depth(Store *s, uint64_t *ret) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        int r, rc;
+        int64_t n = 0;
+        int r = stmt_int64(s, STMT_OUTBOX_DEPTH, &n);
 
-        r = stmt_get(s, STMT_OUTBOX_DEPTH, &st);
-        if (r < 0)
-                return r;
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW)
-                return store_fail(s, rc);
-        *ret = (uint64_t) sqlite3_column_int64(st, 0);
-        return 0;
+        if (r >= 0)
+                *ret = (uint64_t) n;
+        return r;
 }
 
 /* ---- sessions ---- */

@@ -84,6 +84,10 @@ const char *alert_kind_to_string(AlertKind a) {
         return NULL;
 }
 
+const char *alert_kind_severity(AlertKind a) {
+        return a == ALERT_RED_FLAG || a == ALERT_SAFETY_STOP ? "urgent" : "warning";
+}
+
 int alert_kind_from_string(const char *s) {
         for (unsigned bit = 0; bit < 8; bit++) {
                 const char *name = alert_kind_to_string((AlertKind) (1u << bit));

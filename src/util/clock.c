@@ -15,7 +15,6 @@
 static unsigned scale = 1;
 static bool scale_ignored;
 static uint64_t mono0, mono0_real;   /* real CLOCK_MONOTONIC at setup */
-static int64_t real0;                /* real CLOCK_REALTIME at setup */
 static uint64_t boot0;               /* real CLOCK_BOOTTIME at setup */
 
 static int64_t realtime_usec(void) {
@@ -44,7 +43,6 @@ int clock_setup(void) {
         scale = (unsigned) v;
         mono0 = mono0_real = mono_usec();
         boot0 = boottime_usec();
-        real0 = realtime_usec();
         return (int) scale;
 }
 
@@ -165,8 +163,9 @@ int64_t clock_real_usec(void) {
         Seam seam;
 
         if (scale != 1 && mono0_real != 0)
-                /* Advance from the monotonic clock, so a wall-clock step cannot stretch the scale. */
-                n = real0 + (int64_t) ((mono_usec() - mono0_real) * scale);
+                /* The real clock, plus what the scale adds on the monotonic clock: a step of the
+                 * wall clock (NTP, date -s) shows as the same step, and never stretches the scale. */
+                n += (int64_t) ((mono_usec() - mono0_real) * (scale - 1));
         if (seam_read(&seam))
                 n = seam.wall >= 0 ? seam.wall * (int64_t) USEC_PER_SEC : n + seam.wall_offset * (int64_t) USEC_PER_SEC;
         return n;
@@ -368,4 +367,28 @@ int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
         int64_t off = oh * 3600 + om * 60;
         *ret_unix_sec = *p == '+' ? base - off : base + off;
         return 0;
+}
+
+int clock_parse_http_date(const char *s, int64_t *ret_unix_sec) {
+        /* The process never calls setlocale(), so %a and %b are the English names HTTP uses. */
+        static const char *const formats[] = {
+                "%a, %d %b %Y %H:%M:%S GMT",    /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+                "%A, %d-%b-%y %H:%M:%S GMT",    /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+                "%a %b %e %H:%M:%S %Y",         /* asctime: Sun Nov  6 08:49:37 1994 */
+        };
+
+        for (size_t i = 0; s && i < ELEMENTSOF(formats); i++) {
+                struct tm tm = { 0 };
+                const char *end = strptime(s, formats[i], &tm);
+                time_t t;
+
+                if (!end || *end != '\0')
+                        continue;
+                t = timegm(&tm);
+                if (t == (time_t) -1)
+                        return -EINVAL;
+                *ret_unix_sec = (int64_t) t;
+                return 0;
+        }
+        return -EINVAL;
 }
