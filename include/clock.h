@@ -66,6 +66,10 @@ char *clock_format_iso(int64_t unix_sec, char buf[static CLOCK_ISO_MAX]);
  * that local day, the cautious reading of therapy rule R2. Returns 0 or -EINVAL.
  */
 int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only);
+/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms) as Unix
+ * seconds; -EINVAL for anything else. Through libc's 64-bit time_t: libcurl's curl_getdate()
+ * returns a 32-bit time_t on Debian 12's armhf, which a _TIME_BITS=64 caller reads as garbage. */
+int clock_parse_http_date(const char *s, int64_t *ret_unix_sec);
 
 /*
  * The end of a local calendar day, i.e. the start of the next one, honouring DST (a day is

@@ -142,7 +142,11 @@ static int change_wrap(Builder *b, const StoreChange *c, char wrap[static WRAP_I
 
         switch (c->kind) {
         case CHANGE_WRAP:
-                snprintf(wrap, WRAP_ID_MAX, "%s", c->key);
+                /* The key is a wrap id here; a longer one is no wrap of ours: skipped (armhf's gcc
+                 * rightly warns that snprintf would cut the 40-byte key to 32). */
+                if (strlen(c->key) >= WRAP_ID_MAX)
+                        return -ENOENT;
+                memcpy(wrap, c->key, strlen(c->key) + 1);
                 return 0;
         case CHANGE_SESSION:
                 r = store_session_get(b->store, c->key, &rec);

@@ -76,9 +76,9 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata) {
         if (parse_int64(v, &secs) == 0 && secs >= 0)
                 *retry_after = (uint64_t) secs;
         else {
-                time_t at = curl_getdate(v, NULL);
-                time_t now = time(NULL);
-                if (at > now)
+                /* Not curl_getdate(): its time_t is 32 bits on Debian 12's armhf, ours 64. */
+                int64_t at, now = (int64_t) time(NULL);
+                if (clock_parse_http_date(v, &at) == 0 && at > now)
                         *retry_after = (uint64_t) (at - now);
         }
         return k;

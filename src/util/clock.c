@@ -368,3 +368,27 @@ int clock_parse_iso(const char *s, int64_t *ret_unix_sec, bool *ret_date_only) {
         *ret_unix_sec = *p == '+' ? base - off : base + off;
         return 0;
 }
+
+int clock_parse_http_date(const char *s, int64_t *ret_unix_sec) {
+        /* The process never calls setlocale(), so %a and %b are the English names HTTP uses. */
+        static const char *const formats[] = {
+                "%a, %d %b %Y %H:%M:%S GMT",    /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+                "%A, %d-%b-%y %H:%M:%S GMT",    /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+                "%a %b %e %H:%M:%S %Y",         /* asctime: Sun Nov  6 08:49:37 1994 */
+        };
+
+        for (size_t i = 0; s && i < ELEMENTSOF(formats); i++) {
+                struct tm tm = { 0 };
+                const char *end = strptime(s, formats[i], &tm);
+                time_t t;
+
+                if (!end || *end != '\0')
+                        continue;
+                t = timegm(&tm);
+                if (t == (time_t) -1)
+                        return -EINVAL;
+                *ret_unix_sec = (int64_t) t;
+                return 0;
+        }
+        return -EINVAL;
+}

@@ -61,6 +61,26 @@ static void test_parse_iso(void **state) {
         }
 }
 
+/* The three HTTP-date forms, a date past 2038 (armhf: 64-bit time_t through libc), and refusals. */
+static void test_parse_http_date(void **state) {
+        int64_t t = 0;
+
+        assert_int_equal(clock_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT", &t), 0);
+        assert_int_equal(t, 784111777);
+        t = 0;
+        assert_int_equal(clock_parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", &t), 0);
+        assert_int_equal(t, 784111777);
+        t = 0;
+        assert_int_equal(clock_parse_http_date("Sun Nov  6 08:49:37 1994", &t), 0);
+        assert_int_equal(t, 784111777);
+        assert_int_equal(clock_parse_http_date("Tue, 01 Mar 2039 10:00:00 GMT", &t), 0);
+        assert_int_equal(t, INT64_C(2182586400));
+        assert_int_equal(clock_parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT trailing", &t), -EINVAL);
+        assert_int_equal(clock_parse_http_date("120", &t), -EINVAL);
+        assert_int_equal(clock_parse_http_date("", &t), -EINVAL);
+        assert_int_equal(clock_parse_http_date(NULL, &t), -EINVAL);
+}
+
 static void test_day_end_dst(void **state) {
         int64_t a, b;
 
@@ -141,6 +161,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_iso_format_offset),
                 cmocka_unit_test(test_parse_iso),
+                cmocka_unit_test(test_parse_http_date),
                 cmocka_unit_test(test_day_end_dst),
                 cmocka_unit_test(test_ids),
                 cmocka_unit_test(test_parse),
