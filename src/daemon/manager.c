@@ -512,6 +512,7 @@ int manager_new(const char *config_path, Manager **ret) {
         if (!m)
                 return log_error_errno(ENOMEM, "Out of memory.");
         m->started_usec = clock_mono_usec();
+        m->request_interval_usec = USEC_PER_SEC;
         config_init(&m->config);
         /* main's -v raised the level above info: keep that many steps over the config's level. */
         m->log_verbose = log_get_max_level() > LOG_INFO ? log_get_max_level() - LOG_INFO : 0;
