@@ -35,6 +35,7 @@
 typedef struct Inflight {
         int mid;
         int64_t id;
+        uint64_t sent_usec;           /* real CLOCK_MONOTONIC (now_mono) when it was handed to the library */
 } Inflight;
 
 /* What was last published for a wrap, so that only changes go out between the periodic refreshes. */
@@ -385,6 +386,27 @@ static void write_now(Mqtt *q) {
  * could send the ping at exactly that limit; a quarter leaves a margin at a cost of 4
  * wake-ups per keepalive.
  */
+/*
+ * A broker that still answers pings but stopped sending PUBACK (a stuck session on its side,
+ * a bridge that lost its way) would leave the window full and the outbox growing while the
+ * keepalive sees nothing wrong. The oldest message in flight unacknowledged for 1.5 keepalive
+ * periods (what MQTT gives a silent peer) means the session is stuck: reconnect, and the
+ * outbox is sent again from its start. Returns true when it reconnected.
+ */
+static bool outbox_stalled(Mqtt *q) {
+        uint64_t limit = (uint64_t) q->s.keepalive * USEC_PER_SEC * 3 / 2, age;
+
+        if (!q->connected || q->n_inflight == 0)
+                return false;
+        age = now_mono(q) - q->inflight[0].sent_usec;
+        if (age < limit)
+                return false;
+        snprintf(q->lib_error, sizeof q->lib_error, "No PUBACK for %" PRIu64 " s for the oldest of %zu messages in flight, "
+                 "though the broker answers pings.", age / USEC_PER_SEC, q->n_inflight);
+        connection_lost(q, MOSQ_ERR_TIMEOUT, "waiting for PUBACK");
+        return true;
+}
+
 static int on_misc(sd_event_source *s, uint64_t usec, void *userdata) {
         Mqtt *q = userdata;
         uint64_t period = (q->s.keepalive >= 8 ? q->s.keepalive / 4 : 2) * USEC_PER_SEC;
@@ -402,6 +424,8 @@ static int on_misc(sd_event_source *s, uint64_t usec, void *userdata) {
                 connection_lost(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_KEEPALIVE : rc, "keepalive");
                 return 0;
         }
+        if (outbox_stalled(q))
+                return 0;
         write_now(q);
         return 0;
 }
@@ -680,7 +704,7 @@ static void outbox_send(Mqtt *q) {
                                         return;
                                 }
                         } else
-                                q->inflight[q->n_inflight++] = (Inflight) { .mid = mid, .id = msgs[i].id };
+                                q->inflight[q->n_inflight++] = (Inflight) { .mid = mid, .id = msgs[i].id, .sent_usec = now_mono(q) };
                         q->last_sent_id = msgs[i].id;
                         mark_wrap_of_topic(q, msgs[i].topic);
                 }

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/random.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -35,7 +34,7 @@ typedef struct Uplink {
         Store *store;                 /* kneewrapd's, read-only; opened when it can be */
         UplinkState *state;
         Fhir *fhir;
-        uint64_t backoff_usec;        /* 0: the last attempt worked */
+        unsigned failures;            /* in a row; 0: the last attempt worked */
         bool once;                    /* --once: exit when caught up, or at the first failure */
         int exit_code;
         char last_error[256];         /* logged once, until it changes or clears */
@@ -76,7 +75,7 @@ static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) __at
 static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) {
         const uint64_t max = (uint64_t) u->config.retry_max_s * USEC_PER_SEC;
         char why[256];
-        uint64_t delay, jitter = 0;
+        uint64_t delay;
         va_list ap;
 
         va_start(ap, fmt);
@@ -91,13 +90,10 @@ static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) {
         } else
                 log_debug("Clinic uplink: %s; retrying", why);
 
-        /* Exponential, with jitter over the upper half so a thousand gateways that lost the
-         * server together do not come back together. */
-        u->backoff_usec = u->backoff_usec ? u->backoff_usec * 2 : RETRY_MIN_USEC;
-        if (u->backoff_usec > max)
-                u->backoff_usec = max;
-        (void) getrandom(&jitter, sizeof jitter, GRND_NONBLOCK);
-        delay = u->backoff_usec / 2 + jitter % (u->backoff_usec / 2 + 1);
+        /* The project's one backoff: 1 s doubling to retry_max, with jitter, so a thousand
+         * gateways that lost the server together do not come back together. */
+        u->failures++;
+        delay = backoff_usec(u->failures - 1, RETRY_MIN_USEC, max, random_u64());
         /* The server said when: never sooner (capped, so a bogus date cannot stop us for good). */
         if (retry_after_s > 0) {
                 uint64_t ra = retry_after_s > 86400 ? 86400 * USEC_PER_SEC : retry_after_s * USEC_PER_SEC;
@@ -179,7 +175,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         if (n == 0) {
-                u->backoff_usec = 0;
+                u->failures = 0;
                 status(u, "Up to date: %llu records delivered since start", (unsigned long long) u->delivered);
                 if (u->once) {
                         (void) sd_event_exit(u->event, 0);
@@ -224,7 +220,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 log_notice("Clinic uplink: delivering again (%zu records in this Bundle)", used - skipped);
                 u->last_error[0] = '\0';
         }
-        u->backoff_usec = 0;
+        u->failures = 0;
         log_debug("Clinic uplink: %zu records (%zu entries, %zu bytes) confirmed up to seq %lld",
                   used - skipped, entries, body ? strlen(body) : 0, (long long) changes[used - 1].seq);
         (void) store_changes_pending(u->store, changes[used - 1].seq, &pending, NULL);
@@ -240,7 +236,7 @@ static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *
 
         if (ev->len == 0 || (!streq(ev->name, u->store_base) && !streq(ev->name, u->wal_base)))
                 return 0;
-        if (u->backoff_usec)
+        if (u->failures)
                 return 0;
         (void) sd_event_source_get_time(u->timer, &next);
         if (next > now_usec() + SETTLE_USEC)

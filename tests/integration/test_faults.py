@@ -304,3 +304,171 @@ def test_request_flood(tmp_path, fast_bus, broker):  # noqa: F811
     finally:
         gw.stop()
         col.close()
+
+
+# ---- 3: a broker that stops sending PUBACK ----
+
+class PubackEater:
+    """A TCP proxy in front of the real broker that, while .eat is set, drops every PUBACK
+    (packet type 4) the broker sends to the gateway and forwards everything else, PINGRESP
+    included: a broker whose sessions are stuck while it still answers pings."""
+
+    def __init__(self, broker_port):
+        import socket
+        import threading
+        self.broker_port = broker_port
+        self.eat = False
+        self.eaten = 0
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(('127.0.0.1', 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            b = socket.create_connection(('127.0.0.1', self.broker_port))
+            threading.Thread(target=self._pipe, args=(c, b), daemon=True).start()
+            threading.Thread(target=self._from_broker, args=(b, c), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def _from_broker(self, src, dst):
+        buf = b''
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                buf += d
+                while True:
+                    # One whole packet: the fixed header byte, the remaining length (varint), the body.
+                    n, mult, i, whole = 0, 1, 1, False
+                    while i < len(buf) and i <= 4:
+                        n += (buf[i] & 0x7f) * mult
+                        mult *= 128
+                        i += 1
+                        if not (buf[i - 1] & 0x80):
+                            whole = True
+                            break
+                    if not whole or len(buf) < i + n:
+                        break
+                    pkt, buf = buf[:i + n], buf[i + n:]
+                    if self.eat and pkt[0] >> 4 == 4:
+                        self.eaten += 1
+                        continue
+                    dst.sendall(pkt)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.srv.close()
+
+
+def test_broker_stops_sending_puback(tmp_path, fast_bus, broker):  # noqa: F811
+    A = 'AA:BB:CC:00:12:03'
+    col = Collector(broker, topics=('kneewrap/#',))
+    proxy = PubackEater(broker.port)
+    fast_bus.mock.AddWrap(A)
+
+    class Via:                 # the gateway dials the proxy; the collector the broker itself
+        port = proxy.port
+        tls = False
+    gw = Gateway(tmp_path, fast_bus.address, Via, seed=(), allow=(A,), scale=100)   # keepalive 10 s
+    try:
+        col.wait(lambda: online(col))
+        gw.wait_log(f'{A}: connected, notifications on')
+        proxy.eat = True
+        for i in range(3):
+            time.sleep(0.02)
+            fast_bus.mock.PressButton(A, 2)                 # heat, then stop: a closed record each
+            wait_for(lambda: fast_bus.wrap(A)['state'] == 2, 10)
+            fast_bus.mock.PressButton(A, STOP)
+            wait_for(lambda: len(gw.outbox_sessions()) >= i + 1, 10)
+        t0 = time.monotonic()
+        wait_for(lambda: proxy.eaten >= 3, 20)
+        # Published but never acknowledged: the records stay in the outbox.
+        assert len(gw.outbox_sessions()) == 3
+        proxy.eat = False                                   # the broker recovers; the gateway must notice
+        gw.wait_log('No PUBACK for', timeout=30)
+        wait_for(lambda: gw.outbox_depth() == 0, 30)
+        report('3 broker stopped sending PUBACK (detected, reconnected, outbox empty)', time.monotonic() - t0)
+        assert 'Reconnecting' in gw.log() or 'Retrying' in gw.log()
+        print(f'records on the broker: {nothing_lost(gw, col)}')
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()
+        proxy.close()
+
+
+# ---- 2: SQLITE_BUSY is not a broken store ----
+
+def test_store_busy_is_not_broken(tmp_path, fast_bus):
+    """A PUBACK that arrives while another process holds the store's write lock (longer than
+    the store's busy timeout): the acknowledgement waits, the store stays open."""
+    A = 'AA:BB:CC:00:12:02'
+    b = Broker(tmp_path, persistent=True)
+    col = Collector(b, topics=('kneewrap/#',), client_id='kw-faults-busy', persistent=True)
+    fast_bus.mock.AddWrap(A)
+    gw = Gateway(tmp_path, fast_bus.address, b, seed=(), allow=(A,), scale=100)
+    lock = None
+    try:
+        col.wait(lambda: online(col))
+        gw.wait_log(f'{A}: connected, notifications on')
+        b.stop()
+        fast_bus.mock.PressButton(A, 2)
+        wait_for(lambda: fast_bus.wrap(A)['state'] == 2, 10)
+        fast_bus.mock.PressButton(A, STOP)
+        wait_for(lambda: len(gw.outbox_sessions()) == 1, 10)
+
+        # Another writer (kneewrapctl, a backup) holds the write lock while the broker returns.
+        lock = sqlite3.connect(gw.db, isolation_level=None, timeout=5)
+        lock.execute('BEGIN IMMEDIATE')
+        t0 = time.monotonic()
+        b.start()
+        col.wait(lambda: col.on(f'kneewrap/{gw.wraps[0]}/session'), timeout=30)
+        gw.wait_log('cannot take message', timeout=20)        # SQLITE_BUSY after the busy timeout
+        lock.execute('COMMIT')
+        lock.close()
+        lock = None
+        assert not any(s.startswith('Store unavailable') for s in gw.notify.statuses()), gw.notify.statuses()
+        assert 'failed (' not in gw.log()
+        # Not lost: the record reached the broker, and is acknowledged at the latest on a reconnect.
+        report('2 store busy during PUBACK (store kept open)', time.monotonic() - t0)
+        print(f'records on the broker: {nothing_lost(gw, col)}')
+        alive(gw)
+    finally:
+        if lock:
+            lock.close()
+        gw.stop()
+        col.close()
+        b.stop()

@@ -135,6 +135,10 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
                 payload = render(c['command_template'], 3.0)
             resp = c['command_topic'].replace('/set', '/response').replace('/request/', '/response/')
             n = len(col.on(resp))
+            if '"action"' in payload:
+                # The door decides one session request per wrap a second and drops the rest
+                # unanswered over MQTT (issue 12): one a second, as a person presses.
+                time.sleep(1.05)
             col.publish(c['command_topic'], payload)
             col.wait(lambda: len(col.on(resp)) > n)
             r = json.loads(col.on(resp)[-1][0])
