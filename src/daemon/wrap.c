@@ -1167,6 +1167,10 @@ static void take_over(Manager *m, const SessionRecord *rec) {
         /* Closed already: the record kept in memory is the one to store (unsaved_flush). */
         if (w && w->has_unsaved && streq(w->unsaved.session_id, rec->session_id))
                 return;
+        /* The store came back while this very session runs (it failed and was reopened): its row
+         * stays open, and the session's own end closes it. */
+        if (w && w->phase != PHASE_NONE && streq(w->rec.session_id, rec->session_id))
+                return;
         if (!w || w->phase != PHASE_NONE) {
                 SessionRecord r = *rec;
                 r.outcome = OUTCOME_INTERRUPTED;

@@ -98,6 +98,7 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
         return 0;
 }
 
+static void outcome_set(FhirOutcome *o, FhirResult result, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void outcome_set(FhirOutcome *o, FhirResult result, const char *fmt, ...) {
         va_list ap;
 

@@ -5,6 +5,7 @@
 #include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,8 +131,9 @@ static int cursor_get(Uplink *u, int64_t *ret_cursor, int64_t *ret_created) {
         int r;
 
         r = store_identity(u->store, &created);
+        /* Past INT64_MAX nothing is pending: only the highest seq is read, not counted. */
         if (r >= 0)
-                r = store_changes_pending(u->store, 0, NULL, &latest);
+                r = store_changes_pending(u->store, INT64_MAX, NULL, &latest);
         if (r < 0)
                 return r;
         r = uplink_state_get(u->state, &st);

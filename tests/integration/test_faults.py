@@ -472,3 +472,44 @@ def test_store_busy_is_not_broken(tmp_path, fast_bus):
         gw.stop()
         col.close()
         b.stop()
+
+
+# ---- 1: the store comes back while a session runs ----
+
+def test_store_back_during_session(tmp_path, fast_bus, broker):  # noqa: F811
+    """The store fails in the middle of a cold session and is reopened before it ends: the
+    running session's open row stays open, and its end closes it as completed, in full."""
+    A = 'AA:BB:CC:00:12:01'
+    col = Collector(broker, topics=('kneewrap/#',))
+    fast_bus.mock.AddWrap(A)
+    gw = Gateway(tmp_path, fast_bus.address, broker, seed=(), allow=(A,), scale=100)
+    w = gw.wraps[0]
+    try:
+        col.wait(lambda: online(col))
+        gw.wait_log(f'{A}: connected, notifications on')
+        fast_bus.mock.PressButton(A, COLD)                        # 15 min: 9 s at scale 100
+        wait_for(lambda: fast_bus.wrap(A)['state'] == 1, 10)
+        sid = gw.sql("select session_id from sessions where outcome = 'open'")[0][0]
+
+        # The disk fills: the next write (a diary entry) fails and closes the store.
+        size = max(os.path.getsize(gw.db + s) for s in ('', '-wal') if os.path.exists(gw.db + s))
+        resource.prlimit(gw.d.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        col.publish(f'kneewrap/{w}/set', {'pain': {'score': 2}})
+        wait_for(lambda: gw.notify.last_status().startswith('Store unavailable'), 10)
+        t0 = time.monotonic()
+        resource.prlimit(gw.d.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        wait_for(lambda: 'store OK' in gw.notify.last_status(), 30)
+        report('1 store back during a session (session kept)', time.monotonic() - t0)
+        assert fast_bus.wrap(A)['state'] == 1, 'the session must still be running'
+        assert gw.sql('select outcome from sessions where session_id = ?', sid) == [('open',)]
+        assert 'open session closed as interrupted' not in gw.log()
+
+        # It ends by itself, completed, with its whole duration.
+        wait_for(lambda: gw.sql('select outcome from sessions where session_id = ?', sid) != [('open',)], 30)
+        outcome, duration = gw.sql('select outcome, duration_s from sessions where session_id = ?', sid)[0]
+        assert outcome == 'completed' and duration >= 890, (outcome, duration)
+        nothing_lost(gw, col)
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()
