@@ -22,7 +22,7 @@
 #define RULES_HEAT_DEFAULT_S        900
 #define RULES_HEAT_CAP_S            1200    /* R4: at most 20 minutes of heat ... */
 #define RULES_HEAT_CAP_WINDOW_S     3600    /* ... in any 60 minutes */
-#define RULES_HEAT_HISTORY          24      /* heat sessions R4 looks back on (60 s each fill 20 min) */
+#define RULES_HEAT_HISTORY          64      /* heat sessions R4 looks back on; see heat_more */
 #define RULES_COLD_SETPOINT_MIN     800     /* 8 °C */
 #define RULES_COLD_SETPOINT_MAX     1500    /* 15 °C */
 #define RULES_COLD_SETPOINT_DEFAULT 1000
@@ -154,6 +154,7 @@ typedef struct RulesState {
         /* R4: the heat sessions of the last hour or so, any order. */
         RulesHeat heat[RULES_HEAT_HISTORY];
         unsigned n_heat;
+        bool heat_more;               /* older heat sessions exist than those listed */
 
         /* The session now running on the wrap, if any. */
         bool active;

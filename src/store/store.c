@@ -1323,6 +1323,8 @@ int store_rules_state_at(Store *s, const char *wrap, const RulesPrescription *de
                 if (rc != SQLITE_DONE)
                         return store_fail(s, rc);
         }
+        /* The list is full: there may be more (R4 refuses when they could matter). */
+        state.heat_more = state.n_heat == RULES_HEAT_HISTORY;
 
         *ret = state;
         return 0;

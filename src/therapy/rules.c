@@ -168,6 +168,23 @@ bool rules_heat_cap_allows(const RulesState *s, int64_t now, uint32_t len, int64
          * falls as t grows, and the earliest such t is found by halving.
          */
         lo = sat_add(now, (int64_t) len - RULES_HEAT_CAP_WINDOW_S);
+        /* Sessions older than the list may still fall in the window when its oldest does:
+         * nothing then proves the cap holds (a flood of short sessions), and how long to wait
+         * is unknown. */
+        if (s->heat_more && s->n_heat > 0) {
+                int64_t oldest_end = INT64_MAX;
+
+                for (unsigned i = 0; i < s->n_heat && i < RULES_HEAT_HISTORY; i++)
+                        if (sat_add(s->heat[i].start, s->heat[i].s) < oldest_end)
+                                oldest_end = sat_add(s->heat[i].start, s->heat[i].s);
+                if (oldest_end > lo) {
+                        if (ret_from)
+                                *ret_from = now;
+                        if (ret_bound)
+                                *ret_bound = false;
+                        return false;
+                }
+        }
         if (heat_after(s, lo, &bound) <= budget) {
                 if (ret_from)
                         *ret_from = now;

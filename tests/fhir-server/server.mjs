@@ -8,7 +8,8 @@
 // writes {"fhir": PORT, "control": PORT} to F. FHIR is served at https://127.0.0.1:PORT/fhir/R4,
 // the token endpoint at /oauth2/token. The control port (plain HTTP, loopback) takes:
 //   POST /faults  {"down": bool, "status": N, "count": N, "retry_after": S,
-//                  "delay_ms": N, "hold": bool, "revoke": bool, "reject_tokens": bool}
+//                  "delay_ms": N, "hold": bool, "revoke": bool, "reject_tokens": bool,
+//                  "accept_token": "a bearer token to take from now on"}
 //   POST /release  answers the held requests;  GET /stats;  POST /reset (empty, no faults);
 //   GET|POST /fhir/R4/...: the
 //   engine itself, with no auth and no faults, for the tests' searches.
@@ -217,11 +218,13 @@ const control = http.createServer(async (req, res) => {
   const body = raw.length ? JSON.parse(raw.toString()) : {};
   if (req.url === '/faults' && req.method === 'POST') {
     if (body.revoke) tokens.clear();
+    if (body.accept_token) tokens.add(body.accept_token);   // a bearer token issued out of band
     if ('down' in body && body.down !== faults.down) {
       if (body.down) await down(); else await listen();
     }
     Object.assign(faults, { status: 0, count: 0, retry_after: 0, delay_ms: 0 }, body);
     delete faults.revoke;
+    delete faults.accept_token;
     return send(res, 200, faults);
   }
   if (req.url === '/release' && req.method === 'POST') {

@@ -119,7 +119,8 @@ class FhirServer:
 class Gateway:
     """A store seeded without the daemon, and kneewrap-uplink's config pointing at the server."""
 
-    def __init__(self, d, server, batch=8, timeout=5, retry_max=2, oauth=True, extra='', by_name=False):
+    def __init__(self, d, server, batch=8, timeout=5, retry_max=2, oauth=True, extra='', by_name=False,
+                 token_file=None):
         self.dir = str(d)
         self.db = os.path.join(self.dir, 'kneewrap.db')
         self.state = os.path.join(self.dir, 'uplink-state', 'uplink.db')
@@ -135,6 +136,8 @@ class Gateway:
             address = 'address = 127.0.0.1\n'
         auth = (f'[auth]\ntoken_url = {token_url}\nclient_id = {CLIENT_ID}\n'
                 f'client_secret_file = {secret}\n') if oauth else ''
+        if token_file:
+            auth = f'[auth]\ntoken_file = {token_file}\n'
         with open(self.conf, 'w') as f:
             f.write(f'[server]\nurl = {base}\n{address}ca_file = {server.ca}\ntimeout = {timeout}\n{auth}'
                     f'[uplink]\nstore = {self.db}\nstate = {self.state}\nbatch = {batch}\n'

@@ -184,6 +184,25 @@ def test_401_fetches_a_new_token_once_then_backs_off(gw, server):
     assert CLIENT_SECRET not in g.logtext()
 
 
+def test_bearer_token_file_rotated(gw, server, tmp_path):
+    """A bearer token from a file: a 401 reads the file again once (a rotated token goes at once)."""
+    token = tmp_path / 'uplink-token'
+    token.write_text('first-token-5d1c\n')
+    server.faults(accept_token='first-token-5d1c')
+    g = gw(oauth=False, token_file=str(token), retry_max=30)
+    ids = g.seed('sessions', WRAP, 3, T0)
+    g.start()
+    g.wait_delivered(60)
+    server.faults(revoke=True, accept_token='second-token-77ab')
+    token.write_text('second-token-77ab\n')
+    more = g.seed('sessions', WRAP, 3, T0 + 100 * 86400)
+    g.wait_delivered(60)
+    assert server.stats()['unauthorized'] == 1
+    assert_once(server, ids + more)
+    g.stop()
+    assert 'token-' not in g.logtext()
+
+
 def test_slow_server_past_the_timeout(gw, server):
     """The server applies each Bundle but answers after the uplink gave up: the retry finds
     every resource there (ifNoneExist) and makes no second one."""

@@ -1131,12 +1131,24 @@ static void test_r4_heat_cap_edges(void **state) {
         s = with_heat(idle_state(), INT64_MIN, 1200);
         assert_true(rules_heat_cap_allows(&s, T0, 900, &from, &bound));
         assert_int_equal(from, T0);
-        /* A full history of 24: only what falls in the hour counts. */
+        /* A full history: only what falls in the hour counts. */
         s = idle_state();
         for (int i = 0; i < RULES_HEAT_HISTORY; i++)
                 s = with_heat(s, T0 - 7200 + i * 60, 60);
         /* 24 minutes of heat from T0−2h to T0−1h36: none in the last hour. */
         assert_true(rules_heat_cap_allows(&s, T0, 1200, &from, NULL));
+        /* A full list whose oldest still falls in the window: older ones may too, R4 refuses. */
+        s = idle_state();
+        for (int i = 0; i < RULES_HEAT_HISTORY; i++)
+                s = with_heat(s, T0 - 2650 + i * 10, 4);
+        assert_true(rules_heat_cap_allows(&s, T0, 900, &from, NULL));      /* 256 s + 900: fits */
+        s.heat_more = true;
+        assert_false(rules_heat_cap_allows(&s, T0, 900, &from, NULL));
+        assert_int_equal(start(&s, THERAPY_HEAT, T0).deny, DENY_REST_INTERVAL);
+        /* ... but not when even the oldest listed is out of it. */
+        for (int i = 0; i < RULES_HEAT_HISTORY; i++)
+                s.heat[i].start -= 3600;
+        assert_true(rules_heat_cap_allows(&s, T0, 900, &from, NULL));
         /* A bound start makes a refusal clock_unsynced. */
         s = with_heat(idle_state(), T0 - 600, 600);
         s.heat[0].bound = true;
