@@ -101,6 +101,10 @@ struct Mqtt {
 
         KnownWrap *wraps;
         size_t n_wraps;
+        /* Wraps removed while the broker was away: their retained topics (state, availability,
+         * compliance, discovery) are cleared as soon as it is back. */
+        KnownWrap *gone;
+        size_t n_gone;
         bool dirty_all;               /* (re)publish discovery, info and every state */
         bool outbox_pending;          /* new outbox rows, or room in the window: peek again */
         bool dirty_info;
@@ -503,6 +507,8 @@ static void on_log(struct mosquitto *mosq, void *userdata, int level, const char
                 log_debug("libmosquitto: %s", str);
 }
 
+static void gone_clear(Mqtt *q);
+
 static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         Mqtt *q = userdata;
         _cleanup_free_ char *t1 = NULL, *t2 = NULL, *t3 = NULL;
@@ -536,6 +542,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc) {
         (void) mosquitto_subscribe(q->mosq, NULL, t3, 1);
         (void) publish_topicf(q, "{\"state\":\"online\"}", true, "%s/bridge/state", q->s.base);
 
+        gone_clear(q);
         q->dirty_all = true;
         schedule_flush(q);
         HOOK0(q, connection_changed);
@@ -860,6 +867,36 @@ static void clear_wrap_topics(Mqtt *q, KnownWrap *k) {
         (void) publish_topicf(q, NULL, true, "%s/%s/compliance", q->s.base, k->wrap);
 }
 
+/* Remembers a wrap removed while disconnected (its id and address only; at most once). */
+static void gone_add(Mqtt *q, const KnownWrap *k) {
+        KnownWrap *n;
+
+        for (size_t i = 0; i < q->n_gone; i++)
+                if (streq(q->gone[i].wrap, k->wrap))
+                        return;
+        n = realloc(q->gone, (q->n_gone + 1) * sizeof *n);
+        if (!n) {
+                log_warning("MQTT: out of memory: the retained topics of %s stay on the broker.", k->wrap);
+                return;
+        }
+        q->gone = n;
+        q->gone[q->n_gone] = (KnownWrap) { 0 };
+        memcpy(q->gone[q->n_gone].wrap, k->wrap, sizeof k->wrap);
+        memcpy(q->gone[q->n_gone].address, k->address, sizeof k->address);
+        q->n_gone++;
+}
+
+/* Back on the broker: the wraps removed meanwhile lose their retained topics now. */
+static void gone_clear(Mqtt *q) {
+        for (size_t i = 0; i < q->n_gone; i++) {
+                clear_wrap_topics(q, &q->gone[i]);
+                log_info("MQTT: cleared the retained topics of %s, removed while the broker was away.", q->gone[i].wrap);
+        }
+        free(q->gone);
+        q->gone = NULL;
+        q->n_gone = 0;
+}
+
 /* Brings the list of wraps in line with the store: new ones discovered, vanished ones cleared. */
 static void reconcile_wraps(Mqtt *q) {
         StoredWrap *list = NULL;
@@ -887,6 +924,8 @@ static void reconcile_wraps(Mqtt *q) {
                 }
                 if (q->connected)
                         clear_wrap_topics(q, k);
+                else
+                        gone_add(q, k);
                 known_forget(q, k);
                 q->dirty_info = true;
         }
@@ -1214,6 +1253,7 @@ Mqtt *mqtt_free(Mqtt *q) {
         while (q->n_wraps > 0)
                 known_forget(q, q->wraps);
         free(q->wraps);
+        free(q->gone);
         settings_done(&q->s);
         sd_event_unref(q->event);
         free(q);
@@ -1337,7 +1377,8 @@ void mqtt_wrap_removed(Mqtt *q, const char *wrap) {
         if (q->connected) {
                 clear_wrap_topics(q, k);
                 write_now(q);
-        }
+        } else
+                gone_add(q, k);
         known_forget(q, k);
         q->dirty_info = true;
         schedule_flush(q);

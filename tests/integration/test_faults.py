@@ -513,3 +513,36 @@ def test_store_back_during_session(tmp_path, fast_bus, broker):  # noqa: F811
     finally:
         gw.stop()
         col.close()
+
+
+# ---- 5: a wrap removed while the broker was away ----
+
+def test_wrap_removed_while_broker_away(tmp_path, private_bus):  # noqa: F811
+    b = Broker(tmp_path, persistent=True)
+    col = Collector(b, topics=('kneewrap/#', 'homeassistant/#'), client_id='kw-faults-removed', persistent=True)
+    gw = Gateway(tmp_path, private_bus, b, seed=('AA:BB:CC:DD:EE:05', 'AA:BB:CC:DD:EE:06'))
+    gone, kept = gw.wraps
+    try:
+        col.wait(lambda: col.on(f'kneewrap/{gone}/state') and col.on(f'homeassistant/sensor/{gone}/battery/config'))
+        b.stop()
+        # Removed as root over D-Bus while the broker is down.
+        r = gw.ctl('remove', gone)
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        b.start()
+        gw.wait_log(f'cleared the retained topics of {gone}', timeout=60)
+        report('5 wrap removed while the broker was away (retained topics cleared)', time.monotonic() - t0)
+        # A new subscriber sees no retained topic of the removed wrap, and the kept one's still.
+        fresh = Collector(b, topics=('kneewrap/#', 'homeassistant/#'))
+        try:
+            time.sleep(1)
+            topics = {t for t, p, retained in fresh.messages if retained and p}
+            assert not [t for t in topics if gone in t], sorted(t for t in topics if gone in t)
+            assert f'kneewrap/{kept}/state' in topics
+        finally:
+            fresh.close()
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()
+        b.stop()
