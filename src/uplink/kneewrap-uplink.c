@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <time.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -43,16 +44,17 @@ typedef struct Uplink {
         uint64_t delivered;           /* since start */
 } Uplink;
 
-static uint64_t now_usec(void) {
-        uint64_t t = 0;
-        (void) sd_event_now(NULL, CLOCK_MONOTONIC, &t);
-        return t;
+/* The real now, not the loop's cached one: a request may have blocked for seconds since. */
+static uint64_t now_mono_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 static void schedule(Uplink *u, uint64_t delay_usec) {
-        uint64_t now;
+        uint64_t now = now_mono_usec();
 
-        (void) sd_event_now(u->event, CLOCK_MONOTONIC, &now);
         /* sd-event's default slack is 250 ms: right for a poll or a backoff, not between the
          * Bundles of a backlog (it capped delivery at 4 Bundles a second). */
         (void) sd_event_source_set_time_accuracy(u->timer, delay_usec <= SETTLE_USEC ? USEC_PER_MSEC : 0);
@@ -234,14 +236,15 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 /* A commit to the store: look soon, unless a retry is already waiting out its backoff. */
 static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
         Uplink *u = userdata;
-        uint64_t next = 0;
+        uint64_t next = 0, now = 0;
 
         if (ev->len == 0 || (!streq(ev->name, u->store_base) && !streq(ev->name, u->wal_base)))
                 return 0;
         if (u->failures)
                 return 0;
         (void) sd_event_source_get_time(u->timer, &next);
-        if (next > now_usec() + SETTLE_USEC)
+        now = now_mono_usec();
+        if (next > now + SETTLE_USEC)
                 schedule(u, SETTLE_USEC);
         return 0;
 }

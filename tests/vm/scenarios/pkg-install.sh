@@ -39,16 +39,20 @@ kw_mark adapters
 kw_start_mosquitto
 
 # Install. The postinst creates the user and enables and starts the unit.
-set -- "$KW_DEB_DIR"/kneewrapd_*.deb "$KW_DEB_DIR"/kneewrap-sim_*.deb
-[ -f "$1" ] && [ -f "$2" ] || kw_die "no packages in '$KW_DEB_DIR'"
+set -- "$KW_DEB_DIR"/kneewrapd_*.deb "$KW_DEB_DIR"/kneewrap-sim_*.deb "$KW_DEB_DIR"/kneewrap-uplink_*.deb
+[ -f "$1" ] && [ -f "$2" ] && [ -f "$3" ] || kw_die "no packages in '$KW_DEB_DIR'"
 dpkg -i "$@" > "$KW_OUT/dpkg.log" 2>&1 || { cat "$KW_OUT/dpkg.log"; kw_die "dpkg -i failed"; }
-kw_log "installed: $(dpkg-query -W -f='${Package} ${Version} ${Status}; ' kneewrapd kneewrap-sim)"
+kw_log "installed: $(dpkg-query -W -f='${Package} ${Version} ${Status}; ' kneewrapd kneewrap-sim kneewrap-uplink)"
 kw_mark installed
 id -nG kneewrap | tr ' ' '\n' | grep -qx bluetooth || kw_die "user kneewrap is not in bluetooth: $(id kneewrap)"
 [ "$(systemctl is-enabled kneewrapd)" = enabled ] || kw_die "kneewrapd.service is not enabled"
 kw_wait 20 "kneewrapd started by the postinst" systemctl is-active --quiet kneewrapd
 grep -q '^/etc/kneewrap/kneewrapd.conf$' /var/lib/dpkg/info/kneewrapd.conffiles ||
         kw_die "kneewrapd.conf is not a conffile"
+# The uplink: its user exists, its unit is enabled and waits for a clinic's uplink.conf.
+id kneewrap-uplink > /dev/null || kw_die "no user kneewrap-uplink"
+[ "$(systemctl is-enabled kneewrap-uplink)" = enabled ] || kw_die "kneewrap-uplink.service is not enabled"
+! systemctl is-active --quiet kneewrap-uplink || kw_die "kneewrap-uplink runs with no uplink.conf"
 
 # The wrap, on the other controller.
 kw_start_sim
