@@ -367,3 +367,28 @@ def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broke
             assert u['pending'] == 0 and u['last_success'] and u['last_error'] is None
     finally:
         col.close()
+
+
+def test_every_kind_of_record(server, tmp_path):
+    """Three weeks of one knee (issue 10's history: profile, Device Information, sessions,
+    diary, alerts raised and acknowledged) reach the engine, every resource once, and the
+    engine accepts every one of them."""
+    d = tmp_path / 'hist'
+    d.mkdir()
+    g = Gateway(d, server)
+    g.seed('history', WRAP_ADDR, int(time.time()))
+    r = g.once()
+    assert r.returncode == 0, r.stderr
+    counts = {k: Gateway._read(g.db, sql)[0] for k, sql in {
+        'Procedure': "SELECT count(*) FROM sessions WHERE outcome <> 'open'",
+        'Observation': 'SELECT count(*) FROM diary',
+        'Flag': 'SELECT count(*) FROM alerts'}.items()}
+    assert counts['Flag'] >= 2 and counts['Observation'] > 0
+    for rtype, n in counts.items():
+        assert len(server.search(rtype, _count=1000)) == n, rtype
+    patients = server.search('Patient')
+    assert len(patients) == 1 and len(server.search('Device')) == 1
+    # The clinic's reference rides as a second identifier: how the clinic finds its patient.
+    assert any(i.get('value') == 'PT-2026-12' for i in patients[0]['identifier'])
+    flags = server.search('Flag', _count=100)
+    assert {f['status'] for f in flags} == {'active', 'inactive'}   # one was acknowledged
