@@ -29,15 +29,19 @@ def call(address, uid, gid, groups, method, sig='', *args):
     return r.returncode, r.stdout + r.stderr
 
 
+def seeded_config(tmp_path):
+    """A store with wrap A adopted, and a config whose clinic group is nogroup (a group every
+    Debian machine has): (store path, wrap id, config path)."""
+    db = tmp_path / 'kneewrap.db'
+    subprocess.run([SEED, str(db), 'wrap', A, 'Left knee', str(int(time.time()) - 86400)], check=True)
+    return db, wrap_id(A), write_config(tmp_path, extra='[daemon]\nclinic_group = nogroup\n')
+
+
 def test_dbus_authority(tmp_path, private_bus):  # noqa: F811
     # Another user must reach the bus socket: open the private bus's directory to them.
     sock = private_bus.split('path=', 1)[1].split(',')[0]
     os.chmod(os.path.dirname(sock), 0o755)
-    db = tmp_path / 'kneewrap.db'
-    subprocess.run([SEED, str(db), 'wrap', A, 'Left knee', str(int(time.time()) - 86400)], check=True)
-    w = wrap_id(A)
-    # The clinic group is nogroup here, a group every Debian machine has.
-    conf = write_config(tmp_path, extra='[daemon]\nclinic_group = nogroup\n')
+    db, w, conf = seeded_config(tmp_path)
     with daemon_running(tmp_path, conf, private_bus) as (d, notify):
         notify.wait_for('READY=1', timeout=10)
 
@@ -107,10 +111,7 @@ def test_shipped_bus_policy(tmp_path):
     os.chmod(bus.dir, 0o755)                            # reachable by other users, unlike tmp_path
     address = bus.address
     try:
-        db = tmp_path / 'kneewrap.db'
-        subprocess.run([SEED, str(db), 'wrap', A, 'Left knee', str(int(time.time()) - 86400)], check=True)
-        w = wrap_id(A)
-        kconf = write_config(tmp_path, extra='[daemon]\nclinic_group = nogroup\n')
+        db, w, kconf = seeded_config(tmp_path)
         with daemon_running(tmp_path, kconf, address) as (d, notify):
             notify.wait_for('READY=1', timeout=10)
             # Group kneewrap (users): what the policy lists.

@@ -37,6 +37,13 @@ def nothing_lost(gw, col, timeout=30):
     return len(stored)
 
 
+def fill_disk(gw):
+    """No more room for the store: a file-size limit (RLIMIT_FSIZE, as LimitFSIZE= sets) at the
+    store's present size on the running daemon makes every write that grows a file fail."""
+    size = max(os.path.getsize(gw.db + s) for s in ('', '-wal') if os.path.exists(gw.db + s))
+    resource.prlimit(gw.d.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+
 def online(col):
     return col.last('kneewrap/bridge/state') == b'{"state":"online"}'
 
@@ -118,8 +125,7 @@ def test_store_full_without_root(tmp_path, fast_bus, broker):  # noqa: F811
         nothing_lost(gw, col)
 
         # No more room: every write past the current file sizes fails with EFBIG.
-        size = max(os.path.getsize(gw.db + s) for s in ('', '-wal') if os.path.exists(gw.db + s))
-        resource.prlimit(gw.d.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        fill_disk(gw)
         time.sleep(0.2)
         fast_bus.mock.PressButton(A, COLD)
         wait_for(lambda: gw.notify.last_status().startswith('Store unavailable'), 20)
@@ -492,8 +498,7 @@ def test_store_back_during_session(tmp_path, fast_bus, broker):  # noqa: F811
         sid = gw.sql("select session_id from sessions where outcome = 'open'")[0][0]
 
         # The disk fills: the next write (a diary entry) fails and closes the store.
-        size = max(os.path.getsize(gw.db + s) for s in ('', '-wal') if os.path.exists(gw.db + s))
-        resource.prlimit(gw.d.pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+        fill_disk(gw)
         col.publish(f'kneewrap/{w}/set', {'pain': {'score': 2}})
         wait_for(lambda: gw.notify.last_status().startswith('Store unavailable'), 10)
         t0 = time.monotonic()
