@@ -17,12 +17,14 @@ echo "$stop" | grep -q "STOP reason 1 " || kw_die "STOP was not reason 1 (comple
 # The STOP came at the prescribed end, on the wrap's own clock (it may have just ended the
 # session itself: its fail-safe fires at the same moment). The gateway times it from when it
 # sent START, the wrap from when it got it, and latency counts KW_SCALE times on these clocks:
-# within 1 s of real time before the end and 3 s after it.
+# never more than 1 s of real time before the end. After it, the bound only tells a STOP at
+# the end from a lost one (10 s of real time: a busy CI host under TCG delays it by seconds);
+# how close to the end it comes is measured in bench/, not asserted here.
 at=$(echo "$stop" | sed -n 's/.*(\([0-9.]*\) s after START, of \([0-9]*\) s;.*/\1 \2/p')
 set -- $at
 [ -n "${2:-}" ] || kw_die "no session time in: $stop"
 [ "$2" -eq $((KW_COLD_MIN * 60)) ] || kw_die "START prescribed $2 s, expected $((KW_COLD_MIN * 60))"
-awk -v t="$1" -v d="$2" -v s="$KW_SCALE" 'BEGIN { exit !(t >= d - s && t <= d + 3 * s) }' ||
+awk -v t="$1" -v d="$2" -v s="$KW_SCALE" 'BEGIN { exit !(t >= d - s && t <= d + 10 * s) }' ||
         kw_die "STOP came $1 s after START; the prescribed end was at $2 s"
 
 kw_wait 25 "the cold session record on MQTT" kw_session_record cold completed
