@@ -173,6 +173,15 @@ kw_wait_count() {
         kw_wait "$1" "more than $4 lines /$3/ in $(basename "$2")" sh -c "[ \$(grep -cE '$3' '$2') -gt $4 ]"
 }
 
+# kw_started MODE (for kw_wait): a press of MODE got its START (R4/R6 from earlier scenarios
+# may hold it).
+kw_started() {
+        n=$(kw_count "$KW_SIM_LOG" "control point: START $1")
+        kw_sim press "$1" > /dev/null
+        sleep 2
+        [ "$(kw_count "$KW_SIM_LOG" "control point: START $1")" -gt "$n" ]
+}
+
 # kw_session_record MODE OUTCOME: a session record of that mode and outcome arrived on MQTT.
 kw_session_record() {
         grep -E "^kneewrap/$KW_WRAP/session " "$KW_MQTT_LOG" | grep "\"mode\":\"$1\"" | grep -q "\"outcome\":\"$2\""

@@ -9,14 +9,6 @@
 kw_ensure_ready
 stops() { kw_count "$KW_SIM_LOG" "control point: STOP reason 2 "; }
 
-# kw_started MODE: a press of MODE got its START (R4/R6 from earlier scenarios may hold it).
-kw_started() {
-        n=$(kw_count "$KW_SIM_LOG" "control point: START $1")
-        kw_sim press "$1" > /dev/null
-        sleep 2
-        [ "$(kw_count "$KW_SIM_LOG" "control point: START $1")" -gt "$n" ]
-}
-
 s0=$(stops)
 kw_sim thermometer off > /dev/null
 t0=$(date +%s)

@@ -62,8 +62,17 @@ kw_start_sim
 systemctl stop kneewrapd
 sed -i -e 's/^#adapter =$/adapter = hci0/' -e 's/^#host = localhost$/host = 127.0.0.1/' "$KW_CONF"
 kneewrapd --check-config || kw_die "kneewrapd --check-config refused the edited configuration"
+# A packaged build (meson -Dtime_scale=disabled) runs on real time whatever its environment
+# says: KNEEWRAP_TIME_SCALE reaches the service through the manager's environment, and is
+# ignored with a warning.
+systemctl set-environment KNEEWRAP_TIME_SCALE=100
 systemctl start kneewrapd || kw_die "systemctl start kneewrapd failed: $(systemctl status kneewrapd --no-pager)"
 kw_mark started
+systemctl unset-environment KNEEWRAP_TIME_SCALE
+kw_wait 10 "the packaged daemon to ignore KNEEWRAP_TIME_SCALE" sh -c \
+        "journalctl -b -u kneewrapd --no-pager | grep -q 'KNEEWRAP_TIME_SCALE is set and ignored'"
+journalctl -b -u kneewrapd --no-pager | grep -q 'time runs 100 times faster' &&
+        kw_die "the packaged daemon honoured KNEEWRAP_TIME_SCALE"
 pid=$(systemctl show -p MainPID --value kneewrapd)
 [ "$(ps -o user= -p "$pid")" = kneewrap ] || kw_die "kneewrapd runs as $(ps -o user= -p "$pid")"
 grep -q '^NoNewPrivs:[[:space:]]*1' /proc/"$pid"/status || kw_die "NoNewPrivileges is not in force"
