@@ -37,6 +37,8 @@ typedef struct ReportData {
         size_t n_injuries;
         AlertRecord *alerts;          /* raised in the period, acknowledged or not */
         size_t n_alerts;
+        AuditRecord *history;         /* changes made in the period: the wrap's injuries, prescription, adoption */
+        size_t n_history;
 } ReportData;
 
 int report_load(Store *s, const char *wrap, const RulesPrescription *defaults, int64_t since, int64_t until,
@@ -50,12 +52,14 @@ json_t *report_run_json(const RunRecord *r, const SessionRecord *followed_or_pre
 json_t *report_diary_json(const DiaryEntry *e);
 json_t *report_injury_json(const InjuryRecord *i);
 json_t *report_alert_json(const AlertRecord *a);
+json_t *report_audit_json(const AuditRecord *a);
 
 /* One document: the profile, the period, the prescription, compliance, and every record. */
 json_t *report_json(const ReportData *d);
 
 /* A FHIR R4 Bundle of type collection: Patient, Device, a Procedure per session, an
- * Observation per diary entry, a Flag per open alert (fhir.h). */
+ * Observation per diary entry, a Flag per open alert (fhir.h). The change history is not in
+ * it (that would be Provenance). */
 json_t *report_fhir(const ReportData *d);
 
 typedef enum ReportTable {
@@ -63,10 +67,11 @@ typedef enum ReportTable {
         REPORT_RUNS,
         REPORT_DIARY,
         REPORT_ALERTS,
+        REPORT_HISTORY,
         _REPORT_TABLE_MAX,
 } ReportTable;
 
-int report_table_from_string(const char *s);   /* "sessions", "runs", "diary", "alerts" */
+int report_table_from_string(const char *s);   /* "sessions", "runs", "diary", "alerts", "history" */
 
 /* RFC 4180: a header line, one record per line, CRLF, fields quoted where they must be. */
 int report_csv(const ReportData *d, ReportTable t, FILE *f);

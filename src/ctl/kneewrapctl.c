@@ -70,7 +70,7 @@ static void help(void) {
                "                                        Runs, and whether cold followed within 60 min\n"
                "  alerts [WRAP] [--all] [--json]        Open alerts (--all: acknowledged ones too)\n"
                "  report WRAP [--since DATE] [--until DATE] --format csv|json|fhir|html\n"
-               "         [--what sessions|runs|diary|alerts] [-o FILE]\n"
+               "         [--what sessions|runs|diary|alerts|history] [-o FILE]\n"
                "                                        A clinic's report of the period\n"
                "  uplink [--json]                       The clinic uplink: records pending, last success, last error\n"
                "\n"
@@ -948,14 +948,8 @@ static int cmd_history(Ctl *c, int argc, char **argv) {
                 return fail("cannot read the history: %s", strerror(-r));
         if (json) {
                 json_t *a = json_array();
-                for (size_t i = 0; a && i < n; i++) {
-                        const AuditRecord *e = &list[i];
-                        json_array_append_new(a, json_pack("{s:I, s:s, s:s?, s:s, s:s, s:s, s:o, s:s?}", "id", (json_int_t) e->id,
-                                "at", clock_format_iso(e->at, at), "wrap", *e->wrap ? e->wrap : NULL, "what", e->what,
-                                "detail", e->detail, "source", request_source_to_string(e->source),
-                                "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
-                                "client", *e->client ? e->client : NULL));
-                }
+                for (size_t i = 0; a && i < n; i++)
+                        json_array_append_new(a, report_audit_json(&list[i]));
                 return print_json(a);
         }
         if (n == 0) {
@@ -1356,7 +1350,7 @@ static int cmd_report(Ctl *c, int argc, char **argv) {
         };
         static const char *const usage =
                 "report WRAP [--since DATE] [--until DATE] --format csv|json|fhir|html "
-                "[--what sessions|runs|diary|alerts] [-o FILE]";
+                "[--what sessions|runs|diary|alerts|history] [-o FILE]";
         _cleanup_free_ char *tmp = NULL;
         const char *arg = NULL, *format = NULL, *out = NULL;
         char id[WRAP_ID_MAX];
@@ -1383,7 +1377,7 @@ static int cmd_report(Ctl *c, int argc, char **argv) {
                 case WHAT:
                         what = report_table_from_string(optarg);
                         if (what < 0)
-                                return fail("--what: sessions, runs, diary or alerts, not \"%s\"", optarg);
+                                return fail("--what: sessions, runs, diary, alerts or history, not \"%s\"", optarg);
                         what_given = true;
                         continue;
                 case 'o':

@@ -362,6 +362,35 @@ static void alerts_table(FILE *f, const ReportData *r) {
         fputs("</table>\n", f);
 }
 
+/* The append-only change history (store_audit_list) in the period. */
+static void history_table(FILE *f, const ReportData *r) {
+        char when[CLOCK_ISO_MAX];
+
+        fputs("<table id=\"history\"><caption>Changes (injury, prescription, adoption)</caption>\n"
+              "<tr><th>Time</th><th>What</th><th>Source</th><th>Who</th></tr>\n", f);
+        for (size_t i = 0; i < r->n_history; i++) {
+                const AuditRecord *e = &r->history[i];
+
+                fprintf(f, "<tr><td>%s</td><td>", iso(e->at, when));
+                esc(f, e->what);
+                if (*e->detail) {
+                        fputs(": ", f);
+                        esc(f, e->detail);
+                }
+                fprintf(f, "</td><td>%s</td><td>", request_source_to_string(e->source));
+                if (e->uid >= 0)
+                        fprintf(f, "uid %" PRId64, e->uid);
+                else if (*e->client)
+                        esc(f, e->client);
+                else
+                        fputs("-", f);
+                fputs("</td></tr>\n", f);
+        }
+        if (r->n_history == 0)
+                fputs("<tr><td colspan=\"4\">No changes in this period.</td></tr>\n", f);
+        fputs("</table>\n", f);
+}
+
 static const char css[] =
         "@page { size: A4; margin: 14mm 12mm; }\n"
         "* { box-sizing: border-box; }\n"
@@ -446,6 +475,7 @@ int report_html(const ReportData *r, FILE *f) {
         runs_table(f, r);
         alerts_table(f, r);
         sessions_table(f, r);
+        history_table(f, r);
         fputs("<p class=\"meta\">Cold counts as full when it ran at least 10 minutes (R7); a run counts as followed when "
               "a full cold session started within 60 minutes after it ended. Days are the gateway's local calendar "
               "days.</p>\n</body></html>\n", f);

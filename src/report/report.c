@@ -26,6 +26,7 @@ void report_data_done(ReportData *d) {
         free(d->diary);
         free(d->injuries);
         free(d->alerts);
+        free(d->history);
         memset(d, 0, sizeof *d);
 }
 
@@ -42,6 +43,23 @@ static int load_diary(Store *s, ReportData *d) {
                         all[kept++] = all[i];
         d->diary = all;
         d->n_diary = kept;
+        return 0;
+}
+
+/* store_audit_list() gives the wrap's whole history (and the adoption's), oldest first. */
+static int load_history(Store *s, ReportData *d) {
+        size_t n = 0, kept = 0;
+        AuditRecord *all = NULL;
+        int r;
+
+        r = store_audit_list(s, d->wrap.wrap, &all, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                if (all[i].at >= d->since && all[i].at < d->until)
+                        all[kept++] = all[i];
+        d->history = all;
+        d->n_history = kept;
         return 0;
 }
 
@@ -92,6 +110,8 @@ int report_load(Store *s, const char *wrap, const RulesPrescription *defaults, i
                 r = store_injuries_list(s, wrap, &d.injuries, &d.n_injuries);
         if (r >= 0)
                 r = store_alerts_list(s, wrap, since, until, false, &d.alerts, &d.n_alerts);
+        if (r >= 0)
+                r = load_history(s, &d);
         if (r < 0) {
                 report_data_done(&d);
                 return r;
@@ -203,6 +223,19 @@ json_t *report_alert_json(const AlertRecord *a) {
                          "acked_at", iso_or_null(a->acked_at));
 }
 
+/* One change: uid is null when not known (MQTT, the wrap), client null when not MQTT. */
+json_t *report_audit_json(const AuditRecord *e) {
+        return json_pack("{s:I, s:o, s:o, s:s, s:s, s:s, s:o, s:o}",
+                         "id", (json_int_t) e->id,
+                         "at", iso_or_null(e->at),
+                         "wrap", str_or_null(e->wrap),
+                         "what", e->what,
+                         "detail", e->detail,
+                         "source", request_source_to_string(e->source),
+                         "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
+                         "client", str_or_null(e->client));
+}
+
 /* Appends each element's JSON to a new array; NULL when one cannot be built. */
 #define ARRAY_OF(list, n, fn, ...) ({                                            \
                 json_t *_a = json_array();                                       \
@@ -248,7 +281,7 @@ json_t *report_json(const ReportData *d) {
                                    "serial", str_or_null(d->device.serial),
                                    "firmware", str_or_null(d->device.firmware));
 
-        return json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+        return json_pack("{s:s, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                          "report", "kneewrap clinic report",
                          "generated_at", iso_or_null(d->generated_at),
                          "patient", report_profile_json(&d->profile),
@@ -260,7 +293,8 @@ json_t *report_json(const ReportData *d) {
                          "runs", runs_json(d),
                          "diary", ARRAY_OF(d->diary, d->n_diary, report_diary_json),
                          "injuries", ARRAY_OF(d->injuries, d->n_injuries, report_injury_json),
-                         "alerts", ARRAY_OF(d->alerts, d->n_alerts, report_alert_json));
+                         "alerts", ARRAY_OF(d->alerts, d->n_alerts, report_alert_json),
+                         "history", ARRAY_OF(d->history, d->n_history, report_audit_json));
 }
 
 /* ---- FHIR ---- */
@@ -306,6 +340,7 @@ static const char *const report_table_names[_REPORT_TABLE_MAX] = {
         [REPORT_RUNS] = "runs",
         [REPORT_DIARY] = "diary",
         [REPORT_ALERTS] = "alerts",
+        [REPORT_HISTORY] = "history",
 };
 
 int report_table_from_string(const char *s) {
@@ -489,6 +524,28 @@ static void csv_alerts(Csv *c, const ReportData *d) {
         }
 }
 
+static void csv_history(Csv *c, const ReportData *d) {
+        static const char *const head[] = { "id", "wrap", "at", "what", "detail", "source", "uid", "client", NULL };
+
+        csv_header(c, head);
+        for (size_t i = 0; i < d->n_history; i++) {
+                const AuditRecord *e = &d->history[i];
+
+                csv_fieldf(c, "%" PRId64, e->id);
+                csv_field(c, *e->wrap ? e->wrap : NULL);
+                csv_time(c, e->at);
+                csv_field(c, e->what);
+                csv_field(c, *e->detail ? e->detail : NULL);
+                csv_field(c, request_source_to_string(e->source));
+                if (e->uid >= 0)
+                        csv_fieldf(c, "%" PRId64, e->uid);
+                else
+                        csv_field(c, NULL);
+                csv_field(c, *e->client ? e->client : NULL);
+                csv_end(c);
+        }
+}
+
 int report_csv(const ReportData *d, ReportTable t, FILE *f) {
         Csv c = { .f = f, .first = true };
 
@@ -504,6 +561,9 @@ int report_csv(const ReportData *d, ReportTable t, FILE *f) {
                 break;
         case REPORT_ALERTS:
                 csv_alerts(&c, d);
+                break;
+        case REPORT_HISTORY:
+                csv_history(&c, d);
                 break;
         default:
                 return -EINVAL;

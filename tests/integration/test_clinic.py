@@ -189,6 +189,11 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         assert [d['score'] for d in diary] == [6, 4] and diary[1]['flags'] == ['swelling']
         rx = json.loads(g.ctl('prescription', w, '--json').stdout)
         assert rx['prescribed_by_clinic'] is False and rx['cold_s'] == 900
+        # A clinic changes the prescription through the running daemon (kneewrapctl over D-Bus, as
+        # root): the change goes into the history, which every report but FHIR carries.
+        g.ctl('prescribe', w, '--cold-minutes', '12')
+        rx = json.loads(g.ctl('prescription', w, '--json').stdout)
+        assert rx['prescribed_by_clinic'] is True and rx['cold_s'] == 720
 
         # ---- reports.
         csv_path = tmp_path / 'runs.csv'
@@ -204,12 +209,22 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         alerts_csv = list(csv.DictReader(io.StringIO(g.ctl('report', w, '--format', 'csv', '--what', 'alerts').stdout,
                                                      newline='')))
         assert len(alerts_csv) == 2 and all(r['acked_at'] for r in alerts_csv)
+        history_csv = list(csv.DictReader(io.StringIO(g.ctl('report', w, '--format', 'csv', '--what', 'history').stdout,
+                                                      newline='')))
+        assert [(r['what'], r['source'], r['uid']) for r in history_csv] == \
+            [('injury', 'dbus', str(os.getuid())), ('prescription', 'dbus', str(os.getuid()))]
+        assert all(r['wrap'] == w and r['at'] for r in history_csv) and 'cold_s=720 ' in history_csv[1]['detail']
 
         doc = json.loads(g.ctl('report', w, '--format', 'json').stdout)
         assert doc['patient']['label'] == 'Patient 12' and doc['patient']['knee'] == 'right'
         assert doc['compliance']['runs_followed'] == 1 and doc['compliance']['heat_refused_first_week'] == 1
         assert len(doc['runs']) == 2 and len(doc['diary']) == 2 and len(doc['injuries']) == 1
-        assert len(doc['alerts']) == 2 and doc['prescription']['cold_s'] == 900
+        assert len(doc['alerts']) == 2 and doc['prescription']['cold_s'] == 720
+        assert doc['prescription']['prescribed_by_clinic'] is True
+        # The history as kneewrapctl history shows it, the same records in the report.
+        assert doc['history'] == json.loads(g.ctl('history', w, '--json').stdout)
+        assert [(h['what'], h['source'], h['uid']) for h in doc['history']] == \
+            [('injury', 'dbus', os.getuid()), ('prescription', 'dbus', os.getuid())]
         assert doc['period']['since'] < doc['period']['until']
 
         bundle = json.loads(g.ctl('report', w, '--format', 'fhir').stdout)
@@ -240,6 +255,10 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         assert 'class="pain"' in dom and 'class="injury"' in dom                  # pain trend, the injury
         assert dom.count('class="alert ') == 2                                    # alerts on the timeline
         assert 'Patient 12' in dom
+        assert 'Changes (injury, prescription, adoption)' in dom
+        hist = dom[dom.index('id="history"'):]
+        hist = hist[:hist.index('</table>')]
+        assert hist.count('<tr>') == 3 and '>prescription: ' in hist and f'uid {os.getuid()}' in hist
         png = tmp_path / 'report.png'
         width, height = screenshot(html, png)
         assert width == 1000 and height > 1000 and os.path.getsize(png) > 20000
