@@ -55,7 +55,7 @@ const char *manager_store_problem(int error) {
                           "and restore a backup (or let kneewrapd start a new one)";
         case -EACCES:
         case -EPERM: return "permission denied: the file and its directory must be writable by the service's user";
-        case -EROFS: return "read-only file system: remount it read-write";
+        case -EROFS: return "read-only file system (a failing disk or SD card, often): check it (fsck) and mount it read-write again";
         case -ENOENT: return "directory missing: create it (StateDirectory= does)";
         case -EPROTO: return "written by a newer kneewrap: install that version again, or restore a backup";
         default: return strerror(abs(error));

@@ -1,6 +1,7 @@
 /* store: every durable fact (wraps, injuries, sessions, diary, alerts, MQTT outbox) in one SQLite file. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -278,6 +279,21 @@ struct Store {
         char errmsg[256];
 };
 
+/* Can the store's directory take a new file? 0, or why not (-EROFS, -ENOSPC...). */
+static int fs_write_probe(const char *db_path) {
+        char path[PATH_MAX];
+        int fd;
+
+        if (!db_path || !*db_path || snprintf(path, sizeof path, "%s-probe-XXXXXX", db_path) >= (int) sizeof path)
+                return -EINVAL;
+        fd = mkstemp(path);
+        if (fd < 0)
+                return -errno;
+        (void) unlink(path);
+        (void) close(fd);
+        return 0;
+}
+
 static int errno_from_sqlite(sqlite3 *db, int rc) {
         int e;
 
@@ -320,6 +336,11 @@ static int errno_from_sqlite(sqlite3 *db, int rc) {
                         return -ENOSPC;
                 if (e == EACCES || e == EPERM || e == EROFS || e == ENOENT || e == EISDIR)
                         return -e;
+                /* SQLite keeps no errno for a failed write of the WAL: a file system gone
+                 * read-only under the open store (ext4's errors=remount-ro) would read as a
+                 * corrupt file. Ask the directory whether it takes a new file. */
+                if (db && (rc & 0xff) == SQLITE_IOERR && fs_write_probe(sqlite3_db_filename(db, "main")) == -EROFS)
+                        return -EROFS;
                 return (rc & 0xff) == SQLITE_PERM ? -EACCES : -EIO;
         default:
                 return -EIO;

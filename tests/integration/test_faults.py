@@ -8,6 +8,7 @@ import resource
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 
 import pytest
@@ -46,6 +47,26 @@ def fill_disk(gw):
 
 def online(col):
     return col.last('kneewrap/bridge/state') == b'{"state":"online"}'
+
+
+def one_session(gw, fast_bus, col, A):  # noqa: N803
+    """The wrap connected, one cold session recorded, stopped, and on the broker."""
+    col.wait(lambda: online(col))
+    gw.wait_log(f'{A}: connected, notifications on')
+    fast_bus.mock.PressButton(A, COLD)
+    wait_for(lambda: len(gw.sql('select * from sessions')) == 1, 10)
+    fast_bus.mock.PressButton(A, STOP)
+    nothing_lost(gw, col)
+
+
+def records_again(gw, fast_bus, col, A):  # noqa: N803
+    """After the store came back: a new session is recorded, and every record reached the broker."""
+    wait_for(lambda: fast_bus.wrap(A)['state'] == 0, 20)
+    n = len(gw.sql('select * from sessions'))
+    fast_bus.mock.PressButton(A, COLD)
+    wait_for(lambda: len(gw.sql('select * from sessions')) > n, 20)
+    print(f'records on the broker: {nothing_lost(gw, col)}')
+    alive(gw)
 
 
 # ---- 6: a broken store: STATUS= says what it is and what to do ----
@@ -117,12 +138,7 @@ def test_store_full_without_root(tmp_path, fast_bus, broker):  # noqa: F811
     fast_bus.mock.AddWrap(A)
     gw = Gateway(tmp_path, fast_bus.address, broker, seed=(), allow=(A,), scale=100)
     try:
-        col.wait(lambda: online(col))
-        gw.wait_log(f'{A}: connected, notifications on')
-        fast_bus.mock.PressButton(A, COLD)
-        wait_for(lambda: len(gw.sql('select * from sessions')) == 1, 10)
-        fast_bus.mock.PressButton(A, STOP)
-        nothing_lost(gw, col)
+        one_session(gw, fast_bus, col, A)
 
         # No more room: every write past the current file sizes fails with EFBIG.
         fill_disk(gw)
@@ -140,12 +156,114 @@ def test_store_full_without_root(tmp_path, fast_bus, broker):  # noqa: F811
         wait_for(lambda: 'store OK' in gw.notify.last_status(), 70)
         report('6 store full (file size limit)', time.monotonic() - t0)
         # Works again, and nothing recorded before is lost.
-        wait_for(lambda: fast_bus.wrap(A)['state'] == 0, 20)
-        n = len(gw.sql('select * from sessions'))
+        records_again(gw, fast_bus, col, A)
+    finally:
+        gw.stop()
+        col.close()
+
+
+
+def read_only_fs_or_skip(tmp_path):
+    """An ext4 image of the store's own, mounted in a private mount namespace. Returns the
+    image and the directory it is mounted on (inside the daemon's namespace only)."""
+    if os.geteuid() != 0:
+        pytest.skip('a read-only file system needs root (a mount namespace and a loop device)')
+    for tool in ('unshare', 'nsenter', 'mkfs.ext4', 'e2fsck', 'losetup'):
+        if not shutil.which(tool):
+            pytest.skip(f'a read-only file system needs {tool}')
+    img, mnt = tmp_path / 'store.img', tmp_path / 'store'
+    mnt.mkdir()
+    with open(img, 'wb') as f:
+        f.truncate(32 << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', str(img)], check=True)
+    probe = subprocess.run(['unshare', '-m', '--propagation', 'private', 'mount', '-o', 'loop', str(img), str(mnt)],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f'no mount namespace or loop device here: {probe.stderr.strip()}')
+    return img, mnt
+
+
+def test_store_read_only_fs(tmp_path, fast_bus, broker, monkeypatch):  # noqa: F811
+    """The store's file system turns read-only under the running daemon, as ext4 does itself
+    (errors=remount-ro) when its device fails: an SD card, say. The daemon runs in a mount
+    namespace of its own with an ext4 image mounted on the store's directory; an ext4 error
+    (trigger_fs_error) makes it read-only with the store open, which no `mount -o remount,ro`
+    can do while files are open for writing. The administrator then checks the file system
+    and mounts it again, and the daemon picks the store up."""
+    import kwtestutil
+    img, mnt = read_only_fs_or_skip(tmp_path)
+    wrapper = tmp_path / 'kneewrapd-ns'
+    wrapper.write_text('#!/bin/sh\n'
+                       'exec unshare -m --propagation private sh -c \'mount -o loop,errors=remount-ro "$0" "$1" && '
+                       f'shift && exec "$@"\' {img} {mnt} {kwtestutil.KNEEWRAPD} "$@"\n')
+    wrapper.chmod(0o755)
+    write_config = kwtestutil.write_config
+    monkeypatch.setattr(kwtestutil, 'KNEEWRAPD', str(wrapper))
+    monkeypatch.setattr(kwtestutil, 'write_config',
+                        lambda tp, extra='', **kw: write_config(tp, extra, store=f'{mnt}/kneewrap.db'))
+
+    class NsGateway(Gateway):
+        """Reads the store inside the daemon's namespace (SQLite resolves /proc/PID/root away)."""
+        db = f'{mnt}/kneewrap.db'
+
+        def sql(self, query, *args):
+            r = subprocess.run(['nsenter', '-t', str(self.d.pid), '-m', sys.executable, '-c',
+                                'import json, sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=5); '
+                                'print(json.dumps(c.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()))',
+                                self.db, query, json.dumps(args)], capture_output=True, text=True, timeout=20)
+            assert r.returncode == 0, r.stderr
+            return [tuple(row) for row in json.loads(r.stdout)]
+
+    def in_ns(gw, script):
+        return subprocess.run(['nsenter', '-t', str(gw.d.pid), '-m', 'sh', '-c', script],
+                              capture_output=True, text=True, timeout=60)
+
+    def mount_opts(gw):
+        with open(f'/proc/{gw.d.pid}/mounts') as f:
+            return next(line.split()[3] for line in f if line.split()[1] == str(mnt))
+
+    A = 'AA:BB:CC:00:12:06'
+    col = Collector(broker, topics=('kneewrap/#',))
+    fast_bus.mock.AddWrap(A)
+    gw = NsGateway(tmp_path, fast_bus.address, broker, seed=(), allow=(A,), scale=100)
+    try:
+        one_session(gw, fast_bus, col, A)
+        assert 'rw' in mount_opts(gw).split(',')
+        wait_for(lambda: gw.outbox_depth() == 0, 20)
+        before = {r[0] for r in gw.sql('select session_id from sessions')}
+
+        # The file system fails: ext4 turns it read-only under the open store.
+        os.sync()
+        dev = subprocess.run(['losetup', '-n', '-O', 'NAME', '-j', str(img)], capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+        with open(f'/sys/fs/ext4/{os.path.basename(dev)}/trigger_fs_error', 'w') as f:
+            f.write('kneewrap test: the store read-only')
+        assert 'ro' in mount_opts(gw).split(',') or 'emergency_ro' in mount_opts(gw), mount_opts(gw)
         fast_bus.mock.PressButton(A, COLD)
-        wait_for(lambda: len(gw.sql('select * from sessions')) > n, 20)
-        print(f'records on the broker: {nothing_lost(gw, col)}')
+        wait_for(lambda: gw.notify.last_status().startswith('Store unavailable'), 20)
+        status = gw.notify.last_status()
+        print(f'STATUS={status}')
+        assert 'read-only file system' in status and 'read-write' in status and str(mnt) in status and 'refusing sessions' in status, status
         alive(gw)
+        # Nothing runs unrecorded: a request is refused as store_unavailable.
+        wait_for(lambda: fast_bus.wrap(A)['state'] == 0, 20)
+        r = gw.ctl('start', gw.wraps[0], 'cold')
+        assert r.returncode != 0 and 'refused (store_unavailable)' in r.stderr, (r.returncode, r.stderr)
+        assert fast_bus.wrap(A)['state'] == 0
+        alive(gw)
+
+        # The administrator checks the file system and mounts it read-write again (an ext4 that
+        # failed stays read-only until it is mounted anew).
+        t0 = time.monotonic()
+        r = in_ns(gw, f'umount -l {mnt} && {{ e2fsck -fy {img} >/dev/null; true; }} && '
+                      f'mount -o loop,errors=remount-ro {img} {mnt}')
+        assert r.returncode == 0, r.stderr
+        assert 'rw' in mount_opts(gw).split(',')
+        wait_for(lambda: 'store OK' in gw.notify.last_status(), 70)
+        report('6 store on a read-only file system', time.monotonic() - t0)
+        # Nothing stored before is lost, and sessions are recorded again.
+        assert before <= {r[0] for r in gw.sql('select session_id from sessions')}
+        records_again(gw, fast_bus, col, A)
     finally:
         gw.stop()
         col.close()
