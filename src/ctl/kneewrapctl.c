@@ -41,7 +41,8 @@ typedef struct Ctl {
         bool explicit_config;
         const char *db_path;
         Config config;
-        Store *store;             /* for reading history; changes go through the daemon */
+        Store *store;             /* for reading history, read-only; changes go through the daemon */
+        char empty_dir[64];       /* an empty store's directory, while kneewrapd has made none yet */
 } Ctl;
 
 static void help(void) {
@@ -144,7 +145,23 @@ static int ctl_open(Ctl *c) {
         if (r < 0)
                 return -fail("cannot switch to the owner of %s: %s", db, strerror(-r));
 
-        r = store_open_err(db, &c->store, &why);
+        /* Read-only: every change goes through the daemon (D-Bus). A store that does not exist
+         * yet (kneewrapd has never run) holds nothing: read an empty one in memory rather
+         * than create the daemon's file. */
+        r = store_open_readonly(db, &c->store, &why);
+        if (r == -ENOENT) {
+                char path[sizeof c->empty_dir + 16];
+
+                free(why);
+                why = NULL;
+                snprintf(c->empty_dir, sizeof c->empty_dir, "/tmp/kneewrapctl.XXXXXX");
+                if (!mkdtemp(c->empty_dir)) {
+                        c->empty_dir[0] = '\0';
+                        return -fail("cannot make a directory for an empty store: %m");
+                }
+                snprintf(path, sizeof path, "%s/empty.db", c->empty_dir);
+                r = store_open_err(path, &c->store, &why);
+        }
         if (r < 0)
                 return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
         return 0;
@@ -152,6 +169,16 @@ static int ctl_open(Ctl *c) {
 
 static void ctl_close(Ctl *c) {
         c->store = store_close(c->store);
+        if (c->empty_dir[0]) {
+                static const char *const files[] = { "empty.db", "empty.db-wal", "empty.db-shm" };
+                char path[sizeof c->empty_dir + 16];
+
+                for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+                        snprintf(path, sizeof path, "%s/%s", c->empty_dir, files[i]);
+                        (void) unlink(path);
+                }
+                (void) rmdir(c->empty_dir);
+        }
         config_done(&c->config);
 }
 

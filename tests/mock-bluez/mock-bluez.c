@@ -142,6 +142,7 @@ struct Dev {
         bool rssi_shown, resolved, gatt_exported, battery_shown, db_cached;
         bool svc_resolved;          /* le_state.svc_resolved: survives disconnects, not restarts */
         bool pending_paired;        /* Paired set before services resolved: signalled with them */
+        bool pair_after_gatt;       /* pairing done while a first connection's objects were on their way */
         uint8_t battery_pct;
         Link link;
         bool encrypted;
@@ -1392,6 +1393,7 @@ static void dev_forget_bluez_state(Dev *d) {
         d->paired = d->bonded = d->trusted = d->blocked = false;
         d->encrypted = false;
         d->db_cached = d->svc_resolved = d->pending_paired = false;
+        d->pair_after_gatt = false;
         d->temporary = false;
         d->alias[0] = 0;
 }
@@ -1428,6 +1430,8 @@ static void set_resolved(Dev *d, bool on) {
 
 /* Subscriptions made while away are registered again, then the plugins run: battery, gap
  * (reads the Device Name), deviceinfo (Modalias from the PnP ID). */
+static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata);
+
 static void gatt_client_ready(Dev *d) {
         for (size_t i = 0; i < d->n_attrs; i++)
                 if (d->attrs[i].kind == K_CHR)
@@ -1436,6 +1440,10 @@ static void gatt_client_ready(Dev *d) {
         name_set(d, d->gap_name[0] ? d->gap_name : d->adv_name);
         modalias_show(d, true);
         fw_kick(d);
+        if (d->pair_after_gatt) {
+                d->pair_after_gatt = false;
+                (void) on_pair_done(NULL, 0, d);
+        }
 }
 
 static int on_services_late(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -1542,6 +1550,13 @@ static int on_pair_done(sd_event_source *s, uint64_t usec, void *userdata) {
         timer_stop(&d->t_pair);
         if (d->link != LINK_UP)
                 return 0;
+        if (!d->gatt_exported && d->t_services) {
+                /* As on 5.66, a first connection's pairing ends after its GATT objects and
+                 * Modalias: held until they are there, by causality rather than by two timers
+                 * that a busy host fires in either order. */
+                d->pair_after_gatt = true;
+                return 0;
+        }
         if (is_wrap(d) && d->peer_bonded) {
                 /* The wrap keeps one bond and accepts no other until its bond is cleared. */
                 log_wrap(LOG_INFO, d->address, "pairing refused by the wrap: it holds a bond");
@@ -1581,6 +1596,7 @@ static void link_lost(Dev *d, bool emit) {
         timer_stop(&d->t_link);
         timer_stop(&d->t_services);
         timer_stop(&d->t_pair);
+        d->pair_after_gatt = false;
         if (d->link == LINK_DOWN && !d->connect_msg && !d->pair_msg && !d->n_disconnect_msgs)
                 return;
         if (was_connected)
