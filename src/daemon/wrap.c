@@ -840,9 +840,16 @@ static void reconcile(Wrap *w, const WireStatus *s) {
         if (same && running) {
                 uint64_t mono = clock_mono_usec();
 
-                /* The wrap's own remaining time bounds ours: never a STOP later than its end. */
-                if (mono + (uint64_t) s->remaining_s * USEC_PER_SEC < w->deadline_mono)
+                /* The wrap's own remaining time bounds ours: never a STOP later than its end. Our
+                 * time in was then a lower bound (a restart on a clock R10 cannot vouch for), so
+                 * the session began that much earlier too: the record's duration follows. */
+                if (mono + (uint64_t) s->remaining_s * USEC_PER_SEC < w->deadline_mono) {
+                        uint64_t whole = (uint64_t) w->rec.prescribed_s * USEC_PER_SEC;
+
                         w->deadline_mono = mono + (uint64_t) s->remaining_s * USEC_PER_SEC;
+                        if (w->deadline_mono > whole && w->deadline_mono - whole < w->start_mono)
+                                w->start_mono = w->deadline_mono - whole;
+                }
                 log_session(LOG_INFO, w->address, w->rec.session_id, "back: the session is still running (%u s left on the wrap)",
                             (unsigned) s->remaining_s);
                 w->phase = PHASE_RUNNING;
