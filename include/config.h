@@ -79,5 +79,10 @@ void config_done(Config *c);
  * not be used), or -errno when it cannot be read.
  */
 int config_load(Config *c, const char *path, FILE *errors);
+
+/* For every configuration parser (kneewrapd.conf, the uplink's uplink.conf): *dst becomes a copy
+ * of value (-ENOMEM); config_set_path() takes only an absolute path (-EINVAL, *why says so). */
+int config_set_string(char **dst, const char *value);
+int config_set_path(char **dst, const char *value, const char **why);
 /* The same, from an open stream (left open); `path` names it in the errors. */
 int config_load_stream(Config *c, FILE *f, const char *path, FILE *errors);

@@ -81,7 +81,7 @@ static void perr(Parser *p, unsigned line, const char *key, const char *fmt, ...
         fputc('\n', p->errors);
 }
 
-static int set_string(char **dst, const char *value) {
+int config_set_string(char **dst, const char *value) {
         char *s = strdup(value);
         if (!s)
                 return -ENOMEM;
@@ -90,12 +90,12 @@ static int set_string(char **dst, const char *value) {
         return 0;
 }
 
-static int set_path(char **dst, const char *value, const char **why) {
+int config_set_path(char **dst, const char *value, const char **why) {
         if (value[0] != '/') {
                 *why = "must be an absolute path";
                 return -EINVAL;
         }
-        return set_string(dst, value);
+        return config_set_string(dst, value);
 }
 
 static int parse_uint_range(const char *value, int64_t min, int64_t max, int64_t *ret, const char **why) {
@@ -133,7 +133,7 @@ static int key_clinic_group(Parser *p, const char *value, const char **why) {
                 *why = "not a group name";
                 return -EINVAL;
         }
-        return set_string(&p->c->clinic_group, value);
+        return config_set_string(&p->c->clinic_group, value);
 }
 
 static int key_adapter(Parser *p, const char *value, const char **why) {
@@ -145,10 +145,10 @@ static int key_adapter(Parser *p, const char *value, const char **why) {
                         if (!isdigit((unsigned char) *d))
                                 break;
                 if (!*d && strlen(value) <= 8)
-                        return set_string(&p->c->adapter, value);
+                        return config_set_string(&p->c->adapter, value);
         }
         if (bdaddr_normalize(value, addr) == 0)
-                return set_string(&p->c->adapter, addr);
+                return config_set_string(&p->c->adapter, addr);
         *why = "not an adapter name (hci0, hci1, ...) nor a Bluetooth address";
         return -EINVAL;
 }
@@ -223,7 +223,7 @@ static int key_host(Parser *p, const char *value, const char **why) {
                 *why = "longer than a host name can be (253)";
                 return -EINVAL;
         }
-        return set_string(&p->c->mqtt_host, value);
+        return config_set_string(&p->c->mqtt_host, value);
 }
 
 static int key_port(Parser *p, const char *value, const char **why) {
@@ -264,7 +264,7 @@ static int key_base_topic(Parser *p, const char *value, const char **why) {
                 *why = "not one MQTT topic level (no '/', '+', '#', spaces or leading '$'; at most 64 characters)";
                 return -EINVAL;
         }
-        return set_string(&p->c->base_topic, value);
+        return config_set_string(&p->c->base_topic, value);
 }
 
 static int key_discovery_prefix(Parser *p, const char *value, const char **why) {
@@ -272,7 +272,7 @@ static int key_discovery_prefix(Parser *p, const char *value, const char **why) 
                 *why = "not a valid MQTT topic (no '+', '#', spaces, empty levels or leading '$')";
                 return -EINVAL;
         }
-        return set_string(&p->c->discovery_prefix, value);
+        return config_set_string(&p->c->discovery_prefix, value);
 }
 
 static int key_client_id(Parser *p, const char *value, const char **why) {
@@ -285,7 +285,7 @@ static int key_client_id(Parser *p, const char *value, const char **why) {
                         *why = "contains spaces or control characters";
                         return -EINVAL;
                 }
-        return set_string(&p->c->client_id, value);
+        return config_set_string(&p->c->client_id, value);
 }
 
 static int key_username(Parser *p, const char *value, const char **why) {
@@ -294,19 +294,19 @@ static int key_username(Parser *p, const char *value, const char **why) {
                         *why = "contains control characters";
                         return -EINVAL;
                 }
-        return set_string(&p->c->username, value);
+        return config_set_string(&p->c->username, value);
 }
 
 static int key_password_file(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->password_file, value, why);
+        return config_set_path(&p->c->password_file, value, why);
 }
 
 static int key_tls_ca_file(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->tls_ca_file, value, why);
+        return config_set_path(&p->c->tls_ca_file, value, why);
 }
 
 static int key_tls_ca_dir(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->tls_ca_dir, value, why);
+        return config_set_path(&p->c->tls_ca_dir, value, why);
 }
 
 static const char *const allow_names[] = {
@@ -351,11 +351,11 @@ static int key_commands(Parser *p, const char *value, const char **why) {
 }
 
 static int key_tls_cert_file(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->tls_cert_file, value, why);
+        return config_set_path(&p->c->tls_cert_file, value, why);
 }
 
 static int key_tls_key_file(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->tls_key_file, value, why);
+        return config_set_path(&p->c->tls_key_file, value, why);
 }
 
 static int key_keepalive(Parser *p, const char *value, const char **why) {
@@ -463,11 +463,11 @@ static int key_heat_setpoint(Parser *p, const char *value, const char **why) {
 /* [store] */
 
 static int key_store_path(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->store_path, value, why);
+        return config_set_path(&p->c->store_path, value, why);
 }
 
 static int key_uplink_state(Parser *p, const char *value, const char **why) {
-        return set_path(&p->c->uplink_state_path, value, why);
+        return config_set_path(&p->c->uplink_state_path, value, why);
 }
 
 static const Key keys[] = {

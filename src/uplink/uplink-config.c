@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "uplink.h"
 #include "util.h"
 
@@ -50,24 +51,6 @@ static void perr(Parser *p, const char *section, const char *key, const char *wh
                 fprintf(p->errors, "%s:%u: [%s] %s: %s\n", p->path, p->line, section, key, why);
 }
 
-static int set_string(char **dst, const char *value) {
-        char *s = strdup(value);
-
-        if (!s)
-                return -ENOMEM;
-        free(*dst);
-        *dst = s;
-        return 0;
-}
-
-static int set_path(char **dst, const char *value, const char **why) {
-        if (value[0] != '/') {
-                *why = "must be an absolute path";
-                return -EINVAL;
-        }
-        return set_string(dst, value);
-}
-
 static int set_uint(unsigned *dst, const char *value, int64_t min, int64_t max, const char **why) {
         int64_t v;
 
@@ -89,7 +72,7 @@ static int set_url(char **dst, const char *value, const char **why) {
                 *why = "must be an https:// URL (http:// only to this machine)";
                 return -EINVAL;
         }
-        return set_string(dst, value);
+        return config_set_string(dst, value);
 }
 
 static int set_address(char **dst, const char *value, const char **why) {
@@ -99,7 +82,7 @@ static int set_address(char **dst, const char *value, const char **why) {
                 *why = "not an IPv4 or IPv6 address";
                 return -EINVAL;
         }
-        return set_string(dst, value);
+        return config_set_string(dst, value);
 }
 
 static int handler(void *user, const char *section, const char *name, const char *value) {
@@ -118,25 +101,25 @@ static int handler(void *user, const char *section, const char *name, const char
                 else if (streq(name, "address"))
                         r = set_address(&c->address, value, &why);
                 else if (streq(name, "ca_file"))
-                        r = set_path(&c->ca_file, value, &why);
+                        r = config_set_path(&c->ca_file, value, &why);
                 else if (streq(name, "timeout"))
                         r = set_uint(&c->timeout_s, value, 1, 120, &why);
         } else if (streq(section, "auth")) {
                 if (streq(name, "token_file"))
-                        r = set_path(&c->token_file, value, &why);
+                        r = config_set_path(&c->token_file, value, &why);
                 else if (streq(name, "token_url"))
                         r = set_url(&c->token_url, value, &why);
                 else if (streq(name, "client_id"))
-                        r = set_string(&c->client_id, value);
+                        r = config_set_string(&c->client_id, value);
                 else if (streq(name, "client_secret_file"))
-                        r = set_path(&c->client_secret_file, value, &why);
+                        r = config_set_path(&c->client_secret_file, value, &why);
                 else if (streq(name, "scope"))
-                        r = set_string(&c->scope, value);
+                        r = config_set_string(&c->scope, value);
         } else if (streq(section, "uplink")) {
                 if (streq(name, "store"))
-                        r = set_path(&c->store_path, value, &why);
+                        r = config_set_path(&c->store_path, value, &why);
                 else if (streq(name, "state"))
-                        r = set_path(&c->state_path, value, &why);
+                        r = config_set_path(&c->state_path, value, &why);
                 else if (streq(name, "batch"))
                         r = set_uint(&c->batch, value, 3, 1000, &why);
                 else if (streq(name, "retry_max"))
