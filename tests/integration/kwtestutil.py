@@ -29,6 +29,19 @@ def wait_for(cond, timeout, step=0.02):
     raise AssertionError(f'timed out after {timeout} s waiting for {cond}')
 
 
+# kneewrapd decides at most one session request per wrap per second of its (scaled) monotonic
+# clock and drops the others (src/daemon/door.c, rate_limit).
+REQUEST_INTERVAL_S = 1.0
+
+
+def after_a_request(scale=1):
+    """Call once the previous request's decision on a wrap is seen (a D-Bus or kneewrapctl answer,
+    a write to the wrap, a record): waits out that wrap's window, so the next request is decided,
+    not dropped. time.sleep never returns early and the daemon's window is real monotonic time
+    times the scale, so this holds on a machine of any speed."""
+    time.sleep(REQUEST_INTERVAL_S * 1.2 / (scale or 1))
+
+
 @pytest.fixture
 def private_bus():
     """A bare dbus-daemon on a private socket, standing in for the system bus (no BlueZ): its address."""

@@ -9,7 +9,7 @@ import time
 
 import hadiscovery
 from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
-from kwtestutil import private_bus, wait_for  # noqa: F401
+from kwtestutil import after_a_request, private_bus, wait_for  # noqa: F401
 
 A, B = 'AA:BB:CC:DD:EE:01', 'AA:BB:CC:DD:EE:02'
 WRAP_OBJECTS = {
@@ -138,7 +138,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
             if '"action"' in payload:
                 # The door decides one session request per wrap a second and drops the rest
                 # unanswered over MQTT (issue 12): one a second, as a person presses.
-                time.sleep(1.05)
+                after_a_request()
             col.publish(c['command_topic'], payload)
             col.wait(lambda: len(col.on(resp)) > n)
             r = json.loads(col.on(resp)[-1][0])
