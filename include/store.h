@@ -11,22 +11,28 @@
 
 /*
  * Every function commits before it returns 0: what the daemon acts on or reports is on
- * disk first. Errors are returned as negative errno (-ENOSPC for a full disk, -EIO for an
- * unreadable or corrupt file, -ENOENT for a missing row, -EEXIST for a duplicate) and
- * store_errmsg() says what SQLite said; nothing here logs.
+ * disk first. Errors are returned as negative errno and store_errmsg() says what SQLite
+ * said; nothing here logs:
+ *   -ENOSPC   no room: a full file system, a quota, or the file-size limit (RLIMIT_FSIZE);
+ *             SQLite reports some of these as an I/O error, so the store asks the system
+ *   -EUCLEAN  the file is corrupt or truncated (SQLITE_CORRUPT, SQLITE_NOTADB), and only then
+ *   -EBADMSG  a sound SQLite file that is not a kneewrap store
+ *   -EIO      any other I/O error (a failing disk, often)
+ *   -EROFS, -EACCES, -EPERM, -ENOENT (the directory), -EPROTO (a newer schema) when opening
+ *   -ENOENT   a missing row, -EEXIST a duplicate
  */
 
 typedef struct Store Store;
 
 /*
  * The one answer to "does this error mean the store itself is broken?": a full disk, an I/O
- * error or corrupt file, a read-only file system, permissions. The daemon then closes the
+ * error, a corrupt file, a read-only file system, permissions. The daemon then closes the
  * store, refuses sessions as store_unavailable and retries with backoff. Every other error is
  * about the call, not the store: -EBUSY (another writer holds the lock: try again),
  * -ENOENT, -EEXIST, -EINVAL, -ENOMEM.
  */
 static inline bool store_is_broken(int r) {
-        return r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM;
+        return r == -ENOSPC || r == -EIO || r == -EUCLEAN || r == -EROFS || r == -EACCES || r == -EPERM;
 }
 
 /* Opens (creating if needed) and migrates to the current schema (PRAGMA user_version). */

@@ -42,13 +42,13 @@ static int need_store(Manager *m, const char **ret_error) {
         if (m->store)
                 return 0;
         set_error(ret_error, "the store is unavailable (%s): nothing can be recorded now",
-                  manager_store_problem(m->store_error));
+                  manager_store_problem(m, m->store_error));
         return -EAGAIN;
 }
 
 static int store_fail(Manager *m, int r, const char *what, const char **ret_error) {
         if (store_is_broken(r)) {
-                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(r));
+                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(m, r));
                 manager_store_failed(m, r);
         } else
                 set_error(ret_error, "%s failed: %s", what, strerror(-r));

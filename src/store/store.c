@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,19 +280,57 @@ struct Store {
         char errmsg[256];
 };
 
-/* Can the store's directory take a new file? 0, or why not (-EROFS, -ENOSPC...). */
-static int fs_write_probe(const char *db_path) {
-        char path[PATH_MAX];
-        int fd;
+/*
+ * Can the store's files grow? 0, or why not: -EROFS (a read-only file system), -ENOSPC or
+ * -EDQUOT (no free blocks: a new file in the store's directory cannot take one block),
+ * -EFBIG (the process's file-size limit, RLIMIT_FSIZE as LimitFSIZE= sets, is within reach of
+ * the database and its WAL). SQLite keeps no reliable errno for a failed write (its
+ * sqlite3_system_errno() is read after other calls): this asks the system instead.
+ */
+static int fs_room_probe(const char *db_path) {
+        static const char block[4096];
+        char path[PATH_MAX], wal[PATH_MAX];
+        struct rlimit lim;
+        struct stat st;
+        off_t db = 0, w = 0;
+        ssize_t n;
+        int fd, r = 0;
 
-        if (!db_path || !*db_path || snprintf(path, sizeof path, "%s-probe-XXXXXX", db_path) >= (int) sizeof path)
+        if (!db_path || !*db_path || snprintf(path, sizeof path, "%s-probe-XXXXXX", db_path) >= (int) sizeof path ||
+            snprintf(wal, sizeof wal, "%s-wal", db_path) >= (int) sizeof wal)
                 return -EINVAL;
         fd = mkstemp(path);
         if (fd < 0)
                 return -errno;
         (void) unlink(path);
+        n = write(fd, block, sizeof block);
+        if (n < 0)
+                r = -errno;
+        else if (n < (ssize_t) sizeof block)
+                r = -ENOSPC;
         (void) close(fd);
+        if (r < 0)
+                return r;
+
+        /* A write that fails at the limit fails at an offset below the file's end plus what
+         * it writes: at most the WAL's content again (a checkpoint), plus a little. */
+        if (getrlimit(RLIMIT_FSIZE, &lim) < 0 || lim.rlim_cur == RLIM_INFINITY)
+                return 0;
+        if (stat(db_path, &st) == 0)
+                db = st.st_size;
+        if (stat(wal, &st) == 0)
+                w = st.st_size;
+        if ((uint64_t) (db > w ? db : w) + (uint64_t) w + 65536 >= (uint64_t) lim.rlim_cur)
+                return -EFBIG;
         return 0;
+}
+
+/* The IOERR sub-codes of a write that may mean "no room": extending, syncing, truncating a
+ * file or the shared-memory file. A failed read means an unreadable file, never a full one. */
+static bool ioerr_may_be_full(int rc) {
+        return rc == SQLITE_IOERR || rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC ||
+               rc == SQLITE_IOERR_TRUNCATE || rc == SQLITE_IOERR_SHMSIZE || rc == SQLITE_IOERR_SHMMAP ||
+               rc == SQLITE_IOERR_DIR_FSYNC || rc == SQLITE_IOERR_MMAP;
 }
 
 static int errno_from_sqlite(sqlite3 *db, int rc) {
@@ -306,7 +345,7 @@ static int errno_from_sqlite(sqlite3 *db, int rc) {
                 return -ENOSPC;
         case SQLITE_CORRUPT:
         case SQLITE_NOTADB:
-                return -EIO;
+                return -EUCLEAN;
         case SQLITE_CONSTRAINT:
                 if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
                         return -EEXIST;
@@ -337,10 +376,16 @@ static int errno_from_sqlite(sqlite3 *db, int rc) {
                 if (e == EACCES || e == EPERM || e == EROFS || e == ENOENT || e == EISDIR)
                         return -e;
                 /* SQLite keeps no errno for a failed write of the WAL: a file system gone
-                 * read-only under the open store (ext4's errors=remount-ro) would read as a
-                 * corrupt file. Ask the directory whether it takes a new file. */
-                if (db && (rc & 0xff) == SQLITE_IOERR && fs_write_probe(sqlite3_db_filename(db, "main")) == -EROFS)
-                        return -EROFS;
+                 * read-only under the open store (ext4's errors=remount-ro), a full one or a
+                 * file-size limit would read as a corrupt file. Ask the system. */
+                if (db && (rc & 0xff) == SQLITE_IOERR) {
+                        int p = fs_room_probe(sqlite3_db_filename(db, "main"));
+
+                        if (p == -EROFS)
+                                return -EROFS;
+                        if (ioerr_may_be_full(rc) && (p == -ENOSPC || p == -EDQUOT || p == -EFBIG))
+                                return -ENOSPC;
+                }
                 return (rc & 0xff) == SQLITE_PERM ? -EACCES : -EIO;
         default:
                 return -EIO;
@@ -779,7 +824,7 @@ int store_check(Store *s) {
         }
         if (sqlite3_changes(s->db) != 1) {
                 tx_rollback(s);
-                return store_errorf(s, -EIO, "the store's meta row is missing");
+                return store_errorf(s, -EUCLEAN, "the store's meta row is missing");
         }
         return tx_commit(s);
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -244,7 +245,7 @@ static void test_not_a_store(void **state) {
         for (int i = 0; i < 100; i++)
                 assert_int_equal(write(fd, "not a database, just some words\n", 32), 32);
         close(fd);
-        assert_int_equal(store_open_err(path, &f->s, &msg), -EIO);
+        assert_int_equal(store_open_err(path, &f->s, &msg), -EUCLEAN);
         assert_null(f->s);
         assert_non_null(msg);
         assert_non_null(strstr(msg, "not a database"));
@@ -365,7 +366,7 @@ static void test_corrupt_file(void **state) {
         overwrite(f->path, 3 * 4096, 4096);
         overwrite(f->path, 6 * 4096, 4096);
         k = store_open_err(f->path, &f->s, &msg);
-        assert_true(k == 0 || k == -EIO);
+        assert_true(k == 0 || k == -EUCLEAN);
         free(msg);
         if (k == 0) {
                 int a = store_wrap_list(f->s, &wl, &n);
@@ -373,18 +374,18 @@ static void test_corrupt_file(void **state) {
                 int c = store_check(f->s);
 
                 free(wl);
-                assert_true(a == 0 || a == -EIO);
-                assert_true(b == 0 || b == -ENOENT || b == -EIO);
-                assert_true(c == 0 || c == -EIO);
+                assert_true(a == 0 || a == -EUCLEAN);
+                assert_true(b == 0 || b == -ENOENT || b == -EUCLEAN);
+                assert_true(c == 0 || c == -EUCLEAN);
                 /* At least one of them met the damage, and said so. */
-                assert_true(a == -EIO || b == -EIO || c == -EIO);
+                assert_true(a == -EUCLEAN || b == -EUCLEAN || c == -EUCLEAN);
                 assert_non_null(store_errmsg(f->s));
                 f->s = store_close(f->s);
         }
 
         /* Garbage over the header. */
         overwrite(f->path, 0, 100);
-        assert_int_equal(store_open_err(f->path, &f->s, &msg), -EIO);
+        assert_int_equal(store_open_err(f->path, &f->s, &msg), -EUCLEAN);
         assert_null(f->s);
         assert_non_null(msg);
         assert_true(strlen(msg) > 0);
@@ -1378,6 +1379,71 @@ static void test_full_disk(void **state) {
         assert_int_equal(umount2(mnt, MNT_DETACH), 0);
 }
 
+/*
+ * A file-size limit (RLIMIT_FSIZE, what LimitFSIZE= sets; the faults suite's "full disk"
+ * without root) makes SQLite's writes fail with EFBIG, which SQLite reports as a disk I/O
+ * error, not SQLITE_FULL: the store still says "no room" (-ENOSPC), never "corrupt" (-EUCLEAN),
+ * and works again, with nothing lost, when the limit goes.
+ */
+static void test_file_size_limit(void **state) {
+        Fixture *f = *state;
+        struct rlimit old, lim;
+        SessionRecord r, got;
+        char ids[40][UUID_STR_MAX];
+        char big[16384];
+        void (*old_handler)(int);
+        struct stat st;
+        int k = 0, rr;
+
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(uuid_generate_str(ids[i]), 0);
+                r = session(ids[i], WRAP_A, THERAPY_COLD, 10000 + i * 5000, 900, OUTCOME_COMPLETED);
+                assert_int_equal(store_session_put(f->s, &r, NULL), 0);
+        }
+        k = 3;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        old_handler = signal(SIGXFSZ, SIG_IGN);
+        {
+                char wal[160];
+                off_t size = 0;
+
+                snprintf(wal, sizeof wal, "%s-wal", f->path);
+                if (stat(f->path, &st) == 0)
+                        size = st.st_size;
+                if (stat(wal, &st) == 0 && st.st_size > size)
+                        size = st.st_size;
+                lim = (struct rlimit) { .rlim_cur = (rlim_t) size, .rlim_max = old.rlim_max };
+        }
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+
+        memset(big, 'p', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        OutboxMsg m = { .topic = (char *) "kneewrap/session", .payload = big, .qos = 1 };
+        /* Until the files have to grow, writes go into their free pages. */
+        do {
+                assert_true(k < 40);
+                assert_int_equal(uuid_generate_str(ids[k]), 0);
+                r = session(ids[k], WRAP_A, THERAPY_COLD, 10000 + k * 5000, 900, OUTCOME_COMPLETED);
+                m.id = 0;
+                rr = store_session_put(f->s, &r, &m);
+                if (rr == 0)
+                        k++;
+        } while (rr == 0);
+        assert_int_equal(rr, -ENOSPC);
+        assert_int_equal(store_check(f->s), -ENOSPC);
+        assert_int_equal(store_session_get(f->s, ids[k], &got), -ENOENT);
+
+        /* Room again: the probe says so, the write goes through, and nothing was lost. */
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        (void) signal(SIGXFSZ, old_handler);
+        assert_int_equal(store_check(f->s), 0);
+        assert_int_equal(store_session_put(f->s, &r, &m), 0);
+        f->s = store_close(f->s);
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        for (int i = 0; i <= k; i++)
+                assert_int_equal(store_session_get(f->s, ids[i], &got), 0);
+}
+
 /* ---- SIGKILL ---- */
 
 #define KILL_AFTER 40
@@ -1512,6 +1578,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_injuries_list, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_durability, setup_open, teardown),
                 /* Last: it moves this process into a private mount namespace. */
+                cmocka_unit_test_setup_teardown(test_file_size_limit, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_full_disk, setup, teardown),
         };
 
