@@ -428,8 +428,8 @@ static void test_wraps(void **state) {
         assert_string_equal(list[1].wrap, WRAP_B);
         free(list);
 
-        assert_int_equal(store_wrap_remove(f->s, WRAP_A), 0);
-        assert_int_equal(store_wrap_remove(f->s, WRAP_A), -ENOENT);
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, NULL), 0);
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, NULL), -ENOENT);
         assert_int_equal(store_wrap_get(f->s, WRAP_A, &w), -ENOENT);
         assert_int_equal(store_wrap_list(f->s, &list, &n), 0);
         assert_int_equal(n, 1);
@@ -451,14 +451,14 @@ static void test_prescription(void **state) {
         assert_int_equal(store_prescription_get(f->s, WRAP_A, NULL, &got, &prescribed), 0);
         assert_false(prescribed);
         assert_memory_equal(&got, &def, sizeof(def));
-        assert_int_equal(store_prescription_clear(f->s, WRAP_A), -ENOENT);
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, NULL), -ENOENT);
 
         rx = def;
         rx.cold_s = 720;
         rx.heat_wait_s = 10 * 86400;
         rx.cold_rest_s = 7200;
         rx.cold_setpoint = 1200;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000), 0);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000, NULL), 0);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
         assert_true(prescribed);
         assert_memory_equal(&got, &rx, sizeof(rx));
@@ -466,17 +466,17 @@ static void test_prescription(void **state) {
         /* The schema refuses what the rules refuse, as a second line. */
         RulesPrescription bad = rx;
         bad.cold_s = 1000;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001), -EINVAL);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001, NULL), -EINVAL);
         assert_non_null(strstr(store_errmsg(f->s), "CHECK"));
         bad = rx;
         bad.heat_wait_s = 3 * 86400;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001), -EINVAL);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001, NULL), -EINVAL);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
         assert_memory_equal(&got, &rx, sizeof(rx));
         /* A wrap never adopted. */
-        assert_int_equal(store_prescription_set(f->s, WRAP_B, &rx, 5001), -ENOENT);
+        assert_int_equal(store_prescription_set(f->s, WRAP_B, &rx, 5001, NULL), -ENOENT);
 
-        assert_int_equal(store_prescription_clear(f->s, WRAP_A), 0);
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, NULL), 0);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
         assert_false(prescribed);
 }
@@ -505,8 +505,8 @@ static void test_rules_state(void **state) {
         assert_true(rs.has_injury);
         assert_int_equal(rs.injury_at, 200000);
         assert_int_equal(rs.injury_from, 200000);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300000), 0);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300001), -ENOENT);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300000, NULL), 0);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300001, NULL), -ENOENT);
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
         assert_false(rs.has_injury);
 
@@ -1254,7 +1254,7 @@ static void test_injuries_list(void **state) {
         size_t n = 0;
 
         assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-11-01", 5000), 0);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6000), 0);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6000, NULL), 0);
         assert_int_equal(store_injury_add(f->s, WRAP_A, 1800000000, NULL, 7000), 0);
         assert_int_equal(store_injuries_list(f->s, WRAP_A, &list, &n), 0);
         assert_int_equal(n, 2);
@@ -1264,6 +1264,110 @@ static void test_injuries_list(void **state) {
         assert_int_equal(list[1].at, 1800000000);
         assert_int_equal(list[1].resolved_at, 0);
         free(list);
+}
+
+/* ---- the change history, in the change's own transaction ---- */
+
+static AuditRecord audit_of(const char *wrap, const char *what, const char *detail) {
+        AuditRecord a = { .at = 7000, .source = SOURCE_DBUS, .uid = 1000 };
+
+        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
+        snprintf(a.what, sizeof a.what, "%s", what);
+        snprintf(a.detail, sizeof a.detail, "%s", detail);
+        return a;
+}
+
+static size_t audit_count(Fixture *f) {
+        AuditRecord *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_audit_list(f->s, NULL, &list, &n), 0);
+        free(list);
+        return n;
+}
+
+static size_t injury_count(Fixture *f, bool open_only) {
+        InjuryRecord *list = NULL;
+        size_t n = 0, k = 0;
+
+        assert_int_equal(store_injuries_list(f->s, WRAP_A, &list, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                k += !open_only || list[i].resolved_at == 0;
+        free(list);
+        return k;
+}
+
+/*
+ * Each change and its history row are one transaction: when the row cannot be written (here a
+ * trigger another connection adds refuses it, after the change's own statement ran), the
+ * change is rolled back with it, and the store is as before. Then both go in together.
+ */
+static void test_audit_in_change_transaction(void **state) {
+        Fixture *f = *state;
+        RulesTime rec = { .wall = 6000, .wall_ok = true };
+        RulesPrescription def, rx, got;
+        AuditRecord a, bad = { .source = SOURCE_MQTT };
+        StoredWrap sw;
+        bool prescribed;
+
+        rules_prescription_default(&def);
+        rx = def;
+        rx.cold_s = 720;
+        assert_int_equal(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-01", &rec, NULL, NULL), 0);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000, NULL), 0);
+        assert_int_equal(audit_count(f), 0);
+
+        /* A history row that is not valid: nothing changes. */
+        rx.cold_s = 780;
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5001, &bad), -EINVAL);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
+        assert_int_equal(got.cold_s, 720);
+
+        raw_exec(f->path, "CREATE TRIGGER refuse_history BEFORE INSERT ON audit BEGIN "
+                          "SELECT RAISE(ABORT, 'no history today'); END");
+        a = audit_of(WRAP_A, "prescription", "cold_s=780");
+        assert_true(store_prescription_set(f->s, WRAP_A, &rx, 5001, &a) < 0);
+        assert_non_null(strstr(store_errmsg(f->s), "no history today"));
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
+        assert_int_equal(got.cold_s, 720);
+        a = audit_of(WRAP_A, "prescription_cleared", "");
+        assert_true(store_prescription_clear(f->s, WRAP_A, &a) < 0);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
+        assert_true(prescribed);
+        a = audit_of(WRAP_A, "injury", "2026-11-20");
+        assert_true(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-20", &rec, NULL, &a) < 0);
+        assert_int_equal(injury_count(f, false), 1);
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_true(store_injury_resolve(f->s, WRAP_A, 6500, &a) < 0);
+        assert_int_equal(injury_count(f, true), 1);
+        a = audit_of(WRAP_A, "removal", "");
+        assert_true(store_wrap_remove(f->s, WRAP_A, &a) < 0);
+        assert_int_equal(store_wrap_get(f->s, WRAP_A, &sw), 0);
+        a = audit_of(NULL, "adoption", "open 60 s");
+        assert_true(store_audit_add(f->s, &a) < 0);
+        assert_int_equal(audit_count(f), 0);
+
+        /* The history takes rows again: each change goes in with its row. */
+        raw_exec(f->path, "DROP TRIGGER refuse_history");
+        a = audit_of(WRAP_A, "prescription", "cold_s=780");
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5001, &a), 0);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
+        assert_int_equal(got.cold_s, 780);
+        a = audit_of(WRAP_A, "injury", "2026-11-20");
+        assert_int_equal(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-20", &rec, NULL, &a), 0);
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6500, &a), 0);
+        assert_int_equal(injury_count(f, true), 0);
+        a = audit_of(WRAP_A, "prescription_cleared", "");
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, &a), 0);
+        a = audit_of(WRAP_A, "removal", "");
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, &a), 0);
+        assert_int_equal(store_wrap_get(f->s, WRAP_A, &sw), -ENOENT);
+        assert_int_equal(audit_count(f), 5);
+        /* A change that does not happen writes no row either. */
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6600, &a), -ENOENT);
+        assert_int_equal(audit_count(f), 5);
 }
 
 /* ---- a full disk ---- */
@@ -1576,6 +1680,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_uplink_changes, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_runs_followed, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_injuries_list, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_in_change_transaction, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_durability, setup_open, teardown),
                 /* Last: it moves this process into a private mount namespace. */
                 cmocka_unit_test_setup_teardown(test_file_size_limit, setup_open, teardown),
