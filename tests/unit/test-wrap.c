@@ -1270,18 +1270,18 @@ static void seed_injury(Fixture *f, const Scenario *sc) {
                 assert_non_null(gmtime_r(&t, &tm));
                 strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%SZ", &tm);
                 assert_int_equal(clock_parse_iso(iso, &t, NULL) == 0 ? 0 : -1, 0);
-                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, (int64_t) t, NULL, &rec, NULL), 0);
+                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, (int64_t) t, NULL, &rec, NULL, NULL), 0);
                 if (sc->inj == I_RESOLVED)
-                        assert_int_equal(store_injury_resolve(f->m.store, WRAP, sc->now), 0);
+                        assert_int_equal(store_injury_resolve(f->m.store, WRAP, sc->now, NULL), 0);
                 break;
         case I_DATE:
                 set_tz(sc->inj_tz);
-                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, 0, sc->inj_date, &rec, NULL), 0);
+                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, 0, sc->inj_date, &rec, NULL, NULL), 0);
                 break;
         case I_PENDING:
                 rec.wall_ok = false;
                 rec.wall = 12345;       /* whatever the clock said: nobody vouched for it */
-                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, 0, NULL, &rec, "today"), 0);
+                assert_int_equal(store_injury_add_stamped(f->m.store, WRAP, 0, NULL, &rec, "today", NULL), 0);
                 break;
         }
 }
