@@ -395,6 +395,7 @@ static void mq_health(void *userdata, BridgeHealth *h) {
                 h->uplink_pending = m->uplink.pending;
                 h->uplink_last_success = m->uplink.status.last_success_at;
                 h->uplink_last_error = m->uplink.status.last_error;
+                h->uplink_rejected = m->uplink.status.rejected;
         }
 }
 
