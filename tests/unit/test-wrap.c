@@ -859,6 +859,46 @@ static void test_restart_other_boot_wrap_remaining_bounds(void **state) {
         assert_false(r.clock_synced);
 }
 
+/* Runs the loop until the hub has written more than `n` requests (the bound only says when to fail). */
+static void run_until_sent(Fixture *f, unsigned n) {
+        uint64_t until = real_usec() + 30 * USEC_PER_SEC;
+
+        while (n_sent <= n) {
+                assert_true(real_usec() < until);
+                assert_true(sd_event_run(f->m.event, 100 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+/*
+ * Commit 4d4037f: after a restart, when the wrap's remaining time moves a taken-over
+ * session's end earlier, its start moves with it, so the record's duration follows the
+ * wrap's clock. In real time (scale 1), across a reboot with no trusted clock: the daemon
+ * knows only that the session began at least this boot's 60 s ago; the wrap says 899 s in,
+ * 1 s left. The STOP comes at the wrap's end and the record says 900 s, however late the
+ * timer fires (a duration never passes the prescribed one). Before the fix it said 62 s.
+ */
+static void test_restart_wrap_remaining_moves_start(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+        unsigned before;
+
+        f->m.skin_silence_usec = 0;             /* R5's own 15 s: the skin is not what this tests */
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        set_reboot(f, -3 * 86400, false, OTHER_BOOT_ID, 60);
+        crash_and_restart(f);
+        before = n_sent;
+        status_full(f, WIRE_STATE_COOLING, 1, 1000, 899, 1, 5);
+        run_until_sent(f, before);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[n_sent - 1].reason, STOP_COMPLETED);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_int_equal(r.duration_s, 900);
+        assert_true(r.compliant);
+}
+
 /* Issue 8, defect 3: a session with no skin reading is stopped for safety (R5). */
 static void test_silent_thermometer_stops_for_safety(void **state) {
         Fixture *f = *state;
@@ -1621,6 +1661,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_clock_behind_stops_on_time, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_other_boot_wrap_remaining_bounds, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_wrap_remaining_moves_start, matrix_setup, matrix_teardown),
                 cmocka_unit_test_setup_teardown(test_silent_thermometer_stops_for_safety, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mode_or_setpoint_mismatch_stops, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_unanswered_link_lost_counted_by_r6, setup, teardown),
