@@ -394,7 +394,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         if (u->isolate_until && changes[0].seq > u->isolate_until) {
-                log_notice("Clinic uplink: every record of the refused Bundle was sent alone; back to Bundles of %u",
+                log_notice("Clinic uplink: every record of the refused Bundle was sent alone; back to Bundles of up to %u entries",
                            u->config.batch);
                 u->isolate_until = 0;
         }
