@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -113,6 +114,7 @@ struct Mqtt {
         char last_error[256];         /* the last failure logged, to log repeats at debug level */
         char lib_error[256];          /* libmosquitto's last error line (OpenSSL's reason) */
         char tls_error[96];           /* " (hostname mismatch)": why the certificate was refused */
+        char addr_failure[384];       /* the first TLS failure among the addresses tried in turn */
 
         Inflight inflight[OUTBOX_WINDOW];
         size_t n_inflight;
@@ -358,6 +360,26 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
 
         if (revents & EPOLLOUT)
                 q->saw_writable = true;
+        if (q->connecting && (revents & (EPOLLERR | EPOLLHUP))) {
+                /*
+                 * The TCP connect failed (refused, unreachable). Over TLS libmosquitto would not
+                 * say so: SSL_connect's SSL_ERROR_SYSCALL only means "try again" to it
+                 * (net__socket_connect_tls), and the loop would spin on the hung-up socket until
+                 * the connect timeout. Its first write may have taken the error already.
+                 */
+                int err = 0;
+                socklen_t len = sizeof err;
+
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+                        errno = err;
+                        connection_lost(q, MOSQ_ERR_ERRNO, "connecting");
+                        return 0;
+                }
+                if (revents & EPOLLHUP) {
+                        connection_lost(q, MOSQ_ERR_CONN_LOST, "connecting");
+                        return 0;
+                }
+        }
 
         /* The TLS handshake and every incoming packet move on loop_read; it is harmless when nothing waits. */
         q->in_lib = true;
@@ -493,14 +515,19 @@ static int connect_addr(Mqtt *q);
 static void connection_lost(Mqtt *q, int rc, const char *why) {
         bool was_connected = q->connected;
         const char *detail = q->lib_error[0] ? q->lib_error : NULL;
-        char count[48] = "";
+        char failure[sizeof q->addr_failure], count[48] = "";
+        int level = rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING;
 
+        snprintf(failure, sizeof failure, "while %s: %s%s%s%s", why,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 detail ? " " : "", detail ? detail : "", q->tls_error);
         if (!was_connected && !q->refused && q->addr_index + 1 < q->n_addrs) {
-                /* The name has more addresses (IPv6 and IPv4, say): the next one at once. */
-                log_debug("MQTT: %s:%u at %s failed while %s: %s%s%s%s Trying %s.", q->s.host, q->s.port,
-                          q->addrs[q->addr_index], why, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                          detail ? " " : "", detail ? detail : "", q->tls_error, q->addrs[q->addr_index + 1]);
-                q->lib_error[0] = q->tls_error[0] = 0;
+                /* The name has more addresses (IPv6 and IPv4, say): the next one at once. A
+                 * broker that was reached but failed TLS is what the log line will tell. */
+                log_debug("MQTT: %s:%u at %s failed %s Trying %s.", q->s.host, q->s.port,
+                          q->addrs[q->addr_index], failure, q->addrs[q->addr_index + 1]);
+                if (rc == MOSQ_ERR_TLS && !q->addr_failure[0])
+                        memcpy(q->addr_failure, failure, sizeof failure);
                 drop_connection(q);
                 q->addr_index++;
                 if (connect_addr(q) < 0) {
@@ -509,6 +536,11 @@ static void connection_lost(Mqtt *q, int rc, const char *why) {
                 }
                 return;
         }
+        if (!was_connected && rc != MOSQ_ERR_TLS && q->addr_failure[0]) {
+                memcpy(failure, q->addr_failure, sizeof failure);
+                level = LOG_ERR;
+        }
+        q->addr_failure[0] = 0;
         /* Not the address: a name whose addresses rotate would make every failure a new line. */
         if (q->n_addrs > 1)
                 snprintf(count, sizeof count, " (%zu addresses)", q->n_addrs);
@@ -518,10 +550,8 @@ static void connection_lost(Mqtt *q, int rc, const char *why) {
                 report(q, LOG_WARNING, "MQTT: lost the connection to %s:%u: %s%s%s Reconnecting.",
                        q->s.host, q->s.port, mosquitto_strerror(rc), detail ? " " : "", detail ? detail : "");
         else
-                report(q, rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING,
-                       "MQTT: cannot connect to %s:%u%s while %s: %s%s%s%s Retrying with backoff.",
-                       q->s.host, q->s.port, count, why, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                       detail ? " " : "", detail ? detail : "", q->tls_error);
+                report(q, level, "MQTT: cannot connect to %s:%u%s %s Retrying with backoff.",
+                       q->s.host, q->s.port, count, failure);
         q->lib_error[0] = q->tls_error[0] = 0;
         drop_connection(q);
         schedule_retry(q);
@@ -854,6 +884,7 @@ static int connect_now(Mqtt *q) {
 
         drop_connection(q);
         q->n_addrs = q->addr_index = 0;
+        q->addr_failure[0] = 0;
         if (lookup_numeric(q->s.host, q->addrs[0])) {
                 q->n_addrs = 1;
                 return connect_addr(q);

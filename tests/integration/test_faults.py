@@ -697,7 +697,7 @@ def test_wrap_removed_while_broker_away(tmp_path, private_bus):  # noqa: F811
 
 # ---- 4: the broker's name lookup hangs; the loop never waits for it ----
 
-def own_etc_or_skip(tmp_path, monkeypatch, hang):
+def own_etc_or_skip(tmp_path, monkeypatch, hang, hosts='127.0.0.1 broker.test\n'):
     """kneewrapd with its own /etc/hosts and /etc/nsswitch.conf ("hosts: files"), bind-mounted
     in a user and mount namespace of its own: no root needed. A nested user namespace maps the
     caller's uid back, so that the private bus (EXTERNAL auth) sees who started it.
@@ -711,7 +711,7 @@ def own_etc_or_skip(tmp_path, monkeypatch, hang):
         pytest.skip('no user namespaces here (unshare -rm)')
     d = tmp_path / 'etc'
     d.mkdir()
-    (d / 'hosts').write_text('127.0.0.1 broker.test\n')
+    (d / 'hosts').write_text(hosts)
     (d / 'nsswitch.conf').write_text('hosts: files\n')
     os.mkfifo(d / 'hosts.fifo')
     os.mkfifo(d / 'fix')
@@ -789,6 +789,67 @@ def test_name_lookup_hangs(tmp_path, private_bus, broker, monkeypatch):  # noqa:
         gw.stop()
         col.close()
         release_fifo_if_waiting(d / 'fix')
+
+
+def test_name_tls_checked_against_name(tmp_path, private_bus, monkeypatch):  # noqa: F811
+    """libmosquitto is given the address, yet the certificate must name [mqtt] host: one for
+    the address alone is refused. The name has three addresses, two of them without a broker
+    (IPv6 among them), tried in turn."""
+    own_etc_or_skip(tmp_path, monkeypatch, hang=False,
+                    hosts='::1 broker.test\n127.0.0.2 broker.test\n127.0.0.1 broker.test\n')
+    b = Broker(tmp_path, tls=True)
+    reissue_server_cert(b, 'IP:127.0.0.1')
+    gw = Gateway(tmp_path, private_bus, b, seed=())
+    try:
+        gw.wait_log('certificate verify failed (hostname mismatch)', timeout=20)
+        line = next(x for x in gw.log().splitlines() if 'hostname mismatch' in x)
+        assert 'broker.test' in line and '(3 addresses)' in line, line
+        assert 'MQTT: connected' not in gw.log()
+        alive(gw)
+
+        t0 = time.monotonic()
+        reissue_server_cert(b, 'DNS:broker.test')
+        gw.wait_log('MQTT: connected to broker.test', timeout=70)
+        report('4/7 TLS certificate for the address only, then for the name', time.monotonic() - t0)
+        alive(gw)
+    finally:
+        gw.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize('host,sni', [('broker.test', 'broker.test'), ('127.0.0.1', None)])
+def test_tls_sni_names_the_host(tmp_path, private_bus, monkeypatch, host, sni):  # noqa: F811
+    """The ClientHello's server name is [mqtt] host, not the address dialled; none for an address."""
+    import socket
+    import ssl
+    import threading
+    import types
+    if host != '127.0.0.1':
+        own_etc_or_skip(tmp_path, monkeypatch, hang=False)
+    b = Broker(tmp_path, tls=True)
+    b.stop()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(b.dir / 'server.crt', b.dir / 'server.key')
+    names = []
+    ctx.sni_callback = lambda sock, name, c: names.append(name)
+    srv = socket.create_server(('127.0.0.1', 0))
+
+    def serve():
+        conn, _ = srv.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    fake = types.SimpleNamespace(port=srv.getsockname()[1], tls=True, ca=b.ca)
+    gw = Gateway(tmp_path, private_bus, fake, seed=())
+    try:
+        wait_for(lambda: names, 20)
+        assert names[0] == sni, names
+        alive(gw)
+    finally:
+        gw.stop()
+        srv.close()
 
 
 def release_fifo_if_waiting(path):
