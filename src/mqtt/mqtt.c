@@ -1,4 +1,4 @@
-/* mqtt: the broker client, libmosquitto driven by the one sd-event loop (no thread, no mosquitto_loop). */
+/* mqtt: the broker client, libmosquitto driven by the one sd-event loop (no thread of its own, no mosquitto_loop). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
