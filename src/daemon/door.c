@@ -42,13 +42,13 @@ static int need_store(Manager *m, const char **ret_error) {
         if (m->store)
                 return 0;
         set_error(ret_error, "the store is unavailable (%s): nothing can be recorded now",
-                  manager_store_problem(m->store_error));
+                  manager_store_problem(m, m->store_error));
         return -EAGAIN;
 }
 
 static int store_fail(Manager *m, int r, const char *what, const char **ret_error) {
         if (store_is_broken(r)) {
-                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(r));
+                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(m, r));
                 manager_store_failed(m, r);
         } else
                 set_error(ret_error, "%s failed: %s", what, strerror(-r));
@@ -77,7 +77,8 @@ static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char 
         return 0;
 }
 
-static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
+static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const AuditRecord *audit,
+                      const char **ret_error) {
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
@@ -89,7 +90,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 return r;
 
         if (!iso_or_null) {
-                r = store_injury_resolve(m->store, wrap, now);
+                r = store_injury_resolve(m->store, wrap, now, audit);
                 if (r == -ENOENT) {
                         set_error(ret_error, "%s has no unresolved injury", wrap);
                         return r;
@@ -111,15 +112,15 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
                 if (rec.wall_ok) {
                         if (streq(iso_or_null, "today"))
-                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL);
+                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL, audit);
                         else
-                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL);
+                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL, audit);
                 } else if (!m->boot_id[0]) {
                         set_error(ret_error, "the clock is not synchronised and this boot has no id: "
                                   "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
                         return -EINVAL;
                 } else
-                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null);
+                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null, audit);
                 if (r < 0)
                         return store_fail(m, r, "recording the injury", ret_error);
                 manager_time_stored(m, rec.wall, rec.wall_ok);
@@ -160,7 +161,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
 
                 manager_stamp(m, &rec.wall, &rec.boot_s);
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
-                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL);
+                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL, audit);
                 if (r >= 0)
                         manager_time_stored(m, rec.wall, rec.wall_ok);
         }
@@ -259,7 +260,7 @@ static void prescription_merge(RulesPrescription *rx, const RulesPrescription *v
 }
 
 static int set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
-                            RulesPrescription *ret_in_force, const char **ret_error) {
+                            AuditRecord *audit, RulesPrescription *ret_in_force, const char **ret_error) {
         const char *field = NULL, *why = NULL;
         RulesPrescription rx;
         bool prescribed;
@@ -283,7 +284,11 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 set_error(ret_error, "%s: %s", rx_field_name(field), why);
                 return -ERANGE;
         }
-        r = store_prescription_set(m->store, wrap, &rx, manager_now(m));
+        /* The history keeps the whole prescription in force, not only the fields sent. */
+        snprintf(audit->detail, sizeof audit->detail,
+                 "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
+                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
+        r = store_prescription_set(m->store, wrap, &rx, manager_now(m), audit);
         if (r < 0)
                 return store_fail(m, r, "recording the prescription", ret_error);
         wraps_stored_invalidate(m, wrap);
@@ -297,13 +302,13 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
         return 0;
 }
 
-static int clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
+static int clear_prescription(Manager *m, const char *wrap, const AuditRecord *audit, const char **ret_error) {
         int r;
 
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
-        r = store_prescription_clear(m->store, wrap);
+        r = store_prescription_clear(m->store, wrap, audit);
         if (r < 0 && r != -ENOENT)
                 return store_fail(m, r, "clearing the prescription", ret_error);
         wraps_stored_invalidate(m, wrap);
@@ -312,11 +317,8 @@ static int clear_prescription(Manager *m, const char *wrap, const char **ret_err
         return 0;
 }
 
-static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
-        if (seconds > DOOR_ADOPTION_MAX_S) {
-                set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
-                return -EINVAL;
-        }
+/* seconds is checked by door_open_adoption, before the history row. */
+static int open_adoption(Manager *m, unsigned seconds) {
         m->adoption_until = seconds ? manager_now(m) + seconds : 0;
         if (seconds)
                 log_notice("Adoption open for %u s: a wrap in pairing mode nearby will be adopted.", seconds);
@@ -329,7 +331,7 @@ static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         return 0;
 }
 
-static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
+static int remove_wrap(Manager *m, const char *wrap, const AuditRecord *audit, const char **ret_error) {
         StoredWrap sw;
         int r;
 
@@ -337,7 +339,7 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         if (r < 0)
                 return r;
 
-        r = store_wrap_remove(m->store, sw.wrap);
+        r = store_wrap_remove(m->store, sw.wrap, audit);
         if (r < 0)
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
@@ -351,82 +353,97 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
 /* ---- the change history: who changed an injury, a prescription, the adoption ---- */
 
 /*
- * One row per change that went through, after it (the change and its row are two
- * transactions: a crash between them loses the row, never the change, and says so in the
- * journal, which has the same line). A history that cannot be written is logged, not fatal.
+ * One row per change, written by the store in the change's own transaction (a change is
+ * never kept without its row), and the same in the journal once the change went through.
  */
-static void audit(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail) {
-        AuditRecord a = {
+static void audit_prepare(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail,
+                          AuditRecord *ret) {
+        *ret = (AuditRecord) {
                 .at = manager_now(m),
                 .source = who ? who->source : SOURCE_CLI,
                 .uid = who ? who->uid : -1,
         };
-        int r;
+        snprintf(ret->wrap, sizeof ret->wrap, "%s", wrap ? wrap : "");
+        snprintf(ret->what, sizeof ret->what, "%s", what);
+        snprintf(ret->detail, sizeof ret->detail, "%s", detail ? detail : "");
+        snprintf(ret->client, sizeof ret->client, "%s", who && who->client ? who->client : "");
+}
 
-        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
-        snprintf(a.what, sizeof a.what, "%s", what);
-        snprintf(a.detail, sizeof a.detail, "%s", detail ? detail : "");
-        snprintf(a.client, sizeof a.client, "%s", who && who->client ? who->client : "");
-        log_wrap(LOG_NOTICE, wrap, "Change: %s %s by %s%s%s (uid %" PRId64 ").", what, a.detail,
-                 request_source_to_string(a.source), a.client[0] ? " " : "", a.client, a.uid);
-        if (!m->store)
-                return;
-        r = store_audit_add(m->store, &a);
-        if (r < 0 && store_is_broken(r))
-                manager_store_failed(m, r);
-        else if (r < 0)
-                log_wrap_errno(LOG_ERR, r, wrap, "Cannot add the change to the history: %m");
+static void audit_log(const AuditRecord *a) {
+        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s (uid %" PRId64 ").", a->what, a->detail,
+                 request_source_to_string(a->source), a->client[0] ? " " : "", a->client, a->uid);
 }
 
 int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
                     const char **ret_error) {
-        int r = set_injury(m, wrap, iso_or_null, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null, &a);
+        r = set_injury(m, wrap, iso_or_null, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null);
+                audit_log(&a);
         return r;
 }
 
 int door_set_prescription(Manager *m, const DoorActor *who, const char *wrap, const RulesPrescription *values,
                           unsigned set, RulesPrescription *ret_in_force, const char **ret_error) {
-        RulesPrescription rx;
-        char detail[160];
-        int r = set_prescription(m, wrap, values, set, &rx, ret_error);
+        AuditRecord a;
+        int r;
 
-        if (r < 0)
-                return r;
-        snprintf(detail, sizeof detail, "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
-                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
-        audit(m, who, wrap, "prescription", detail);
-        if (ret_in_force)
-                *ret_in_force = rx;
-        return 0;
+        audit_prepare(m, who, wrap, "prescription", NULL, &a);
+        r = set_prescription(m, wrap, values, set, &a, ret_in_force, ret_error);
+        if (r >= 0)
+                audit_log(&a);
+        return r;
 }
 
 int door_clear_prescription(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
-        int r = clear_prescription(m, wrap, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, "prescription_cleared", NULL, &a);
+        r = clear_prescription(m, wrap, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, "prescription_cleared", "");
+                audit_log(&a);
         return r;
 }
 
 int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const char **ret_error) {
         char detail[32];
-        int r = open_adoption(m, seconds, ret_error);
+        AuditRecord a;
+        int r;
 
-        if (r >= 0) {
-                snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
-                audit(m, who, NULL, "adoption", detail);
+        if (seconds > DOOR_ADOPTION_MAX_S) {
+                set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
+                return -EINVAL;
         }
+        snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
+        audit_prepare(m, who, NULL, "adoption", detail, &a);
+        /* The window is not in the store: its row goes first, so that no window opens without
+         * it. A store that cannot take the row does not keep adoption closed: the journal
+         * has the line. */
+        if (m->store) {
+                r = store_audit_add(m->store, &a);
+                if (r < 0 && store_is_broken(r))
+                        manager_store_failed(m, r);
+                else if (r < 0)
+                        log_error_errno(r, "Cannot add the adoption to the history: %m");
+        }
+        r = open_adoption(m, seconds);
+        if (r >= 0)
+                audit_log(&a);
         return r;
 }
 
 int door_remove_wrap(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
-        int r = remove_wrap(m, wrap, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, "removal", NULL, &a);
+        r = remove_wrap(m, wrap, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, "removal", "");
+                audit_log(&a);
         return r;
 }
 

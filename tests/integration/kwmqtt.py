@@ -173,6 +173,14 @@ class Collector:
         self.c.disconnect()
 
 
+def ask(col, topic, payload, resp):
+    """Publishes a command on `topic` and returns the next answer on `resp`, parsed."""
+    n = len(col.on(resp))
+    col.publish(topic, payload)
+    col.wait(lambda: len(col.on(resp)) > n)
+    return json.loads(col.on(resp)[-1][0])
+
+
 # [mqtt] commands with everything MQTT may be allowed to do (the default leaves out resolve,
 # prescription and adoption).
 ALL_COMMANDS = 'commands = sessions diary runs injury resolve prescription adoption\n'

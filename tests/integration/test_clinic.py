@@ -16,18 +16,11 @@ import dbus
 
 from fhirschema import check as check_fhir
 from kwchromium import dump_dom, print_pdf, screenshot
-from kwmqtt import SEED, Collector, broker  # noqa: F401
+from kwmqtt import SEED, Collector, ask, broker  # noqa: F401
 from kwtestutil import KNEEWRAPCTL
 from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def ask(col, topic, payload, resp):
-    n = len(col.on(resp))
-    col.publish(topic, payload)
-    col.wait(lambda: len(col.on(resp)) > n)
-    return json.loads(col.on(resp)[-1][0])
 
 
 class Signals:

@@ -1,18 +1,10 @@
 # test_mqtt_commands: commands over MQTT go through the same rules as the button; bad JSON,
 # unknown keys and wrong types are answered with a clear error and change nothing; a refusal
 # is answered and logged as a session record. A real mosquitto.
-import json
 import time
 
-from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, ask, broker  # noqa: F401
 from kwtestutil import private_bus  # noqa: F401
-
-
-def ask(col, topic, payload, resp):
-    n = len(col.on(resp))
-    col.publish(topic, payload)
-    col.wait(lambda: len(col.on(resp)) > n)
-    return json.loads(col.on(resp)[-1][0])
 
 
 def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
