@@ -797,6 +797,41 @@ def test_name_lookup_hangs(tmp_path, private_bus, broker, monkeypatch):  # noqa:
         release_fifo_if_waiting(d / 'fix')
 
 
+def test_reload_and_stop_drop_a_hung_lookup(tmp_path, private_bus, broker, monkeypatch):  # noqa: F811
+    """A reload (SIGHUP) drops a lookup that hangs: the broker given by address is connected at
+    once, and the dropped lookup's answer, when it comes, changes nothing. Stopping the daemon
+    while a lookup hangs does not wait for it."""
+    import signal
+    d = own_etc_or_skip(tmp_path, monkeypatch, hang=True)
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker, seed=())
+    try:
+        wait_for(lambda: threads(gw.d.pid) > 1, 20)
+        t0 = time.monotonic()
+        by_name = gw.conf.read_text()
+        gw.conf.write_text(by_name.replace('host = broker.test', 'host = 127.0.0.1'))
+        gw.d.send_signal(signal.SIGHUP)
+        col.wait(lambda: online(col), timeout=20)
+        report('4 reload while the name lookup hangs', time.monotonic() - t0)
+        release_fifo(d / 'hosts.fifo')               # the dropped lookup ends (in failure)
+        wait_for(lambda: threads(gw.d.pid) == 1, 20)
+        assert 'cannot look up' not in gw.log()
+        assert gw.ctl('status').stdout.count('MQTT connected') == 1
+        assert online(col)
+
+        # Back to the name, whose lookup hangs again; then stop.
+        gw.conf.write_text(by_name)
+        gw.d.send_signal(signal.SIGHUP)
+        wait_for(lambda: threads(gw.d.pid) > 1, 20)
+        gw.stop()
+        assert gw.d.returncode == 0, gw.log()[-2000:]
+    finally:
+        gw.stop()
+        col.close()
+        release_fifo_if_waiting(d / 'hosts.fifo')
+        release_fifo_if_waiting(d / 'fix')
+
+
 def test_name_tls_checked_against_name(tmp_path, private_bus, monkeypatch):  # noqa: F811
     """libmosquitto is given the address, yet the certificate must name [mqtt] host: one for
     the address alone is refused. The name has three addresses, two of them without a broker
