@@ -290,24 +290,30 @@ def reissue_server_cert(b, san):
     b.start()
 
 
+def tls_refused_then_fixed(gw, b, refused, right_san, name):
+    """The gateway refuses the broker's certificate (its log says `refused`); fixed at the
+    broker (a certificate for `right_san`), it gets in by itself. Returns the refusal's line."""
+    try:
+        gw.wait_log(refused, timeout=20)
+        assert 'MQTT: connected' not in gw.log()
+        alive(gw)
+        t0 = time.monotonic()
+        reissue_server_cert(b, right_san)
+        gw.wait_log('MQTT: connected', timeout=70)
+        report(name, time.monotonic() - t0)
+        alive(gw)
+        return next(x for x in gw.log().splitlines() if refused in x)
+    finally:
+        gw.stop()
+        b.stop()
+
+
 def test_tls_other_host_name_refused(tmp_path, private_bus):  # noqa: F811
     b = Broker(tmp_path, tls=True)
     reissue_server_cert(b, 'DNS:broker.elsewhere.example')
     gw = Gateway(tmp_path, private_bus, b, seed=())
-    try:
-        gw.wait_log('certificate verify failed', timeout=20)
-        assert 'MQTT: connected' not in gw.log()
-        alive(gw)
-
-        # Fixed at the broker (a certificate for the name the gateway dials): it gets in, by itself.
-        t0 = time.monotonic()
-        reissue_server_cert(b, 'IP:127.0.0.1')
-        gw.wait_log('MQTT: connected', timeout=70)
-        report('7 TLS host name mismatch, then the right certificate', time.monotonic() - t0)
-        alive(gw)
-    finally:
-        gw.stop()
-        b.stop()
+    tls_refused_then_fixed(gw, b, 'certificate verify failed', 'IP:127.0.0.1',
+                           '7 TLS host name mismatch, then the right certificate')
 
 
 def test_tls_ca_dir(tmp_path, private_bus):  # noqa: F811
@@ -841,21 +847,10 @@ def test_name_tls_checked_against_name(tmp_path, private_bus, monkeypatch):  # n
     b = Broker(tmp_path, tls=True)
     reissue_server_cert(b, 'IP:127.0.0.1')
     gw = Gateway(tmp_path, private_bus, b, seed=())
-    try:
-        gw.wait_log('certificate verify failed (hostname mismatch)', timeout=20)
-        line = next(x for x in gw.log().splitlines() if 'hostname mismatch' in x)
-        assert 'broker.test' in line and '(3 addresses)' in line, line
-        assert 'MQTT: connected' not in gw.log()
-        alive(gw)
-
-        t0 = time.monotonic()
-        reissue_server_cert(b, 'DNS:broker.test')
-        gw.wait_log('MQTT: connected to broker.test', timeout=70)
-        report('4/7 TLS certificate for the address only, then for the name', time.monotonic() - t0)
-        alive(gw)
-    finally:
-        gw.stop()
-        b.stop()
+    line = tls_refused_then_fixed(gw, b, 'certificate verify failed (hostname mismatch)', 'DNS:broker.test',
+                                  '4/7 TLS certificate for the address only, then for the name')
+    assert 'broker.test' in line and '(3 addresses)' in line, line
+    assert 'MQTT: connected to broker.test' in gw.log()
 
 
 @pytest.mark.parametrize('host,sni', [('broker.test', 'broker.test'), ('127.0.0.1', None)])
