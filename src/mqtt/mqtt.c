@@ -356,16 +356,19 @@ static void check_socket(Mqtt *q, int rc, const char *what) {
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Mqtt *q = userdata;
+        bool first = !q->saw_writable;
         int rc;
 
         if (revents & EPOLLOUT)
                 q->saw_writable = true;
-        if (q->connecting && (revents & (EPOLLERR | EPOLLHUP))) {
+        if (q->connecting && first && (revents & (EPOLLERR | EPOLLHUP))) {
                 /*
-                 * The TCP connect failed (refused, unreachable). Over TLS libmosquitto would not
-                 * say so: SSL_connect's SSL_ERROR_SYSCALL only means "try again" to it
-                 * (net__socket_connect_tls), and the loop would spin on the hung-up socket until
-                 * the connect timeout. Its first write may have taken the error already.
+                 * The TCP connect failed (refused, unreachable): the socket's first event is
+                 * its end. Over TLS libmosquitto would not say so: SSL_connect's
+                 * SSL_ERROR_SYSCALL only means "try again" to it (net__socket_connect_tls), and
+                 * the loop would spin on the hung-up socket until the connect timeout. Its
+                 * first write may have taken the error already. Later events (a broker that
+                 * answered, then closed) go through libmosquitto as before.
                  */
                 int err = 0;
                 socklen_t len = sizeof err;
