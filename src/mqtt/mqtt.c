@@ -1099,8 +1099,12 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
         if (q->hooks.command)
                 r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
-        if (r == -ENOBUFS)
-                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
+        if (r == -ENOBUFS) {
+                /* Over one request of its kind a second: dropped, not recorded. It is answered
+                 * like any refused command; the door counts it and logs one line per 100. */
+                respond(q, response_topic, c, NULL, err_text(r, error, buf));
+                return;
+        }
         if (r < 0 || error) {
                 /* A refusal by the rules is a record in the outbox too: it goes out below. */
                 respond(q, response_topic, c, r < 0 ? NULL : data, err_text(r, error, buf));

@@ -11,7 +11,7 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from kwtestutil import BUILDDIR, wait_for
+from kwtestutil import BUILDDIR, until_decided, wait_for
 
 MOSQUITTO = shutil.which('mosquitto') or '/usr/sbin/mosquitto'
 SEED = os.environ.get('KW_STORE_SEED', os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed'))
@@ -141,6 +141,16 @@ class Collector:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
+    def ask(self, topic, payload, resp):
+        """Publishes a command and returns the JSON response that follows on `resp`; again while
+        it is "too many requests" (kneewrapd's per-wrap limit)."""
+        def once():
+            n = len(self.on(resp))
+            self.publish(topic, payload)
+            self.wait(lambda: len(self.on(resp)) > n)
+            return json.loads(self.on(resp)[-1][0])
+        return until_decided(once)
+
     def publish(self, topic, payload, retain=False):
         if not isinstance(payload, (str, bytes)):
             payload = json.dumps(payload)
@@ -263,8 +273,8 @@ class Gateway:
         from kwtestutil import KNEEWRAPCTL
         e = dict(os.environ)
         e['DBUS_SYSTEM_BUS_ADDRESS'] = self.bus_address
-        return subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), '--db', self.db, *args], env=e,
-                              capture_output=True, text=True, timeout=10)
+        return until_decided(lambda: subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), '--db', self.db, *args],
+                                                     env=e, capture_output=True, text=True, timeout=10))
 
     def sql(self, query, *args):
         import sqlite3

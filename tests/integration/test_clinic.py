@@ -23,13 +23,6 @@ from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def ask(col, topic, payload, resp):
-    n = len(col.on(resp))
-    col.publish(topic, payload)
-    col.wait(lambda: len(col.on(resp)) > n)
-    return json.loads(col.on(resp)[-1][0])
-
-
 class Signals:
     """dbus-monitor on the private bus, for org.kneewrap1.Manager's signals."""
 
@@ -97,9 +90,9 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         [done] = g.wait_session(a, 'completed', timeout=30)
 
         # ---- run 2 from MQTT (the "I just ran" button's payload); cold is refused by R6.
-        r = ask(col, set_t, {'run': {}, 'transaction': 'r2'}, resp)
+        r = col.ask(set_t, {'run': {}, 'transaction': 'r2'}, resp)
         assert r['status'] == 'ok' and r['data']['id'] == 2 and r['transaction'] == 'r2'
-        r = ask(col, set_t, {'run': {'km': -1}}, resp)
+        r = col.ask(set_t, {'run': {'km': -1}}, resp)
         assert r['status'] == 'error' and 'km' in r['error']
         press(fast_bus, a, COLD)
         [refused] = g.wait_session(a, 'refused')
@@ -176,7 +169,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         wait(lambda: 'member=AlertAcknowledged' in signals.text())
         # MQTT acknowledges too.
         low = kinds['low_battery']
-        r = ask(col, set_t, {'ack_alert': low['id']}, resp)
+        r = col.ask(set_t, {'ack_alert': low['id']}, resp)
         assert r['status'] == 'ok', r
         assert json.loads(g.ctl('alerts', w, '--json').stdout) == []
 

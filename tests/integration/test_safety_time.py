@@ -8,6 +8,7 @@ import time
 import dbus
 import pytest
 
+from kwtestutil import until_decided
 from test_ble_helpers import COLD, HEAT, Gateway, addr, deny_minutes, press, wrap_id
 
 DAY = 86400
@@ -29,7 +30,7 @@ def injury(bus, wrap, iso):
     conn = dbus.bus.BusConnection(bus.address)
     try:
         m = dbus.Interface(conn.get_object("org.kneewrap1", "/org/kneewrap1"), "org.kneewrap1.Manager")
-        m.SetInjury(wrap, iso)
+        until_decided(lambda: m.SetInjury(wrap, iso))
     finally:
         conn.close()
 
