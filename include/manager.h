@@ -62,6 +62,8 @@ typedef struct Manager {
         int64_t newest_wall;         /* the newest time stored from a trusted clock */
         int clock_sync;              /* the kernel's word: 1 synchronised, 0 not, -1 not read yet */
         bool clock_was_trusted;
+        bool has_clock_offset;
+        int64_t clock_offset;        /* wall − boot clock (s) at the last check: a step moves it */
         sd_event_source *time_change;
         sd_event_source *sync_timer;
         uint64_t clock_step_until;   /* mono_usec(): the sync state is polled fast until then */

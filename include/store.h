@@ -286,7 +286,13 @@ typedef enum ChangeKind {
         CHANGE_SESSION,               /* key: the session_id */
         CHANGE_DIARY,                 /* key: the diary entry's id */
         CHANGE_ALERT,                 /* key: the alert's id */
+        CHANGE_RUN,                   /* key: the run's id */
+        _CHANGE_KIND_MAX,
 } ChangeKind;
+
+/* "wrap", "session", "diary", "alert", "run": the store's names; NULL or CHANGE_UNKNOWN otherwise. */
+const char *change_kind_to_string(ChangeKind k);
+ChangeKind change_kind_from_string(const char *s);
 
 typedef struct StoreChange {
         int64_t seq;

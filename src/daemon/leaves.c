@@ -295,7 +295,6 @@ static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
         const WrapLive *l = w ? wrap_get_live(w) : NULL;
         const SessionRecord *open = w ? wrap_get_session(w) : NULL;
         const WrapStored *st = w ? wrap_stored(w) : NULL;
-        int64_t now = manager_now(m);
 
         *v = (StateView) { .battery = -1 };
         if (l) {
@@ -313,12 +312,11 @@ static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
         }
         if (open)
                 v->session_id = open->session_id;
-        /* From memory: a notification runs no SQL (wrap_stored() reads only after a write). */
+        /* From memory: a notification runs no SQL (wrap_stored() reads only after a write, or
+         * while R10 does not trust the clock). The door's decision, not a copy of R2. */
+        if (w)
+                v->heat_allowed = wrap_heat_allowed(w, &v->heat_allowed_at);
         if (st && st->has_rules) {
-                int64_t from = 0;
-
-                v->heat_allowed = rules_heat_allowed(&st->rules, now, &from);
-                v->heat_allowed_at = v->heat_allowed ? 0 : from;
                 if (st->rules.has_injury)
                         v->injury_date = clock_format_date(st->rules.injury_from, injury_date);
                 if (st->has_last)
@@ -397,6 +395,7 @@ static void mq_health(void *userdata, BridgeHealth *h) {
                 h->uplink_pending = m->uplink.pending;
                 h->uplink_last_success = m->uplink.status.last_success_at;
                 h->uplink_last_error = m->uplink.status.last_error;
+                h->uplink_rejected = m->uplink.status.rejected;
         }
 }
 

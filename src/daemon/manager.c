@@ -101,6 +101,12 @@ void manager_update_status(Manager *m) {
                 else
                         snprintf(line + k, sizeof line - k, "; clinic uplink: %" PRIu64 " pending", m->uplink.pending);
         }
+        /* Refused for good by the clinic's server: the clinic must look (kneewrap-uplink --rejected). */
+        if (m->uplink.configured && m->uplink.status.rejected > 0) {
+                size_t k = strlen(line);
+                snprintf(line + k, sizeof line - k, "; %" PRIu64 " records refused by the clinic's server",
+                         m->uplink.status.rejected);
+        }
 
         if (!m->status || !streq(m->status, line)) {
                 free(m->status);

@@ -134,22 +134,32 @@ static void wrap_changed(Wrap *w) {
 const WrapStored *wrap_stored(Wrap *w) {
         Manager *m = w->m;
         SessionRecord last;
+        RulesClock clk;
         int r;
 
-        if (w->stored.valid || !m->store)
+        if (!m->store)
                 return &w->stored;
         /* Once, then again only after the daemon wrote what it depends on. */
-        r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
-        if (r < 0) {
-                w->stored.has_rules = false;
-                return &w->stored;
+        if (!w->stored.valid) {
+                w->stored.has_placed = false;
+                r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
+                if (r < 0) {
+                        w->stored.has_rules = false;
+                        return &w->stored;
+                }
+                w->stored.has_rules = true;
+                r = store_last_session(m->store, w->id, &last);
+                w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
+                if (w->stored.has_last)
+                        w->stored.last = last;
+                w->stored.valid = true;
         }
-        w->stored.has_rules = true;
-        r = store_last_session(m->store, w->id, &last);
-        w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
-        if (w->stored.has_last)
-                w->stored.last = last;
-        w->stored.valid = true;
+        manager_clock(m, &clk);
+        if (!w->stored.has_placed || (!clk.wall_ok && clk.wall != w->stored.placed_wall)) {
+                w->stored.has_placed = store_rules_state_at(m->store, w->id, &m->config.therapy, &clk,
+                                                             &w->stored.placed) >= 0;
+                w->stored.placed_wall = clk.wall;
+        }
         return &w->stored;
 }
 
@@ -157,6 +167,28 @@ void wraps_stored_invalidate(Manager *m, const char *wrap) {
         for (Wrap *w = m->wraps; w; w = w->next)
                 if (!wrap || streq(w->id, wrap))
                         w->stored.valid = false;
+}
+
+void wraps_clock_changed(Manager *m) {
+        for (Wrap *w = m->wraps; w; w = w->next) {
+                w->stored.has_placed = false;
+                wrap_changed(w);
+        }
+}
+
+bool wrap_heat_allowed(Wrap *w, int64_t *ret_from) {
+        const WrapStored *st = wrap_stored(w);
+        RulesDecision d;
+
+        *ret_from = 0;
+        if (!st->has_placed)
+                return false;
+        d = rules_decide(&st->placed, &(RulesEvent) { .type = RULES_EVENT_START, .mode = THERAPY_HEAT },
+                         manager_now(w->m));
+        if (d.action == RULES_START)
+                return true;
+        *ret_from = d.allowed_at;
+        return false;
 }
 
 static void outbox_kick(Manager *m) {

@@ -2222,6 +2222,25 @@ int knee_from_string(const char *v) {
         return -EINVAL;
 }
 
+static const char *const change_kind_table[_CHANGE_KIND_MAX] = {
+        [CHANGE_WRAP] = "wrap",
+        [CHANGE_SESSION] = "session",
+        [CHANGE_DIARY] = "diary",
+        [CHANGE_ALERT] = "alert",
+        [CHANGE_RUN] = "run",
+};
+
+const char *change_kind_to_string(ChangeKind k) {
+        return k > CHANGE_UNKNOWN && k < _CHANGE_KIND_MAX ? change_kind_table[k] : NULL;
+}
+
+ChangeKind change_kind_from_string(const char *v) {
+        for (int i = CHANGE_UNKNOWN + 1; i < _CHANGE_KIND_MAX; i++)
+                if (v && streq(change_kind_table[i], v))
+                        return (ChangeKind) i;
+        return CHANGE_UNKNOWN;
+}
+
 int store_profile_set(Store *s, const PatientProfile *p, int64_t now) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r;
@@ -2409,16 +2428,8 @@ int store_changes_after(Store *s, int64_t after, size_t max, StoreChange **ret, 
 
                 c->seq = sqlite3_column_int64(st, 0);
                 c->rev = sqlite3_column_int64(st, 1);
-                if (streq_ptr(kind, "wrap"))
-                        c->kind = CHANGE_WRAP;
-                else if (streq_ptr(kind, "session"))
-                        c->kind = CHANGE_SESSION;
-                else if (streq_ptr(kind, "diary"))
-                        c->kind = CHANGE_DIARY;
-                else if (streq_ptr(kind, "alert"))
-                        c->kind = CHANGE_ALERT;
-                else
-                        c->kind = CHANGE_UNKNOWN;   /* a newer daemon's kind: skipped, not fatal */
+                /* A newer daemon's kind is CHANGE_UNKNOWN: skipped, not fatal. */
+                c->kind = change_kind_from_string(kind);
                 snprintf(c->key, sizeof c->key, "%s", key ? key : "");
                 n++;
         }

@@ -229,7 +229,8 @@ static int add_alert(Builder *b, const StoreChange *c) {
 }
 
 int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t max_entries, int64_t now,
-                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped) {
+                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped,
+                        size_t *entry_change) {
         Builder b = { .store = s };
         size_t used = 0, skipped = 0, entries = 0;
         int r = 0;
@@ -273,6 +274,8 @@ int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t m
                 }
                 if (r < 0)
                         goto done;
+                for (size_t k = entries; entry_change && k < json_array_size(json_object_get(b.bundle, "entry")); k++)
+                        entry_change[k] = used;
                 entries = json_array_size(json_object_get(b.bundle, "entry"));
         }
 done:

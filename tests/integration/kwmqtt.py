@@ -141,16 +141,6 @@ class Collector:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
-    def ask(self, topic, payload, resp):
-        """Publishes a command and returns the JSON response that follows on `resp`; again while
-        it is "too many requests" (kneewrapd's per-wrap limit)."""
-        def once():
-            n = len(self.on(resp))
-            self.publish(topic, payload)
-            self.wait(lambda: len(self.on(resp)) > n)
-            return json.loads(self.on(resp)[-1][0])
-        return until_decided(once)
-
     def publish(self, topic, payload, retain=False):
         if not isinstance(payload, (str, bytes)):
             payload = json.dumps(payload)
@@ -181,6 +171,17 @@ class Collector:
     def close(self):
         self.c.loop_stop()
         self.c.disconnect()
+
+
+def ask(col, topic, payload, resp):
+    """Publishes a command on `topic` and returns the next answer on `resp`, parsed; again while
+    it is "too many requests" (kneewrapd's limit of one request of a kind per wrap a second)."""
+    def once():
+        n = len(col.on(resp))
+        col.publish(topic, payload)
+        col.wait(lambda: len(col.on(resp)) > n)
+        return json.loads(col.on(resp)[-1][0])
+    return until_decided(once)
 
 
 # [mqtt] commands with everything MQTT may be allowed to do (the default leaves out resolve,

@@ -16,7 +16,7 @@ import dbus
 
 from fhirschema import check as check_fhir
 from kwchromium import dump_dom, print_pdf, screenshot
-from kwmqtt import SEED, Collector, broker  # noqa: F401
+from kwmqtt import SEED, Collector, ask, broker  # noqa: F401
 from kwtestutil import KNEEWRAPCTL
 from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 
@@ -90,9 +90,9 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         [done] = g.wait_session(a, 'completed', timeout=30)
 
         # ---- run 2 from MQTT (the "I just ran" button's payload); cold is refused by R6.
-        r = col.ask(set_t, {'run': {}, 'transaction': 'r2'}, resp)
+        r = ask(col, set_t, {'run': {}, 'transaction': 'r2'}, resp)
         assert r['status'] == 'ok' and r['data']['id'] == 2 and r['transaction'] == 'r2'
-        r = col.ask(set_t, {'run': {'km': -1}}, resp)
+        r = ask(col, set_t, {'run': {'km': -1}}, resp)
         assert r['status'] == 'error' and 'km' in r['error']
         press(fast_bus, a, COLD)
         [refused] = g.wait_session(a, 'refused')
@@ -169,7 +169,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         wait(lambda: 'member=AlertAcknowledged' in signals.text())
         # MQTT acknowledges too.
         low = kinds['low_battery']
-        r = col.ask(set_t, {'ack_alert': low['id']}, resp)
+        r = ask(col, set_t, {'ack_alert': low['id']}, resp)
         assert r['status'] == 'ok', r
         assert json.loads(g.ctl('alerts', w, '--json').stdout) == []
 

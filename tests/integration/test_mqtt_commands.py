@@ -3,7 +3,7 @@
 # is answered and logged as a session record. A real mosquitto.
 import time
 
-from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, ask, broker  # noqa: F401
 from kwtestutil import private_bus  # noqa: F401
 
 
@@ -36,7 +36,7 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
             ({'action': 'stop', 'transaction': [1]}, '"transaction"'),
         ]
         for payload, why in bad:
-            r = col.ask(set_t, payload, resp)
+            r = ask(col, set_t, payload, resp)
             assert r['status'] == 'error' and why in r['error'], (payload, r)
         # Nothing changed: no record, no injury, no diary entry.
         assert not col.on(f'kneewrap/{w}/session')
@@ -45,7 +45,7 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
         assert col.last_json(f'kneewrap/{w}/state') == state0
 
         # The transaction is echoed, as a string or a number.
-        r = col.ask(set_t, {'injury': 'today', 'transaction': 'abc'}, resp)
+        r = ask(col, set_t, {'injury': 'today', 'transaction': 'abc'}, resp)
         assert r == {'status': 'ok', 'data': {}, 'transaction': 'abc'}
         today = time.strftime('%Y-%m-%d')
         col.wait(lambda: col.last_json(f'kneewrap/{w}/state')['injury_date'] == today)
@@ -53,7 +53,7 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
         assert col.last_json(f'kneewrap/{w}/state')['heat_allowed_at']
 
         # Heat within the week: refused by R2, answered, and recorded like a button's.
-        r = col.ask(set_t, {'action': 'start', 'mode': 'heat', 'transaction': 42}, resp)
+        r = ask(col, set_t, {'action': 'start', 'mode': 'heat', 'transaction': 42}, resp)
         assert r['status'] == 'error' and r['transaction'] == 42 and 'R2' in r['error'], r
         assert r['data']['outcome'] == 'refused' and r['data']['refusal']['reason'] == 'heat_too_soon'
         col.wait(lambda: col.on(f'kneewrap/{w}/session'))
@@ -69,7 +69,7 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
         col.wait(lambda: col.last_json(f'kneewrap/{w}/compliance')['last_7_days']['heat_refused'] == 1)
 
         # Pain diary, with where and flags; R9's red flag raises an alert at once.
-        r = col.ask(set_t, {'pain': {'score': 7, 'where': 'outer', 'flags': ['swelling', 'pop']}}, resp)
+        r = ask(col, set_t, {'pain': {'score': 7, 'where': 'outer', 'flags': ['swelling', 'pop']}}, resp)
         assert r['status'] == 'ok', r
         # (The refused heat raised heat_first_week before: wait for the red flag itself.)
         col.wait(lambda: any(a.get('alert') == 'red_flag' for a in col.json_on(f'kneewrap/{w}/alert')))
@@ -78,12 +78,12 @@ def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
         assert gw.sql('select score, flags from diary') == [(7, 3)]
 
         # Resolved: heat allowed again.
-        r = col.ask(set_t, {'injury': None}, resp)
+        r = ask(col, set_t, {'injury': None}, resp)
         assert r['status'] == 'ok'
         col.wait(lambda: col.last_json(f'kneewrap/{w}/state')['heat_allowed'] is True)
 
         # A stop with nothing running is refused with a reason.
-        r = col.ask(set_t, {'action': 'stop'}, resp)
+        r = ask(col, set_t, {'action': 'stop'}, resp)
         assert r['status'] == 'error' and r['error']
 
         # A command left retained on the broker is stale: a (re)connecting daemon never acts on it.
@@ -109,36 +109,36 @@ def test_bridge_requests(tmp_path, private_bus, broker):  # noqa: F811
         col.wait(lambda: col.on('kneewrap/bridge/info'))
         assert col.last_json('kneewrap/bridge/info')['adoption_open'] is False
 
-        r = col.ask('kneewrap/bridge/request/adopt', {'time': 60, 'transaction': 1}, 'kneewrap/bridge/response/adopt')
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 60, 'transaction': 1}, 'kneewrap/bridge/response/adopt')
         assert r == {'status': 'ok', 'data': {'time': 60}, 'transaction': 1}
         col.wait(lambda: col.last_json('kneewrap/bridge/info')['adoption_open'] is True)
-        r = col.ask('kneewrap/bridge/request/adopt', {'time': 0}, 'kneewrap/bridge/response/adopt')
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 0}, 'kneewrap/bridge/response/adopt')
         assert r['status'] == 'ok'
         col.wait(lambda: col.last_json('kneewrap/bridge/info')['adoption_open'] is False)
-        r = col.ask('kneewrap/bridge/request/adopt', {'time': 'long'}, 'kneewrap/bridge/response/adopt')
+        r = ask(col, 'kneewrap/bridge/request/adopt', {'time': 'long'}, 'kneewrap/bridge/response/adopt')
         assert r['status'] == 'error' and '"time"' in r['error']
 
         pr = 'kneewrap/bridge/response/prescription'
-        r = col.ask('kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 1200}, pr)
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 1200}, pr)
         assert r['status'] == 'error' and 'cold' in r['error'], r          # refused, never clamped
-        r = col.ask('kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720, 'cold_setpoint_c': 12.5,
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720, 'cold_setpoint_c': 12.5,
                                                               'transaction': 'rx'}, pr)
         assert r == {'status': 'ok', 'data': {}, 'transaction': 'rx'}
         assert gw.sql('select cold_s, cold_setpoint from prescriptions') == [(720, 1250)]
-        r = col.ask('kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720.5}, pr)
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': w, 'cold_s': 720.5}, pr)
         assert r['status'] == 'error'
-        r = col.ask('kneewrap/bridge/request/prescription', {'wrap': 'wrap_000000000000', 'cold_s': 700}, pr)
+        r = ask(col, 'kneewrap/bridge/request/prescription', {'wrap': 'wrap_000000000000', 'cold_s': 700}, pr)
         assert r['status'] == 'error'
 
-        r = col.ask('kneewrap/bridge/request/injury', {'wrap': w, 'injury': '2026-11-20T18:30:00+01:00'},
+        r = ask(col, 'kneewrap/bridge/request/injury', {'wrap': w, 'injury': '2026-11-20T18:30:00+01:00'},
                 'kneewrap/bridge/response/injury')
         assert r['status'] == 'ok', r
-        r = col.ask('kneewrap/bridge/request/diary', {'wrap': w, 'score': 4, 'where': 'front'},
+        r = ask(col, 'kneewrap/bridge/request/diary', {'wrap': w, 'score': 4, 'where': 'front'},
                 'kneewrap/bridge/response/diary')
         assert r['status'] == 'ok', r
-        r = col.ask('kneewrap/bridge/request/frobnicate', {}, 'kneewrap/bridge/response/frobnicate')
+        r = ask(col, 'kneewrap/bridge/request/frobnicate', {}, 'kneewrap/bridge/response/frobnicate')
         assert r['status'] == 'error' and 'unknown request' in r['error']
-        r = col.ask('kneewrap/bridge/request/remove', {'wrap': 'wrap_00000000000'},
+        r = ask(col, 'kneewrap/bridge/request/remove', {'wrap': 'wrap_00000000000'},
                 'kneewrap/bridge/response/remove')
         assert r['status'] == 'error'
     finally:
@@ -180,12 +180,12 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
     set_t, resp = f'kneewrap/{w}/set', f'kneewrap/{w}/response'
     try:
         col.wait(lambda: col.on(f'kneewrap/{w}/state'))
-        r = col.ask(set_t, {'injury': 'today'}, resp)
+        r = ask(col, set_t, {'injury': 'today'}, resp)
         assert r['status'] == 'ok', r
         assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
         # In the append-only history, as coming over MQTT (which does not name the publisher).
         assert gw.sql('select what, wrap, source, uid from audit') == [('injury', w, 'mqtt', None)]
-        r = col.ask(set_t, {'pain': {'score': 3}}, resp)
+        r = ask(col, set_t, {'pain': {'score': 3}}, resp)
         assert r['status'] == 'ok', r
 
         refused = [
@@ -200,7 +200,7 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
             (set_t, {'ack_alert': 1}, resp, 'alerts'),
         ]
         for topic, payload, rt, what in refused:
-            r = col.ask(topic, payload, rt)
+            r = ask(col, topic, payload, rt)
             assert r['status'] == 'error' and f'[mqtt] commands does not list "{what}"' in r['error'], (payload, r)
         gw.wait_log('MQTT command refused: not allowed over MQTT: [mqtt] commands does not list "adoption"')
         assert gw.log().count('MQTT command refused') == len(refused)
@@ -234,7 +234,7 @@ def test_authority_none(tmp_path, private_bus, broker):  # noqa: F811
         col.wait(lambda: col.on(f'homeassistant/sensor/{w}/battery/config'))
         for payload, what in [({'action': 'start', 'mode': 'cold'}, 'sessions'), ({'action': 'stop'}, 'sessions'),
                               ({'injury': 'today'}, 'injury'), ({'pain': {'score': 2}}, 'diary')]:
-            r = col.ask(set_t, payload, resp)
+            r = ask(col, set_t, payload, resp)
             assert r['status'] == 'error' and f'does not list "{what}"' in r['error'], (payload, r)
         assert not col.on(f'kneewrap/{w}/session')
         assert gw.sql('select count(*) from injuries')[0][0] == 0

@@ -8,7 +8,7 @@ import re
 import time
 
 import hadiscovery
-from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, ask, broker  # noqa: F401
 from kwtestutil import private_bus, wait_for  # noqa: F401
 
 A, B = 'AA:BB:CC:DD:EE:01', 'AA:BB:CC:DD:EE:02'
@@ -62,7 +62,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
         col.wait(lambda: len(configs(col)) == 2 * N_WRAP + N_BRIDGE)
         # A refused request each, so that the session topics (the event entities) have been published.
         for w in gw.wraps:
-            col.ask('kneewrap/bridge/request/injury', {'wrap': w, 'injury': 'today'}, 'kneewrap/bridge/response/injury')
+            ask(col, 'kneewrap/bridge/request/injury', {'wrap': w, 'injury': 'today'}, 'kneewrap/bridge/response/injury')
             col.publish(f'kneewrap/{w}/set', {'action': 'start', 'mode': 'heat'})
             col.wait(lambda: col.on(f'kneewrap/{w}/session'))
             col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('last_session'))
@@ -134,7 +134,7 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
             resp = c['command_topic'].replace('/set', '/response').replace('/request/', '/response/')
             # The door decides one request of a kind per wrap a second and answers the rest
             # "too many requests" (issue 12): ask() asks again until it is decided.
-            r = col.ask(c['command_topic'], payload, resp)
+            r = ask(col, c['command_topic'], payload, resp)
             # stop with nothing running and a refused heat are answered with an error: still an answer.
             assert r['status'] in ('ok', 'error') and (r['status'] == 'ok' or r['error']), (t, r)
             if comp in ('text', 'number', 'switch') or t.endswith('/injured_today/config'):
@@ -157,10 +157,10 @@ def test_discovery_complete_and_consistent(tmp_path, private_bus, broker):  # no
         w = gw.wraps[0]
         text = cfgs[f'homeassistant/text/{w}/injury_date/config']
         resp = text['command_topic'].replace('/set', '/response')
-        assert col.ask(text['command_topic'], render(text['command_template'], ''), resp)['status'] == 'ok'
+        assert ask(col, text['command_topic'], render(text['command_template'], ''), resp)['status'] == 'ok'
         col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('injury_date', 1) is None)
         assert col.last_json(f'kneewrap/{w}/state')['heat_allowed'] is True
-        assert col.ask(text['command_topic'], render(text['command_template'], '2026-11-02'), resp)['status'] == 'ok'
+        assert ask(col, text['command_topic'], render(text['command_template'], '2026-11-02'), resp)['status'] == 'ok'
         col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('injury_date') == '2026-11-02')
     finally:
         gw.stop()

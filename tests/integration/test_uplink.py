@@ -261,7 +261,7 @@ def test_kneewrapctl_uplink(gw, server, tmp_path):
         return r.stdout
     out = json.loads(ctl('--json'))
     assert out == {'configured': False, 'pending': 4, 'last_success': None, 'last_error': None,
-                   'last_error_at': None, 'sent': 0}
+                   'last_error_at': None, 'sent': 0, 'rejected': 0}
     server.faults(status=500, count=1)
     r = g.once()
     assert r.returncode == 1
@@ -359,6 +359,7 @@ def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broke
             col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
             u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
             assert u['pending'] == 3 and u['last_success'] is None and u['last_error'].startswith('HTTP 503')
+            assert u['rejected'] == 0
             assert g.once().returncode == 0
             col.clear()
             col.publish('homeassistant/status', 'online')   # health is sent again at once
@@ -392,3 +393,112 @@ def test_every_kind_of_record(server, tmp_path):
     assert any(i.get('value') == 'PT-2026-12' for i in patients[0]['identifier'])
     flags = server.search('Flag', _count=100)
     assert {f['status'] for f in flags} == {'active', 'inactive'}   # one was acknowledged
+
+
+def rejected(g, *extra):
+    r = subprocess.run([UPLINK, '--config', g.conf, '--rejected', '--json', *extra], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def duplicate(server, value):
+    """The clinic's server holds two Procedures with one session_id (a bad import, say): a
+    conditional create or update on that identifier is refused for good, 412 or 400, as
+    http.html says for criteria that match several resources."""
+    made = []
+    for _ in range(2):
+        status, res = server.fhir('POST', 'Procedure', {
+            'resourceType': 'Procedure', 'status': 'completed', 'subject': {'display': 'imported'},
+            'identifier': [{'system': SESSION_SYSTEM, 'value': value}]})
+        assert status == 201, res
+        made.append(res['id'])
+    return made
+
+
+def test_refused_record_does_not_block_the_queue(gw, server):
+    """A record the server refuses for good (412: its ifNoneExist matches two resources) is
+    found in its Bundle (the engine does not say which entry), kept with the server's
+    OperationOutcome, and the queue moves on: every other record arrives exactly once. Once
+    the clinic fixed its server, --retry-rejected and a reload deliver it, once."""
+    g = gw()
+    ids = g.seed('sessions', WRAP, 12, T0)
+    bad = ids[3]
+    dups = duplicate(server, bad)
+    g.start()
+    g.wait_delivered(60)
+    others = [i for i in ids if i != bad]
+    counts = {i: server.count_identifier('Procedure', SESSION_SYSTEM, i) for i in others}
+    assert set(counts.values()) == {1}, counts
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, bad) == 2      # only the clinic's two
+
+    [x] = rejected(g)
+    assert (x['kind'], x['key'], x['http_status'], x['attempts']) == ('session', bad, 412, 1)
+    assert x['delivered_at'] is None and x['retry'] is False
+    assert x['operation_outcome']['resourceType'] == 'OperationOutcome'
+    assert 'Multiple resources' in x['diagnostics']
+    # What was sent is kept: the Procedure with its identifier, and the wrap's Patient and
+    # Device when they rode in its Bundle.
+    sent = [e['resource'] for e in x['payload']]
+    assert any(r['resourceType'] == 'Procedure' and r['identifier'][0]['value'] == bad for r in sent)
+    log = g.logtext()
+    assert log.count(f'refused session {bad}') == 1 and 'one by one' in log
+    out = subprocess.run([UPLINK, '--config', g.conf, '--rejected'], capture_output=True, text=True, timeout=30).stdout
+    assert f'REFUSED   session {bad}' in out and 'HTTP 412' in out
+    # Where the gateway's owner looks: kneewrapctl uplink (and so kneewrapd's STATUS= and bridge/health).
+    conf = os.path.join(g.dir, 'kneewrapd.conf')
+    with open(conf, 'w') as f:
+        f.write(f'[store]\npath = {g.db}\nuplink_state = {g.state}\n')
+    ctl = subprocess.run([KNEEWRAPCTL, '--config', conf, 'uplink', '--json'], capture_output=True, text=True, timeout=10)
+    assert json.loads(ctl.stdout)['rejected'] == 1, ctl.stderr
+
+    # Later records are not held behind it.
+    more = g.seed('sessions', WRAP, 3, T0 + 100 * 86400)
+    g.wait_delivered(30)
+    assert all(server.count_identifier('Procedure', SESSION_SYSTEM, i) == 1 for i in more)
+
+    # The clinic removes its duplicates; the refused record is sent again on request.
+    for d in dups:
+        assert server.fhir('DELETE', f'Procedure/{d}')[0] == 200
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected'], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and '1 refused records will be sent again' in r.stdout, r.stdout + r.stderr
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: rejected(g)[0]['delivered_at'] is not None, 30, 0.1)
+    assert_once(server, ids + more)
+    assert 'was delivered on retry' in g.logtext()
+
+
+def test_refused_entry_named_by_the_server(gw, server):
+    """A corrected record whose conditional update matches two resources: the engine answers
+    400 and names the entry (Bundle.entry[n].request.url), so that record alone is kept
+    aside, with no one-by-one search, and the rest of its Bundle goes through at once."""
+    g = gw()
+    ids = g.seed('sessions', WRAP, 4, T0)
+    assert g.once().returncode == 0
+    dups = duplicate(server, ids[1])
+    g.seed('correct', ids[1], 700)
+    more = g.seed('sessions', WRAP, 4, T0 + 100 * 86400)
+    r = g.once()
+    assert r.returncode == 0, r.stderr
+    assert g.pending() == 0
+    [x] = rejected(g)
+    assert (x['key'], x['http_status'], x['rev']) == (ids[1], 400, 2)
+    assert 'matched multiple' in x['diagnostics']
+    assert 'one by one' not in r.stderr
+    assert all(server.count_identifier('Procedure', SESSION_SYSTEM, i) == 1 for i in ids[:1] + ids[2:] + more)
+    # Still refused: a retry counts one more attempt, and the queue stays free.
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected', '--once'], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    [x] = rejected(g)
+    assert x['attempts'] == 2 and x['delivered_at'] is None and x['retry'] is False
+    for d in dups:
+        server.fhir('DELETE', f'Procedure/{d}')
+    # The original (created before the duplicates) is all that is left: updated on retry.
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected', '--once'], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert rejected(g)[0]['delivered_at'] is not None
+    assert_once(server, ids + more)
+    [p] = server.search('Procedure', identifier=f'{SESSION_SYSTEM}|{ids[1]}')
+    assert p['performedPeriod']['end'] == time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(T0 + 7200 + 1 + 700))

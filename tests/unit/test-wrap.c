@@ -1399,6 +1399,23 @@ static void test_matrix_case(void **state) {
         }
         assert_int_equal(store_sessions_list(f->m.store, WRAP, INT64_MIN, INT64_MAX, &before, &n_before), 0);
 
+        /* What MQTT shows as "heat allowed" is the door's own answer (issue 8: it ignored R10). */
+        if (sc->mode == THERAPY_HEAT && sc->hist != H_OPEN_COLD && !sc->extra) {
+                MqttHooks mq;
+                StateView v;
+
+                manager_mqtt_hooks(&f->m, &mq);
+                assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+                if (v.heat_allowed != (sc->expect == ALLOW))
+                        fail_msg("%s: MQTT shows heat %sallowed, the door %s it", sc->name, v.heat_allowed ? "" : "not ",
+                                 sc->expect == ALLOW ? "allows" : "refuses");
+                /* When it will be allowed: unknown on a clock R10 cannot vouch for. */
+                if (sc->expect == D_UNSYNCED || sc->expect == ALLOW)
+                        assert_int_equal(v.heat_allowed_at, 0);
+                else if (sc->expect == D_HEAT || sc->expect == D_REST)
+                        assert_true(v.heat_allowed_at > manager_now(&f->m));
+        }
+
         before_sent = n_sent;
         if (c->iface == SOURCE_BUTTON)
                 press(f, sc->mode == THERAPY_COLD ? WIRE_BUTTON_COLD : WIRE_BUTTON_HEAT, 202);
@@ -1471,6 +1488,76 @@ static void test_matrix_case(void **state) {
         }
 }
 
+static StateView mqtt_state(Fixture *f) {
+        MqttHooks mq;
+        StateView v;
+
+        manager_mqtt_hooks(&f->m, &mq);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        return v;
+}
+
+/* The clocks, frozen (scale 1), and the daemon looks at them at once. */
+static void clocks_at(Fixture *f, int64_t wall, int64_t boot, bool synced) {
+        freeze(f, wall, boot, synced, BOOT_ID);
+        manager_clock_check(&f->m);
+}
+
+/*
+ * Issue 8: MQTT's "heat allowed" is the door's decision on R10's clock, and follows the
+ * clock: a step, the loss of sync and its return. The clocks are frozen: nothing here
+ * depends on how long a step takes.
+ */
+static void test_heat_allowed_follows_clock(void **state) {
+        Fixture *f = *state;
+        const Scenario heat = { .now = T0, .uptime = UP, .hist = H_HEAT, .ago = 600, .dur = 900, .hist_synced = true };
+        SessionRecord rec;
+        StateView v;
+        int64_t at;
+
+        /* 15 minutes of heat ended 10 minutes ago in this boot: R4 refuses 15 more for now. */
+        seed_session(f, &heat);
+        f->m.newest_wall = 0;
+        clocks_at(f, T0, UP, true);
+        v = mqtt_state(f);
+        assert_false(v.heat_allowed);
+        at = v.heat_allowed_at;
+        assert_true(at > T0 && at <= T0 + 3600);
+
+        /* NTP steps the clock an hour forward: the boot clock still says 10 minutes, and
+         * "allowed from" moves with the wall clock. */
+        clocks_at(f, T0 + 3600, UP, true);
+        v = mqtt_state(f);
+        assert_false(v.heat_allowed);
+        assert_int_equal(v.heat_allowed_at, at + 3600);
+
+        /* Two hours on: allowed. An injury dated a month back keeps it so. */
+        clocks_at(f, T0 + 3600 + 7200, UP + 7200, true);
+        assert_true(mqtt_state(f).heat_allowed);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-08-20", NULL), 0);
+        v = mqtt_state(f);
+        assert_true(v.heat_allowed);
+        assert_int_equal(v.heat_allowed_at, 0);
+
+        /* The clock loses its sync: a stated date proves nothing (R10). The dashboard says so,
+         * with no "allowed from", and the door refuses as clock_unsynced. */
+        clocks_at(f, T0 + 3600 + 7201, UP + 7201, false);
+        assert_false(manager_clock_trusted(&f->m));
+        v = mqtt_state(f);
+        assert_false(v.heat_allowed);
+        assert_int_equal(v.heat_allowed_at, 0);
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &rec, NULL), 0);
+        assert_int_equal(rec.outcome, OUTCOME_REFUSED);
+        assert_int_equal(rec.refusal, REFUSAL_CLOCK_UNSYNCED);
+
+        /* Sync comes back: allowed, and the door starts it. */
+        clocks_at(f, T0 + 3600 + 7202, UP + 7202, true);
+        assert_true(mqtt_state(f).heat_allowed);
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &rec, NULL), 0);
+        assert_int_equal(rec.outcome, OUTCOME_OPEN);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_START);
+}
+
 static int run_matrix(void) {
         static const RequestSource ifaces[] = { SOURCE_BUTTON, SOURCE_MQTT, SOURCE_DBUS, SOURCE_CLI };
         static MatrixCase cases[ELEMENTSOF(scenarios) * ELEMENTSOF(ifaces)];
@@ -1511,6 +1598,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_r6_stale_clock_then_step, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_heat_allowed_follows_clock, matrix_setup, matrix_teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_request_within_a_second_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),
