@@ -46,13 +46,16 @@
 
 /*
  * Who asks, for the append-only change history (store_audit_*) that the injury, prescription,
- * adoption and removal doors write after each change: the interface, the D-Bus caller's uid
- * (-1 when not known), and what MQTT tells of the publisher. NULL: the command line.
+ * adoption and removal doors write with each change: the interface, the D-Bus caller's uid
+ * (-1 when not known), and what MQTT tells of the publisher: the topic, and the client id an
+ * MQTT 5 publisher claims (not verified: the broker's ACL is the authority). NULL: the
+ * command line.
  */
 typedef struct DoorActor {
         RequestSource source;
         int64_t uid;
-        const char *client;
+        const char *topic;
+        const char *claimed_client;
 } DoorActor;
 
 /*

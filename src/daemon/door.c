@@ -380,12 +380,17 @@ static void audit_prepare(Manager *m, const DoorActor *who, const char *wrap, co
         snprintf(ret->wrap, sizeof ret->wrap, "%s", wrap ? wrap : "");
         snprintf(ret->what, sizeof ret->what, "%s", what);
         snprintf(ret->detail, sizeof ret->detail, "%s", detail ? detail : "");
-        snprintf(ret->client, sizeof ret->client, "%s", who && who->client ? who->client : "");
+        snprintf(ret->topic, sizeof ret->topic, "%s", who && who->topic ? who->topic : "");
+        snprintf(ret->claimed_client, sizeof ret->claimed_client, "%s",
+                 who && who->claimed_client ? who->claimed_client : "");
 }
 
 static void audit_log(const AuditRecord *a) {
-        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s (uid %" PRId64 ").", a->what, a->detail,
-                 request_source_to_string(a->source), a->client[0] ? " " : "", a->client, a->uid);
+        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s%s%s%s (uid %" PRId64 ").",
+                 a->what, a->detail, request_source_to_string(a->source),
+                 a->topic[0] ? " on " : "", a->topic,
+                 a->claimed_client[0] ? ", claiming to be \"" : "", a->claimed_client,
+                 a->claimed_client[0] ? "\" (not verified)" : "", a->uid);
 }
 
 int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
