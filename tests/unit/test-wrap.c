@@ -610,8 +610,7 @@ static void test_unknown_running_session_stopped_and_recorded(void **state) {
         /* Its next Status, before the STOP took: no second record. */
         status(f, WIRE_STATE_HEATING, 2, 301, 0, 42);
         assert_int_equal(n_sent, 1);
-        /* Still running seconds later: STOP again, still one record. */
-        run_for(f, 2100);
+        /* Still running at the one after: STOP again, still one record. */
         status(f, WIRE_STATE_HEATING, 2, 305, 0, 42);
         assert_int_equal(n_sent, 2);
         assert_int_equal(sent[1].opcode, WIRE_OP_STOP);
@@ -642,6 +641,62 @@ static void test_late_status_after_stop_is_not_unknown(void **state) {
         assert_int_equal(sent[2].reason, STOP_SAFETY);
         assert_int_equal(n_records(f), 2);
         assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
+}
+
+static unsigned n_stops(void) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < n_sent; i++)
+                n += sent[i].opcode == WIRE_OP_STOP;
+        return n;
+}
+
+static size_t n_alerts(Fixture *f, AlertKind kind) {
+        _cleanup_free_ AlertRecord *list = NULL;
+        size_t n = 0, k = 0;
+
+        assert_int_equal(store_alerts_list(f->m.store, WRAP, INT64_MIN, INT64_MAX, false, &list, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                k += list[i].kind == kind;
+        return k;
+}
+
+/*
+ * Issue 8: a wrap that keeps reporting the session the gateway stopped got a STOP with every
+ * Status. Now: once, then again at its 2nd, 4th, 8th, 16th Status and every 16th after, and a
+ * safety alert, once, when two STOPs went unheeded. Counted in Statuses: no clock involved.
+ */
+static void test_stopped_session_still_running_backs_off(void **state) {
+        Fixture *f = *state;
+        const char *err = NULL;
+        unsigned want = 1;
+
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 8);
+        assert_int_equal(door_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
+        assert_int_equal(n_stops(), 1);
+        assert_int_equal(sent[n_sent - 1].reason, STOP_USER);
+
+        for (unsigned n = 1; n <= 64; n++) {
+                status(f, WIRE_STATE_COOLING, 1, (uint16_t) (1 + 5 * n), 0, 8);
+                if (n == 2 || n == 4 || n == 8 || n == 16 || n == 32 || n == 48 || n == 64) {
+                        want++;
+                        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+                        assert_int_equal(sent[n_sent - 1].reason, STOP_SAFETY);
+                }
+                assert_int_equal(n_stops(), want);
+                /* The alert comes with the Status after the second STOP went unheeded, once. */
+                assert_int_equal(n_alerts(f, ALERT_SAFETY_STOP), n >= 3);
+        }
+        assert_int_equal(want, 8);
+        /* It stops at last: nothing more is sent, and no session was recorded for it. */
+        status(f, WIRE_STATE_IDLE, 1, 330, 0, 8);
+        status(f, WIRE_STATE_IDLE, 1, 330, 0, 8);
+        assert_int_equal(n_stops(), want);
+        assert_int_equal(n_records(f), 1);
+        assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_BY_USER);
+        assert_int_equal(n_alerts(f, ALERT_SAFETY_STOP), 1);
 }
 
 /* Back after a link loss, the wrap still runs but reports a fault: STOP at once (R5). */
@@ -826,6 +881,46 @@ static void test_restart_other_boot_wrap_remaining_bounds(void **state) {
         assert_int_equal(r.outcome, OUTCOME_COMPLETED);
         assert_true(r.ended_at >= r.started_at);
         assert_false(r.clock_synced);
+}
+
+/* Runs the loop until the hub has written more than `n` requests (the bound only says when to fail). */
+static void run_until_sent(Fixture *f, unsigned n) {
+        uint64_t until = real_usec() + 30 * USEC_PER_SEC;
+
+        while (n_sent <= n) {
+                assert_true(real_usec() < until);
+                assert_true(sd_event_run(f->m.event, 100 * USEC_PER_MSEC) >= 0);
+        }
+}
+
+/*
+ * Commit 4d4037f: after a restart, when the wrap's remaining time moves a taken-over
+ * session's end earlier, its start moves with it, so the record's duration follows the
+ * wrap's clock. In real time (scale 1), across a reboot with no trusted clock: the daemon
+ * knows only that the session began at least this boot's 60 s ago; the wrap says 899 s in,
+ * 1 s left. The STOP comes at the wrap's end and the record says 900 s, however late the
+ * timer fires (a duration never passes the prescribed one). Before the fix it said 62 s.
+ */
+static void test_restart_wrap_remaining_moves_start(void **state) {
+        Fixture *f = *state;
+        SessionRecord r;
+        unsigned before;
+
+        f->m.skin_silence_usec = 0;             /* R5's own 15 s: the skin is not what this tests */
+        press(f, WIRE_BUTTON_COLD, 1);
+        answer(f, WIRE_OP_START, WIRE_RESULT_SUCCESS);
+        status(f, WIRE_STATE_COOLING, 1, 1, 0, 5);
+        set_reboot(f, -3 * 86400, false, OTHER_BOOT_ID, 60);
+        crash_and_restart(f);
+        before = n_sent;
+        status_full(f, WIRE_STATE_COOLING, 1, 1000, 899, 1, 5);
+        run_until_sent(f, before);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_STOP);
+        assert_int_equal(sent[n_sent - 1].reason, STOP_COMPLETED);
+        r = last_record(f);
+        assert_int_equal(r.outcome, OUTCOME_COMPLETED);
+        assert_int_equal(r.duration_s, 900);
+        assert_true(r.compliant);
 }
 
 /* Issue 8, defect 3: a session with no skin reading is stopped for safety (R5). */
@@ -1590,6 +1685,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_cold_press_start_then_stop_completed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_clock_behind_stops_on_time, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_other_boot_wrap_remaining_bounds, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_restart_wrap_remaining_moves_start, matrix_setup, matrix_teardown),
                 cmocka_unit_test_setup_teardown(test_silent_thermometer_stops_for_safety, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mode_or_setpoint_mismatch_stops, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_unanswered_link_lost_counted_by_r6, setup, teardown),
@@ -1616,6 +1712,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_close_record_stored_before_next_request, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_running_session_stopped_and_recorded, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stopped_session_still_running_backs_off, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_with_fault_stops_for_safety, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_open_record_too_long_capped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_start_write_failed_but_running, setup, teardown),
