@@ -194,6 +194,8 @@ typedef struct AlertRecord {
         int64_t at;
         char text[ALERT_TEXT_MAX];    /* a sentence for people */
         int64_t acked_at;             /* 0: not acknowledged (open) */
+        char session_id[UUID_STR_MAX]; /* the session it is about (a safety stop, heat in the first
+                                        * week, a low battery at a request), "" when none */
 } AlertRecord;
 
 /*
@@ -205,7 +207,7 @@ typedef struct AlertRecord {
 typedef int (*AlertMsgFn)(const AlertRecord *a, bool latest, void *userdata, OutboxMsg *ret);
 
 /*
- * Adds an alert: a->wrap, kind, at and text are read; a->id is set. msg_fn may be NULL
+ * Adds an alert: a->wrap, kind, at, text and session_id are read; a->id is set. msg_fn may be NULL
  * (no MQTT). -EINVAL for a kind that is not one AlertKind or a text too long.
  */
 int store_alert_add(Store *s, AlertRecord *a, AlertMsgFn msg_fn, void *userdata);
@@ -246,6 +248,8 @@ typedef struct RunRecord {
 } RunRecord;
 
 int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_id);
+/* One run by its id (followed_by and cold_press filled as by store_runs_list); -ENOENT. */
+int store_run_get(Store *s, int64_t id, RunRecord *ret);
 /* Runs that ended in [since, until), oldest first. */
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n);
 
@@ -281,7 +285,7 @@ void outbox_msgs_free(OutboxMsg *m, size_t n);
 
 /*
  * The clinic uplink's change sequence: every write of a wrap, a finished session, a diary
- * entry or an alert gives it the next seq (SQLite triggers), so what is past a cursor is exactly what the
+ * entry, a run or an alert gives it the next seq (SQLite triggers), so what is past a cursor is exactly what the
  * clinic has not confirmed; rev counts the record's writes (1: new; more: corrected).
  */
 typedef enum ChangeKind {

@@ -69,6 +69,7 @@ typedef enum StmtId {
         STMT_ALERT_LATEST,
         STMT_RUN_ADD,
         STMT_RUNS_LIST,
+        STMT_RUN_GET,
         STMT_PROFILE_SET,
         STMT_PROFILE_GET,
         STMT_DEVICE_INFO_SET,
@@ -107,6 +108,12 @@ typedef enum StmtId {
         RUN_WINDOW_SQL("s.session_id", "s.compliant = 1 AND s.started_at IS NOT NULL " \
                        "AND s.outcome NOT IN ('refused', 'not_started') " \
                        "AND s.started_at >= r.ended_at AND s.started_at <= r.ended_at + 3600")
+
+#define ALERT_COLUMNS "id, wrap, kind, at, text, acked_at, session_id"
+
+#define RUN_COLUMNS \
+        "r.id, r.wrap, r.ended_at, r.minutes, r.meters, r.source, r.recorded_at, " \
+        RUN_FOLLOWED_BY_SQL ", " RUN_WINDOW_SQL("s.session_id", "1")
 
 /* A session "ran" when the wrap started it; refused and not_started ones never did. */
 #define RAN_SQL "(started_at IS NOT NULL AND outcome NOT IN ('refused', 'not_started'))"
@@ -209,13 +216,13 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DIARY_LIST] =
                 "SELECT at, score, location, flags, id FROM diary WHERE wrap = ?1 AND at >= ?2 "
                 "ORDER BY at, id",
-        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at, text) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at, text, session_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_ALERTS_LIST] =
-                "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE (?1 IS NULL OR wrap = ?1) "
+                "SELECT " ALERT_COLUMNS " FROM alerts WHERE (?1 IS NULL OR wrap = ?1) "
                 "AND at >= ?2 AND at < ?3 AND (?4 = 0 OR acked_at IS NULL) ORDER BY at, id",
         [STMT_INJURIES_LIST] =
                 "SELECT id, at, date, recorded_at, resolved_at FROM injuries WHERE wrap = ?1 ORDER BY at, id",
-        [STMT_ALERT_GET] = "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE id = ?1",
+        [STMT_ALERT_GET] = "SELECT " ALERT_COLUMNS " FROM alerts WHERE id = ?1",
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
         [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
         [STMT_AUDIT_ADD] =
@@ -228,10 +235,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         [STMT_RUNS_LIST] =
-                "SELECT r.id, r.wrap, r.ended_at, r.minutes, r.meters, r.source, r.recorded_at, "
-                RUN_FOLLOWED_BY_SQL ", " RUN_WINDOW_SQL("s.session_id", "1") " FROM runs r "
+                "SELECT " RUN_COLUMNS " FROM runs r "
                 "WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3 "
                 "ORDER BY r.ended_at, r.id",
+        [STMT_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs r WHERE r.id = ?1",
         [STMT_PROFILE_SET] =
                 "INSERT INTO patients (wrap, label, knee, clinic_ref, set_at) VALUES (?1, ?2, ?3, ?4, ?5) "
                 "ON CONFLICT (wrap) DO UPDATE SET label = excluded.label, knee = excluded.knee, "
@@ -1799,6 +1806,7 @@ static int alert_insert(Store *s, AlertRecord *a) {
         bind_text(st, 2, name);
         sqlite3_bind_int64(st, 3, a->at);
         bind_text(st, 4, a->text);
+        bind_text(st, 5, a->session_id[0] ? a->session_id : NULL);
         r = stmt_exec(s, st);
         if (r >= 0)
                 a->id = sqlite3_last_insert_rowid(s->db);
@@ -1938,6 +1946,7 @@ static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
         };
         copy_text(a->wrap, sizeof(a->wrap), st, 1);
         copy_text(a->text, sizeof(a->text), st, 4);
+        copy_text(a->session_id, sizeof(a->session_id), st, 6);
         return 0;
 }
 
@@ -2096,6 +2105,22 @@ static int run_row(Store *s, sqlite3_stmt *st, void *elem) {
         if (*run->followed_by)
                 run->cold_press[0] = '\0';
         return 0;
+}
+
+int store_run_get(Store *s, int64_t id, RunRecord *ret) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r, rc;
+
+        r = stmt_get(s, STMT_RUN_GET, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return store_errorf(s, -ENOENT, "no run %lld", (long long) id);
+        if (rc != SQLITE_ROW)
+                return store_fail(s, rc);
+        return run_row(s, st, ret);
 }
 
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {

@@ -187,11 +187,23 @@ def test_clock_trusted_key(fast_bus, tmp_path):
         g.close()
 
 
+def clock_properties(address):
+    """D-Bus ClockSynchronized and ClockTrusted."""
+    conn = dbus.bus.BusConnection(address)
+    try:
+        props = dbus.Interface(conn.get_object("org.kneewrap1", "/org/kneewrap1"), "org.freedesktop.DBus.Properties")
+        return (bool(props.Get("org.kneewrap1.Manager", "ClockSynchronized")),
+                bool(props.Get("org.kneewrap1.Manager", "ClockTrusted")))
+    finally:
+        conn.close()
+
+
 def test_mqtt_heat_allowed_follows_r10(tmp_path, private_bus, broker):  # noqa: F811
     """Issue 8: MQTT's "heat allowed" is the door's decision, R10 included. An injury dated a
     month back, on a clock that is not synchronised: nothing proves the week over, so the state
     says heat is not allowed (it said allowed) and the door refuses it as clock_unsynced. The
-    state follows the sync as it comes and goes, by itself (no record is made in between)."""
+    state follows the sync as it comes and goes, by itself (no record is made in between), and
+    so do the D-Bus properties ClockSynchronized and ClockTrusted."""
     clock = tmp_path / "clock"
     seam(clock, synced=0)
     col = Collector(broker, topics=("kneewrap/#",))
@@ -205,11 +217,13 @@ def test_mqtt_heat_allowed_follows_r10(tmp_path, private_bus, broker):  # noqa: 
         assert r["status"] == "ok", r
         col.wait(lambda: state().get("injury_date") == month_ago)
         assert state()["heat_allowed"] is False and state()["heat_allowed_at"] is None
+        assert clock_properties(private_bus) == (False, False)
 
         # NTP answers; then loses it. The state is sent again each time (its 60 s refresh
         # would come too late here).
         seam(clock, synced=1)
         col.wait(lambda: state().get("heat_allowed") is True, timeout=15)
+        assert clock_properties(private_bus) == (True, True)
         seam(clock, synced=0)
         col.wait(lambda: state().get("heat_allowed") is False, timeout=15)
         assert state()["heat_allowed_at"] is None

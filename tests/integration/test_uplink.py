@@ -382,11 +382,21 @@ def test_every_kind_of_record(server, tmp_path):
     assert r.returncode == 0, r.stderr
     counts = {k: Gateway._read(g.db, sql)[0] for k, sql in {
         'Procedure': "SELECT count(*) FROM sessions WHERE outcome <> 'open'",
-        'Observation': 'SELECT count(*) FROM diary',
+        'Observation': 'SELECT (SELECT count(*) FROM diary) + (SELECT count(*) FROM runs)',
         'Flag': 'SELECT count(*) FROM alerts'}.items()}
-    assert counts['Flag'] >= 2 and counts['Observation'] > 0
+    runs = Gateway._read(g.db, 'SELECT count(*) FROM runs')[0]
+    assert counts['Flag'] >= 2 and counts['Observation'] > runs > 0
     for rtype, n in counts.items():
         assert len(server.search(rtype, _count=1000)) == n, rtype
+    # Runs: an exercise Observation each (LOINC 73985-4), found by their identifier, with the
+    # minutes (55411-3) and the distance when they were logged.
+    ran = [o for o in server.search('Observation', _count=1000) if o['code']['coding'][0]['code'] == '73985-4']
+    assert len(ran) == runs
+    assert all(o['identifier'][0]['system'] == 'urn:kneewrap:run' for o in ran)
+    first = Gateway._read(g.db, 'SELECT id, minutes FROM runs ORDER BY id LIMIT 1')
+    [o] = server.search('Observation', identifier=f'urn:kneewrap:run|{WRAP}/run/{first[0]}')
+    assert o['component'][0]['code']['coding'][0]['code'] == '55411-3'
+    assert o['component'][0]['valueQuantity']['value'] == first[1]
     patients = server.search('Patient')
     assert len(patients) == 1 and len(server.search('Device')) == 1
     # The clinic's reference rides as a second identifier: how the clinic finds its patient.

@@ -1048,6 +1048,7 @@ static void test_alert_records(void **state) {
         assert_int_equal(store_alert_get(f->s, id1, &a), 0);
         assert_string_equal(a.text, "Battery 8 %");
         assert_string_equal(a.wrap, WRAP_A);
+        assert_string_equal(a.session_id, "");
         /* Acknowledging the older alert: its message is not the latest (not retained). */
         assert_int_equal(store_alert_ack(f->s, id1, 150, test_alert_msg, &calls, &a), 0);
         assert_int_equal(a.acked_at, 150);
@@ -1065,14 +1066,23 @@ static void test_alert_records(void **state) {
         assert_true(got[3].retain);
         outbox_msgs_free(got, n);
         assert_int_equal(calls, 4);
+        /* An alert about a session keeps its session_id. */
+        snprintf(other.wrap, sizeof other.wrap, "%s", WRAP_A);
+        snprintf(other.session_id, sizeof other.session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
+        other.kind = ALERT_SAFETY_STOP;
+        assert_int_equal(store_alert_add(f->s, &other, NULL, NULL), 0);
+        assert_int_equal(store_alert_get(f->s, other.id, &a), 0);
+        assert_string_equal(a.session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
+        assert_int_equal(store_alert_ack(f->s, other.id, 120, NULL, NULL, NULL), 0);
 
         assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, true, &list, &n), 0);
         assert_int_equal(n, 0);
         free(list);
         assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, false, &list, &n), 0);
-        assert_int_equal(n, 2);
+        assert_int_equal(n, 3);
         assert_int_equal(list[1].id, id2);
         assert_int_equal(list[1].acked_at, 170);
+        assert_string_equal(list[2].session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
         free(list);
         assert_int_equal(store_alerts_list(f->s, NULL, 0, 150, false, &list, &n), 0);
         assert_int_equal(n, 1);
@@ -1143,10 +1153,30 @@ static void test_uplink_changes(void **state) {
         assert_int_equal(store_changes_pending(f->s, 0, &pending, NULL), 0);
         assert_int_equal(pending, 3);
 
+        /* A run goes to the clinic too (schema step 6), by its id. */
+        RunRecord run = { .wrap = WRAP_A, .ended_at = 2600, .minutes = 30, .meters = 6000, .source = SOURCE_CLI,
+                          .recorded_at = 2600 }, got_run;
+        int64_t run_id = 0;
+        assert_int_equal(store_run_add(f->s, &run, NULL, &run_id), 0);
+        assert_int_equal(store_changes_after(f->s, 5, 10, &c, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(c[0].kind, CHANGE_RUN);
+        assert_int_equal(c[0].seq, 6);
+        assert_string_equal(change_kind_to_string(c[0].kind), "run");
+        assert_int_equal(change_kind_from_string("run"), CHANGE_RUN);
+        assert_int_equal(change_kind_from_string("later"), CHANGE_UNKNOWN);
+        free(c);
+        assert_int_equal(store_run_get(f->s, run_id, &got_run), 0);
+        assert_int_equal(got_run.meters, 6000);
+        assert_string_equal(got_run.wrap, WRAP_A);
+        assert_int_equal(store_run_get(f->s, run_id + 1, &got_run), -ENOENT);
+        assert_int_equal(store_changes_pending(f->s, 0, &pending, NULL), 0);
+        assert_int_equal(pending, 4);
+
         /* Read-only, as the uplink (another user) opens it: the same view, no writes. */
         assert_int_equal(store_open_readonly(f->path, &ro, &why), 0);
         assert_int_equal(store_changes_pending(ro, 0, &pending, NULL), 0);
-        assert_int_equal(pending, 3);
+        assert_int_equal(pending, 4);
         assert_int_equal(store_identity(ro, &created), 0);
         assert_true(created > 0);
         assert_true(store_diary_add(ro, WRAP_A, &e, NULL, NULL, NULL) < 0);
