@@ -164,7 +164,8 @@ int store_rules_state_at(Store *s, const char *wrap, const RulesPrescription *de
 int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
                              const RulesTime *recorded, const char *pending, const AuditRecord *audit);
 /* Once the clock is trusted: the pending injuries of boot `boot_id` get their time
- * (boot_wall0 + their boot stamp) and, for "today", their local date. */
+ * (boot_wall0 + their boot stamp) and, for "today", their local date; those of earlier boots
+ * the latest time they can have had, boot_wall0 (this boot's start). */
 int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsigned *ret_n);
 /* Records of boot `boot_id` taken before the clock was synchronised, oldest first. */
 int store_sessions_unsynced(Store *s, const char *boot_id, SessionRecord **ret, size_t *ret_n);

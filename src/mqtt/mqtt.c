@@ -103,7 +103,7 @@ struct Mqtt {
         KnownWrap *wraps;
         size_t n_wraps;
         /* Wraps removed while the broker was away: their retained topics (state, availability,
-         * compliance, discovery) are cleared as soon as it is back. */
+         * compliance, alert, discovery) are cleared as soon as it is back. */
         KnownWrap *gone;
         size_t n_gone;
         bool dirty_all;               /* (re)publish discovery, info and every state */
@@ -654,23 +654,48 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 static KnownWrap *known_find(Mqtt *q, const char *wrap);
 
 /* A session record went out: the wrap's retained state (last session, compliance) follows it. */
-static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
+/* The wrap of "<base>/<wrap>/<leaf>" (leaf with its slash: "/session"); false for another topic. */
+static bool wrap_of_topic(Mqtt *q, const char *topic, const char *leaf, char wrap[static WRAP_ID_MAX]) {
         size_t bl = strlen(q->s.base);
         const char *w, *slash;
+
+        if (strncmp(topic, q->s.base, bl) != 0 || topic[bl] != '/')
+                return false;
+        w = topic + bl + 1;
+        slash = strchr(w, '/');
+        if (!slash || !streq(slash, leaf) || (size_t) (slash - w) >= WRAP_ID_MAX)
+                return false;
+        memcpy(wrap, w, (size_t) (slash - w));
+        wrap[slash - w] = 0;
+        return true;
+}
+
+static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
         char wrap[WRAP_ID_MAX];
         KnownWrap *k;
 
-        if (strncmp(topic, q->s.base, bl) != 0 || topic[bl] != '/')
+        if (!wrap_of_topic(q, topic, "/session", wrap))
                 return;
-        w = topic + bl + 1;
-        slash = strchr(w, '/');
-        if (!slash || !streq(slash, "/session") || (size_t) (slash - w) >= sizeof wrap)
-                return;
-        memcpy(wrap, w, (size_t) (slash - w));
-        wrap[slash - w] = 0;
         k = known_find(q, wrap);
         if (k)
                 k->dirty = true;
+}
+
+/*
+ * A retained alert still in the outbox when its wrap was removed (the broker away, or the
+ * window full) would retain it again after the removal cleared the topic: it goes out
+ * unretained instead, so the alert is still told, and nothing of the wrap stays.
+ */
+static bool retain_outbox_msg(Mqtt *q, Store *st, const OutboxMsg *m) {
+        char wrap[WRAP_ID_MAX];
+        StoredWrap w;
+
+        if (!m->retain || !wrap_of_topic(q, m->topic, "/alert", wrap))
+                return m->retain;
+        if (store_wrap_get(st, wrap, &w) != -ENOENT)
+                return true;
+        log_debug("MQTT: outbox message %" PRId64 " is an alert of %s, removed since: not retained", m->id, wrap);
+        return false;
 }
 
 /* ---- the outbox: in order, a bounded window in flight, acknowledged on PUBACK ---- */
@@ -696,7 +721,8 @@ static void outbox_send(Mqtt *q) {
                         int mid = 0;
 
                         r = mosquitto_publish(q->mosq, &mid, msgs[i].topic, (int) strlen(msgs[i].payload),
-                                              msgs[i].payload, msgs[i].qos > 1 ? 1 : msgs[i].qos, msgs[i].retain);
+                                              msgs[i].payload, msgs[i].qos > 1 ? 1 : msgs[i].qos,
+                                              retain_outbox_msg(q, st, &msgs[i]));
                         if (r != MOSQ_ERR_SUCCESS) {
                                 log_debug("MQTT: publishing outbox message %" PRId64 " failed: %s",
                                           msgs[i].id, mosquitto_strerror(r));
@@ -867,6 +893,7 @@ static void clear_wrap_topics(Mqtt *q, KnownWrap *k) {
         (void) publish_topicf(q, NULL, true, "%s/%s/state", q->s.base, k->wrap);
         (void) publish_topicf(q, NULL, true, "%s/%s/availability", q->s.base, k->wrap);
         (void) publish_topicf(q, NULL, true, "%s/%s/compliance", q->s.base, k->wrap);
+        (void) publish_topicf(q, NULL, true, "%s/%s/alert", q->s.base, k->wrap);
 }
 
 /* Remembers a wrap removed while disconnected (its id and address only; at most once). */

@@ -159,8 +159,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE clock_synced = 0 AND boot_id = ?1 "
                 "ORDER BY rowid",
         [STMT_INJURIES_PENDING] =
-                "SELECT id, recorded_boot, pending FROM injuries WHERE pending IS NOT NULL AND boot_id = ?1 "
-                "AND recorded_boot IS NOT NULL",
+                "SELECT id, recorded_boot, pending, boot_id IS ?1 FROM injuries WHERE pending IS NOT NULL",
         [STMT_INJURY_DATED] =
                 "UPDATE injuries SET at = ?2, date = ?3, recorded_at = ?4, clock_synced = 1, pending = NULL "
                 "WHERE id = ?1",
@@ -1070,7 +1069,12 @@ int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsig
         bind_text(st, 1, boot_id);
         while (n < ELEMENTSOF(rows) && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 const char *pending = (const char *) sqlite3_column_text(st, 2);
-                int64_t at = boot_wall0 + sqlite3_column_int64(st, 1);
+                bool this_boot = sqlite3_column_int(st, 3) && sqlite3_column_type(st, 1) != SQLITE_NULL;
+                /* One of an earlier boot that ended before the clock was trusted happened before
+                 * this boot began, and that is all anyone knows: it is dated at the latest it can
+                 * have been, this boot's start (R2's cautious reading). Left pending, it would
+                 * count from each new boot's start again, and never be dated. */
+                int64_t at = boot_wall0 + (this_boot ? sqlite3_column_int64(st, 1) : 0);
                 int y, m, d;
 
                 rows[n].id = sqlite3_column_int64(st, 0);

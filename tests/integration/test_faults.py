@@ -686,20 +686,32 @@ def test_wrap_removed_while_broker_away(tmp_path, private_bus):  # noqa: F811
     col = Collector(b, topics=('kneewrap/#', 'homeassistant/#'), client_id='kw-faults-removed', persistent=True)
     gw = Gateway(tmp_path, private_bus, b, seed=('AA:BB:CC:DD:EE:05', 'AA:BB:CC:DD:EE:06'))
     gone, kept = gw.wraps
+    red_flag = ('diary', gone, '8', '--flags', 'swelling,pop')     # R9: an urgent alert, retained
     try:
         col.wait(lambda: col.on(f'kneewrap/{gone}/state') and col.on(f'homeassistant/sensor/{gone}/battery/config'))
+        assert gw.ctl(*red_flag).returncode == 0
+        col.wait(lambda: any(p for p, r in col.on(f'kneewrap/{gone}/alert')))
         b.stop()
-        # Removed as root over D-Bus while the broker is down.
+        # Another alert while the broker is down: it waits in the outbox. Then the wrap is
+        # removed, as root over D-Bus.
+        assert gw.ctl(*red_flag).returncode == 0
+        assert gw.sql("select count(*) from outbox where topic like '%/alert'")[0][0] >= 1
         r = gw.ctl('remove', gone)
         assert r.returncode == 0, r.stderr
         t0 = time.monotonic()
         b.start()
         gw.wait_log(f'cleared the retained topics of {gone}', timeout=60)
         report('5 wrap removed while the broker was away (retained topics cleared)', time.monotonic() - t0)
-        # A new subscriber sees no retained topic of the removed wrap, and the kept one's still.
+        # The alert from the outbox is still told, after the clearing, and not retained.
+        col.wait(lambda: len([p for p, r in col.on(f'kneewrap/{gone}/alert') if p]) >= 2, timeout=30)
+        # A new subscriber sees no retained topic of the removed wrap (the alert included), and
+        # the kept one's still. The broker queues every retained message at the SUBSCRIBE, so
+        # once a message published after it arrives, all of them have.
         fresh = Collector(b, topics=('kneewrap/#', 'homeassistant/#'))
         try:
-            time.sleep(1)
+            fresh.wait(lambda: fresh.on(f'kneewrap/{kept}/state'))
+            col.publish('kneewrap/test/marker', 'after')
+            fresh.wait(lambda: fresh.on('kneewrap/test/marker'))
             topics = {t for t, p, retained in fresh.messages if retained and p}
             assert not [t for t in topics if gone in t], sorted(t for t in topics if gone in t)
             assert f'kneewrap/{kept}/state' in topics

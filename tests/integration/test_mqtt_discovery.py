@@ -186,7 +186,7 @@ def test_ha_birth_republishes_and_removal_clears(tmp_path, private_bus, broker):
         assert col.last_json('kneewrap/bridge/response/remove') == {'status': 'ok', 'data': {}, 'transaction': 'rm'}
         col.wait(lambda: sum(1 for t, p, _ in col.messages
                              if t.startswith(f'homeassistant/') and f'/{gw.wraps[1]}/' in t and p == b'') == N_WRAP)
-        for leaf in ('state', 'availability', 'compliance'):
+        for leaf in ('state', 'availability', 'compliance', 'alert'):
             col.wait(lambda: col.on(f'kneewrap/{gw.wraps[1]}/{leaf}') and
                      col.on(f'kneewrap/{gw.wraps[1]}/{leaf}')[-1][0] == b'')
         col.wait(lambda: (col.last_json('kneewrap/bridge/info') or {}).get('wraps') == [gw.wraps[0]])

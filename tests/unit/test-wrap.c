@@ -1272,6 +1272,14 @@ static const Scenario scenarios[] = {
           .inj = I_PENDING, .inj_ago = WEEK - 1 },
         { "r10 r2 today in an earlier boot, unsynced", THERAPY_HEAT, D_UNSYNCED, T0, 3600, 0, false,
           .inj = I_PENDING, .inj_ago = 2 * 86400, .inj_other_boot = true },
+        /* Synchronised in a later boot: it happened before this boot began, so it is dated then,
+         * "today" read as the end of that day (UTC here): 2026-09-14T00:00Z is 656000 s before T0. */
+        { "r10 r2 today in an earlier boot, synced in this one", THERAPY_HEAT, D_HEAT, T0, 3600, 0, true,
+          .inj = I_PENDING, .inj_ago = 2 * 86400, .inj_other_boot = true },
+        { "r10 r2 today in an earlier boot, this one began on the day 7d+ before", THERAPY_HEAT, D_HEAT, T0, 656000, 0,
+          true, .inj = I_PENDING, .inj_ago = 8 * 86400, .inj_other_boot = true },
+        { "r10 r2 today in an earlier boot, this one began the day before", THERAPY_HEAT, ALLOW, T0, 656001, 0, true,
+          .inj = I_PENDING, .inj_ago = 8 * 86400, .inj_other_boot = true },
         /* R6: an hour exactly, and ± 1 s, on the boot clock whatever the wall clock did. */
         { "r6 60min-1s", THERAPY_COLD, D_REST, T0, UP, 0, true, .hist = H_COLD, .ago = 3599, .dur = 900, .hist_synced = true },
         { "r6 60min", THERAPY_COLD, ALLOW, T0, UP, 0, true, .hist = H_COLD, .ago = 3600, .dur = 900, .hist_synced = true },
@@ -1653,6 +1661,50 @@ static void test_heat_allowed_follows_clock(void **state) {
         assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_START);
 }
 
+/*
+ * Issue 8: "injured today" pressed in a boot that ended before the clock was synchronised.
+ * It was never dated, so each later boot counted R2's week from its own start again. Now
+ * the first boot that trusts its clock dates it at the latest it can have been: that boot's
+ * start (the end of that day, for "today"). Frozen clocks, the truth at T0.
+ */
+static void test_today_of_an_earlier_boot_dated_at_sync(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ InjuryRecord *list = NULL;
+        SessionRecord rec;
+        StateView v;
+        size_t n = 0;
+
+        /* Boot A, its clock unsynchronised and years behind: injured "today", 9 days before T0. */
+        f->m.newest_wall = 0;
+        freeze(f, 1000000000, 500, false, BOOT_ID);
+        manager_clock_check(&f->m);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "today", NULL), 0);
+
+        /* Boot B began 8 days before T0; an hour later NTP answers. */
+        freeze(f, T0 - 8 * 86400 + 3600, 3600, false, OTHER_BOOT_ID);
+        manager_clock_check(&f->m);
+        assert_false(mqtt_state(f).heat_allowed);
+        freeze(f, T0 - 8 * 86400 + 3600, 3600, true, OTHER_BOOT_ID);
+        manager_clock_check(&f->m);
+        assert_int_equal(store_injuries_list(f->m.store, WRAP, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(list[0].date, "2026-09-13");
+        assert_int_equal(list[0].at, (int64_t) 1789344000);    /* 2026-09-14T00:00Z: the end of that day */
+        v = mqtt_state(f);
+        assert_string_equal(v.injury_date, "2026-09-13");
+        assert_false(v.heat_allowed);
+        assert_int_equal(v.heat_allowed_at, (int64_t) 1789344000 + WEEK);
+
+        /* Boot C, up a minute at T0, synchronised: the week since that day is over. Left
+         * undated, the injury would have been placed at C's start, and heat refused a week more. */
+        freeze(f, T0, 60, true, "33333333-4444-5555-6666-777777777777");
+        manager_clock_check(&f->m);
+        assert_true(mqtt_state(f).heat_allowed);
+        assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &rec, NULL), 0);
+        assert_int_equal(rec.outcome, OUTCOME_OPEN);
+        assert_int_equal(sent[n_sent - 1].opcode, WIRE_OP_START);
+}
+
 static int run_matrix(void) {
         static const RequestSource ifaces[] = { SOURCE_BUTTON, SOURCE_MQTT, SOURCE_DBUS, SOURCE_CLI };
         static MatrixCase cases[ELEMENTSOF(scenarios) * ELEMENTSOF(ifaces)];
@@ -1695,6 +1747,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_door_prescription_merge, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_state_from_memory, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_heat_allowed_follows_clock, matrix_setup, matrix_teardown),
+                cmocka_unit_test_setup_teardown(test_today_of_an_earlier_boot_dated_at_sync, matrix_setup, matrix_teardown),
                 cmocka_unit_test_setup_teardown(test_repeated_press_is_one_press, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_request_within_a_second_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_store_denies_other, setup, teardown),
