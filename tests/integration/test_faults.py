@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import kwmqtt
 from kwmqtt import Broker, Collector, Gateway, broker, wrap_id  # noqa: F401
 from kwtestutil import private_bus, wait_for  # noqa: F401
 
@@ -289,24 +290,30 @@ def reissue_server_cert(b, san):
     b.start()
 
 
+def tls_refused_then_fixed(gw, b, refused, right_san, name):
+    """The gateway refuses the broker's certificate (its log says `refused`); fixed at the
+    broker (a certificate for `right_san`), it gets in by itself. Returns the refusal's line."""
+    try:
+        gw.wait_log(refused, timeout=20)
+        assert 'MQTT: connected' not in gw.log()
+        alive(gw)
+        t0 = time.monotonic()
+        reissue_server_cert(b, right_san)
+        gw.wait_log('MQTT: connected', timeout=70)
+        report(name, time.monotonic() - t0)
+        alive(gw)
+        return next(x for x in gw.log().splitlines() if refused in x)
+    finally:
+        gw.stop()
+        b.stop()
+
+
 def test_tls_other_host_name_refused(tmp_path, private_bus):  # noqa: F811
     b = Broker(tmp_path, tls=True)
     reissue_server_cert(b, 'DNS:broker.elsewhere.example')
     gw = Gateway(tmp_path, private_bus, b, seed=())
-    try:
-        gw.wait_log('certificate verify failed', timeout=20)
-        assert 'MQTT: connected' not in gw.log()
-        alive(gw)
-
-        # Fixed at the broker (a certificate for the name the gateway dials): it gets in, by itself.
-        t0 = time.monotonic()
-        reissue_server_cert(b, 'IP:127.0.0.1')
-        gw.wait_log('MQTT: connected', timeout=70)
-        report('7 TLS host name mismatch, then the right certificate', time.monotonic() - t0)
-        alive(gw)
-    finally:
-        gw.stop()
-        b.stop()
+    tls_refused_then_fixed(gw, b, 'certificate verify failed', 'IP:127.0.0.1',
+                           '7 TLS host name mismatch, then the right certificate')
 
 
 def test_tls_ca_dir(tmp_path, private_bus):  # noqa: F811
@@ -370,6 +377,29 @@ def test_payload_over_64k_dropped(tmp_path, private_bus, broker):  # noqa: F811
         col.wait(lambda: col.on(f'kneewrap/{w}/response'))
         assert [json.loads(p)['transaction'] for p, _ in col.on(f'kneewrap/{w}/response')] == ['after']
         assert gw.log().count('larger than 65536 bytes') == 2
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()
+
+
+def test_mqtt5_maximum_packet_size(tmp_path, private_bus, broker):  # noqa: F811
+    """MQTT 5: CONNECT tells the broker the largest packet the gateway takes, so mosquitto
+    drops a larger message itself ("Dropping too large outgoing PUBLISH") and it never
+    crosses the network; a 64 KiB payload, what on_message accepts, still arrives."""
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker, extra='protocol = 5\n')
+    w = gw.wrap
+    try:
+        col.wait(lambda: online(col))
+        col.publish(f'kneewrap/{w}/set', json.dumps({'pain': {'score': 2}, 'transaction': 'big'}) + ' ' * (100 * 1024))
+        fits = json.dumps({'pain': {'score': 2}, 'transaction': 'fits'})
+        col.publish(f'kneewrap/{w}/set', fits + ' ' * (64 * 1024 - len(fits)))
+        # In order from one publisher: had the big one been sent, the daemon would have seen it first.
+        col.wait(lambda: col.on(f'kneewrap/{w}/response'), timeout=20)
+        assert [json.loads(p)['transaction'] for p, _ in col.on(f'kneewrap/{w}/response')] == ['fits']
+        wait_for(lambda: 'Dropping too large outgoing PUBLISH for kneewrap-' in broker.log(), 10)
+        assert 'larger than 65536 bytes' not in gw.log()
         alive(gw)
     finally:
         gw.stop()
@@ -702,8 +732,10 @@ def test_wrap_removed_while_broker_away(tmp_path, private_bus):  # noqa: F811
         b.start()
         gw.wait_log(f'cleared the retained topics of {gone}', timeout=60)
         report('5 wrap removed while the broker was away (retained topics cleared)', time.monotonic() - t0)
-        # The alert from the outbox is still told, after the clearing, and not retained.
-        col.wait(lambda: len([p for p, r in col.on(f'kneewrap/{gone}/alert') if p]) >= 2, timeout=30)
+        # The alert from the outbox is still told, after the clearing, and not retained. Live
+        # ones only: col's SUBSCRIBE on reconnecting is handed the first alert again, retained,
+        # and counting that one let a fresh subscriber in before the broker had the clears.
+        col.wait(lambda: len([p for p, r in col.on(f'kneewrap/{gone}/alert') if p and not r]) >= 2, timeout=30)
         # A new subscriber sees no retained topic of the removed wrap (the alert included), and
         # the kept one's still. The broker queues every retained message at the SUBSCRIBE, so
         # once a message published after it arrives, all of them have.
@@ -722,3 +754,191 @@ def test_wrap_removed_while_broker_away(tmp_path, private_bus):  # noqa: F811
         gw.stop()
         col.close()
         b.stop()
+
+
+# ---- 4: the broker's name lookup hangs; the loop never waits for it ----
+
+def own_etc_or_skip(tmp_path, monkeypatch, hang, hosts='127.0.0.1 broker.test\n'):
+    """kneewrapd with its own /etc/hosts and /etc/nsswitch.conf ("hosts: files"), bind-mounted
+    in a user and mount namespace of its own: no root needed. A nested user namespace maps the
+    caller's uid back, so that the private bus (EXTERNAL auth) sees who started it.
+
+    hang: /etc/hosts is first a FIFO that nobody writes, so glibc's lookup opens it and waits,
+    as one waits on a resolver that never answers, on any machine. Writing a line to etc/fix
+    then mounts a real hosts file over it (etc/fixed says when), and opening the FIFO for
+    writing lets the waiting lookup end (it fails: a FIFO is no hosts file)."""
+    import kwtestutil
+    if subprocess.run(['unshare', '-rm', 'true'], capture_output=True).returncode != 0:
+        pytest.skip('no user namespaces here (unshare -rm)')
+    d = tmp_path / 'etc'
+    d.mkdir()
+    (d / 'hosts').write_text(hosts)
+    (d / 'nsswitch.conf').write_text('hosts: files\n')
+    os.mkfifo(d / 'hosts.fifo')
+    os.mkfifo(d / 'fix')
+    first = d / ('hosts.fifo' if hang else 'hosts')
+    wrapper = tmp_path / 'kneewrapd-etc'
+    wrapper.write_text(
+        '#!/bin/sh\n'
+        'exec unshare -rm sh -c \''
+        f'mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && mount --bind {first} /etc/hosts || exit 1; '
+        f'{{ read -r go <{d}/fix && mount --bind {d}/hosts /etc/hosts && : >{d}/fixed; }} </dev/null & '
+        f'exec unshare --user --map-user={os.getuid()} --map-group={os.getgid()} "$@"\' '
+        f'sh {kwtestutil.KNEEWRAPD} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(kwtestutil, 'KNEEWRAPD', str(wrapper))
+    mqtt_config = kwmqtt.mqtt_config
+    monkeypatch.setattr(kwmqtt, 'mqtt_config', lambda b, extra='', ca=None:
+                        mqtt_config(b, extra, ca).replace('host = 127.0.0.1', 'host = broker.test'))
+    return d
+
+
+def release_fifo(path):
+    """Opens the FIFO for writing once a reader waits on it, and closes it: the reader goes on."""
+    def opened():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError:
+            return False
+    return wait_for(opened, 20)
+
+
+def threads(pid):
+    return len(os.listdir(f'/proc/{pid}/task'))
+
+
+def test_name_lookup_hangs(tmp_path, private_bus, broker, monkeypatch):  # noqa: F811
+    import kwtestutil
+    d = own_etc_or_skip(tmp_path, monkeypatch, hang=True)
+    start_daemon = kwtestutil.start_daemon
+    monkeypatch.setattr(kwtestutil, 'start_daemon', lambda *a, **kw: start_daemon(*a, watchdog_usec=200000, **kw))
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker, seed=('AA:BB:CC:00:12:04',))
+    try:
+        # The lookup is under way: its thread waits on the FIFO (kneewrapd has no other thread).
+        wait_for(lambda: threads(gw.d.pid) > 1, 20)
+        gw.notify.wait_for('READY=1', timeout=20)
+        # Meanwhile the loop goes on: D-Bus answers and the watchdog is fed.
+        r = gw.ctl('status')
+        assert r.returncode == 0 and 'MQTT connecting to broker.test' in r.stdout, (r.returncode, r.stdout, r.stderr)
+        n = gw.notify.count('WATCHDOG=1')
+        wait_for(lambda: gw.notify.count('WATCHDOG=1') >= n + 3, 20)
+        r = gw.ctl('wraps')
+        assert r.returncode == 0 and gw.wrap in r.stdout, (r.returncode, r.stdout, r.stderr)
+        assert threads(gw.d.pid) > 1, 'the lookup ended by itself'
+        assert 'MQTT connecting to broker.test' in gw.notify.last_status()
+        assert 'MQTT: connected' not in gw.log()
+        alive(gw)
+
+        # Fixed: /etc/hosts names the broker. The waiting lookup ends (in failure) and the next
+        # attempt, after the usual backoff, finds the address and connects.
+        t0 = time.monotonic()
+        with open(d / 'fix', 'w') as f:
+            f.write('go\n')
+        wait_for(lambda: (d / 'fixed').exists(), 20)
+        release_fifo(d / 'hosts.fifo')
+        col.wait(lambda: online(col), timeout=70)
+        report('4 name lookup hangs, then resolves', time.monotonic() - t0)
+        assert 'MQTT connected' in gw.notify.last_status() or wait_for(lambda: 'MQTT connected' in gw.notify.last_status(), 10)
+        # The failure is logged with the name, once for each reason, not on every retry.
+        lines = [line for line in gw.log().splitlines() if 'cannot look up the broker broker.test' in line]
+        assert lines and len(lines) == len(set(lines)), lines
+        assert threads(gw.d.pid) == 1
+        alive(gw)
+    finally:
+        gw.stop()
+        col.close()
+        release_fifo_if_waiting(d / 'fix')
+
+
+def test_reload_and_stop_drop_a_hung_lookup(tmp_path, private_bus, broker, monkeypatch):  # noqa: F811
+    """A reload (SIGHUP) drops a lookup that hangs: the broker given by address is connected at
+    once, and the dropped lookup's answer, when it comes, changes nothing. Stopping the daemon
+    while a lookup hangs does not wait for it."""
+    import signal
+    d = own_etc_or_skip(tmp_path, monkeypatch, hang=True)
+    col = Collector(broker, topics=('kneewrap/#',))
+    gw = Gateway(tmp_path, private_bus, broker, seed=())
+    try:
+        wait_for(lambda: threads(gw.d.pid) > 1, 20)
+        t0 = time.monotonic()
+        by_name = gw.conf.read_text()
+        gw.conf.write_text(by_name.replace('host = broker.test', 'host = 127.0.0.1'))
+        gw.d.send_signal(signal.SIGHUP)
+        col.wait(lambda: online(col), timeout=20)
+        report('4 reload while the name lookup hangs', time.monotonic() - t0)
+        release_fifo(d / 'hosts.fifo')               # the dropped lookup ends (in failure)
+        wait_for(lambda: threads(gw.d.pid) == 1, 20)
+        assert 'cannot look up' not in gw.log()
+        assert gw.ctl('status').stdout.count('MQTT connected') == 1
+        assert online(col)
+
+        # Back to the name, whose lookup hangs again; then stop.
+        gw.conf.write_text(by_name)
+        gw.d.send_signal(signal.SIGHUP)
+        wait_for(lambda: threads(gw.d.pid) > 1, 20)
+        gw.stop()
+        assert gw.d.returncode == 0, gw.log()[-2000:]
+    finally:
+        gw.stop()
+        col.close()
+        release_fifo_if_waiting(d / 'hosts.fifo')
+        release_fifo_if_waiting(d / 'fix')
+
+
+def test_name_tls_checked_against_name(tmp_path, private_bus, monkeypatch):  # noqa: F811
+    """libmosquitto is given the address, yet the certificate must name [mqtt] host: one for
+    the address alone is refused. The name has three addresses, two of them without a broker
+    (IPv6 among them), tried in turn."""
+    own_etc_or_skip(tmp_path, monkeypatch, hang=False,
+                    hosts='::1 broker.test\n127.0.0.2 broker.test\n127.0.0.1 broker.test\n')
+    b = Broker(tmp_path, tls=True)
+    reissue_server_cert(b, 'IP:127.0.0.1')
+    gw = Gateway(tmp_path, private_bus, b, seed=())
+    line = tls_refused_then_fixed(gw, b, 'certificate verify failed (hostname mismatch)', 'DNS:broker.test',
+                                  '4/7 TLS certificate for the address only, then for the name')
+    assert 'broker.test' in line and '(3 addresses)' in line, line
+    assert 'MQTT: connected to broker.test' in gw.log()
+
+
+@pytest.mark.parametrize('host,sni', [('broker.test', 'broker.test'), ('127.0.0.1', None)])
+def test_tls_sni_names_the_host(tmp_path, private_bus, monkeypatch, host, sni):  # noqa: F811
+    """The ClientHello's server name is [mqtt] host, not the address dialled; none for an address."""
+    import socket
+    import ssl
+    import threading
+    import types
+    if host != '127.0.0.1':
+        own_etc_or_skip(tmp_path, monkeypatch, hang=False)
+    b = Broker(tmp_path, tls=True)
+    b.stop()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(b.dir / 'server.crt', b.dir / 'server.key')
+    names = []
+    ctx.sni_callback = lambda sock, name, c: names.append(name)
+    srv = socket.create_server(('127.0.0.1', 0))
+
+    def serve():
+        conn, _ = srv.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (OSError, ssl.SSLError):
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    fake = types.SimpleNamespace(port=srv.getsockname()[1], tls=True, ca=b.ca)
+    gw = Gateway(tmp_path, private_bus, fake, seed=())
+    try:
+        wait_for(lambda: names, 20)
+        assert names[0] == sni, names
+        alive(gw)
+    finally:
+        gw.stop()
+        srv.close()
+
+
+def release_fifo_if_waiting(path):
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
