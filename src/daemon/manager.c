@@ -104,8 +104,8 @@ void manager_update_status(Manager *m) {
         /* Refused for good by the clinic's server: the clinic must look (kneewrap-uplink --rejected). */
         if (m->uplink.configured && m->uplink.status.rejected > 0) {
                 size_t k = strlen(line);
-                snprintf(line + k, sizeof line - k, "; %" PRIu64 " records refused by the clinic's server",
-                         m->uplink.status.rejected);
+                snprintf(line + k, sizeof line - k, "; %" PRIu64 " record%s refused by the clinic's server",
+                         m->uplink.status.rejected, m->uplink.status.rejected == 1 ? "" : "s");
         }
 
         if (!m->status || !streq(m->status, line)) {

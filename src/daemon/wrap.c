@@ -874,9 +874,11 @@ static void unknown_running(Wrap *w, const WireStatus *s) {
                 stray_session(w, s);
                 return;
         }
-        /* No sequence number known: sent before our STOP reached the wrap. */
-        if (w->have_closed_seq)
-                stop_unheeded(w, s);
+        /* Without the ended session's sequence number, a running Status this soon was sent
+         * before our STOP reached the wrap. */
+        if (!w->have_closed_seq)
+                return;
+        stop_unheeded(w, s);
 }
 
 /* After a link loss or a restart: what happened to the session while we were away. */

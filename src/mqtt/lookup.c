@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "lookup.h"
-#include "util.h"
 
 /*
  * The thread and the loop share nothing but a socket pair: the thread owns its job (the

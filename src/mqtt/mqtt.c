@@ -101,6 +101,7 @@ struct Mqtt {
          * in turn; libmosquitto is only ever given a numeric address, so it never resolves. */
         Lookup *lookup;               /* outstanding, possibly past its timeout (then reused) */
         bool resolving;               /* an attempt waits for it */
+        bool late_answer;             /* addrs came after the timeout: the next attempt uses them */
         char addrs[LOOKUP_ADDRS_MAX][LOOKUP_ADDR_MAX];
         size_t n_addrs, addr_index;
 
@@ -837,7 +838,7 @@ static int connect_addr(Mqtt *q) {
 static void lookup_cancel(Mqtt *q) {
         q->lookup = lookup_free(q->lookup);
         q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
-        q->resolving = false;
+        q->resolving = q->late_answer = false;
 }
 
 static void lookup_failed(Mqtt *q, const char *why) {
@@ -852,8 +853,16 @@ static void on_lookup(Lookup *l, const LookupAnswer *a, void *userdata) {
         Mqtt *q = userdata;
 
         q->lookup = lookup_free(q->lookup);
-        if (!q->resolving)
-                return;   /* after its timeout, between attempts: the next one asks again */
+        if (!q->resolving) {
+                /* After its timeout, between attempts: a slow resolver's answer is kept for the
+                 * next attempt, or every attempt would time out the same way. */
+                if (!a->error) {
+                        memcpy(q->addrs, a->addrs, sizeof q->addrs);
+                        q->n_addrs = a->n;
+                        q->late_answer = true;
+                }
+                return;
+        }
         q->resolving = false;
         q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
         if (a->error) {
@@ -887,8 +896,13 @@ static int connect_now(Mqtt *q) {
         int r;
 
         drop_connection(q);
-        q->n_addrs = q->addr_index = 0;
+        q->addr_index = 0;
         q->addr_failure[0] = 0;
+        if (q->late_answer) {
+                q->late_answer = false;
+                return connect_addr(q);
+        }
+        q->n_addrs = 0;
         if (lookup_numeric(q->s.host, q->addrs[0])) {
                 q->n_addrs = 1;
                 return connect_addr(q);

@@ -1975,20 +1975,26 @@ int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, 
         return collect_rows(s, st, sizeof(AlertRecord), alert_row, (void **) ret, ret_n);
 }
 
-int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
+/* One row by its id (?1) through `row`, as collect_rows() reads them; -ENOENT: "no <what> <id>". */
+static int row_by_id(Store *s, StmtId stmt, int64_t id, const char *what,
+                     int (*row)(Store *s, sqlite3_stmt *st, void *elem), void *ret) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r, rc;
 
-        r = stmt_get(s, STMT_ALERT_GET, &st);
+        r = stmt_get(s, stmt, &st);
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st, 1, id);
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
-                return store_errorf(s, -ENOENT, "no alert %lld", (long long) id);
+                return store_errorf(s, -ENOENT, "no %s %lld", what, (long long) id);
         if (rc != SQLITE_ROW)
                 return store_fail(s, rc);
-        return alert_from_row(s, st, ret);
+        return row(s, st, ret);
+}
+
+int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
+        return row_by_id(s, STMT_ALERT_GET, id, "alert", alert_row, ret);
 }
 
 int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *userdata, AlertRecord *ret) {
@@ -2112,19 +2118,7 @@ static int run_row(Store *s, sqlite3_stmt *st, void *elem) {
 }
 
 int store_run_get(Store *s, int64_t id, RunRecord *ret) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        int r, rc;
-
-        r = stmt_get(s, STMT_RUN_GET, &st);
-        if (r < 0)
-                return r;
-        sqlite3_bind_int64(st, 1, id);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
-                return store_errorf(s, -ENOENT, "no run %lld", (long long) id);
-        if (rc != SQLITE_ROW)
-                return store_fail(s, rc);
-        return run_row(s, st, ret);
+        return row_by_id(s, STMT_RUN_GET, id, "run", run_row, ret);
 }
 
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {

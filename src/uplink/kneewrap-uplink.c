@@ -40,6 +40,7 @@ typedef struct Uplink {
         UplinkState *state;
         Fhir *fhir;
         unsigned failures;            /* in a row; 0: the last attempt worked */
+        unsigned conflicts;           /* 409s in a row */
         bool once;                    /* --once: exit when caught up, or at the first failure */
         int exit_code;
         char last_error[256];         /* logged once, until it changes or clears */
@@ -250,10 +251,14 @@ static int send_changes(Uplink *u, const StoreChange *changes, size_t n, FhirOut
         return 0;
 }
 
-/* A 409 that keeps coming is a refusal (CONFLICT_TRIES). */
-static bool refused_for_good(const Uplink *u, const FhirOutcome *o) {
-        return o->result == FHIR_REJECTED ||
-               (o->result == FHIR_RETRY && o->http_status == 409 && u->failures + 1 >= CONFLICT_TRIES);
+/* A 409 that keeps coming is a refusal (CONFLICT_TRIES in a row). */
+static bool refused_for_good(Uplink *u, const FhirOutcome *o) {
+        u->conflicts = o->result == FHIR_RETRY && o->http_status == 409 ? u->conflicts + 1 : 0;
+        if (u->conflicts >= CONFLICT_TRIES) {
+                u->conflicts = 0;
+                return true;
+        }
+        return o->result == FHIR_REJECTED;
 }
 
 /*
@@ -389,7 +394,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         if (u->isolate_until && changes[0].seq > u->isolate_until) {
-                log_notice("Clinic uplink: every record of the refused Bundle was sent alone; back to Bundles of %u",
+                log_notice("Clinic uplink: every record of the refused Bundle was sent alone; back to Bundles of up to %u entries",
                            u->config.batch);
                 u->isolate_until = 0;
         }
@@ -404,7 +409,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if (r < 0)
                 return 0;
 
-        if (o.result != FHIR_OK && refused_for_good(u, &o)) {
+        if (refused_for_good(u, &o)) {
                 bool one = entries > 0;
                 size_t k;
 

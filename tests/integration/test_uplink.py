@@ -344,6 +344,12 @@ def test_daemon_status_shows_the_uplink(gw, server, tmp_path, private_bus):
         assert g.once().returncode == 0
         wait_for(lambda: 'clinic uplink: 0 pending' in notify.last_status(), 10, 0.05)
         print(f'STATUS={notify.last_status()}')
+        # A record the server refuses for good is said too, until it is delivered.
+        [sid] = g.seed('sessions', WRAP, 1, T0 + 100 * 86400)
+        duplicate(server, sid)
+        assert g.once().returncode == 0
+        wait_for(lambda: '1 record refused by the clinic' in notify.last_status(), 10, 0.05)
+        print(f'STATUS={notify.last_status()}')
 
 
 def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broker):  # noqa: F811
@@ -512,3 +518,37 @@ def test_refused_entry_named_by_the_server(gw, server):
     assert_once(server, ids + more)
     [p] = server.search('Procedure', identifier=f'{SESSION_SYSTEM}|{ids[1]}')
     assert p['performedPeriod']['end'] == time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(T0 + 7200 + 1 + 700))
+
+
+def test_which_answers_are_refusals(gw, server):
+    """How each answer is taken (FHIR R4 http.html): a 404 or a 403 for the whole request, or
+    a 409 twice, is the server's or the credentials' problem, retried until the record goes;
+    a 422 with an OperationOutcome, or a 409 three times in a row, refuses that one record,
+    which is kept aside while the queue goes on. (The injector answers each fault with an
+    OperationOutcome naming no entry; each record here is alone in its Bundle.)"""
+    g = gw(retry_max=1)
+    first = g.seed('sessions', WRAP, 1, T0)
+    g.start()
+    g.wait_delivered(30)
+    refused, faulted = [], 0
+    for day, (status, count, is_refusal) in enumerate(((404, 1, False), (403, 1, False), (409, 2, False),
+                                                       (409, 3, True), (422, 1, True)), start=1):
+        server.faults(status=status, count=count)
+        [sid] = g.seed('sessions', WRAP, 1, T0 + day * 86400)
+        g.wait_delivered(60)
+        faulted += count
+        assert server.stats()['faulted'] == faulted, (status, server.stats())
+        if is_refusal:
+            refused.append((sid, status))
+            assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 0, status
+        else:
+            assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 1, status
+        assert [(x['key'], x['http_status']) for x in rejected(g)] == refused, status
+    assert 'HTTP 403' in g.logtext() and 'refused session' in g.logtext()
+    # Sent again on request: both go, once.
+    subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected'], check=True, capture_output=True, timeout=30)
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: all(x['delivered_at'] for x in rejected(g)), 30, 0.1)
+    for sid, _ in refused:
+        assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 1
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, first[0]) == 1

@@ -803,6 +803,15 @@ static void test_busy_wrap_runs_unknown_session(void **state) {
         assert_int_equal(sent[2].reason, DENY_REST_INTERVAL);
 }
 
+static StateView mqtt_state(Fixture *f) {
+        MqttHooks mq;
+        StateView v;
+
+        manager_mqtt_hooks(&f->m, &mq);
+        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
+        return v;
+}
+
 /* What MQTT shows comes from memory: a notification runs no SQL; a write the daemon makes
  * (a session record, a prescription) is seen at once. */
 static void test_state_from_memory(void **state) {
@@ -1555,11 +1564,8 @@ static void test_matrix_case(void **state) {
 
         /* What MQTT shows as "heat allowed" is the door's own answer (issue 8: it ignored R10). */
         if (sc->mode == THERAPY_HEAT && sc->hist != H_OPEN_COLD && !sc->extra) {
-                MqttHooks mq;
-                StateView v;
+                StateView v = mqtt_state(f);
 
-                manager_mqtt_hooks(&f->m, &mq);
-                assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
                 if (v.heat_allowed != (sc->expect == ALLOW))
                         fail_msg("%s: MQTT shows heat %sallowed, the door %s it", sc->name, v.heat_allowed ? "" : "not ",
                                  sc->expect == ALLOW ? "allows" : "refuses");
@@ -1640,15 +1646,6 @@ static void test_matrix_case(void **state) {
                 assert_int_equal(sent[n_sent - 1].reason, STOP_SAFETY);
                 assert_int_equal(last_record(f).outcome, OUTCOME_STOPPED_FOR_SAFETY);
         }
-}
-
-static StateView mqtt_state(Fixture *f) {
-        MqttHooks mq;
-        StateView v;
-
-        manager_mqtt_hooks(&f->m, &mq);
-        assert_int_equal(mq.wrap_state(mq.userdata, WRAP, &v), 0);
-        return v;
 }
 
 /* The clocks, frozen (scale 1), and the daemon looks at them at once. */
