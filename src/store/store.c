@@ -225,9 +225,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
         [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
         [STMT_AUDIT_ADD] =
-                "INSERT INTO audit (at, wrap, what, detail, source, uid, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit (at, wrap, what, detail, source, uid, claimed_client, topic) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_AUDIT_LIST] =
-                "SELECT id, at, wrap, what, detail, source, uid, client FROM audit "
+                "SELECT id, at, wrap, what, detail, source, uid, claimed_client, topic FROM audit "
                 "WHERE ?1 IS NULL OR wrap = ?1 OR wrap IS NULL ORDER BY id",
         [STMT_RUN_ADD] =
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
@@ -2160,7 +2161,8 @@ static int audit_insert(Store *s, const AuditRecord *a) {
         bind_text(st, 5, request_source_to_string(a->source));
         if (a->uid >= 0)
                 sqlite3_bind_int64(st, 6, a->uid);
-        bind_text(st, 7, a->client[0] ? a->client : NULL);
+        bind_text(st, 7, a->claimed_client[0] ? a->claimed_client : NULL);
+        bind_text(st, 8, a->topic[0] ? a->topic : NULL);
         return stmt_exec(s, st);
 }
 
@@ -2212,7 +2214,8 @@ static int audit_row(Store *s, sqlite3_stmt *st, void *elem) {
         copy_text(a->wrap, sizeof(a->wrap), st, 2);
         copy_text(a->what, sizeof(a->what), st, 3);
         copy_text(a->detail, sizeof(a->detail), st, 4);
-        copy_text(a->client, sizeof(a->client), st, 7);
+        copy_text(a->claimed_client, sizeof(a->claimed_client), st, 7);
+        copy_text(a->topic, sizeof(a->topic), st, 8);
         return 0;
 }
 
