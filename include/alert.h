@@ -15,10 +15,9 @@
  * is in the outbox of the same transaction.
  */
 
-/* What alert_msg_build() needs: the configuration (topics) and the session, if any. */
+/* What alert_msg_build() needs: the configuration (topics). */
 typedef struct AlertMsgCtx {
         const Config *config;
-        const char *session_id;
 } AlertMsgCtx;
 
 /* An AlertMsgFn (store.h) for userdata = AlertMsgCtx *. */

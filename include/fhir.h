@@ -30,6 +30,7 @@
  *   Procedure      FHIR_SYSTEM_SESSION     session_id (a UUID)
  *   Observation    FHIR_SYSTEM_DIARY       "<wrap id>/diary/<row id>"
  *   Flag           FHIR_SYSTEM_ALERT       "<wrap id>/alert/<row id>"
+ *   Observation    FHIR_SYSTEM_RUN         "<wrap id>/run/<row id>"
  *
  * Row ids are the gateway's own and never reused (SQLite rowid of a table nothing deletes
  * from). A wrap id comes from the wrap's Bluetooth address, so it is the same wherever
@@ -47,6 +48,7 @@
 #define FHIR_SYSTEM_SESSION  "urn:kneewrap:session-id"
 #define FHIR_SYSTEM_DIARY    "urn:kneewrap:diary-entry"
 #define FHIR_SYSTEM_ALERT    "urn:kneewrap:alert"
+#define FHIR_SYSTEM_RUN      "urn:kneewrap:run"
 
 /* Code systems used (checked sources are named in docs/clinic.md). */
 #define FHIR_SNOMED          "http://snomed.info/sct"
@@ -56,6 +58,7 @@
 #define FHIR_VALUE_MAX 96
 char *fhir_diary_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]);
 char *fhir_alert_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]);
+char *fhir_run_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]);
 
 /* A fresh "urn:uuid:…" for an entry's fullUrl (random; buf of FHIR_URN_MAX). Returns 0 or -errno. */
 #define FHIR_URN_MAX (9 + UUID_STR_MAX)
@@ -107,9 +110,26 @@ json_t *fhir_pain_observation(const char *wrap, const DiaryEntry *e, const Patie
  * Flag: one alert. status active while not acknowledged, inactive once it is (a server
  * gets the change by a conditional update on the identifier); category clinical; code text
  * = the alert's kind in words and its text; period.start = raised at, period.end =
- * acknowledged at; subject the patient; author the device (may be NULL).
+ * acknowledged at; subject the patient; author the device (may be NULL). An alert about a
+ * session carries R4's core extension flag-detail (http://hl7.org/fhir/StructureDefinition/
+ * flag-detail, "the record that provides additional supporting information about this flag",
+ * context Flag) with a logical Reference to that session's Procedure: type Procedure and
+ * identifier FHIR_SYSTEM_SESSION|session_id, which resolves on any server whichever Bundle
+ * carried the Procedure. R4's Flag has no element of its own for it.
  */
 json_t *fhir_flag(const AlertRecord *a, const char *patient_ref, const char *device_ref);
+
+/*
+ * Observation: one run the runner logged. category activity; code LOINC 73985-4 "Exercise
+ * activity" with valueCodeableConcept text "Running" (the HL7 Physical Activity IG's activity
+ * measure); effectivePeriod from ended_at - minutes to ended_at when the minutes are known,
+ * else effectiveDateTime = ended_at; components: LOINC 55411-3 "Exercise duration" in min
+ * (UCUM) when known, and the distance in km (UCUM), code text only (no LOINC concept for a
+ * run's distance was verified), when known; performer the patient, who reported it; note:
+ * how it was logged. identifier FHIR_SYSTEM_RUN|"<wrap>/run/<id>". docs/clinic.md says where
+ * the codes were checked.
+ */
+json_t *fhir_run_observation(const RunRecord *r, const char *patient_ref);
 
 /* An empty Bundle of `type` ("collection", "transaction", …) with `timestamp` (Unix s). */
 json_t *fhir_bundle_new(const char *type, int64_t timestamp);

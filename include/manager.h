@@ -41,9 +41,9 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
-        uint64_t requests_dropped;   /* session requests over one a second per wrap (door.c) */
+        uint64_t requests_dropped;   /* requests over one a second per wrap and kind (door.c) */
         uint64_t request_interval_usec; /* door.c's limit: USEC_PER_SEC from manager_new; 0: none */
-        struct DoorRate *rates;      /* door.c: when each wrap's last request was decided */
+        struct DoorRate *rates;      /* door.c: when each wrap's last request of each kind was decided */
         size_t n_rates;
 
         bool ready;                  /* READY=1 sent */
@@ -62,6 +62,8 @@ typedef struct Manager {
         int64_t newest_wall;         /* the newest time stored from a trusted clock */
         int clock_sync;              /* the kernel's word: 1 synchronised, 0 not, -1 not read yet */
         bool clock_was_trusted;
+        bool has_clock_offset;
+        int64_t clock_offset;        /* wall − boot clock (s) at the last check: a step moves it */
         sd_event_source *time_change;
         sd_event_source *sync_timer;
         uint64_t clock_step_until;   /* mono_usec(): the sync state is polled fast until then */
@@ -85,7 +87,7 @@ int manager_run(Manager *m);
 int manager_reload(Manager *m);
 
 /*
- * A store call failed (-ENOSPC, -EIO, ...): logs it, closes the store (m->store becomes NULL,
+ * A store call failed (-ENOSPC, -EIO, -EUCLEAN, ...): logs it, closes the store (m->store becomes NULL,
  * so sessions are refused as store_unavailable), says so in STATUS= and retries with backoff.
  */
 void manager_store_failed(Manager *m, int error);
@@ -114,8 +116,10 @@ void manager_clock_check(Manager *m);
 /* For STATUS= and kneewrapctl status: "clock synchronised", ... */
 const char *manager_clock_status(Manager *m);
 
-/* What a store error means, for people: "disk full", "file corrupt or unreadable", ... */
-const char *manager_store_problem(int error);
+/* What a store error means, for people, and what to do: "the disk is full: free space on the
+ * file system of <the store's directory>", "file corrupt or truncated: ...", ... Valid until
+ * the next call. */
+const char *manager_store_problem(Manager *m, int error);
 
 /* R8 (persisting pain) for one wrap: raises its alert when due. 1 when raised, 0, or -errno. */
 int manager_r8_check(Manager *m, const char *wrap, int64_t now);

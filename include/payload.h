@@ -28,10 +28,9 @@ int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *re
 /*
  * An alert record, raised or (acked_at set) acknowledged, for <base>/<wrap>/alert, QoS 1,
  * retained when `latest` (no newer alert of the wrap exists). event_type is the alert's kind,
- * or "acknowledged". session_id may be NULL.
+ * or "acknowledged"; session_id the record's (null when it concerns no session).
  */
-int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const char *session_id,
-                      OutboxMsg *ret);
+int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, OutboxMsg *ret);
 
 /* Frees the strings of an OutboxMsg built here. */
 void outbox_msg_done(OutboxMsg *m);

@@ -200,6 +200,7 @@ typedef struct RulesDecision {
         /* RULES_DENY */
         DenyReason deny;
         uint16_t minutes_left;   /* rounded up; 0 = unknown */
+        int64_t allowed_at;      /* when the wait is over, on now's axis; 0 = unknown */
         /* RULES_STOP */
         StopReason stop;
         /* RULES_START, or RULES_NONE on a tick during a session: when STOP is due */

@@ -11,22 +11,32 @@
 
 /*
  * Every function commits before it returns 0: what the daemon acts on or reports is on
- * disk first. Errors are returned as negative errno (-ENOSPC for a full disk, -EIO for an
- * unreadable or corrupt file, -ENOENT for a missing row, -EEXIST for a duplicate) and
- * store_errmsg() says what SQLite said; nothing here logs.
+ * disk first. Errors are returned as negative errno and store_errmsg() says what SQLite
+ * said; nothing here logs:
+ *   -ENOSPC   no room: a full file system, a quota, or the file-size limit (RLIMIT_FSIZE);
+ *             SQLite reports some of these as an I/O error, so the store asks the system
+ *   -EUCLEAN  the file is corrupt or truncated (SQLITE_CORRUPT, SQLITE_NOTADB), and only then
+ *   -EBADMSG  a sound SQLite file that is not a kneewrap store
+ *   -EIO      any other I/O error (a failing disk, often)
+ *   -EROFS, -EACCES, -EPERM, -ENOENT (the directory), -EPROTO (a newer schema) when opening
+ *   -ENOENT   a missing row, -EEXIST a duplicate
  */
 
 typedef struct Store Store;
 
+/* A row of the change history (below): the change functions that take one (`audit`, NULL for
+ * none) write it in the change's own transaction, so that a change is never kept without it. */
+typedef struct AuditRecord AuditRecord;
+
 /*
  * The one answer to "does this error mean the store itself is broken?": a full disk, an I/O
- * error or corrupt file, a read-only file system, permissions. The daemon then closes the
+ * error, a corrupt file, a read-only file system, permissions. The daemon then closes the
  * store, refuses sessions as store_unavailable and retries with backoff. Every other error is
  * about the call, not the store: -EBUSY (another writer holds the lock: try again),
  * -ENOENT, -EEXIST, -EINVAL, -ENOMEM.
  */
 static inline bool store_is_broken(int r) {
-        return r == -ENOSPC || r == -EIO || r == -EROFS || r == -EACCES || r == -EPERM;
+        return r == -ENOSPC || r == -EIO || r == -EUCLEAN || r == -EROFS || r == -EACCES || r == -EPERM;
 }
 
 /* Opens (creating if needed) and migrates to the current schema (PRAGMA user_version). */
@@ -62,7 +72,7 @@ typedef struct StoredWrap {
 } StoredWrap;
 
 int store_wrap_add(Store *s, const char *address, const char *name, int64_t now);
-int store_wrap_remove(Store *s, const char *wrap);
+int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit);
 int store_wrap_get(Store *s, const char *wrap, StoredWrap *ret);
 int store_wrap_list(Store *s, StoredWrap **ret, size_t *ret_n);
 /* The same as store_wrap_get, removed wraps included: their records still go to a clinic. */
@@ -111,7 +121,7 @@ int store_device_info_get(Store *s, const char *wrap, WrapDeviceInfo *ret);
 
 /* Injuries: at is the instant, or with date_only the local date "YYYY-MM-DD" in `date`. */
 int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, int64_t now);
-int store_injury_resolve(Store *s, const char *wrap, int64_t now);
+int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit);
 
 typedef struct InjuryRecord {
         int64_t id;
@@ -125,8 +135,9 @@ typedef struct InjuryRecord {
 int store_injuries_list(Store *s, const char *wrap, InjuryRecord **ret, size_t *ret_n);
 
 /* A clinic's prescription; the caller has checked it with rules_prescription_check(). */
-int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now);
-int store_prescription_clear(Store *s, const char *wrap);
+int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now,
+                           const AuditRecord *audit);
+int store_prescription_clear(Store *s, const char *wrap, const AuditRecord *audit);
 /* The prescription in force: the clinic's, or `defaults`. */
 int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *defaults,
                            RulesPrescription *ret, bool *ret_prescribed);
@@ -151,9 +162,10 @@ int store_rules_state_at(Store *s, const char *wrap, const RulesPrescription *de
  * counts from that moment until store_injuries_date() gives it its date.
  */
 int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
-                             const RulesTime *recorded, const char *pending);
+                             const RulesTime *recorded, const char *pending, const AuditRecord *audit);
 /* Once the clock is trusted: the pending injuries of boot `boot_id` get their time
- * (boot_wall0 + their boot stamp) and, for "today", their local date. */
+ * (boot_wall0 + their boot stamp) and, for "today", their local date; those of earlier boots
+ * the latest time they can have had, boot_wall0 (this boot's start). */
 int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsigned *ret_n);
 /* Records of boot `boot_id` taken before the clock was synchronised, oldest first. */
 int store_sessions_unsynced(Store *s, const char *boot_id, SessionRecord **ret, size_t *ret_n);
@@ -183,6 +195,8 @@ typedef struct AlertRecord {
         int64_t at;
         char text[ALERT_TEXT_MAX];    /* a sentence for people */
         int64_t acked_at;             /* 0: not acknowledged (open) */
+        char session_id[UUID_STR_MAX]; /* the session it is about (a safety stop, heat in the first
+                                        * week, a low battery at a request), "" when none */
 } AlertRecord;
 
 /*
@@ -194,7 +208,7 @@ typedef struct AlertRecord {
 typedef int (*AlertMsgFn)(const AlertRecord *a, bool latest, void *userdata, OutboxMsg *ret);
 
 /*
- * Adds an alert: a->wrap, kind, at and text are read; a->id is set. msg_fn may be NULL
+ * Adds an alert: a->wrap, kind, at, text and session_id are read; a->id is set. msg_fn may be NULL
  * (no MQTT). -EINVAL for a kind that is not one AlertKind or a text too long.
  */
 int store_alert_add(Store *s, AlertRecord *a, AlertMsgFn msg_fn, void *userdata);
@@ -235,12 +249,16 @@ typedef struct RunRecord {
 } RunRecord;
 
 int store_run_add(Store *s, const RunRecord *run, OutboxMsg *msg, int64_t *ret_id);
+/* One run by its id (followed_by and cold_press filled as by store_runs_list); -ENOENT. */
+int store_run_get(Store *s, int64_t id, RunRecord *ret);
 /* Runs that ended in [since, until), oldest first. */
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n);
 
 /* One change to an injury, a prescription or the adoption, and who made it. The history is
- * append-only: the store refuses to update or delete a row. */
-typedef struct AuditRecord {
+ * append-only: the store refuses to update or delete a row. A change stored by a function
+ * above is written with its row, in one transaction; store_audit_add is for a change that
+ * is not in the store (the adoption window). */
+struct AuditRecord {
         int64_t id;
         int64_t at;                   /* Unix seconds */
         char wrap[WRAP_ID_MAX];       /* "" for adoption */
@@ -248,8 +266,12 @@ typedef struct AuditRecord {
         char detail[256];             /* the value set: a date, the prescription, the window */
         RequestSource source;         /* the interface */
         int64_t uid;                  /* the D-Bus caller's uid; -1 when not known (MQTT, the wrap) */
-        char client[128];             /* MQTT: what is known of the publisher */
-} AuditRecord;
+        /* MQTT: a subscriber is not told who published. The topic it came on (the broker's
+         * ACL decides who may publish there), and what an MQTT 5 publisher claims to be in
+         * the user property "client": never verified, only recorded. "" when none. */
+        char topic[256];
+        char claimed_client[128];
+};
 
 int store_audit_add(Store *s, const AuditRecord *a);
 /* The whole history, oldest first: one wrap's (and the adoption's) when wrap is not NULL. */
@@ -264,7 +286,7 @@ void outbox_msgs_free(OutboxMsg *m, size_t n);
 
 /*
  * The clinic uplink's change sequence: every write of a wrap, a finished session, a diary
- * entry or an alert gives it the next seq (SQLite triggers), so what is past a cursor is exactly what the
+ * entry, a run or an alert gives it the next seq (SQLite triggers), so what is past a cursor is exactly what the
  * clinic has not confirmed; rev counts the record's writes (1: new; more: corrected).
  */
 typedef enum ChangeKind {
@@ -273,7 +295,13 @@ typedef enum ChangeKind {
         CHANGE_SESSION,               /* key: the session_id */
         CHANGE_DIARY,                 /* key: the diary entry's id */
         CHANGE_ALERT,                 /* key: the alert's id */
+        CHANGE_RUN,                   /* key: the run's id */
+        _CHANGE_KIND_MAX,
 } ChangeKind;
+
+/* "wrap", "session", "diary", "alert", "run": the store's names; NULL or CHANGE_UNKNOWN otherwise. */
+const char *change_kind_to_string(ChangeKind k);
+ChangeKind change_kind_from_string(const char *s);
 
 typedef struct StoreChange {
         int64_t seq;

@@ -57,10 +57,28 @@ typedef struct WrapStored {
         RulesState rules;             /* the prescription in force, the injury, the last cold end */
         bool has_last;
         SessionRecord last;           /* the last finished session */
+        /* The same on R10's clock (store_rules_state_at), as the door decides on it. Placed
+         * again after a write, when the clock steps or its trust changes, and in every new
+         * second while it is not trusted (a date stated then is placed at "now": a bound that
+         * does not age). */
+        bool has_placed;
+        RulesState placed;
+        int64_t placed_wall;          /* the wall clock it was placed on */
 } WrapStored;
 const WrapStored *wrap_stored(Wrap *w);
 /* The daemon wrote something about `wrap` (NULL: about every wrap, or the store moved). */
 void wraps_stored_invalidate(Manager *m, const char *wrap);
+/* The wall clock stepped, or R10's trust in it changed: what MQTT shows is placed again. */
+void wraps_clock_changed(Manager *m);
+
+/*
+ * What MQTT shows as "heat allowed": the door's own decision (rules_decide() on the view
+ * store_rules_state_at() places on R10's clock, as wrap_request_start() takes it) for a heat
+ * request now, the running session aside (it is shown by its own entities, and ends).
+ * *ret_from: when heat is refused, the instant it will be allowed; 0 when unknown (R10: the
+ * clock is not trusted) or allowed. False too when the store cannot be read.
+ */
+bool wrap_heat_allowed(Wrap *w, int64_t *ret_from);
 
 /* Lifecycle (the daemon's: manager.c and leaves.c; the BLE link is added beside it). */
 int wrap_new(Manager *m, const char *address, const char *name, Wrap **ret);

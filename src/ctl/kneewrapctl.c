@@ -657,7 +657,7 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                 return fail("cannot read the uplink's state %s: %s", c->config.uplink_state_path, strerror(-r));
 
         if (json) {
-                json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:I}",
+                json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:I, s:I}",
                                       "configured", u.configured,
                                       "pending", u.has_pending ? json_integer((json_int_t) u.pending) : json_null(),
                                       "last_success", u.status.last_success_at ?
@@ -665,7 +665,8 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                                       "last_error", u.status.last_error[0] ? json_string(u.status.last_error) : json_null(),
                                       "last_error_at", u.status.last_error[0] ?
                                               json_string(clock_format_iso(u.status.last_error_at, iso)) : json_null(),
-                                      "sent", (json_int_t) u.status.sent);
+                                      "sent", (json_int_t) u.status.sent,
+                                      "rejected", (json_int_t) u.status.rejected);
                 char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
                 json_decref(j);
                 if (!text)
@@ -686,6 +687,9 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
         if (u.status.last_error[0])
                 printf("Last error: %s: %s\n", clock_format_iso(u.status.last_error_at, iso), u.status.last_error);
         printf("Delivered: %" PRIu64 " records\n", u.status.sent);
+        if (u.status.rejected > 0)
+                printf("Refused by the server: %" PRIu64 " records (kneewrap-uplink --rejected lists them)\n",
+                       u.status.rejected);
         return EXIT_SUCCESS;
 }
 
@@ -955,7 +959,7 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
 static int cmd_history(Ctl *c, int argc, char **argv) {
         _cleanup_free_ AuditRecord *list = NULL;
         const char *arg = NULL;
-        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->client];
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->claimed_client + 32];
         bool json = false;
         size_t n = 0;
         int r;
@@ -988,10 +992,14 @@ static int cmd_history(Ctl *c, int argc, char **argv) {
                 const AuditRecord *e = &list[i];
                 if (e->uid >= 0)
                         snprintf(who, sizeof who, "uid %" PRId64, e->uid);
+                else if (*e->claimed_client)
+                        /* MQTT 5's user property: what the publisher says, nobody checked. */
+                        snprintf(who, sizeof who, "claims \"%s\" (not verified)", e->claimed_client);
                 else
-                        snprintf(who, sizeof who, "%s", *e->client ? e->client : "-");
-                printf("%-25s %-18s %-20s %-5s %-10s %s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
-                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-");
+                        snprintf(who, sizeof who, "-");
+                printf("%-25s %-18s %-20s %-5s %-10s %s%s%s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
+                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-",
+                       *e->topic ? "  on " : "", e->topic);
         }
         return EXIT_SUCCESS;
 }

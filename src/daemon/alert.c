@@ -15,7 +15,7 @@
 int alert_msg_build(const AlertRecord *a, bool latest, void *userdata, OutboxMsg *ret) {
         const AlertMsgCtx *ctx = userdata;
 
-        return payload_alert_msg(ctx->config, a, latest, ctx->session_id, ret);
+        return payload_alert_msg(ctx->config, a, latest, ret);
 }
 
 /* The journal's priority: an urgent alert (alert_kind_severity) is LOG_ALERT for R9, LOG_CRIT for R5. */
@@ -34,7 +34,7 @@ void alert_announce(Manager *m, const AlertRecord *a) {
 
 int alert_raise(Manager *m, const char *wrap, AlertKind kind, int64_t at, const char *text,
                 const char *session_id) {
-        AlertMsgCtx ctx = { .config = &m->config, .session_id = session_id };
+        AlertMsgCtx ctx = { .config = &m->config };
         AlertRecord a = { .kind = kind, .at = at };
         int r;
 
@@ -42,6 +42,7 @@ int alert_raise(Manager *m, const char *wrap, AlertKind kind, int64_t at, const 
                 return -EAGAIN;
         snprintf(a.wrap, sizeof a.wrap, "%s", wrap);
         snprintf(a.text, sizeof a.text, "%s", text ? text : "");
+        snprintf(a.session_id, sizeof a.session_id, "%s", session_id ? session_id : "");
         r = store_alert_add(m->store, &a, m->config.mqtt_host ? alert_msg_build : NULL, &ctx);
         if (r < 0)
                 return r;

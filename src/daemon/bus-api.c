@@ -35,6 +35,8 @@ struct BusApi {
         bool adoption_open;
         bool store_available;
         bool mqtt_connected;
+        bool clock_synchronized;
+        bool clock_trusted;
         char *wraps;                       /* the ids joined with spaces */
         char *status;
 };
@@ -96,7 +98,7 @@ static void adoption_timer_arm(BusApi *a) {
 
 void bus_api_changed(BusApi *a) {
         Manager *m;
-        const char *changed[6];
+        const char *changed[8];
         size_t n = 0;
         char *wraps, *status;
         bool v;
@@ -127,6 +129,14 @@ void bus_api_changed(BusApi *a) {
         if (!a->known || v != a->mqtt_connected)
                 changed[n++] = "MqttConnected";
         a->mqtt_connected = v;
+        v = m->clock_sync > 0;
+        if (!a->known || v != a->clock_synchronized)
+                changed[n++] = "ClockSynchronized";
+        a->clock_synchronized = v;
+        v = manager_clock_trusted(m);
+        if (!a->known || v != a->clock_trusted)
+                changed[n++] = "ClockTrusted";
+        a->clock_trusted = v;
         if (!a->known || !streq_ptr(wraps, a->wraps))
                 changed[n++] = "Wraps";
         free(a->wraps);
@@ -803,6 +813,10 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "b", m->store != NULL);
         if (streq(property, "MqttConnected"))
                 return sd_bus_message_append(reply, "b", mqtt_connected(m->mqtt));
+        if (streq(property, "ClockSynchronized"))
+                return sd_bus_message_append(reply, "b", m->clock_sync > 0);
+        if (streq(property, "ClockTrusted"))
+                return sd_bus_message_append(reply, "b", manager_clock_trusted(m));
         if (streq(property, "Wraps")) {
                 int r = sd_bus_message_open_container(reply, 'a', "s");
                 for (Wrap *w = m->wraps; w && r >= 0; w = wrap_next(w))
@@ -836,6 +850,8 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("Wraps", "as", property_get, 0, P),
         SD_BUS_PROPERTY("StoreAvailable", "b", property_get, 0, P),
         SD_BUS_PROPERTY("MqttConnected", "b", property_get, 0, P),
+        SD_BUS_PROPERTY("ClockSynchronized", "b", property_get, 0, P),
+        SD_BUS_PROPERTY("ClockTrusted", "b", property_get, 0, P),
         SD_BUS_METHOD_WITH_NAMES("StartSession", "ss", SD_BUS_PARAM(wrap) SD_BUS_PARAM(mode),
                                  "sssqs", SD_BUS_PARAM(session_id) SD_BUS_PARAM(outcome) SD_BUS_PARAM(refusal)
                                  SD_BUS_PARAM(minutes_left) SD_BUS_PARAM(message),

@@ -38,17 +38,19 @@ static const char *set_error(const char **ret_error, const char *fmt, ...) {
         return error_buf;
 }
 
+static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const char **ret_error);
+
 static int need_store(Manager *m, const char **ret_error) {
         if (m->store)
                 return 0;
         set_error(ret_error, "the store is unavailable (%s): nothing can be recorded now",
-                  manager_store_problem(m->store_error));
+                  manager_store_problem(m, m->store_error));
         return -EAGAIN;
 }
 
 static int store_fail(Manager *m, int r, const char *what, const char **ret_error) {
         if (store_is_broken(r)) {
-                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(r));
+                set_error(ret_error, "the store failed while %s (%s)", what, manager_store_problem(m, r));
                 manager_store_failed(m, r);
         } else
                 set_error(ret_error, "%s failed: %s", what, strerror(-r));
@@ -77,7 +79,8 @@ static int wrap_known(Manager *m, const char *wrap, StoredWrap *ret, const char 
         return 0;
 }
 
-static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const char **ret_error) {
+static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, const AuditRecord *audit,
+                      const char **ret_error) {
         int64_t now = manager_now(m), at;
         bool date_only;
         char today[11], date[11] = "";
@@ -87,9 +90,12 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
+        r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+        if (r < 0)
+                return r;
 
         if (!iso_or_null) {
-                r = store_injury_resolve(m->store, wrap, now);
+                r = store_injury_resolve(m->store, wrap, now, audit);
                 if (r == -ENOENT) {
                         set_error(ret_error, "%s has no unresolved injury", wrap);
                         return r;
@@ -111,15 +117,15 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
                 if (rec.wall_ok) {
                         if (streq(iso_or_null, "today"))
-                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL);
+                                r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL, audit);
                         else
-                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL);
+                                r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL, audit);
                 } else if (!m->boot_id[0]) {
                         set_error(ret_error, "the clock is not synchronised and this boot has no id: "
                                   "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
                         return -EINVAL;
                 } else
-                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null);
+                        r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null, audit);
                 if (r < 0)
                         return store_fail(m, r, "recording the injury", ret_error);
                 manager_time_stored(m, rec.wall, rec.wall_ok);
@@ -160,7 +166,7 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
 
                 manager_stamp(m, &rec.wall, &rec.boot_s);
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
-                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL);
+                r = store_injury_add_stamped(m->store, wrap, at, date_only ? date : NULL, &rec, NULL, audit);
                 if (r >= 0)
                         manager_time_stored(m, rec.wall, rec.wall_ok);
         }
@@ -198,6 +204,9 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 return -EINVAL;
         }
         r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, DOOR_RATE_DIARY, ret_error);
         if (r < 0)
                 return r;
 
@@ -259,7 +268,7 @@ static void prescription_merge(RulesPrescription *rx, const RulesPrescription *v
 }
 
 static int set_prescription(Manager *m, const char *wrap, const RulesPrescription *values, unsigned set,
-                            RulesPrescription *ret_in_force, const char **ret_error) {
+                            AuditRecord *audit, RulesPrescription *ret_in_force, const char **ret_error) {
         const char *field = NULL, *why = NULL;
         RulesPrescription rx;
         bool prescribed;
@@ -270,6 +279,9 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 return -EINVAL;
         }
         r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
         if (r < 0)
                 return r;
 
@@ -283,7 +295,11 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 set_error(ret_error, "%s: %s", rx_field_name(field), why);
                 return -ERANGE;
         }
-        r = store_prescription_set(m->store, wrap, &rx, manager_now(m));
+        /* The history keeps the whole prescription in force, not only the fields sent. */
+        snprintf(audit->detail, sizeof audit->detail,
+                 "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
+                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
+        r = store_prescription_set(m->store, wrap, &rx, manager_now(m), audit);
         if (r < 0)
                 return store_fail(m, r, "recording the prescription", ret_error);
         wraps_stored_invalidate(m, wrap);
@@ -297,13 +313,16 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
         return 0;
 }
 
-static int clear_prescription(Manager *m, const char *wrap, const char **ret_error) {
+static int clear_prescription(Manager *m, const char *wrap, const AuditRecord *audit, const char **ret_error) {
         int r;
 
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
-        r = store_prescription_clear(m->store, wrap);
+        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
+        if (r < 0)
+                return r;
+        r = store_prescription_clear(m->store, wrap, audit);
         if (r < 0 && r != -ENOENT)
                 return store_fail(m, r, "clearing the prescription", ret_error);
         wraps_stored_invalidate(m, wrap);
@@ -312,11 +331,8 @@ static int clear_prescription(Manager *m, const char *wrap, const char **ret_err
         return 0;
 }
 
-static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
-        if (seconds > DOOR_ADOPTION_MAX_S) {
-                set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
-                return -EINVAL;
-        }
+/* seconds is checked by door_open_adoption, before the history row. */
+static int open_adoption(Manager *m, unsigned seconds) {
         m->adoption_until = seconds ? manager_now(m) + seconds : 0;
         if (seconds)
                 log_notice("Adoption open for %u s: a wrap in pairing mode nearby will be adopted.", seconds);
@@ -329,7 +345,7 @@ static int open_adoption(Manager *m, unsigned seconds, const char **ret_error) {
         return 0;
 }
 
-static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
+static int remove_wrap(Manager *m, const char *wrap, const AuditRecord *audit, const char **ret_error) {
         StoredWrap sw;
         int r;
 
@@ -337,7 +353,7 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
         if (r < 0)
                 return r;
 
-        r = store_wrap_remove(m->store, sw.wrap);
+        r = store_wrap_remove(m->store, sw.wrap, audit);
         if (r < 0)
                 return store_fail(m, r, "removing the wrap", ret_error);
         log_wrap(LOG_NOTICE, sw.wrap, "Removed (%s); its history stays in the store.", sw.address);
@@ -351,82 +367,105 @@ static int remove_wrap(Manager *m, const char *wrap, const char **ret_error) {
 /* ---- the change history: who changed an injury, a prescription, the adoption ---- */
 
 /*
- * One row per change that went through, after it (the change and its row are two
- * transactions: a crash between them loses the row, never the change, and says so in the
- * journal, which has the same line). A history that cannot be written is logged, not fatal.
+ * One row per change, written by the store in the change's own transaction (a change is
+ * never kept without its row), and the same in the journal once the change went through.
  */
-static void audit(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail) {
-        AuditRecord a = {
+static void audit_prepare(Manager *m, const DoorActor *who, const char *wrap, const char *what, const char *detail,
+                          AuditRecord *ret) {
+        *ret = (AuditRecord) {
                 .at = manager_now(m),
                 .source = who ? who->source : SOURCE_CLI,
                 .uid = who ? who->uid : -1,
         };
-        int r;
+        snprintf(ret->wrap, sizeof ret->wrap, "%s", wrap ? wrap : "");
+        snprintf(ret->what, sizeof ret->what, "%s", what);
+        snprintf(ret->detail, sizeof ret->detail, "%s", detail ? detail : "");
+        snprintf(ret->topic, sizeof ret->topic, "%s", who && who->topic ? who->topic : "");
+        snprintf(ret->claimed_client, sizeof ret->claimed_client, "%s",
+                 who && who->claimed_client ? who->claimed_client : "");
+}
 
-        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
-        snprintf(a.what, sizeof a.what, "%s", what);
-        snprintf(a.detail, sizeof a.detail, "%s", detail ? detail : "");
-        snprintf(a.client, sizeof a.client, "%s", who && who->client ? who->client : "");
-        log_wrap(LOG_NOTICE, wrap, "Change: %s %s by %s%s%s (uid %" PRId64 ").", what, a.detail,
-                 request_source_to_string(a.source), a.client[0] ? " " : "", a.client, a.uid);
-        if (!m->store)
-                return;
-        r = store_audit_add(m->store, &a);
-        if (r < 0 && store_is_broken(r))
-                manager_store_failed(m, r);
-        else if (r < 0)
-                log_wrap_errno(LOG_ERR, r, wrap, "Cannot add the change to the history: %m");
+static void audit_log(const AuditRecord *a) {
+        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s%s%s%s (uid %" PRId64 ").",
+                 a->what, a->detail, request_source_to_string(a->source),
+                 a->topic[0] ? " on " : "", a->topic,
+                 a->claimed_client[0] ? ", claiming to be \"" : "", a->claimed_client,
+                 a->claimed_client[0] ? "\" (not verified)" : "", a->uid);
 }
 
 int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
                     const char **ret_error) {
-        int r = set_injury(m, wrap, iso_or_null, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null, &a);
+        r = set_injury(m, wrap, iso_or_null, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, iso_or_null ? "injury" : "injury_resolved", iso_or_null);
+                audit_log(&a);
         return r;
 }
 
 int door_set_prescription(Manager *m, const DoorActor *who, const char *wrap, const RulesPrescription *values,
                           unsigned set, RulesPrescription *ret_in_force, const char **ret_error) {
-        RulesPrescription rx;
-        char detail[160];
-        int r = set_prescription(m, wrap, values, set, &rx, ret_error);
+        AuditRecord a;
+        int r;
 
-        if (r < 0)
-                return r;
-        snprintf(detail, sizeof detail, "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
-                 rx.cold_s, rx.cold_setpoint, rx.heat_s, rx.heat_setpoint, (unsigned) rx.heat_wait_s, rx.cold_rest_s);
-        audit(m, who, wrap, "prescription", detail);
-        if (ret_in_force)
-                *ret_in_force = rx;
-        return 0;
+        audit_prepare(m, who, wrap, "prescription", NULL, &a);
+        r = set_prescription(m, wrap, values, set, &a, ret_in_force, ret_error);
+        if (r >= 0)
+                audit_log(&a);
+        return r;
 }
 
 int door_clear_prescription(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
-        int r = clear_prescription(m, wrap, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, "prescription_cleared", NULL, &a);
+        r = clear_prescription(m, wrap, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, "prescription_cleared", "");
+                audit_log(&a);
         return r;
 }
 
 int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const char **ret_error) {
         char detail[32];
-        int r = open_adoption(m, seconds, ret_error);
+        AuditRecord a;
+        int r;
 
-        if (r >= 0) {
-                snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
-                audit(m, who, NULL, "adoption", detail);
+        if (seconds > DOOR_ADOPTION_MAX_S) {
+                set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
+                return -EINVAL;
         }
+        r = rate_limit(m, "", DOOR_RATE_ADOPTION, ret_error);
+        if (r < 0)
+                return r;
+        snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
+        audit_prepare(m, who, NULL, "adoption", detail, &a);
+        /* The window is not in the store: its row goes first, so that no window opens without
+         * it. A store that cannot take the row does not keep adoption closed: the journal
+         * has the line. */
+        if (m->store) {
+                r = store_audit_add(m->store, &a);
+                if (r < 0 && store_is_broken(r))
+                        manager_store_failed(m, r);
+                else if (r < 0)
+                        log_error_errno(r, "Cannot add the adoption to the history: %m");
+        }
+        r = open_adoption(m, seconds);
+        if (r >= 0)
+                audit_log(&a);
         return r;
 }
 
 int door_remove_wrap(Manager *m, const DoorActor *who, const char *wrap, const char **ret_error) {
-        int r = remove_wrap(m, wrap, ret_error);
+        AuditRecord a;
+        int r;
 
+        audit_prepare(m, who, wrap, "removal", NULL, &a);
+        r = remove_wrap(m, wrap, &a, ret_error);
         if (r >= 0)
-                audit(m, who, wrap, "removal", "");
+                audit_log(&a);
         return r;
 }
 
@@ -446,11 +485,22 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
 }
 
 /*
- * At most one session request per wrap per second is decided: every decision is a record, so
- * a flood (a stuck button, a script on the broker) would otherwise fill the store. The extra
- * ones are dropped before anything is recorded, and counted.
+ * At most one request of a kind per wrap per second is decided: every decision is a record,
+ * so a flood (a stuck button, a script on the broker) would otherwise fill the store. The
+ * extra ones are dropped before anything is recorded, and counted. Kinds are apart, so that
+ * a diary entry right after a session start passes; STOP never comes here.
  */
-static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
+static const char *const rate_kind_name[_DOOR_RATE_MAX] = {
+        [DOOR_RATE_SESSION] = "session",
+        [DOOR_RATE_DIARY] = "diary",
+        [DOOR_RATE_RUN] = "run",
+        [DOOR_RATE_INJURY] = "injury",
+        [DOOR_RATE_PRESCRIPTION] = "prescription",
+        [DOOR_RATE_PROFILE] = "profile",
+        [DOOR_RATE_ADOPTION] = "adoption",
+};
+
+static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const char **ret_error) {
         uint64_t now = clock_mono_usec();
         DoorRate *d = NULL;
 
@@ -468,16 +518,19 @@ static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
                 }
                 m->rates = n;
                 d = m->rates + m->n_rates++;
+                *d = (DoorRate) { 0 };
                 snprintf(d->wrap, sizeof d->wrap, "%s", wrap);
-        } else if (now < d->decided_usec + m->request_interval_usec) {
+        } else if (d->decided_usec[kind] != 0 && now < d->decided_usec[kind] + m->request_interval_usec) {
                 /* Logged once per 100 so that the flood does not fill the journal instead. */
                 if (m->requests_dropped++ % 100 == 0)
-                        log_wrap(LOG_WARNING, wrap, "More than one session request a second: dropped, not recorded "
-                                 "(%" PRIu64 " dropped since start).", m->requests_dropped);
-                set_error(ret_error, "too many requests: at most one a second per wrap; this one was dropped");
+                        log_wrap(LOG_WARNING, *wrap ? wrap : NULL, "More than one %s request a second: dropped, "
+                                 "not recorded (%" PRIu64 " dropped since start).", rate_kind_name[kind],
+                                 m->requests_dropped);
+                set_error(ret_error, "too many requests: at most one %s request a second per wrap; this one was dropped",
+                          rate_kind_name[kind]);
                 return -ENOBUFS;
         }
-        d->decided_usec = now;
+        d->decided_usec[kind] = now;
         return 0;
 }
 
@@ -540,7 +593,7 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
         r = session_wrap(m, wrap, &w, ret_error);
         if (r < 0)
                 return r;
-        r = rate_limit(m, wrap, ret_error);
+        r = rate_limit(m, wrap, DOOR_RATE_SESSION, ret_error);
         if (r < 0)
                 return r;
         rec = ret_record ? ret_record : &local;
@@ -602,6 +655,9 @@ int door_record_run(Manager *m, const RunRecord *run, int64_t *ret_id, const cha
         r = wrap_known(m, r0.wrap, NULL, ret_error);
         if (r < 0)
                 return r;
+        r = rate_limit(m, r0.wrap, DOOR_RATE_RUN, ret_error);
+        if (r < 0)
+                return r;
         r0.recorded_at = now;
         r = store_run_add(m->store, &r0, NULL, &id);
         if (r < 0)
@@ -648,6 +704,9 @@ int door_set_profile(Manager *m, const PatientProfile *p, const char **ret_error
         if (r < 0)
                 return r;
         r = wrap_known(m, q.wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, q.wrap, DOOR_RATE_PROFILE, ret_error);
         if (r < 0)
                 return r;
         r = store_profile_set(m->store, &q, manager_now(m));

@@ -219,8 +219,10 @@ static void mq_store_failed(void *userdata, int error) {
 
 /* The commands, through the one door; "today" and a diary entry's missing time are ours. */
 static int mq_command(void *userdata, const char *wrap, const Command *c, char **ret_data, const char **ret_error) {
-        /* MQTT does not name the publisher to subscribers: the history says it came over MQTT. */
-        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1 };
+        /* MQTT does not name the publisher to subscribers: the history keeps the topic, and a
+         * client id an MQTT 5 publisher claims, as a claim (docs/mqtt.md). */
+        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1, .topic = c->topic,
+                                .claimed_client = c->claimed_client[0] ? c->claimed_client : NULL };
         Manager *m = userdata;
         int r = -EINVAL;
 
@@ -295,7 +297,6 @@ static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
         const WrapLive *l = w ? wrap_get_live(w) : NULL;
         const SessionRecord *open = w ? wrap_get_session(w) : NULL;
         const WrapStored *st = w ? wrap_stored(w) : NULL;
-        int64_t now = manager_now(m);
 
         *v = (StateView) { .battery = -1 };
         if (l) {
@@ -313,12 +314,11 @@ static int mq_wrap_state(void *userdata, const char *wrap, StateView *v) {
         }
         if (open)
                 v->session_id = open->session_id;
-        /* From memory: a notification runs no SQL (wrap_stored() reads only after a write). */
+        /* From memory: a notification runs no SQL (wrap_stored() reads only after a write, or
+         * while R10 does not trust the clock). The door's decision, not a copy of R2. */
+        if (w)
+                v->heat_allowed = wrap_heat_allowed(w, &v->heat_allowed_at);
         if (st && st->has_rules) {
-                int64_t from = 0;
-
-                v->heat_allowed = rules_heat_allowed(&st->rules, now, &from);
-                v->heat_allowed_at = v->heat_allowed ? 0 : from;
                 if (st->rules.has_injury)
                         v->injury_date = clock_format_date(st->rules.injury_from, injury_date);
                 if (st->has_last)
@@ -397,6 +397,7 @@ static void mq_health(void *userdata, BridgeHealth *h) {
                 h->uplink_pending = m->uplink.pending;
                 h->uplink_last_success = m->uplink.status.last_success_at;
                 h->uplink_last_error = m->uplink.status.last_error;
+                h->uplink_rejected = m->uplink.status.rejected;
         }
 }
 

@@ -1,6 +1,7 @@
 /* manager: the daemon's one object; it owns the event loop and wires every module to it. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,11 +49,23 @@ int64_t manager_now(Manager *m) {
 /* ---- STATUS= ---- */
 
 /* What is wrong with the store, and what the administrator can do about it. */
-const char *manager_store_problem(int error) {
+const char *manager_store_problem(Manager *m, int error) {
+        /* One thread: the text is used before the next call. */
+        static char full[PATH_MAX + 160];
+        _cleanup_free_ char *dir = NULL;
+
         switch (-abs(error)) {
-        case -ENOSPC: return "disk full (or a file size limit): free space on its file system";
-        case -EIO: return "file corrupt, truncated or unreadable: stop kneewrapd, move the file aside "
-                          "and restore a backup (or let kneewrapd start a new one)";
+        case -ENOSPC:
+                dir = m && m->config.store_path ? strdup(m->config.store_path) : NULL;
+                snprintf(full, sizeof full, "the disk is full: free space on the file system of %s "
+                         "(or raise the service's file-size limit, LimitFSIZE=, if one is set)",
+                         dir ? dirname(dir) : "the store");
+                return full;
+        case -EUCLEAN: return "file corrupt or truncated: stop kneewrapd, move the file aside "
+                              "and restore a backup (or let kneewrapd start a new one)";
+        case -EBADMSG: return "not a kneewrap store: move the file aside, or set [store] path to another file";
+        case -EIO: return "I/O error (a failing disk or SD card, often): check the kernel's log (journalctl -k) "
+                          "and the disk";
         case -EACCES:
         case -EPERM: return "permission denied: the file and its directory must be writable by the service's user";
         case -EROFS: return "read-only file system (a failing disk or SD card, often): check it (fsck) and mount it read-write again";
@@ -76,7 +89,7 @@ void manager_update_status(Manager *m) {
 
         if (!m->store)
                 snprintf(line, sizeof line, "Store unavailable (%s): %s; refusing sessions, retrying; %s, %s, %s",
-                         m->config.store_path, manager_store_problem(m->store_error), ble, mqtt,
+                         m->config.store_path, manager_store_problem(m, m->store_error), ble, mqtt,
                          manager_clock_status(m));
         else
                 snprintf(line, sizeof line, "%s, %s, store OK, %s", ble, mqtt, manager_clock_status(m));
@@ -87,6 +100,12 @@ void manager_update_status(Manager *m) {
                                  m->uplink.status.last_error, m->uplink.pending);
                 else
                         snprintf(line + k, sizeof line - k, "; clinic uplink: %" PRIu64 " pending", m->uplink.pending);
+        }
+        /* Refused for good by the clinic's server: the clinic must look (kneewrap-uplink --rejected). */
+        if (m->uplink.configured && m->uplink.status.rejected > 0) {
+                size_t k = strlen(line);
+                snprintf(line + k, sizeof line - k, "; %" PRIu64 " record%s refused by the clinic's server",
+                         m->uplink.status.rejected, m->uplink.status.rejected == 1 ? "" : "s");
         }
 
         if (!m->status || !streq(m->status, line)) {
@@ -149,7 +168,7 @@ static int store_try_open(Manager *m) {
                 /* Once per kind of failure, not once per retry. */
                 log_internal(m->store_error != r ? LOG_ERR : LOG_DEBUG, r, NULL, NULL,
                              "Store %s unavailable (%s%s%s): refusing sessions until it works again",
-                             m->config.store_path, manager_store_problem(r), why ? ": " : "", why ? why : "");
+                             m->config.store_path, manager_store_problem(m, r), why ? ": " : "", why ? why : "");
                 m->store_error = r;
                 return r;
         }
@@ -208,7 +227,7 @@ void manager_store_failed(Manager *m, int error) {
         if (!m->store && m->store_retry)
                 return; /* already known */
         log_error_errno(error, "Store %s failed (%s: %s): refusing sessions until it works again",
-                        m->config.store_path, manager_store_problem(error), m->store ? store_errmsg(m->store) : "closed");
+                        m->config.store_path, manager_store_problem(m, error), m->store ? store_errmsg(m->store) : "closed");
         m->store = store_close(m->store);
         m->store_error = error < 0 ? error : -error;
         m->store_retries = 0;

@@ -148,9 +148,23 @@ static void sync_poll_arm(Manager *m) {
                 log_warning_errno(r, "Cannot watch the clock's sync state: %s", strerror(abs(r)));
 }
 
+/* The wall clock moved against the boot clock since the last look: it was set. Within 2 s is
+ * the two clocks read a moment apart and rounded to seconds; both slew alike. */
+static bool clock_stepped(Manager *m) {
+        RulesClock c;
+        int64_t offset, was = m->clock_offset;
+        bool had = m->has_clock_offset;
+
+        manager_clock(m, &c);
+        offset = c.wall - c.boot_s;
+        m->clock_offset = offset;
+        m->has_clock_offset = true;
+        return had && (offset > was + 2 || offset < was - 2);
+}
+
 /* Reads the sync state; acts on a change. */
 void manager_clock_check(Manager *m) {
-        bool was = m->clock_was_trusted, now;
+        bool was = m->clock_was_trusted, now, stepped;
         int s = clock_synchronized();
 
         if (s < 0) {
@@ -166,6 +180,7 @@ void manager_clock_check(Manager *m) {
         m->now_iteration = 0;
         now = manager_clock_trusted(m);
         m->clock_was_trusted = now;
+        stepped = clock_stepped(m);
         /* Only the daemon corrects records; kneewrapctl's loop-less Manager only reads the state. */
         if (now && !was && m->event) {
                 int r = correct_records(m);
@@ -175,6 +190,9 @@ void manager_clock_check(Manager *m) {
         }
         if (now != was && m->event)
                 log_notice("R10: %s.", manager_clock_status(m));
+        /* What MQTT shows of the rules ("heat allowed") is placed on the clock anew. */
+        if ((now != was || stepped) && m->event)
+                wraps_clock_changed(m);
         if (m->ready)
                 manager_update_status(m);
         mqtt_bridge_changed(m->mqtt, m->adoption_until);

@@ -32,6 +32,14 @@
 /* R5: the wrap indicates every 5 s in a session; 15 s of real time without a valid reading
  * means the gateway no longer sees the skin. Real time: a sensor is not faster at any scale. */
 #define SKIN_SILENCE_USEC       ((uint64_t) RULES_SKIN_SILENCE_S * USEC_PER_SEC)
+/*
+ * A session the gateway ended that the wrap still reports running, counted in its Statuses
+ * (one every 5 s while it runs): the first may have crossed the STOP; STOP goes again at the
+ * 2nd, 4th, 8th and 16th, then every 16th (80 s); at the 3rd, two STOPs went unheeded: a
+ * safety alert. Counted, not timed, so that a busy host neither hurries nor delays it.
+ */
+#define STOP_AGAIN_MAX          16
+#define STOP_UNHEEDED_ALERT     3
 
 typedef enum SessionPhase {
         PHASE_NONE,
@@ -88,6 +96,8 @@ struct Wrap {
         bool have_closed_seq;
         uint8_t closed_seq;
         uint64_t closed_real_usec;
+        char closed_session[UUID_STR_MAX];
+        unsigned closed_running;      /* its Statuses since, showing it still running */
 };
 
 /* ---- Lookup and getters ---- */
@@ -134,22 +144,32 @@ static void wrap_changed(Wrap *w) {
 const WrapStored *wrap_stored(Wrap *w) {
         Manager *m = w->m;
         SessionRecord last;
+        RulesClock clk;
         int r;
 
-        if (w->stored.valid || !m->store)
+        if (!m->store)
                 return &w->stored;
         /* Once, then again only after the daemon wrote what it depends on. */
-        r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
-        if (r < 0) {
-                w->stored.has_rules = false;
-                return &w->stored;
+        if (!w->stored.valid) {
+                w->stored.has_placed = false;
+                r = store_rules_state(m->store, w->id, &m->config.therapy, &w->stored.rules);
+                if (r < 0) {
+                        w->stored.has_rules = false;
+                        return &w->stored;
+                }
+                w->stored.has_rules = true;
+                r = store_last_session(m->store, w->id, &last);
+                w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
+                if (w->stored.has_last)
+                        w->stored.last = last;
+                w->stored.valid = true;
         }
-        w->stored.has_rules = true;
-        r = store_last_session(m->store, w->id, &last);
-        w->stored.has_last = r >= 0 && last.outcome != OUTCOME_OPEN;
-        if (w->stored.has_last)
-                w->stored.last = last;
-        w->stored.valid = true;
+        manager_clock(m, &clk);
+        if (!w->stored.has_placed || (!clk.wall_ok && clk.wall != w->stored.placed_wall)) {
+                w->stored.has_placed = store_rules_state_at(m->store, w->id, &m->config.therapy, &clk,
+                                                             &w->stored.placed) >= 0;
+                w->stored.placed_wall = clk.wall;
+        }
         return &w->stored;
 }
 
@@ -157,6 +177,28 @@ void wraps_stored_invalidate(Manager *m, const char *wrap) {
         for (Wrap *w = m->wraps; w; w = w->next)
                 if (!wrap || streq(w->id, wrap))
                         w->stored.valid = false;
+}
+
+void wraps_clock_changed(Manager *m) {
+        for (Wrap *w = m->wraps; w; w = w->next) {
+                w->stored.has_placed = false;
+                wrap_changed(w);
+        }
+}
+
+bool wrap_heat_allowed(Wrap *w, int64_t *ret_from) {
+        const WrapStored *st = wrap_stored(w);
+        RulesDecision d;
+
+        *ret_from = 0;
+        if (!st->has_placed)
+                return false;
+        d = rules_decide(&st->placed, &(RulesEvent) { .type = RULES_EVENT_START, .mode = THERAPY_HEAT },
+                         manager_now(w->m));
+        if (d.action == RULES_START)
+                return true;
+        *ret_from = d.allowed_at;
+        return false;
 }
 
 static void outbox_kick(Manager *m) {
@@ -355,6 +397,15 @@ static int unsaved_flush(Wrap *w) {
         return 0;
 }
 
+/* The session just ended (`seq`: the wrap's number for it, when known): its late Statuses are its own. */
+static void closed_set(Wrap *w, bool have_seq, uint8_t seq, const char *session_id) {
+        w->have_closed_seq = have_seq;
+        w->closed_seq = seq;
+        w->closed_real_usec = mono_usec();
+        snprintf(w->closed_session, sizeof w->closed_session, "%s", session_id);
+        w->closed_running = 0;
+}
+
 /* Ends the open session with `outcome`, records it and publishes it. */
 static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uint32_t duration_s, const char *why) {
         SessionRecord *rec = &w->rec;
@@ -386,9 +437,7 @@ static void session_close(Wrap *w, SessionOutcome outcome, int64_t ended_at, uin
         snprintf(w->live.last_session, sizeof w->live.last_session, "%s", rec->session_id);
         w->live.last_outcome = outcome;
         /* A session the wrap never took has no sequence number: one that runs is not this one. */
-        w->have_closed_seq = w->have_seq && outcome != OUTCOME_NOT_STARTED;
-        w->closed_seq = w->seq;
-        w->closed_real_usec = mono_usec();
+        closed_set(w, w->have_seq && outcome != OUTCOME_NOT_STARTED, w->seq, rec->session_id);
         session_clear(w);
         wrap_changed(w);
 }
@@ -774,9 +823,7 @@ static void stray_session(Wrap *w, const WireStatus *s) {
         log_wrap(LOG_WARNING, w->address, "the wrap runs a %s session the gateway has no record of "
                  "(%u s in, sequence %u): stopped for safety", therapy_mode_to_string(rec.mode),
                  (unsigned) s->elapsed_s, (unsigned) s->seq);
-        w->have_closed_seq = true;
-        w->closed_seq = s->seq;
-        w->closed_real_usec = mono_usec();
+        closed_set(w, true, s->seq, "");
 
         /* One kept record at a time: a second one is logged, not stored. */
         if (unsaved_flush(w) < 0 || !m->store || uuid_generate_str(rec.session_id) < 0)
@@ -797,6 +844,28 @@ static void stray_session(Wrap *w, const WireStatus *s) {
                       "the wrap ran a session the gateway had no record of");
 }
 
+/* The wrap still runs the session the gateway ended: STOP again, less and less often, and
+ * say so when it does not heed it (the gateway watches what it supervises). */
+static void stop_unheeded(Wrap *w, const WireStatus *s) {
+        unsigned n = ++w->closed_running;
+        char text[ALERT_TEXT_MAX];
+        int r;
+
+        if (n >= 2 && (n < STOP_AGAIN_MAX ? (n & (n - 1)) == 0 : n % STOP_AGAIN_MAX == 0)) {
+                log_session(LOG_WARNING, w->address, w->closed_session, "the wrap still runs the session the gateway "
+                            "ended (sequence %u, %u Statuses since): STOP again", (unsigned) s->seq, n);
+                send_stop(w, STOP_SAFETY);
+        }
+        if (n != STOP_UNHEEDED_ALERT || !w->m->store)
+                return;
+        snprintf(text, sizeof text, "The wrap does not stop: it still %s in the session the gateway ended, after "
+                 "two STOPs. Take it off the knee and check it.", s->state == WIRE_STATE_HEATING ? "heats" : "cools");
+        r = alert_raise(w->m, w->id, ALERT_SAFETY_STOP, manager_now(w->m), text,
+                        w->closed_session[0] ? w->closed_session : NULL);
+        if (r < 0)
+                store_failed(w->m, r, w->id, w->closed_session, "record the safety alert");
+}
+
 /* A Status says the wrap runs a session while the gateway has none open. */
 static void unknown_running(Wrap *w, const WireStatus *s) {
         bool recent = w->closed_real_usec && mono_usec() < w->closed_real_usec + STOP_BUTTON_WAIT_USEC;
@@ -805,13 +874,11 @@ static void unknown_running(Wrap *w, const WireStatus *s) {
                 stray_session(w, s);
                 return;
         }
-        /* Sent before our STOP reached the wrap. */
-        if (recent)
+        /* Without the ended session's sequence number, a running Status this soon was sent
+         * before our STOP reached the wrap. */
+        if (!w->have_closed_seq)
                 return;
-        log_wrap(LOG_WARNING, w->address, "the wrap still runs the session the gateway ended (sequence %u): STOP again",
-                 (unsigned) s->seq);
-        send_stop(w, STOP_SAFETY);
-        w->closed_real_usec = mono_usec();
+        stop_unheeded(w, s);
 }
 
 /* After a link loss or a restart: what happened to the session while we were away. */
@@ -925,6 +992,11 @@ void wrap_on_status(Wrap *w, const WireStatus *s) {
         case PHASE_NONE:
                 if (running)
                         unknown_running(w, s);
+                else if (w->closed_running >= 2 && w->have_closed_seq && s->seq == w->closed_seq) {
+                        log_session(LOG_NOTICE, w->address, w->closed_session, "the wrap stopped the session "
+                                    "the gateway ended, %u Statuses late", w->closed_running);
+                        w->closed_running = 0;
+                }
                 break;
         case PHASE_AWAY:
                 if (w->live.connected)

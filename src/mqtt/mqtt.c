@@ -1,9 +1,13 @@
-/* mqtt: the broker client, libmosquitto driven by the one sd-event loop (no thread, no mosquitto_loop). */
+/* mqtt: the broker client, libmosquitto driven by the one sd-event loop (no thread of its own, no mosquitto_loop). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <mosquitto.h>
-/* mosquitto.h's protocol macros would shadow config.h's MqttProtocol names. */
+#include <mqtt_protocol.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+/* mosquitto.h's (and mqtt_protocol.h's) protocol macros would shadow config.h's MqttProtocol names. */
 #undef MQTT_PROTOCOL_V31
 #undef MQTT_PROTOCOL_V311
 #undef MQTT_PROTOCOL_V5
@@ -11,12 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "commands.h"
 #include "discovery.h"
 #include "log.h"
+#include "lookup.h"
 #include "mqtt.h"
 #include "payload.h"
 #include "state.h"
@@ -28,6 +34,11 @@
 #define BACKOFF_MIN_USEC     (1 * USEC_PER_SEC)
 #define BACKOFF_MAX_USEC     (60 * USEC_PER_SEC)
 #define CONNECT_TIMEOUT_USEC (30 * USEC_PER_SEC)
+/* glibc gives DNS at most 30 s (3 servers, 2 tries, 5 s); mDNS and /etc/hosts answer sooner. */
+#define LOOKUP_TIMEOUT_USEC  (30 * USEC_PER_SEC)
+/* MQTT 5's Maximum Packet Size in CONNECT: a 64 KiB payload (what on_message accepts) with
+ * its topic and header still fits; the broker drops anything larger instead of sending it. */
+#define PACKET_MAX           (COMMAND_PAYLOAD_MAX + 1024)
 #define HEALTH_USEC          (60 * USEC_PER_SEC)
 #define PASSWORD_MAX         4096
 #define STATE_MIN_USEC       (1 * USEC_PER_SEC)       /* a wrap's state at most this often, but for its session */
@@ -79,11 +90,20 @@ struct Mqtt {
         sd_event_source *misc_timer;
         sd_event_source *retry_timer;
         sd_event_source *connect_timer;
+        sd_event_source *lookup_timer;
         sd_event_source *health_timer;
         sd_event_source *ha_timer;
         sd_event_source *flush;
         sd_event_source *state_timer; /* a wrap's state held back by the once-a-second limit */
         int fd;
+
+        /* The broker's addresses: looked up off the loop unless [mqtt] host is one, then tried
+         * in turn; libmosquitto is only ever given a numeric address, so it never resolves. */
+        Lookup *lookup;               /* outstanding, possibly past its timeout (then reused) */
+        bool resolving;               /* an attempt waits for it */
+        bool late_answer;             /* addrs came after the timeout: the next attempt uses them */
+        char addrs[LOOKUP_ADDRS_MAX][LOOKUP_ADDR_MAX];
+        size_t n_addrs, addr_index;
 
         bool connecting;
         bool connected;
@@ -94,6 +114,8 @@ struct Mqtt {
         unsigned attempts;            /* failed attempts since the last success */
         char last_error[256];         /* the last failure logged, to log repeats at debug level */
         char lib_error[256];          /* libmosquitto's last error line (OpenSSL's reason) */
+        char tls_error[96];           /* " (hostname mismatch)": why the certificate was refused */
+        char addr_failure[384];       /* the first TLS failure among the addresses tried in turn */
 
         Inflight inflight[OUTBOX_WINDOW];
         size_t n_inflight;
@@ -102,7 +124,7 @@ struct Mqtt {
         KnownWrap *wraps;
         size_t n_wraps;
         /* Wraps removed while the broker was away: their retained topics (state, availability,
-         * compliance, discovery) are cleared as soon as it is back. */
+         * compliance, alert, discovery) are cleared as soon as it is back. */
         KnownWrap *gone;
         size_t n_gone;
         bool dirty_all;               /* (re)publish discovery, info and every state */
@@ -335,10 +357,33 @@ static void check_socket(Mqtt *q, int rc, const char *what) {
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Mqtt *q = userdata;
+        bool first = !q->saw_writable;
         int rc;
 
         if (revents & EPOLLOUT)
                 q->saw_writable = true;
+        if (q->connecting && first && (revents & (EPOLLERR | EPOLLHUP))) {
+                /*
+                 * The TCP connect failed (refused, unreachable): the socket's first event is
+                 * its end. Over TLS libmosquitto would not say so: SSL_connect's
+                 * SSL_ERROR_SYSCALL only means "try again" to it (net__socket_connect_tls), and
+                 * the loop would spin on the hung-up socket until the connect timeout. Its
+                 * first write may have taken the error already. Later events (a broker that
+                 * answered, then closed) go through libmosquitto as before.
+                 */
+                int err = 0;
+                socklen_t len = sizeof err;
+
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+                        errno = err;
+                        connection_lost(q, MOSQ_ERR_ERRNO, "connecting");
+                        return 0;
+                }
+                if (revents & EPOLLHUP) {
+                        connection_lost(q, MOSQ_ERR_CONN_LOST, "connecting");
+                        return 0;
+                }
+        }
 
         /* The TLS handshake and every incoming packet move on loop_read; it is harmless when nothing waits. */
         q->in_lib = true;
@@ -469,21 +514,49 @@ static void schedule_retry(Mqtt *q) {
                 log_debug("MQTT: next attempt in %.1f s.", (double) delay / USEC_PER_SEC);
 }
 
+static int connect_addr(Mqtt *q);
+
 static void connection_lost(Mqtt *q, int rc, const char *why) {
         bool was_connected = q->connected;
         const char *detail = q->lib_error[0] ? q->lib_error : NULL;
+        char failure[sizeof q->addr_failure], count[48] = "";
+        int level = rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING;
 
+        snprintf(failure, sizeof failure, "while %s: %s%s%s%s", why,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
+                 detail ? " " : "", detail ? detail : "", q->tls_error);
+        if (!was_connected && !q->refused && q->addr_index + 1 < q->n_addrs) {
+                /* The name has more addresses (IPv6 and IPv4, say): the next one at once. A
+                 * broker that was reached but failed TLS is what the log line will tell. */
+                log_debug("MQTT: %s:%u at %s failed %s Trying %s.", q->s.host, q->s.port,
+                          q->addrs[q->addr_index], failure, q->addrs[q->addr_index + 1]);
+                if (rc == MOSQ_ERR_TLS && !q->addr_failure[0])
+                        memcpy(q->addr_failure, failure, sizeof failure);
+                drop_connection(q);
+                q->addr_index++;
+                if (connect_addr(q) < 0) {
+                        drop_connection(q);
+                        schedule_retry(q);
+                }
+                return;
+        }
+        if (!was_connected && rc != MOSQ_ERR_TLS && q->addr_failure[0]) {
+                memcpy(failure, q->addr_failure, sizeof failure);
+                level = LOG_ERR;
+        }
+        q->addr_failure[0] = 0;
+        /* Not the address: a name whose addresses rotate would make every failure a new line. */
+        if (q->n_addrs > 1)
+                snprintf(count, sizeof count, " (%zu addresses)", q->n_addrs);
         if (q->refused)
                 ; /* on_connect logged the broker's answer */
         else if (was_connected)
                 report(q, LOG_WARNING, "MQTT: lost the connection to %s:%u: %s%s%s Reconnecting.",
                        q->s.host, q->s.port, mosquitto_strerror(rc), detail ? " " : "", detail ? detail : "");
         else
-                report(q, rc == MOSQ_ERR_TLS ? LOG_ERR : LOG_WARNING,
-                       "MQTT: cannot connect to %s:%u while %s: %s%s%s Retrying with backoff.",
-                       q->s.host, q->s.port, why, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc),
-                       detail ? " " : "", detail ? detail : "");
-        q->lib_error[0] = 0;
+                report(q, level, "MQTT: cannot connect to %s:%u%s %s Retrying with backoff.",
+                       q->s.host, q->s.port, count, failure);
+        q->lib_error[0] = q->tls_error[0] = 0;
         drop_connection(q);
         schedule_retry(q);
         HOOK0(q, connection_changed);
@@ -574,10 +647,125 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
         }
 }
 
-static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg);
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg,
+                       const mosquitto_property *props);
 
-static int connect_now(Mqtt *q) {
+/* ---- TLS: the broker's certificate checked against [mqtt] host, not the address dialled ---- */
+
+static Mqtt *tls_owner(const SSL *ssl) {
+        Mqtt *q = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+
+        /* Only the connection of the client that made the context. */
+        return q && q->mosq && mosquitto_ssl_get(q->mosq) == ssl ? q : NULL;
+}
+
+/*
+ * SNI. libmosquitto names the host it was given, which is now an address
+ * (net__socket_connect_step3: SSL_set_tlsext_host_name), just before SSL_connect. The
+ * handshake starts here, before the ClientHello is built: the configured name goes out
+ * instead, or none when [mqtt] host is itself an address (RFC 6066 has no SNI for them).
+ */
+static void on_tls_info(const SSL *ssl, int where, int ret) {
+        Mqtt *q;
+
+        if (!(where & SSL_CB_HANDSHAKE_START) || !(q = tls_owner(ssl)))
+                return;
+        (void) SSL_set_tlsext_host_name(mosquitto_ssl_get(q->mosq), lookup_numeric(q->s.host, NULL) ? NULL : q->s.host);
+}
+
+/* OpenSSL's verification, kept; only its reason is noted for the log line. */
+static int on_tls_verify(int ok, X509_STORE_CTX *x) {
+        const SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+        Mqtt *q = tls_owner(ssl);
+
+        if (!ok && q && !q->tls_error[0])
+                snprintf(q->tls_error, sizeof q->tls_error, " (%s)", X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
+        return ok;
+}
+
+/*
+ * The client's own SSL_CTX (MOSQ_OPT_SSL_CTX, without MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, so
+ * libmosquitto leaves it as it is): what mosquitto_tls_set and _tls_opts_set would set up
+ * (TLS 1.2 at least, the CA, the client certificate, peer verification), except that the
+ * certificate must name [mqtt] host. libmosquitto's own check would compare it with the
+ * address it dials.
+ */
+static int tls_context(Mqtt *q, SSL_CTX **ret) {
+        const MqttSettings *s = &q->s;
+        char ip[LOOKUP_ADDR_MAX];
+        const char *what = "TLS";
+        X509_VERIFY_PARAM *param;
+        unsigned long e;
+        SSL_CTX *ctx;
+
+        ERR_clear_error();
+        ctx = SSL_CTX_new(TLS_client_method());
+        if (!ctx)
+                goto fail;
+        if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+                goto fail;
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+        SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+        what = s->ca ? s->ca : s->ca_dir;
+        if (SSL_CTX_load_verify_locations(ctx, s->ca, s->ca_dir) != 1)
+                goto fail;
+        if (s->cert) {
+                what = s->cert;
+                if (SSL_CTX_use_certificate_chain_file(ctx, s->cert) != 1)
+                        goto fail;
+                what = s->key;
+                if (SSL_CTX_use_PrivateKey_file(ctx, s->key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+                        goto fail;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_tls_verify);
+        param = SSL_CTX_get0_param(ctx);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        what = s->host;
+        if (lookup_numeric(s->host, ip) ? X509_VERIFY_PARAM_set1_ip_asc(param, ip) != 1
+                                        : X509_VERIFY_PARAM_set1_host(param, s->host, 0) != 1)
+                goto fail;
+        SSL_CTX_set_app_data(ctx, q);
+        SSL_CTX_set_info_callback(ctx, on_tls_info);
+        *ret = ctx;
+        return 0;
+fail:
+        e = ERR_peek_last_error();
+        snprintf(q->lib_error, sizeof q->lib_error, "TLS setup failed for %s: %s.", what,
+                 e ? ERR_reason_error_string(e) : "out of memory");
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return -EIO;
+}
+
+/*
+ * MQTT 5: CONNECT carries Maximum Packet Size. libmosquitto 2.0.11 takes CONNECT properties
+ * only in mosquitto_connect_bind_v5(), which connects blocking (mosquitto__reconnect(mosq,
+ * true): a connect() to an address that does not answer would hold the loop for minutes).
+ * That function stores them (lib/connect.c: mosquitto_property_copy_all into
+ * mosq->connect_properties) before it checks its arguments (mosquitto__connect_init: no
+ * host is MOSQ_ERR_INVAL), and every later connect, the asynchronous one included, sends
+ * what is stored (mosquitto__reconnect). Called without a host it stores them and goes no
+ * further. The faults suite checks that the broker honours the limit, so a libmosquitto
+ * that stopped doing this fails a test rather than the limit going missing quietly.
+ */
+static void set_connect_properties(Mqtt *q) {
+        mosquitto_property *props = NULL;
+        int rc;
+
+        if (q->s.protocol != MQTT_PROTOCOL_V5)
+                return;
+        rc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, PACKET_MAX);
+        if (rc == MOSQ_ERR_SUCCESS)
+                rc = mosquitto_connect_bind_v5(q->mosq, NULL, q->s.port, q->s.keepalive, NULL, props);
+        mosquitto_property_free_all(&props);
+        if (rc != MOSQ_ERR_INVAL)
+                log_warning("MQTT: cannot set CONNECT's Maximum Packet Size: %s", mosquitto_strerror(rc));
+}
+
+/* Connects to the address q->addrs[q->addr_index] (numeric: libmosquitto resolves nothing). */
+static int connect_addr(Mqtt *q) {
         MqttSettings *s = &q->s;
+        const char *addr = q->addrs[q->addr_index];
         int rc, r;
 
         drop_connection(q);
@@ -589,7 +777,7 @@ static int connect_now(Mqtt *q) {
                                     s->protocol == MQTT_PROTOCOL_V5 ? 5 : 4 /* MQTT 5, 3.1.1 */);
         mosquitto_connect_callback_set(q->mosq, on_connect);
         mosquitto_publish_callback_set(q->mosq, on_publish);
-        mosquitto_message_callback_set(q->mosq, on_message);
+        mosquitto_message_v5_callback_set(q->mosq, on_message);   /* props: NULL with MQTT 3.1.1 */
         mosquitto_log_callback_set(q->mosq, on_log);
 
         {
@@ -606,22 +794,29 @@ static int connect_now(Mqtt *q) {
                 if (rc != MOSQ_ERR_SUCCESS)
                         return log_error_errno(EINVAL, "MQTT: cannot set the username: %s", mosquitto_strerror(rc));
         }
-        if (s->ca || s->ca_dir) {
-                /* The host name is checked against the certificate (tls_insecure off), also with a CA directory. */
-                rc = mosquitto_tls_set(q->mosq, s->ca, s->ca_dir, s->cert, s->key, NULL);
-                if (rc == MOSQ_ERR_SUCCESS)
-                        rc = mosquitto_tls_opts_set(q->mosq, 1 /* SSL_VERIFY_PEER */, NULL, NULL);
-                if (rc == MOSQ_ERR_SUCCESS)
-                        rc = mosquitto_tls_insecure_set(q->mosq, false);
-                if (rc != MOSQ_ERR_SUCCESS)
-                        return log_error_errno(EINVAL, "MQTT: cannot use the TLS files (CA %s): %s",
-                                               s->ca ? s->ca : s->ca_dir, mosquitto_strerror(rc));
-        }
-
         q->connecting = true;
-        q->lib_error[0] = 0;
-        /* A host name is resolved here (getaddrinfo, blocking): an address or /etc/hosts keeps it instant. */
-        rc = mosquitto_connect_bind_async(q->mosq, s->host, s->port, s->keepalive, NULL);
+        q->lib_error[0] = q->tls_error[0] = 0;
+        if (s->ca || s->ca_dir) {
+                SSL_CTX *ctx = NULL;
+
+                if (tls_context(q, &ctx) < 0) {
+                        /* A CA file replaced by something unreadable as one: retried, it may be fixed. */
+                        connection_lost(q, MOSQ_ERR_TLS, "setting up TLS");
+                        return 0;
+                }
+                /* WITH_DEFAULTS is on in a new client (lib/mosquitto.c): off, or it would set the context up again. */
+                rc = mosquitto_int_option(q->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+                if (rc == MOSQ_ERR_SUCCESS)
+                        rc = mosquitto_void_option(q->mosq, MOSQ_OPT_SSL_CTX, ctx);   /* takes its own reference */
+                SSL_CTX_free(ctx);
+                if (rc != MOSQ_ERR_SUCCESS)
+                        return log_error_errno(EINVAL, "MQTT: cannot use TLS: %s", mosquitto_strerror(rc));
+        }
+        set_connect_properties(q);
+
+        if (!streq(addr, s->host))
+                log_debug("MQTT: connecting to %s:%u at %s.", s->host, s->port, addr);
+        rc = mosquitto_connect_bind_async(q->mosq, addr, s->port, s->keepalive, NULL);
         if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(q->mosq) < 0) {
                 connection_lost(q, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_NO_CONN : rc, "connecting");
                 return 0;
@@ -635,6 +830,97 @@ static int connect_now(Mqtt *q) {
         if (r < 0)
                 return log_error_errno(r, "MQTT: cannot arm the connect timeout: %m");
         update_events(q);
+        return 0;
+}
+
+/* ---- the broker's addresses ---- */
+
+static void lookup_cancel(Mqtt *q) {
+        q->lookup = lookup_free(q->lookup);
+        q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
+        q->resolving = q->late_answer = false;
+}
+
+static void lookup_failed(Mqtt *q, const char *why) {
+        q->resolving = false;
+        q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
+        report(q, LOG_WARNING, "MQTT: cannot look up the broker %s: %s. Retrying with backoff.", q->s.host, why);
+        schedule_retry(q);
+        HOOK0(q, connection_changed);
+}
+
+static void on_lookup(Lookup *l, const LookupAnswer *a, void *userdata) {
+        Mqtt *q = userdata;
+
+        q->lookup = lookup_free(q->lookup);
+        if (!q->resolving) {
+                /* After its timeout, between attempts: a slow resolver's answer is kept for the
+                 * next attempt, or every attempt would time out the same way. */
+                if (!a->error) {
+                        memcpy(q->addrs, a->addrs, sizeof q->addrs);
+                        q->n_addrs = a->n;
+                        q->late_answer = true;
+                }
+                return;
+        }
+        q->resolving = false;
+        q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
+        if (a->error) {
+                lookup_failed(q, lookup_strerror(a));
+                return;
+        }
+        memcpy(q->addrs, a->addrs, sizeof q->addrs);
+        q->n_addrs = a->n;
+        q->addr_index = 0;
+        if (connect_addr(q) < 0) {
+                drop_connection(q);
+                schedule_retry(q);
+        }
+}
+
+static int on_lookup_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Mqtt *q = userdata;
+        char why[64];
+
+        /*
+         * The lookup itself goes on (getaddrinfo cannot be interrupted): the next attempt waits
+         * for its answer rather than start another thread behind a resolver that hangs.
+         */
+        snprintf(why, sizeof why, "no answer in %u s", (unsigned) (LOOKUP_TIMEOUT_USEC / USEC_PER_SEC));
+        lookup_failed(q, why);
+        return 0;
+}
+
+/* One attempt: the broker's addresses, at once when [mqtt] host is one, else looked up. */
+static int connect_now(Mqtt *q) {
+        int r;
+
+        drop_connection(q);
+        q->addr_index = 0;
+        q->addr_failure[0] = 0;
+        if (q->late_answer) {
+                q->late_answer = false;
+                return connect_addr(q);
+        }
+        q->n_addrs = 0;
+        if (lookup_numeric(q->s.host, q->addrs[0])) {
+                q->n_addrs = 1;
+                return connect_addr(q);
+        }
+        if (!q->lookup) {
+                r = lookup_start(q->event, q->s.host, on_lookup, q, &q->lookup);
+                if (r < 0) {
+                        lookup_failed(q, strerror(-r));
+                        return 0;
+                }
+        }
+        q->resolving = true;
+        q->lookup_timer = sd_event_source_disable_unref(q->lookup_timer);
+        r = sd_event_add_time(q->event, &q->lookup_timer, CLOCK_MONOTONIC, now_mono(q) + LOOKUP_TIMEOUT_USEC, 0,
+                              on_lookup_timeout, q);
+        if (r < 0)
+                return log_error_errno(r, "MQTT: cannot arm the lookup timeout: %m");
+        log_debug("MQTT: looking up %s.", q->s.host);
         return 0;
 }
 
@@ -652,23 +938,48 @@ static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 static KnownWrap *known_find(Mqtt *q, const char *wrap);
 
 /* A session record went out: the wrap's retained state (last session, compliance) follows it. */
-static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
+/* The wrap of "<base>/<wrap>/<leaf>" (leaf with its slash: "/session"); false for another topic. */
+static bool wrap_of_topic(Mqtt *q, const char *topic, const char *leaf, char wrap[static WRAP_ID_MAX]) {
         size_t bl = strlen(q->s.base);
         const char *w, *slash;
+
+        if (strncmp(topic, q->s.base, bl) != 0 || topic[bl] != '/')
+                return false;
+        w = topic + bl + 1;
+        slash = strchr(w, '/');
+        if (!slash || !streq(slash, leaf) || (size_t) (slash - w) >= WRAP_ID_MAX)
+                return false;
+        memcpy(wrap, w, (size_t) (slash - w));
+        wrap[slash - w] = 0;
+        return true;
+}
+
+static void mark_wrap_of_topic(Mqtt *q, const char *topic) {
         char wrap[WRAP_ID_MAX];
         KnownWrap *k;
 
-        if (strncmp(topic, q->s.base, bl) != 0 || topic[bl] != '/')
+        if (!wrap_of_topic(q, topic, "/session", wrap))
                 return;
-        w = topic + bl + 1;
-        slash = strchr(w, '/');
-        if (!slash || !streq(slash, "/session") || (size_t) (slash - w) >= sizeof wrap)
-                return;
-        memcpy(wrap, w, (size_t) (slash - w));
-        wrap[slash - w] = 0;
         k = known_find(q, wrap);
         if (k)
                 k->dirty = true;
+}
+
+/*
+ * A retained alert still in the outbox when its wrap was removed (the broker away, or the
+ * window full) would retain it again after the removal cleared the topic: it goes out
+ * unretained instead, so the alert is still told, and nothing of the wrap stays.
+ */
+static bool retain_outbox_msg(Mqtt *q, Store *st, const OutboxMsg *m) {
+        char wrap[WRAP_ID_MAX];
+        StoredWrap w;
+
+        if (!m->retain || !wrap_of_topic(q, m->topic, "/alert", wrap))
+                return m->retain;
+        if (store_wrap_get(st, wrap, &w) != -ENOENT)
+                return true;
+        log_debug("MQTT: outbox message %" PRId64 " is an alert of %s, removed since: not retained", m->id, wrap);
+        return false;
 }
 
 /* ---- the outbox: in order, a bounded window in flight, acknowledged on PUBACK ---- */
@@ -694,7 +1005,8 @@ static void outbox_send(Mqtt *q) {
                         int mid = 0;
 
                         r = mosquitto_publish(q->mosq, &mid, msgs[i].topic, (int) strlen(msgs[i].payload),
-                                              msgs[i].payload, msgs[i].qos > 1 ? 1 : msgs[i].qos, msgs[i].retain);
+                                              msgs[i].payload, msgs[i].qos > 1 ? 1 : msgs[i].qos,
+                                              retain_outbox_msg(q, st, &msgs[i]));
                         if (r != MOSQ_ERR_SUCCESS) {
                                 log_debug("MQTT: publishing outbox message %" PRId64 " failed: %s",
                                           msgs[i].id, mosquitto_strerror(r));
@@ -865,6 +1177,7 @@ static void clear_wrap_topics(Mqtt *q, KnownWrap *k) {
         (void) publish_topicf(q, NULL, true, "%s/%s/state", q->s.base, k->wrap);
         (void) publish_topicf(q, NULL, true, "%s/%s/availability", q->s.base, k->wrap);
         (void) publish_topicf(q, NULL, true, "%s/%s/compliance", q->s.base, k->wrap);
+        (void) publish_topicf(q, NULL, true, "%s/%s/alert", q->s.base, k->wrap);
 }
 
 /* Remembers a wrap removed while disconnected (its id and address only; at most once). */
@@ -1099,8 +1412,12 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
         if (q->hooks.command)
                 r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
-        if (r == -ENOBUFS)
-                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
+        if (r == -ENOBUFS) {
+                /* Over one request of its kind a second: dropped, not recorded. It is answered
+                 * like any refused command; the door counts it and logs one line per 100. */
+                respond(q, response_topic, c, NULL, err_text(r, error, buf));
+                return;
+        }
         if (r < 0 || error) {
                 /* A refusal by the rules is a record in the outbox too: it goes out below. */
                 respond(q, response_topic, c, r < 0 ? NULL : data, err_text(r, error, buf));
@@ -1112,7 +1429,39 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         schedule_flush(q);
 }
 
-static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
+/*
+ * What the publisher of a command claims to be: the MQTT 5 user property "client". A
+ * subscriber is never told who published (MQTT 3.1.1 and 5 alike), so this is recorded as a
+ * claim, never as an identity; the broker's ACL is the authority. A value that is too long or
+ * holds control characters is not recorded.
+ */
+static void claimed_client(const mosquitto_property *props, const char *topic, char out[static COMMAND_CLIENT_MAX]) {
+        const mosquitto_property *p;
+        char *name = NULL, *value = NULL;
+        bool skip = false;
+
+        out[0] = '\0';
+        for (p = props; (p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, skip));
+             skip = true) {
+                bool found = streq(name, COMMAND_CLIENT_PROPERTY), ok = value && strlen(value) < COMMAND_CLIENT_MAX;
+
+                for (const char *c = value; ok && *c; c++)
+                        ok = (unsigned char) *c >= 0x20 && *c != 0x7f;
+                if (found && ok)
+                        snprintf(out, COMMAND_CLIENT_MAX, "%s", value);
+                else if (found)
+                        log_notice("MQTT: a command on %s claims a client id that is too long or not text: "
+                                   "not recorded.", topic);
+                free(name);
+                free(value);
+                name = value = NULL;
+                if (found)
+                        break;
+        }
+}
+
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg,
+                       const mosquitto_property *props) {
         Mqtt *q = userdata;
         const char *t = msg->topic;
         char error[COMMAND_ERROR_MAX], name[COMMAND_NAME_MAX];
@@ -1151,6 +1500,8 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                         log_notice("MQTT: bad request on %s: %s", t, error);
                         return;
                 }
+                snprintf(c.topic, sizeof c.topic, "%s", t);
+                claimed_client(props, t, c.claimed_client);
                 run_command(q, c.wrap[0] ? c.wrap : NULL, &c, resp);
                 return;
         }
@@ -1166,6 +1517,8 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         }
         if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
                 return;
+        snprintf(c.topic, sizeof c.topic, "%s", t);
+        claimed_client(props, t, c.claimed_client);
         run_command(q, name, &c, resp);
 }
 
@@ -1244,6 +1597,7 @@ Mqtt *mqtt_free(Mqtt *q) {
                 (void) mosquitto_loop_write(q->mosq, 1);
         }
         drop_connection(q);
+        lookup_cancel(q);
         q->retry_timer = sd_event_source_disable_unref(q->retry_timer);
         q->misc_timer = sd_event_source_disable_unref(q->misc_timer);
         q->health_timer = sd_event_source_disable_unref(q->health_timer);
@@ -1295,6 +1649,7 @@ int mqtt_reload(Mqtt *q) {
                 (void) mosquitto_loop_write(q->mosq, 1);
         }
         drop_connection(q);
+        lookup_cancel(q);   /* the old name's, or one that hangs: the new settings ask again */
         settings_done(&q->s);
         q->s = s;
         q->attempts = 0;

@@ -179,8 +179,7 @@ int payload_session_msg(const Config *c, const SessionRecord *rec, OutboxMsg *re
         return 0;
 }
 
-int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const char *session_id,
-                      OutboxMsg *ret) {
+int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, OutboxMsg *ret) {
         /* The latest alert is retained, so a Home Assistant that restarts still sees it;
          * an acknowledgement of an older one is not, or it would hide a newer alert. */
         OutboxMsg m = { .qos = 1, .retain = latest };
@@ -197,7 +196,7 @@ int payload_alert_msg(const Config *c, const AlertRecord *a, bool latest, const 
             !put(o, "wrap", json_string(a->wrap)) ||
             !put(o, "at", time_or_null(a->at)) ||
             !put(o, "message", json_string(a->text)) ||
-            !put(o, "session_id", string_or_null(session_id)) ||
+            !put(o, "session_id", string_or_null(a->session_id[0] ? a->session_id : NULL)) ||
             !put(o, "acked_at", time_or_null(a->acked_at))) {
                 json_decref(o);
                 return -ENOMEM;

@@ -162,6 +162,7 @@ int state_bridge_health_json(const BridgeHealth *h, char **ret) {
                 g |= put(u, "last_success", iso_or_null(h->uplink_last_success));
                 g |= put(u, "last_error", h->uplink_last_error && *h->uplink_last_error ?
                                                json_string(h->uplink_last_error) : json_null());
+                g |= put(u, "rejected", json_integer((json_int_t) h->uplink_rejected));
                 f |= g || put(o, "uplink", u);
         }
         return dump(o, f, ret);

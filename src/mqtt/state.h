@@ -63,5 +63,6 @@ typedef struct BridgeHealth {
         uint64_t uplink_pending;
         int64_t uplink_last_success;  /* 0: never */
         const char *uplink_last_error; /* NULL or "": none since the last success */
+        uint64_t uplink_rejected;     /* records the clinic's server refused for good */
 } BridgeHealth;
 int state_bridge_health_json(const BridgeHealth *h, char **ret);

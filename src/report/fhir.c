@@ -14,6 +14,10 @@
 #define SCT_CRYOTHERAPY      "26782000"   /* Cryotherapy (procedure) */
 #define SCT_KNEE_REGION      "72696002"   /* Knee region structure (body structure) */
 #define LOINC_PAIN_0_10      "72514-3"    /* Pain severity - 0-10 verbal numeric rating [Score] - Reported */
+#define LOINC_EXERCISE       "73985-4"    /* Exercise activity */
+#define LOINC_EXERCISE_MIN   "55411-3"    /* Exercise duration */
+#define FHIR_UCUM            "http://unitsofmeasure.org"
+#define FHIR_FLAG_DETAIL     "http://hl7.org/fhir/StructureDefinition/flag-detail"
 
 char *fhir_diary_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]) {
         snprintf(buf, FHIR_VALUE_MAX, "%s/diary/%" PRId64, wrap, id);
@@ -22,6 +26,11 @@ char *fhir_diary_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_
 
 char *fhir_alert_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]) {
         snprintf(buf, FHIR_VALUE_MAX, "%s/alert/%" PRId64, wrap, id);
+        return buf;
+}
+
+char *fhir_run_value(const char *wrap, int64_t id, char buf[static FHIR_VALUE_MAX]) {
+        snprintf(buf, FHIR_VALUE_MAX, "%s/run/%" PRId64, wrap, id);
         return buf;
 }
 
@@ -428,7 +437,79 @@ json_t *fhir_flag(const AlertRecord *a, const char *patient_ref, const char *dev
                         "subject", reference(patient_ref),
                         "period", period,
                         "author", reference(device_ref));
+        if (res && *a->session_id) {
+                char display[UUID_STR_MAX + 16];
+
+                snprintf(display, sizeof(display), "Session %s", a->session_id);
+                if (json_object_set_new(res, "extension",
+                                        json_pack("[{s:s, s:{s:s, s:{s:s, s:s}, s:s}}]", "url", FHIR_FLAG_DETAIL,
+                                                  "valueReference", "type", "Procedure",
+                                                  "identifier", "system", FHIR_SYSTEM_SESSION,
+                                                  "value", a->session_id, "display", display)) < 0) {
+                        json_decref(res);
+                        return NULL;
+                }
+        }
         return res;
+}
+
+/* A Quantity in a UCUM unit. */
+static json_t *quantity(double value, const char *unit) {
+        return json_pack("{s:f, s:s, s:s, s:s}", "value", value, "unit", unit, "system", FHIR_UCUM, "code", unit);
+}
+
+json_t *fhir_run_observation(const RunRecord *r, const char *patient_ref) {
+        char value[FHIR_VALUE_MAX], note[160];
+        const char *source;
+        json_t *res, *components;
+
+        if (!r || r->id <= 0 || !*r->wrap || !patient_ref || r->ended_at <= 0)
+                return NULL;
+        source = request_source_to_string(r->source);
+        snprintf(note, sizeof(note), "Run logged by the runner (%s)", source ? source : "?");
+        res = json_pack("{s:s, s:o, s:s, s:[{s:[{s:s, s:s, s:s}]}], s:{s:[{s:s, s:s, s:s}], s:s}, "
+                        "s:o, s:[o], s:{s:s}, s:[{s:s}]}",
+                        "resourceType", "Observation",
+                        "identifier", identifier(FHIR_SYSTEM_RUN, fhir_run_value(r->wrap, r->id, value)),
+                        "status", "final",
+                        "category", "coding", "system", "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code", "activity", "display", "Activity",
+                        "code", "coding", "system", FHIR_LOINC, "code", LOINC_EXERCISE, "display", "Exercise activity",
+                        "text", "Run",
+                        "subject", reference(patient_ref),
+                        "performer", reference(patient_ref),
+                        "valueCodeableConcept", "text", "Running",
+                        "note", "text", note);
+        if (!res)
+                return NULL;
+        if (r->minutes > 0) {
+                json_t *period = json_pack("{s:o, s:o}", "start", date_time(r->ended_at - (int64_t) r->minutes * 60),
+                                           "end", date_time(r->ended_at));
+                if (json_object_set_new(res, "effectivePeriod", period) < 0)
+                        goto fail;
+        } else if (json_object_set_new(res, "effectiveDateTime", date_time(r->ended_at)) < 0)
+                goto fail;
+        components = json_array();
+        if (!components || json_object_set_new(res, "component", components) < 0)
+                goto fail;
+        if (r->minutes > 0 &&
+            json_array_append_new(components, json_pack("{s:{s:[{s:s, s:s, s:s}], s:s}, s:o}",
+                                                         "code", "coding", "system", FHIR_LOINC,
+                                                         "code", LOINC_EXERCISE_MIN, "display", "Exercise duration",
+                                                         "text", "Duration of the run",
+                                                         "valueQuantity", quantity(r->minutes, "min"))) < 0)
+                goto fail;
+        if (r->meters > 0 &&
+            json_array_append_new(components, json_pack("{s:{s:s}, s:o}", "code", "text", "Distance of the run",
+                                                        "valueQuantity", quantity(r->meters / 1000.0, "km"))) < 0)
+                goto fail;
+        /* A component list must not be empty in FHIR JSON. */
+        if (json_array_size(components) == 0)
+                json_object_del(res, "component");
+        return res;
+fail:
+        json_decref(res);
+        return NULL;
 }
 
 json_t *fhir_bundle_new(const char *type, int64_t timestamp) {

@@ -345,20 +345,33 @@ static void sessions_table(FILE *f, const ReportData *r) {
 }
 
 static void alerts_table(FILE *f, const ReportData *r) {
-        char when[CLOCK_ISO_MAX], acked[CLOCK_ISO_MAX];
+        char when[CLOCK_ISO_MAX], acked[CLOCK_ISO_MAX], session[CLOCK_ISO_MAX];
 
         fputs("<table id=\"alerts\"><caption>Alerts</caption>\n"
-              "<tr><th>#</th><th>Raised</th><th>Kind</th><th>What</th><th>Acknowledged</th></tr>\n", f);
+              "<tr><th>#</th><th>Raised</th><th>Kind</th><th>What</th><th>Session</th><th>Acknowledged</th></tr>\n", f);
         for (size_t i = 0; i < r->n_alerts; i++) {
                 const AlertRecord *a = &r->alerts[i];
 
                 fprintf(f, "<tr><td>%" PRId64 "</td><td>%s</td><td>%s</td><td>", a->id, iso(a->at, when),
                         alert_kind_to_string(a->kind));
                 esc(f, a->text);
+                fputs("</td><td>", f);
+                /* The session it is about, by the time it was requested, as the sessions table shows it. */
+                if (a->session_id[0]) {
+                        const SessionRecord *s = NULL;
+
+                        for (size_t k = 0; !s && k < r->n_sessions; k++)
+                                if (streq(r->sessions[k].session_id, a->session_id))
+                                        s = &r->sessions[k];
+                        if (s)
+                                fprintf(f, "%s %s", therapy_mode_to_string(s->mode), iso(s->requested_at, session));
+                        else
+                                fprintf(f, "%.8s", a->session_id);
+                }
                 fprintf(f, "</td><td>%s</td></tr>\n", a->acked_at ? iso(a->acked_at, acked) : "open");
         }
         if (r->n_alerts == 0)
-                fputs("<tr><td colspan=\"5\">No alerts in this period.</td></tr>\n", f);
+                fputs("<tr><td colspan=\"6\">No alerts in this period.</td></tr>\n", f);
         fputs("</table>\n", f);
 }
 
@@ -377,12 +390,20 @@ static void history_table(FILE *f, const ReportData *r) {
                         fputs(": ", f);
                         esc(f, e->detail);
                 }
-                fprintf(f, "</td><td>%s</td><td>", request_source_to_string(e->source));
+                fprintf(f, "</td><td>%s", request_source_to_string(e->source));
+                if (*e->topic) {
+                        fputs(" (", f);
+                        esc(f, e->topic);
+                        fputs(")", f);
+                }
+                fputs("</td><td>", f);
                 if (e->uid >= 0)
                         fprintf(f, "uid %" PRId64, e->uid);
-                else if (*e->client)
-                        esc(f, e->client);
-                else
+                else if (*e->claimed_client) {
+                        fputs("claims &ldquo;", f);
+                        esc(f, e->claimed_client);
+                        fputs("&rdquo; (not verified)", f);
+                } else
                         fputs("-", f);
                 fputs("</td></tr>\n", f);
         }

@@ -214,18 +214,20 @@ json_t *report_injury_json(const InjuryRecord *i) {
 }
 
 json_t *report_alert_json(const AlertRecord *a) {
-        return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}",
+        return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:o}",
                          "id", (json_int_t) a->id,
                          "wrap", a->wrap,
                          "kind", alert_kind_to_string(a->kind),
                          "at", iso_or_null(a->at),
                          "text", a->text,
-                         "acked_at", iso_or_null(a->acked_at));
+                         "acked_at", iso_or_null(a->acked_at),
+                         "session_id", str_or_null(a->session_id[0] ? a->session_id : NULL));
 }
 
-/* One change: uid is null when not known (MQTT, the wrap), client null when not MQTT. */
+/* One change: uid is null when not known (MQTT, the wrap); topic and claimed_client are what
+ * MQTT tells (null otherwise): the client id is what an MQTT 5 publisher claims, unverified. */
 json_t *report_audit_json(const AuditRecord *e) {
-        return json_pack("{s:I, s:o, s:o, s:s, s:s, s:s, s:o, s:o}",
+        return json_pack("{s:I, s:o, s:o, s:s, s:s, s:s, s:o, s:o, s:o}",
                          "id", (json_int_t) e->id,
                          "at", iso_or_null(e->at),
                          "wrap", str_or_null(e->wrap),
@@ -233,7 +235,8 @@ json_t *report_audit_json(const AuditRecord *e) {
                          "detail", e->detail,
                          "source", request_source_to_string(e->source),
                          "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
-                         "client", str_or_null(e->client));
+                         "topic", str_or_null(e->topic),
+                         "claimed_client", str_or_null(e->claimed_client));
 }
 
 /* Appends each element's JSON to a new array; NULL when one cannot be built. */
@@ -319,6 +322,10 @@ json_t *report_fhir(const ReportData *d) {
                 r |= fhir_urn_uuid(urn);
                 r |= fhir_bundle_add(b, urn, fhir_pain_observation(d->wrap.wrap, &d->diary[i], &d->profile,
                                                                    patient, device));
+        }
+        for (size_t i = 0; r == 0 && i < d->n_runs; i++) {
+                r |= fhir_urn_uuid(urn);
+                r |= fhir_bundle_add(b, urn, fhir_run_observation(&d->runs[i], patient));
         }
         for (size_t i = 0; r == 0 && i < d->n_alerts; i++) {
                 if (d->alerts[i].acked_at > 0)
@@ -508,7 +515,7 @@ static void csv_diary(Csv *c, const ReportData *d) {
 }
 
 static void csv_alerts(Csv *c, const ReportData *d) {
-        static const char *const head[] = { "id", "wrap", "kind", "at", "text", "acked_at", NULL };
+        static const char *const head[] = { "id", "wrap", "kind", "at", "text", "acked_at", "session_id", NULL };
 
         csv_header(c, head);
         for (size_t i = 0; i < d->n_alerts; i++) {
@@ -520,12 +527,14 @@ static void csv_alerts(Csv *c, const ReportData *d) {
                 csv_time(c, a->at);
                 csv_field(c, a->text);
                 csv_time(c, a->acked_at);
+                csv_field(c, a->session_id);
                 csv_end(c);
         }
 }
 
 static void csv_history(Csv *c, const ReportData *d) {
-        static const char *const head[] = { "id", "wrap", "at", "what", "detail", "source", "uid", "client", NULL };
+        static const char *const head[] = { "id", "wrap", "at", "what", "detail", "source", "uid", "topic", "claimed_client",
+                                            NULL };
 
         csv_header(c, head);
         for (size_t i = 0; i < d->n_history; i++) {
@@ -541,7 +550,8 @@ static void csv_history(Csv *c, const ReportData *d) {
                         csv_fieldf(c, "%" PRId64, e->uid);
                 else
                         csv_field(c, NULL);
-                csv_field(c, *e->client ? e->client : NULL);
+                csv_field(c, *e->topic ? e->topic : NULL);
+                csv_field(c, *e->claimed_client ? e->claimed_client : NULL);
                 csv_end(c);
         }
 }

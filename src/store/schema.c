@@ -293,7 +293,6 @@ static const char *const schema_step4[] = {
         "        UNION ALL SELECT 1, at, 'alert', CAST(id AS TEXT) FROM alerts);\n",
         NULL,
 };
-#undef UPLINK_BUMP
 
 /* The append-only history of who changed an injury, a prescription or the adoption. */
 static const char *const schema_step5[] = {
@@ -318,12 +317,59 @@ static const char *const schema_step5[] = {
         NULL,
 };
 
+/*
+ * 6: the clinic's view, completed. Runs go to the clinic (their own change kind: SQLite
+ * cannot change uplink_changes' CHECK in place, so it is rebuilt; legacy_alter_table keeps
+ * the rename from re-parsing step 4's triggers, which name the table and so write to the new
+ * one), the runs recorded so far after everything else. An alert names the
+ * session it is about (a safety stop, heat in the first week, a low battery at a request).
+ */
+static const char *const schema_step6[] = {
+        "ALTER TABLE alerts ADD COLUMN session_id TEXT CHECK (session_id IS NULL OR length(session_id) BETWEEN 1 AND 36);\n",
+
+        "PRAGMA legacy_alter_table = ON;\n",
+        "CREATE TABLE uplink_changes6 (\n"
+        "        seq INTEGER NOT NULL UNIQUE CHECK (seq > 0),\n"
+        "        kind TEXT NOT NULL CHECK (kind IN ('wrap', 'session', 'diary', 'alert', 'run')),\n"
+        "        key TEXT NOT NULL,\n"
+        "        rev INTEGER NOT NULL DEFAULT 1 CHECK (rev > 0),\n"
+        "        PRIMARY KEY (kind, key)\n"
+        ") WITHOUT ROWID;\n",
+        "INSERT INTO uplink_changes6 (seq, kind, key, rev) SELECT seq, kind, key, rev FROM uplink_changes;\n",
+        "DROP TABLE uplink_changes;\n",
+        "ALTER TABLE uplink_changes6 RENAME TO uplink_changes;\n",
+        "PRAGMA legacy_alter_table = OFF;\n",
+        "CREATE TRIGGER uplink_run_insert AFTER INSERT ON runs BEGIN\n"
+        UPLINK_BUMP("run", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "CREATE TRIGGER uplink_run_update AFTER UPDATE ON runs BEGIN\n"
+        UPLINK_BUMP("run", "CAST(NEW.id AS TEXT)")
+        "END;\n",
+        "INSERT INTO uplink_changes (seq, kind, key) SELECT (SELECT coalesce(max(seq), 0) FROM uplink_changes) +\n"
+        "        row_number() OVER (ORDER BY ended_at, id), 'run', CAST(id AS TEXT) FROM runs;\n",
+        NULL,
+};
+#undef UPLINK_BUMP
+
+/*
+ * 7: what MQTT tells of a change's origin: the topic it came on (the broker's ACL, the authority,
+ * is per topic) and, renamed from `client`, what an MQTT 5 publisher claims to be in a user
+ * property: never verified, so the column says so. (`client` was never written before.)
+ */
+static const char *const schema_step7[] = {
+        "ALTER TABLE audit RENAME COLUMN client TO claimed_client;\n",
+        "ALTER TABLE audit ADD COLUMN topic TEXT CHECK (topic IS NULL OR length(CAST(topic AS BLOB)) < 256);\n",
+        NULL,
+};
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
         schema_step2,       /* 2: alert records, runs, patient profiles, device information */
         schema_step3,       /* 3: R10's clock stamps; refusal clock_unsynced */
         schema_step4,       /* 4: the clinic uplink's change sequence */
         schema_step5,       /* 5: the append-only history of changes to injuries, prescriptions, adoption */
+        schema_step6,       /* 6: runs to the clinic; an alert's session */
+        schema_step7,       /* 7: the history's MQTT topic and claimed client */
 };
 
 size_t schema_version_latest(void) {

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #define STORE_BUSY_TIMEOUT_MS 1000
 
 static int tx_finish(Store *s, int r, OutboxMsg *msg);
+static int tx_with_audit(Store *s, const AuditRecord *a, int (*change)(Store *s, void *userdata), void *userdata);
 static int sessions_collect(Store *s, sqlite3_stmt *st, SessionRecord **ret, size_t *ret_n);
 static int session_from_row(Store *s, sqlite3_stmt *st, SessionRecord *rec);
 
@@ -67,6 +69,7 @@ typedef enum StmtId {
         STMT_ALERT_LATEST,
         STMT_RUN_ADD,
         STMT_RUNS_LIST,
+        STMT_RUN_GET,
         STMT_PROFILE_SET,
         STMT_PROFILE_GET,
         STMT_DEVICE_INFO_SET,
@@ -105,6 +108,12 @@ typedef enum StmtId {
         RUN_WINDOW_SQL("s.session_id", "s.compliant = 1 AND s.started_at IS NOT NULL " \
                        "AND s.outcome NOT IN ('refused', 'not_started') " \
                        "AND s.started_at >= r.ended_at AND s.started_at <= r.ended_at + 3600")
+
+#define ALERT_COLUMNS "id, wrap, kind, at, text, acked_at, session_id"
+
+#define RUN_COLUMNS \
+        "r.id, r.wrap, r.ended_at, r.minutes, r.meters, r.source, r.recorded_at, " \
+        RUN_FOLLOWED_BY_SQL ", " RUN_WINDOW_SQL("s.session_id", "1")
 
 /* A session "ran" when the wrap started it; refused and not_started ones never did. */
 #define RAN_SQL "(started_at IS NOT NULL AND outcome NOT IN ('refused', 'not_started'))"
@@ -150,8 +159,7 @@ static const char *const stmt_sql[_STMT_MAX] = {
                 "SELECT " SESSION_COLUMNS " FROM sessions WHERE clock_synced = 0 AND boot_id = ?1 "
                 "ORDER BY rowid",
         [STMT_INJURIES_PENDING] =
-                "SELECT id, recorded_boot, pending FROM injuries WHERE pending IS NOT NULL AND boot_id = ?1 "
-                "AND recorded_boot IS NOT NULL",
+                "SELECT id, recorded_boot, pending, boot_id IS ?1 FROM injuries WHERE pending IS NOT NULL",
         [STMT_INJURY_DATED] =
                 "UPDATE injuries SET at = ?2, date = ?3, recorded_at = ?4, clock_synced = 1, pending = NULL "
                 "WHERE id = ?1",
@@ -207,28 +215,29 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_DIARY_LIST] =
                 "SELECT at, score, location, flags, id FROM diary WHERE wrap = ?1 AND at >= ?2 "
                 "ORDER BY at, id",
-        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at, text) VALUES (?1, ?2, ?3, ?4)",
+        [STMT_ALERT_ADD] = "INSERT INTO alerts (wrap, kind, at, text, session_id) VALUES (?1, ?2, ?3, ?4, ?5)",
         [STMT_ALERTS_LIST] =
-                "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE (?1 IS NULL OR wrap = ?1) "
+                "SELECT " ALERT_COLUMNS " FROM alerts WHERE (?1 IS NULL OR wrap = ?1) "
                 "AND at >= ?2 AND at < ?3 AND (?4 = 0 OR acked_at IS NULL) ORDER BY at, id",
         [STMT_INJURIES_LIST] =
                 "SELECT id, at, date, recorded_at, resolved_at FROM injuries WHERE wrap = ?1 ORDER BY at, id",
-        [STMT_ALERT_GET] = "SELECT id, wrap, kind, at, text, acked_at FROM alerts WHERE id = ?1",
+        [STMT_ALERT_GET] = "SELECT " ALERT_COLUMNS " FROM alerts WHERE id = ?1",
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
         [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
         [STMT_AUDIT_ADD] =
-                "INSERT INTO audit (at, wrap, what, detail, source, uid, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit (at, wrap, what, detail, source, uid, claimed_client, topic) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_AUDIT_LIST] =
-                "SELECT id, at, wrap, what, detail, source, uid, client FROM audit "
+                "SELECT id, at, wrap, what, detail, source, uid, claimed_client, topic FROM audit "
                 "WHERE ?1 IS NULL OR wrap = ?1 OR wrap IS NULL ORDER BY id",
         [STMT_RUN_ADD] =
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         [STMT_RUNS_LIST] =
-                "SELECT r.id, r.wrap, r.ended_at, r.minutes, r.meters, r.source, r.recorded_at, "
-                RUN_FOLLOWED_BY_SQL ", " RUN_WINDOW_SQL("s.session_id", "1") " FROM runs r "
+                "SELECT " RUN_COLUMNS " FROM runs r "
                 "WHERE (?1 IS NULL OR r.wrap = ?1) AND r.ended_at >= ?2 AND r.ended_at < ?3 "
                 "ORDER BY r.ended_at, r.id",
+        [STMT_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs r WHERE r.id = ?1",
         [STMT_PROFILE_SET] =
                 "INSERT INTO patients (wrap, label, knee, clinic_ref, set_at) VALUES (?1, ?2, ?3, ?4, ?5) "
                 "ON CONFLICT (wrap) DO UPDATE SET label = excluded.label, knee = excluded.knee, "
@@ -279,19 +288,57 @@ struct Store {
         char errmsg[256];
 };
 
-/* Can the store's directory take a new file? 0, or why not (-EROFS, -ENOSPC...). */
-static int fs_write_probe(const char *db_path) {
-        char path[PATH_MAX];
-        int fd;
+/*
+ * Can the store's files grow? 0, or why not: -EROFS (a read-only file system), -ENOSPC or
+ * -EDQUOT (no free blocks: a new file in the store's directory cannot take one block),
+ * -EFBIG (the process's file-size limit, RLIMIT_FSIZE as LimitFSIZE= sets, is within reach of
+ * the database and its WAL). SQLite keeps no reliable errno for a failed write (its
+ * sqlite3_system_errno() is read after other calls): this asks the system instead.
+ */
+static int fs_room_probe(const char *db_path) {
+        static const char block[4096];
+        char path[PATH_MAX], wal[PATH_MAX];
+        struct rlimit lim;
+        struct stat st;
+        off_t db = 0, w = 0;
+        ssize_t n;
+        int fd, r = 0;
 
-        if (!db_path || !*db_path || snprintf(path, sizeof path, "%s-probe-XXXXXX", db_path) >= (int) sizeof path)
+        if (!db_path || !*db_path || snprintf(path, sizeof path, "%s-probe-XXXXXX", db_path) >= (int) sizeof path ||
+            snprintf(wal, sizeof wal, "%s-wal", db_path) >= (int) sizeof wal)
                 return -EINVAL;
         fd = mkstemp(path);
         if (fd < 0)
                 return -errno;
         (void) unlink(path);
+        n = write(fd, block, sizeof block);
+        if (n < 0)
+                r = -errno;
+        else if (n < (ssize_t) sizeof block)
+                r = -ENOSPC;
         (void) close(fd);
+        if (r < 0)
+                return r;
+
+        /* A write that fails at the limit fails at an offset below the file's end plus what
+         * it writes: at most the WAL's content again (a checkpoint), plus a little. */
+        if (getrlimit(RLIMIT_FSIZE, &lim) < 0 || lim.rlim_cur == RLIM_INFINITY)
+                return 0;
+        if (stat(db_path, &st) == 0)
+                db = st.st_size;
+        if (stat(wal, &st) == 0)
+                w = st.st_size;
+        if ((uint64_t) (db > w ? db : w) + (uint64_t) w + 65536 >= (uint64_t) lim.rlim_cur)
+                return -EFBIG;
         return 0;
+}
+
+/* The IOERR sub-codes of a write that may mean "no room": extending, syncing, truncating a
+ * file or the shared-memory file. A failed read means an unreadable file, never a full one. */
+static bool ioerr_may_be_full(int rc) {
+        return rc == SQLITE_IOERR || rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC ||
+               rc == SQLITE_IOERR_TRUNCATE || rc == SQLITE_IOERR_SHMSIZE || rc == SQLITE_IOERR_SHMMAP ||
+               rc == SQLITE_IOERR_DIR_FSYNC || rc == SQLITE_IOERR_MMAP;
 }
 
 static int errno_from_sqlite(sqlite3 *db, int rc) {
@@ -306,7 +353,7 @@ static int errno_from_sqlite(sqlite3 *db, int rc) {
                 return -ENOSPC;
         case SQLITE_CORRUPT:
         case SQLITE_NOTADB:
-                return -EIO;
+                return -EUCLEAN;
         case SQLITE_CONSTRAINT:
                 if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
                         return -EEXIST;
@@ -337,10 +384,16 @@ static int errno_from_sqlite(sqlite3 *db, int rc) {
                 if (e == EACCES || e == EPERM || e == EROFS || e == ENOENT || e == EISDIR)
                         return -e;
                 /* SQLite keeps no errno for a failed write of the WAL: a file system gone
-                 * read-only under the open store (ext4's errors=remount-ro) would read as a
-                 * corrupt file. Ask the directory whether it takes a new file. */
-                if (db && (rc & 0xff) == SQLITE_IOERR && fs_write_probe(sqlite3_db_filename(db, "main")) == -EROFS)
-                        return -EROFS;
+                 * read-only under the open store (ext4's errors=remount-ro), a full one or a
+                 * file-size limit would read as a corrupt file. Ask the system. */
+                if (db && (rc & 0xff) == SQLITE_IOERR) {
+                        int p = fs_room_probe(sqlite3_db_filename(db, "main"));
+
+                        if (p == -EROFS)
+                                return -EROFS;
+                        if (ioerr_may_be_full(rc) && (p == -ENOSPC || p == -EDQUOT || p == -EFBIG))
+                                return -ENOSPC;
+                }
                 return (rc & 0xff) == SQLITE_PERM ? -EACCES : -EIO;
         default:
                 return -EIO;
@@ -779,7 +832,7 @@ int store_check(Store *s) {
         }
         if (sqlite3_changes(s->db) != 1) {
                 tx_rollback(s);
-                return store_errorf(s, -EIO, "the store's meta row is missing");
+                return store_errorf(s, -EUCLEAN, "the store's meta row is missing");
         }
         return tx_commit(s);
 }
@@ -829,13 +882,11 @@ int store_wrap_add(Store *s, const char *address, const char *name, int64_t now)
         return 0;
 }
 
-int store_wrap_remove(Store *s, const char *wrap) {
+static int wrap_remove(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const char *wrap = userdata;
         int r;
 
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
         r = stmt_get(s, STMT_WRAP_REMOVE, &st);
         if (r < 0)
                 return r;
@@ -846,6 +897,15 @@ int store_wrap_remove(Store *s, const char *wrap) {
         if (sqlite3_changes(s->db) == 0)
                 return store_errorf(s, -ENOENT, "no adopted wrap %s", wrap);
         return 0;
+}
+
+int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit) {
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        return tx_with_audit(s, audit, wrap_remove, (void *) wrap);
 }
 
 static int wrap_get(Store *s, StmtId id, const char *wrap, StoredWrap *ret) {
@@ -947,9 +1007,34 @@ int store_injury_add(Store *s, const char *wrap, int64_t at, const char *date, i
         return stmt_exec(s, st);
 }
 
-int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
-                             const RulesTime *recorded, const char *pending) {
+typedef struct InjuryAdd {
+        const char *wrap, *date, *pending;
+        int64_t at;
+        const RulesTime *recorded;
+        bool boot;
+} InjuryAdd;
+
+static int injury_add_stamped(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const InjuryAdd *i = userdata;
+        int r;
+
+        r = stmt_get(s, STMT_INJURY_ADD_STAMPED, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, i->wrap);
+        sqlite3_bind_int64(st, 2, i->pending ? i->recorded->wall : i->at);
+        bind_text(st, 3, i->date);
+        sqlite3_bind_int64(st, 4, i->recorded->wall);
+        sqlite3_bind_int(st, 5, i->recorded->wall_ok);
+        bind_text(st, 6, i->boot ? i->recorded->boot_id : NULL);
+        bind_opt_int64(st, 7, i->boot, i->recorded->boot_s);
+        bind_text(st, 8, i->pending);
+        return stmt_exec(s, st);
+}
+
+int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char *date,
+                             const RulesTime *recorded, const char *pending, const AuditRecord *audit) {
         bool boot = recorded && strlen(recorded->boot_id) == RULES_BOOT_ID_MAX - 1 && recorded->boot_s >= 0;
         int y, m, d, r;
 
@@ -966,18 +1051,8 @@ int store_injury_add_stamped(Store *s, const char *wrap, int64_t at, const char 
                 if (at == 0 && clock_local_day_end(y, m, d, &at) < 0)
                         return store_errorf(s, -EINVAL, "invalid injury date \"%s\"", date);
         }
-        r = stmt_get(s, STMT_INJURY_ADD_STAMPED, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, wrap);
-        sqlite3_bind_int64(st, 2, pending ? recorded->wall : at);
-        bind_text(st, 3, date);
-        sqlite3_bind_int64(st, 4, recorded->wall);
-        sqlite3_bind_int(st, 5, recorded->wall_ok);
-        bind_text(st, 6, boot ? recorded->boot_id : NULL);
-        bind_opt_int64(st, 7, boot, recorded->boot_s);
-        bind_text(st, 8, pending);
-        return stmt_exec(s, st);
+        return tx_with_audit(s, audit, injury_add_stamped, &(InjuryAdd) {
+                .wrap = wrap, .date = date, .pending = pending, .at = at, .recorded = recorded, .boot = boot });
 }
 
 int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsigned *ret_n) {
@@ -994,7 +1069,12 @@ int store_injuries_date(Store *s, const char *boot_id, int64_t boot_wall0, unsig
         bind_text(st, 1, boot_id);
         while (n < ELEMENTSOF(rows) && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 const char *pending = (const char *) sqlite3_column_text(st, 2);
-                int64_t at = boot_wall0 + sqlite3_column_int64(st, 1);
+                bool this_boot = sqlite3_column_int(st, 3) && sqlite3_column_type(st, 1) != SQLITE_NULL;
+                /* One of an earlier boot that ended before the clock was trusted happened before
+                 * this boot began, and that is all anyone knows: it is dated at the latest it can
+                 * have been, this boot's start (R2's cautious reading). Left pending, it would
+                 * count from each new boot's start again, and never be dated. */
+                int64_t at = boot_wall0 + (this_boot ? sqlite3_column_int64(st, 1) : 0);
                 int y, m, d;
 
                 rows[n].id = sqlite3_column_int64(st, 0);
@@ -1068,28 +1148,60 @@ int store_newest_time(Store *s, int64_t *ret) {
         return stmt_int64(s, STMT_NEWEST_TIME, ret);
 }
 
-int store_injury_resolve(Store *s, const char *wrap, int64_t now) {
+typedef struct WrapAt {
+        const char *wrap;
+        int64_t now;
+        const RulesPrescription *rx;
+} WrapAt;
+
+static int injury_resolve(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const WrapAt *w = userdata;
+        int r;
+
+        r = stmt_get(s, STMT_INJURY_RESOLVE, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, w->wrap);
+        sqlite3_bind_int64(st, 2, w->now);
+        r = stmt_exec(s, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(s->db) == 0)
+                return store_errorf(s, -ENOENT, "wrap %s has no unresolved injury", w->wrap);
+        return 0;
+}
+
+int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit) {
         int r;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
                 return r;
-        r = stmt_get(s, STMT_INJURY_RESOLVE, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, wrap);
-        sqlite3_bind_int64(st, 2, now);
-        r = stmt_exec(s, st);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "wrap %s has no unresolved injury", wrap);
-        return 0;
+        return tx_with_audit(s, audit, injury_resolve, &(WrapAt) { .wrap = wrap, .now = now });
 }
 
-int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now) {
+static int prescription_set(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const WrapAt *w = userdata;
+        int r;
+
+        r = stmt_get(s, STMT_RX_SET, &st);
+        if (r < 0)
+                return r;
+        bind_text(st, 1, w->wrap);
+        sqlite3_bind_int64(st, 2, w->rx->cold_s);
+        sqlite3_bind_int64(st, 3, w->rx->cold_setpoint);
+        sqlite3_bind_int64(st, 4, w->rx->heat_s);
+        sqlite3_bind_int64(st, 5, w->rx->heat_setpoint);
+        sqlite3_bind_int64(st, 6, w->rx->heat_wait_s);
+        sqlite3_bind_int64(st, 7, w->rx->cold_rest_s);
+        sqlite3_bind_int64(st, 8, w->now);
+        return stmt_exec(s, st);
+}
+
+int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *rx, int64_t now,
+                           const AuditRecord *audit) {
         int r;
 
         r = check_wrap_arg(s, wrap);
@@ -1097,27 +1209,14 @@ int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *
                 return r;
         if (!rx)
                 return store_errorf(s, -EINVAL, "no prescription");
-        r = stmt_get(s, STMT_RX_SET, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, wrap);
-        sqlite3_bind_int64(st, 2, rx->cold_s);
-        sqlite3_bind_int64(st, 3, rx->cold_setpoint);
-        sqlite3_bind_int64(st, 4, rx->heat_s);
-        sqlite3_bind_int64(st, 5, rx->heat_setpoint);
-        sqlite3_bind_int64(st, 6, rx->heat_wait_s);
-        sqlite3_bind_int64(st, 7, rx->cold_rest_s);
-        sqlite3_bind_int64(st, 8, now);
-        return stmt_exec(s, st);
+        return tx_with_audit(s, audit, prescription_set, &(WrapAt) { .wrap = wrap, .now = now, .rx = rx });
 }
 
-int store_prescription_clear(Store *s, const char *wrap) {
+static int prescription_clear(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
+        const char *wrap = userdata;
         int r;
 
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
         r = stmt_get(s, STMT_RX_CLEAR, &st);
         if (r < 0)
                 return r;
@@ -1128,6 +1227,15 @@ int store_prescription_clear(Store *s, const char *wrap) {
         if (sqlite3_changes(s->db) == 0)
                 return store_errorf(s, -ENOENT, "wrap %s has no prescription", wrap);
         return 0;
+}
+
+int store_prescription_clear(Store *s, const char *wrap, const AuditRecord *audit) {
+        int r;
+
+        r = check_wrap_arg(s, wrap);
+        if (r < 0)
+                return r;
+        return tx_with_audit(s, audit, prescription_clear, (void *) wrap);
 }
 
 int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *defaults,
@@ -1702,6 +1810,7 @@ static int alert_insert(Store *s, AlertRecord *a) {
         bind_text(st, 2, name);
         sqlite3_bind_int64(st, 3, a->at);
         bind_text(st, 4, a->text);
+        bind_text(st, 5, a->session_id[0] ? a->session_id : NULL);
         r = stmt_exec(s, st);
         if (r >= 0)
                 a->id = sqlite3_last_insert_rowid(s->db);
@@ -1841,6 +1950,7 @@ static int alert_from_row(Store *s, sqlite3_stmt *st, AlertRecord *a) {
         };
         copy_text(a->wrap, sizeof(a->wrap), st, 1);
         copy_text(a->text, sizeof(a->text), st, 4);
+        copy_text(a->session_id, sizeof(a->session_id), st, 6);
         return 0;
 }
 
@@ -1865,20 +1975,26 @@ int store_alerts_list(Store *s, const char *wrap, int64_t since, int64_t until, 
         return collect_rows(s, st, sizeof(AlertRecord), alert_row, (void **) ret, ret_n);
 }
 
-int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
+/* One row by its id (?1) through `row`, as collect_rows() reads them; -ENOENT: "no <what> <id>". */
+static int row_by_id(Store *s, StmtId stmt, int64_t id, const char *what,
+                     int (*row)(Store *s, sqlite3_stmt *st, void *elem), void *ret) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r, rc;
 
-        r = stmt_get(s, STMT_ALERT_GET, &st);
+        r = stmt_get(s, stmt, &st);
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st, 1, id);
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
-                return store_errorf(s, -ENOENT, "no alert %lld", (long long) id);
+                return store_errorf(s, -ENOENT, "no %s %lld", what, (long long) id);
         if (rc != SQLITE_ROW)
                 return store_fail(s, rc);
-        return alert_from_row(s, st, ret);
+        return row(s, st, ret);
+}
+
+int store_alert_get(Store *s, int64_t id, AlertRecord *ret) {
+        return row_by_id(s, STMT_ALERT_GET, id, "alert", alert_row, ret);
 }
 
 int store_alert_ack(Store *s, int64_t id, int64_t now, AlertMsgFn msg_fn, void *userdata, AlertRecord *ret) {
@@ -2001,6 +2117,10 @@ static int run_row(Store *s, sqlite3_stmt *st, void *elem) {
         return 0;
 }
 
+int store_run_get(Store *s, int64_t id, RunRecord *ret) {
+        return row_by_id(s, STMT_RUN_GET, id, "run", run_row, ret);
+}
+
 int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, RunRecord **ret, size_t *ret_n) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
         int r;
@@ -2018,32 +2138,65 @@ int store_runs_list(Store *s, const char *wrap, int64_t since, int64_t until, Ru
 
 /* ---- the change history (append-only: the schema's triggers refuse UPDATE and DELETE) ---- */
 
-int store_audit_add(Store *s, const AuditRecord *a) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *source;
-        int r;
-
+static int audit_check(Store *s, const AuditRecord *a) {
         if (!a || !a->what[0])
                 return store_errorf(s, -EINVAL, "no change to record");
-        source = request_source_to_string(a->source);
-        if (!source)
+        if (!request_source_to_string(a->source))
                 return store_errorf(s, -EINVAL, "a change needs its source");
+        return 0;
+}
+
+/* The history row, inside the caller's transaction. */
+static int audit_insert(Store *s, const AuditRecord *a) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r;
+
+        r = stmt_get(s, STMT_AUDIT_ADD, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, a->at);
+        bind_text(st, 2, a->wrap[0] ? a->wrap : NULL);
+        bind_text(st, 3, a->what);
+        bind_text(st, 4, a->detail);
+        bind_text(st, 5, request_source_to_string(a->source));
+        if (a->uid >= 0)
+                sqlite3_bind_int64(st, 6, a->uid);
+        bind_text(st, 7, a->claimed_client[0] ? a->claimed_client : NULL);
+        bind_text(st, 8, a->topic[0] ? a->topic : NULL);
+        return stmt_exec(s, st);
+}
+
+/*
+ * A change and its history row in one transaction: `change` runs inside it, then the row
+ * (when `a` is not NULL). Either fails: neither is kept.
+ */
+static int tx_with_audit(Store *s, const AuditRecord *a, int (*change)(Store *s, void *userdata), void *userdata) {
+        int r;
+
+        if (a) {
+                r = audit_check(s, a);
+                if (r < 0)
+                        return r;
+        }
         r = tx_begin(s);
         if (r < 0)
                 return r;
-        r = stmt_get(s, STMT_AUDIT_ADD, &st);
-        if (r >= 0) {
-                sqlite3_bind_int64(st, 1, a->at);
-                bind_text(st, 2, a->wrap[0] ? a->wrap : NULL);
-                bind_text(st, 3, a->what);
-                bind_text(st, 4, a->detail);
-                bind_text(st, 5, source);
-                if (a->uid >= 0)
-                        sqlite3_bind_int64(st, 6, a->uid);
-                bind_text(st, 7, a->client[0] ? a->client : NULL);
-                r = stmt_exec(s, st);
-        }
+        r = change(s, userdata);
+        if (r >= 0 && a)
+                r = audit_insert(s, a);
         return tx_finish(s, r, NULL);
+}
+
+int store_audit_add(Store *s, const AuditRecord *a) {
+        int r;
+
+        r = audit_check(s, a);
+        if (r < 0)
+                return r;
+        r = tx_begin(s);
+        if (r < 0)
+                return r;
+        return tx_finish(s, audit_insert(s, a), NULL);
 }
 
 static int audit_row(Store *s, sqlite3_stmt *st, void *elem) {
@@ -2061,7 +2214,8 @@ static int audit_row(Store *s, sqlite3_stmt *st, void *elem) {
         copy_text(a->wrap, sizeof(a->wrap), st, 2);
         copy_text(a->what, sizeof(a->what), st, 3);
         copy_text(a->detail, sizeof(a->detail), st, 4);
-        copy_text(a->client, sizeof(a->client), st, 7);
+        copy_text(a->claimed_client, sizeof(a->claimed_client), st, 7);
+        copy_text(a->topic, sizeof(a->topic), st, 8);
         return 0;
 }
 
@@ -2092,6 +2246,25 @@ int knee_from_string(const char *v) {
                 if (v && knee_table[i] && streq(knee_table[i], v))
                         return i;
         return -EINVAL;
+}
+
+static const char *const change_kind_table[_CHANGE_KIND_MAX] = {
+        [CHANGE_WRAP] = "wrap",
+        [CHANGE_SESSION] = "session",
+        [CHANGE_DIARY] = "diary",
+        [CHANGE_ALERT] = "alert",
+        [CHANGE_RUN] = "run",
+};
+
+const char *change_kind_to_string(ChangeKind k) {
+        return k > CHANGE_UNKNOWN && k < _CHANGE_KIND_MAX ? change_kind_table[k] : NULL;
+}
+
+ChangeKind change_kind_from_string(const char *v) {
+        for (int i = CHANGE_UNKNOWN + 1; i < _CHANGE_KIND_MAX; i++)
+                if (v && streq(change_kind_table[i], v))
+                        return (ChangeKind) i;
+        return CHANGE_UNKNOWN;
 }
 
 int store_profile_set(Store *s, const PatientProfile *p, int64_t now) {
@@ -2281,16 +2454,8 @@ int store_changes_after(Store *s, int64_t after, size_t max, StoreChange **ret, 
 
                 c->seq = sqlite3_column_int64(st, 0);
                 c->rev = sqlite3_column_int64(st, 1);
-                if (streq_ptr(kind, "wrap"))
-                        c->kind = CHANGE_WRAP;
-                else if (streq_ptr(kind, "session"))
-                        c->kind = CHANGE_SESSION;
-                else if (streq_ptr(kind, "diary"))
-                        c->kind = CHANGE_DIARY;
-                else if (streq_ptr(kind, "alert"))
-                        c->kind = CHANGE_ALERT;
-                else
-                        c->kind = CHANGE_UNKNOWN;   /* a newer daemon's kind: skipped, not fatal */
+                /* A newer daemon's kind is CHANGE_UNKNOWN: skipped, not fatal. */
+                c->kind = change_kind_from_string(kind);
                 snprintf(c->key, sizeof c->key, "%s", key ? key : "");
                 n++;
         }

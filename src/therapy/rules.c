@@ -284,6 +284,7 @@ static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int
                                 .action = RULES_DENY,
                                 .deny = DENY_HEAT_TOO_SOON,
                                 .minutes_left = minutes_left(sat_sub(from, now)),
+                                .allowed_at = from,
                                 .why = "R2: heat refused until 7 days after the injury",
                         };
                 if (!rules_heat_cap_allows(s, now, s->rx.heat_s, &from, &bound))
@@ -293,6 +294,7 @@ static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int
                                 .action = RULES_DENY,
                                 .deny = DENY_REST_INTERVAL,
                                 .minutes_left = minutes_left(sat_sub(from, now)),
+                                .allowed_at = from,
                                 .why = "R4: at most 20 minutes of heat in any 60 minutes",
                         };
                 return (RulesDecision) {
@@ -317,6 +319,7 @@ static RulesDecision decide_start(const RulesState *s, const RulesEvent *ev, int
                                 .action = RULES_DENY,
                                 .deny = DENY_REST_INTERVAL,
                                 .minutes_left = minutes_left(sat_sub(until, now)),
+                                .allowed_at = until,
                                 .why = "R6: cold refused until the skin has rested since the last cold session",
                         };
         }

@@ -137,6 +137,7 @@ static int change_wrap(Builder *b, const StoreChange *c, char wrap[static WRAP_I
         SessionRecord rec;
         DiaryEntry e;
         AlertRecord a;
+        RunRecord run;
         int64_t id;
         int r;
 
@@ -163,6 +164,13 @@ static int change_wrap(Builder *b, const StoreChange *c, char wrap[static WRAP_I
                 r = store_alert_get(b->store, id, &a);
                 if (r >= 0)
                         snprintf(wrap, WRAP_ID_MAX, "%s", a.wrap);
+                return r;
+        case CHANGE_RUN:
+                if (parse_int64(c->key, &id) < 0)
+                        return -ENOENT;
+                r = store_run_get(b->store, id, &run);
+                if (r >= 0)
+                        snprintf(wrap, WRAP_ID_MAX, "%s", run.wrap);
                 return r;
         default:
                 return -ENOENT;   /* a kind this build does not know */
@@ -228,8 +236,29 @@ static int add_alert(Builder *b, const StoreChange *c) {
         return add_entry(b->bundle, urn, fhir_flag(&a, ref->patient_urn, ref->device_urn), c->rev > 1);
 }
 
+static int add_run(Builder *b, const StoreChange *c) {
+        char urn[FHIR_URN_MAX];
+        RunRecord run;
+        WrapRef *ref;
+        int64_t id;
+        int r;
+
+        if (parse_int64(c->key, &id) < 0)
+                return -EBADMSG;
+        r = store_run_get(b->store, id, &run);
+        if (r < 0)
+                return r;
+        r = wrap_ref(b, run.wrap, false, &ref);
+        if (r >= 0)
+                r = fhir_urn_uuid(urn);
+        if (r < 0)
+                return r;
+        return add_entry(b->bundle, urn, fhir_run_observation(&run, ref->patient_urn), c->rev > 1);
+}
+
 int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t max_entries, int64_t now,
-                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped) {
+                        json_t **ret, size_t *ret_used, size_t *ret_entries, size_t *ret_skipped,
+                        size_t *entry_change) {
         Builder b = { .store = s };
         size_t used = 0, skipped = 0, entries = 0;
         int r = 0;
@@ -269,10 +298,13 @@ int uplink_bundle_build(Store *s, const StoreChange *changes, size_t n, size_t m
                 case CHANGE_SESSION: r = add_session(&b, c); break;
                 case CHANGE_DIARY: r = add_diary(&b, c); break;
                 case CHANGE_ALERT: r = add_alert(&b, c); break;
+                case CHANGE_RUN: r = add_run(&b, c); break;
                 default: break;
                 }
                 if (r < 0)
                         goto done;
+                for (size_t k = entries; entry_change && k < json_array_size(json_object_get(b.bundle, "entry")); k++)
+                        entry_change[k] = used;
                 entries = json_array_size(json_object_get(b.bundle, "entry"));
         }
 done:

@@ -293,6 +293,46 @@ static int token_get(Fhir *f, bool fresh, FhirOutcome *o) {
         return 0;
 }
 
+void fhir_outcome_done(FhirOutcome *o) {
+        free(o->operation_outcome);
+        o->operation_outcome = NULL;
+}
+
+/* Kept as the server sent it (re-serialised), to show a clinic; bounded, as the state is. */
+#define OUTCOME_KEEP_MAX (64u << 10)
+
+static void outcome_keep(FhirOutcome *o, const json_t *oo) {
+        free(o->operation_outcome);
+        o->operation_outcome = json_is_object(oo) ? json_dumps(oo, JSON_COMPACT) : NULL;
+        if (o->operation_outcome && strlen(o->operation_outcome) > OUTCOME_KEEP_MAX) {
+                free(o->operation_outcome);
+                o->operation_outcome = NULL;
+        }
+}
+
+/* The Bundle entry an OperationOutcome names ("Bundle.entry[3].request.url" in an issue's
+ * expression or location), or -1: how a server says which entry of a transaction failed. */
+static long outcome_entry(const json_t *oo) {
+        const json_t *issue, *where;
+        size_t i, k;
+
+        json_array_foreach(json_object_get(oo, "issue"), i, issue) {
+                static const char *const fields[] = { "expression", "location" };
+
+                for (size_t f = 0; f < ELEMENTSOF(fields); f++)
+                        json_array_foreach(json_object_get(issue, fields[f]), k, where) {
+                                const char *p = json_string_value(where);
+                                const char *at = p ? strstr(p, "Bundle.entry[") : NULL;
+                                long n;
+                                char close;
+
+                                if (at && sscanf(at + 13, "%ld%c", &n, &close) == 2 && close == ']' && n >= 0)
+                                        return n;
+                        }
+        }
+        return -1;
+}
+
 static void check_response(const Buffer *body, size_t n_entries, FhirOutcome *o) {
         json_t *j = json_loadb(body->data ? body->data : "", body->n, 0, NULL);
         json_t *entries = json_object_get(j, "entry");
@@ -313,7 +353,11 @@ static void check_response(const Buffer *body, size_t n_entries, FhirOutcome *o)
         json_array_foreach(entries, i, e) {
                 const char *status = json_string_value(json_object_get(json_object_get(e, "response"), "status"));
                 if (!status || status[0] != '2') {
+                        json_t *oo = json_object_get(json_object_get(e, "response"), "outcome");
+
                         outcome_set(o, FHIR_REJECTED, "entry %zu answered \"%.40s\"", i, status ? status : "nothing");
+                        o->entry = (long) i;
+                        outcome_keep(o, oo);
                         goto done;
                 }
         }
@@ -324,15 +368,39 @@ done:
 }
 
 /* An OperationOutcome's first diagnostics or text, to say why in the log. */
-static void outcome_text(const Buffer *body, char *buf, size_t size) {
-        json_t *j = json_loadb(body->data ? body->data : "", body->n, 0, NULL);
-        json_t *issue = json_array_get(json_object_get(j, "issue"), 0);
+static void outcome_text(const json_t *oo, char *buf, size_t size) {
+        json_t *issue = json_array_get(json_object_get(oo, "issue"), 0);
         const char *t = json_string_value(json_object_get(issue, "diagnostics"));
 
         if (!t)
                 t = json_string_value(json_object_get(json_object_get(issue, "details"), "text"));
         snprintf(buf, size, "%s", t ? t : "");
-        json_decref(j);
+}
+
+/* A non-2xx answer: transient, credentials, or the content refused for good (uplink.h). */
+static FhirResult classify(long status, bool fhir_answer, long entry) {
+        switch (status) {
+        case 401: case 403: case 407:
+                return FHIR_AUTH;
+        case 408: case 409: case 425: case 429:
+                /* 409: a version conflict, i.e. contention on the server; the uplink gives it a
+                 * few tries before it counts as a refusal (kneewrap-uplink.c). */
+                return FHIR_RETRY;
+        case 400: case 410: case 412: case 422:
+                /* 400 content invalid, 412 conditional criteria matched several resources
+                 * (http.html, conditional create and update), 422 a profile or business rule:
+                 * the same content gets the same answer. Only from the FHIR server itself: a
+                 * proxy's 400 page is not a verdict on a record. */
+                return fhir_answer ? FHIR_REJECTED : FHIR_RETRY;
+        case 413:
+                return FHIR_REJECTED;   /* too big: sent one record at a time, it may go */
+        case 404: case 405:
+                /* "resource type not supported, or not a FHIR end-point": only when the server
+                 * pins it on one entry is it about a record, and not about our [server] url. */
+                return fhir_answer && entry >= 0 ? FHIR_REJECTED : FHIR_RETRY;
+        default:
+                return FHIR_RETRY;
+        }
 }
 
 static void post(Fhir *f, const char *body_json, size_t n_entries, FhirOutcome *o) {
@@ -343,6 +411,8 @@ static void post(Fhir *f, const char *body_json, size_t n_entries, FhirOutcome *
 
         o->http_status = 0;
         o->retry_after_s = 0;
+        o->entry = -1;
+        fhir_outcome_done(o);
         easy_common(f, &body, &o->retry_after_s);
         curl_easy_setopt(f->curl, CURLOPT_URL, f->config->url);
         curl_easy_setopt(f->curl, CURLOPT_POSTFIELDS, body_json);
@@ -375,22 +445,24 @@ static void post(Fhir *f, const char *body_json, size_t n_entries, FhirOutcome *
         } else if (o->http_status >= 200 && o->http_status < 300) {
                 check_response(&body, n_entries, o);
         } else {
-                char why[160];
+                json_t *j = json_loadb(body.data ? body.data : "", body.n, 0, NULL);
+                bool fhir_answer = streq_ptr(json_string_value(json_object_get(j, "resourceType")), "OperationOutcome");
+                char why[160] = "";
 
-                outcome_text(&body, why, sizeof why);
-                if (o->http_status == 401)
-                        o->result = FHIR_AUTH;
-                else if (o->http_status >= 500 || o->http_status == 429 || o->http_status == 408)
-                        o->result = FHIR_RETRY;
-                else
-                        o->result = FHIR_REJECTED;
+                if (fhir_answer) {
+                        outcome_text(j, why, sizeof why);
+                        o->entry = outcome_entry(j);
+                        outcome_keep(o, j);
+                }
+                json_decref(j);
+                o->result = o->http_status >= 500 ? FHIR_RETRY : classify(o->http_status, fhir_answer, o->entry);
                 snprintf(o->error, sizeof o->error, "HTTP %ld%s%.160s", o->http_status, *why ? ": " : "", why);
         }
         free(body.data);
 }
 
 void fhir_client_transaction(Fhir *f, const char *body_json, size_t n_entries, FhirOutcome *o) {
-        *o = (FhirOutcome) { 0 };
+        *o = (FhirOutcome) { .entry = -1 };
         if (token_get(f, false, o) < 0)
                 return;
         post(f, body_json, n_entries, o);

@@ -144,6 +144,7 @@ static int history(Store *s, const char *address, int64_t now) {
                                           .text = "Heat was asked for 2.5 days after the injury and refused (R2)." };
                         snprintf(a.wrap, sizeof a.wrap, "%s", wrap);
                         rec = session_at(wrap, THERAPY_HEAT, a.at, 0, OUTCOME_REFUSED, REFUSAL_HEAT_TOO_SOON, 6480, injury);
+                        snprintf(a.session_id, sizeof a.session_id, "%s", rec.session_id);
                         r = store_session_put(s, &rec, NULL);
                         if (r >= 0)
                                 r = store_alert_add(s, &a, NULL, NULL);
@@ -151,9 +152,11 @@ static int history(Store *s, const char *address, int64_t now) {
                                 r = store_alert_ack(s, a.id, a.at + 7200, NULL, NULL, NULL);
                 }
                 if (r >= 0 && d == 17) {
-                        AlertRecord a = { .kind = ALERT_LOW_BATTERY, .at = morning + 500,
+                        /* Raised at that day's cold request, as the daemon does: it names the session. */
+                        AlertRecord a = { .kind = ALERT_LOW_BATTERY, .at = rec.requested_at,
                                           .text = "The battery was at 14 % when a cold session was asked for: charge the wrap." };
                         snprintf(a.wrap, sizeof a.wrap, "%s", wrap);
+                        snprintf(a.session_id, sizeof a.session_id, "%s", rec.session_id);
                         r = store_alert_add(s, &a, NULL, NULL);
                 }
         }

@@ -16,18 +16,11 @@ import dbus
 
 from fhirschema import check as check_fhir
 from kwchromium import dump_dom, print_pdf, screenshot
-from kwmqtt import SEED, Collector, broker  # noqa: F401
+from kwmqtt import SEED, Collector, ask, broker  # noqa: F401
 from kwtestutil import KNEEWRAPCTL
 from test_ble_helpers import COLD, HEAT, addr, press, wrap_id
 
 SRCDIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def ask(col, topic, payload, resp):
-    n = len(col.on(resp))
-    col.publish(topic, payload)
-    col.wait(lambda: len(col.on(resp)) > n)
-    return json.loads(col.on(resp)[-1][0])
 
 
 class Signals:
@@ -133,7 +126,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         fast_bus.mock.SetBattery(a, 9)
         col.wait(lambda: (col.last_json(f'kneewrap/{w}/state') or {}).get('battery') == 9)
         press(fast_bus, a, HEAT)
-        g.wait_session(a, 'refused', n=2)
+        heat_refused = g.wait_session(a, 'refused', n=2)[-1]
         alerts = []
 
         def two_alerts():
@@ -145,12 +138,15 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         heat = kinds['heat_first_week']
         assert heat['acked_at'] is None and 'days after the injury' in heat['text']
         assert '9 %' in kinds['low_battery']['text']
+        # Both were raised at that heat request: each names its session.
+        assert heat['session_id'] == kinds['low_battery']['session_id'] == heat_refused['session_id']
 
         # MQTT: each alert once, with its id and the event_type Home Assistant's event entity fires.
         col.wait(lambda: len(col.json_on(f'kneewrap/{w}/alert')) >= 2)
         msgs = col.json_on(f'kneewrap/{w}/alert')
         assert {m['event_type'] for m in msgs} == {'heat_first_week', 'low_battery'}
         assert {m['id'] for m in msgs} == {x['id'] for x in alerts}
+        assert {m['session_id'] for m in msgs} == {heat_refused['session_id']}
         # The latest is retained: a Home Assistant that connects later still gets it.
         late = Collector(broker, topics=(f'kneewrap/{w}/alert',))
         late.wait(lambda: late.on(f'kneewrap/{w}/alert'))
@@ -209,6 +205,7 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         alerts_csv = list(csv.DictReader(io.StringIO(g.ctl('report', w, '--format', 'csv', '--what', 'alerts').stdout,
                                                      newline='')))
         assert len(alerts_csv) == 2 and all(r['acked_at'] for r in alerts_csv)
+        assert {r['session_id'] for r in alerts_csv} == {heat_refused['session_id']}
         history_csv = list(csv.DictReader(io.StringIO(g.ctl('report', w, '--format', 'csv', '--what', 'history').stdout,
                                                       newline='')))
         assert [(r['what'], r['source'], r['uid']) for r in history_csv] == \
@@ -231,7 +228,13 @@ def test_clinic_end_to_end(fast_bus, gw, broker, tmp_path):  # noqa: F811
         check_fhir(bundle)
         types = [e['resource']['resourceType'] for e in bundle['entry']]
         assert types.count('Patient') == 1 and types.count('Device') == 1
-        assert types.count('Procedure') == len(doc['sessions']) and types.count('Observation') == 2
+        assert types.count('Procedure') == len(doc['sessions']) and types.count('Observation') == 2 + len(runs)
+        # The runs: an exercise Observation each, with the minutes and km logged for run 1.
+        ran = [e['resource'] for e in bundle['entry'] if e['resource']['resourceType'] == 'Observation'
+               and e['resource']['code']['coding'][0]['code'] == '73985-4']
+        assert sorted(o['identifier'][0]['value'] for o in ran) == [f'{w}/run/1', f'{w}/run/2']
+        run1 = next(o for o in ran if o['identifier'][0]['value'] == f'{w}/run/1')
+        assert [c['valueQuantity']['value'] for c in run1['component']] == [40, 8.2]
         assert types.count('Flag') == 0        # both alerts were acknowledged
         dev = next(e['resource'] for e in bundle['entry'] if e['resource']['resourceType'] == 'Device')
         assert dev['identifier'][0]['value'] == w and dev['manufacturer'] and dev['modelNumber'] and dev['version']
@@ -295,10 +298,18 @@ def test_three_weeks_of_history(tmp_path):
     bundle = json.loads(ctl('report', w, '--days', '21', '--format', 'fhir'))
     check_fhir(bundle)
     kinds = [e['resource']['resourceType'] for e in bundle['entry']]
-    assert kinds.count('Procedure') == len(doc['sessions']) and kinds.count('Observation') == len(doc['diary'])
+    assert kinds.count('Procedure') == len(doc['sessions'])
     assert kinds.count('Flag') == 1    # the low battery alert is still open
     flag = next(e['resource'] for e in bundle['entry'] if e['resource']['resourceType'] == 'Flag')
     assert flag['status'] == 'active' and flag['identifier'][0]['value'].startswith(w + '/alert/')
+    # The alert names the session it was raised at (R4's flag-detail extension, a logical
+    # reference to that session's Procedure, which is in the bundle).
+    [detail] = flag['extension']
+    assert detail['url'] == 'http://hl7.org/fhir/StructureDefinition/flag-detail'
+    sid = detail['valueReference']['identifier']['value']
+    assert any(e['resource']['resourceType'] == 'Procedure' and e['resource']['identifier'][0]['value'] == sid
+               for e in bundle['entry'])
+    assert kinds.count('Observation') == len(doc['diary']) + len(doc['runs'])
 
     rows = list(csv.reader(io.StringIO(ctl('report', w, '--days', '21', '--format', 'csv'), newline='')))
     assert rows[0][:4] == ['session_id', 'wrap', 'mode', 'source'] and len(rows) == 1 + len(doc['sessions'])

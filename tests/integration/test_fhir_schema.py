@@ -21,6 +21,13 @@ def test_every_case_is_valid_r4():
     assert b['type'] == 'collection'
     assert {'Patient', 'Device', 'Procedure', 'Observation', 'Flag'} <= set(kinds)
     assert kinds.count('Procedure') == 14 and kinds.count('Flag') == 6
+    runs = [e['resource'] for e in b['entry'] if e['resource']['resourceType'] == 'Observation'
+            and e['resource']['code']['coding'][0]['code'] == '73985-4']
+    assert len(runs) == 4 and {'effectivePeriod' in r for r in runs} == {True, False}
+    assert any('component' not in r for r in runs) and any(len(r.get('component', [])) == 2 for r in runs)
+    details = [x for e in b['entry'] for x in e['resource'].get('extension', [])
+               if x['url'] == 'http://hl7.org/fhir/StructureDefinition/flag-detail']
+    assert len(details) == 2 and all(d['valueReference']['type'] == 'Procedure' for d in details)
     check(b)
 
 
@@ -41,4 +48,15 @@ def test_the_schema_bites():
 
     bad = copy.deepcopy(b)
     bad['type'] = 'pile'
+    assert errors(bad)
+
+    # A run's Quantity and a Flag's extension are checked too.
+    bad = copy.deepcopy(b)
+    run = next(e['resource'] for e in bad['entry'] if e['resource'].get('component') and
+               e['resource']['code']['coding'][0]['code'] == '73985-4')
+    run['component'][0]['valueQuantity']['value'] = '30 min'
+    assert errors(bad)
+    bad = copy.deepcopy(b)
+    flag = next(e['resource'] for e in bad['entry'] if e['resource'].get('extension'))
+    flag['extension'][0]['valueReference']['identifier']['sytem'] = 'a misspelt key'
     assert errors(bad)

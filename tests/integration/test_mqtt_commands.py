@@ -1,18 +1,10 @@
 # test_mqtt_commands: commands over MQTT go through the same rules as the button; bad JSON,
 # unknown keys and wrong types are answered with a clear error and change nothing; a refusal
 # is answered and logged as a session record. A real mosquitto.
-import json
 import time
 
-from kwmqtt import ALL_COMMANDS, Collector, Gateway, broker  # noqa: F401
+from kwmqtt import ALL_COMMANDS, Collector, Gateway, ask, broker  # noqa: F401
 from kwtestutil import private_bus  # noqa: F401
-
-
-def ask(col, topic, payload, resp):
-    n = len(col.on(resp))
-    col.publish(topic, payload)
-    col.wait(lambda: len(col.on(resp)) > n)
-    return json.loads(col.on(resp)[-1][0])
 
 
 def test_set_commands(tmp_path, private_bus, broker):  # noqa: F811
@@ -191,8 +183,9 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
         r = ask(col, set_t, {'injury': 'today'}, resp)
         assert r['status'] == 'ok', r
         assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
-        # In the append-only history, as coming over MQTT (which does not name the publisher).
-        assert gw.sql('select what, wrap, source, uid from audit') == [('injury', w, 'mqtt', None)]
+        # In the append-only history, as coming over MQTT on its topic (MQTT does not name the publisher).
+        assert gw.sql('select what, wrap, source, uid, topic, claimed_client from audit') == [
+            ('injury', w, 'mqtt', None, set_t, None)]
         r = ask(col, set_t, {'pain': {'score': 3}}, resp)
         assert r['status'] == 'ok', r
 

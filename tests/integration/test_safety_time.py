@@ -8,6 +8,9 @@ import time
 import dbus
 import pytest
 
+from kwmqtt import Collector, ask, broker  # noqa: F401
+from kwmqtt import Gateway as MqttGateway
+from kwtestutil import private_bus, until_decided  # noqa: F401
 from test_ble_helpers import COLD, HEAT, Gateway, addr, deny_minutes, press, wrap_id
 
 DAY = 86400
@@ -29,7 +32,7 @@ def injury(bus, wrap, iso):
     conn = dbus.bus.BusConnection(bus.address)
     try:
         m = dbus.Interface(conn.get_object("org.kneewrap1", "/org/kneewrap1"), "org.kneewrap1.Manager")
-        m.SetInjury(wrap, iso)
+        until_decided(lambda: m.SetInjury(wrap, iso))
     finally:
         conn.close()
 
@@ -182,3 +185,51 @@ def test_clock_trusted_key(fast_bus, tmp_path):
         assert "clock_trusted = yes declares it trusted" in g.log()
     finally:
         g.close()
+
+
+def clock_properties(address):
+    """D-Bus ClockSynchronized and ClockTrusted."""
+    conn = dbus.bus.BusConnection(address)
+    try:
+        props = dbus.Interface(conn.get_object("org.kneewrap1", "/org/kneewrap1"), "org.freedesktop.DBus.Properties")
+        return (bool(props.Get("org.kneewrap1.Manager", "ClockSynchronized")),
+                bool(props.Get("org.kneewrap1.Manager", "ClockTrusted")))
+    finally:
+        conn.close()
+
+
+def test_mqtt_heat_allowed_follows_r10(tmp_path, private_bus, broker):  # noqa: F811
+    """Issue 8: MQTT's "heat allowed" is the door's decision, R10 included. An injury dated a
+    month back, on a clock that is not synchronised: nothing proves the week over, so the state
+    says heat is not allowed (it said allowed) and the door refuses it as clock_unsynced. The
+    state follows the sync as it comes and goes, by itself (no record is made in between), and
+    so do the D-Bus properties ClockSynchronized and ClockTrusted."""
+    clock = tmp_path / "clock"
+    seam(clock, synced=0)
+    col = Collector(broker, topics=("kneewrap/#",))
+    gw = MqttGateway(tmp_path, private_bus, broker, env={"KNEEWRAP_CLOCK": str(clock)})
+    w = gw.wrap
+    state = lambda: col.last_json(f"kneewrap/{w}/state") or {}
+    try:
+        col.wait(lambda: state())
+        month_ago = (datetime.date.today() - datetime.timedelta(days=30)).isoformat()
+        r = ask(col, f"kneewrap/{w}/set", {"injury": month_ago}, f"kneewrap/{w}/response")
+        assert r["status"] == "ok", r
+        col.wait(lambda: state().get("injury_date") == month_ago)
+        assert state()["heat_allowed"] is False and state()["heat_allowed_at"] is None
+        assert clock_properties(private_bus) == (False, False)
+
+        # NTP answers; then loses it. The state is sent again each time (its 60 s refresh
+        # would come too late here).
+        seam(clock, synced=1)
+        col.wait(lambda: state().get("heat_allowed") is True, timeout=15)
+        assert clock_properties(private_bus) == (True, True)
+        seam(clock, synced=0)
+        col.wait(lambda: state().get("heat_allowed") is False, timeout=15)
+        assert state()["heat_allowed_at"] is None
+
+        r = ask(col, f"kneewrap/{w}/set", {"action": "start", "mode": "heat"}, f"kneewrap/{w}/response")
+        assert r["data"]["outcome"] == "refused" and r["data"]["refusal"]["reason"] == "clock_unsynced", r
+    finally:
+        gw.stop()
+        col.close()

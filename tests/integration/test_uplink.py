@@ -261,7 +261,7 @@ def test_kneewrapctl_uplink(gw, server, tmp_path):
         return r.stdout
     out = json.loads(ctl('--json'))
     assert out == {'configured': False, 'pending': 4, 'last_success': None, 'last_error': None,
-                   'last_error_at': None, 'sent': 0}
+                   'last_error_at': None, 'sent': 0, 'rejected': 0}
     server.faults(status=500, count=1)
     r = g.once()
     assert r.returncode == 1
@@ -344,6 +344,12 @@ def test_daemon_status_shows_the_uplink(gw, server, tmp_path, private_bus):
         assert g.once().returncode == 0
         wait_for(lambda: 'clinic uplink: 0 pending' in notify.last_status(), 10, 0.05)
         print(f'STATUS={notify.last_status()}')
+        # A record the server refuses for good is said too, until it is delivered.
+        [sid] = g.seed('sessions', WRAP, 1, T0 + 100 * 86400)
+        duplicate(server, sid)
+        assert g.once().returncode == 0
+        wait_for(lambda: '1 record refused by the clinic' in notify.last_status(), 10, 0.05)
+        print(f'STATUS={notify.last_status()}')
 
 
 def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broker):  # noqa: F811
@@ -359,6 +365,7 @@ def test_bridge_health_shows_the_uplink(gw, server, tmp_path, private_bus, broke
             col.wait(lambda: col.json_on('kneewrap/bridge/health'), timeout=30)
             u = col.json_on('kneewrap/bridge/health')[-1]['uplink']
             assert u['pending'] == 3 and u['last_success'] is None and u['last_error'].startswith('HTTP 503')
+            assert u['rejected'] == 0
             assert g.once().returncode == 0
             col.clear()
             col.publish('homeassistant/status', 'online')   # health is sent again at once
@@ -381,14 +388,167 @@ def test_every_kind_of_record(server, tmp_path):
     assert r.returncode == 0, r.stderr
     counts = {k: Gateway._read(g.db, sql)[0] for k, sql in {
         'Procedure': "SELECT count(*) FROM sessions WHERE outcome <> 'open'",
-        'Observation': 'SELECT count(*) FROM diary',
+        'Observation': 'SELECT (SELECT count(*) FROM diary) + (SELECT count(*) FROM runs)',
         'Flag': 'SELECT count(*) FROM alerts'}.items()}
-    assert counts['Flag'] >= 2 and counts['Observation'] > 0
+    runs = Gateway._read(g.db, 'SELECT count(*) FROM runs')[0]
+    assert counts['Flag'] >= 2 and counts['Observation'] > runs > 0
     for rtype, n in counts.items():
         assert len(server.search(rtype, _count=1000)) == n, rtype
+    # Runs: an exercise Observation each (LOINC 73985-4), found by their identifier, with the
+    # minutes (55411-3) and the distance when they were logged.
+    ran = [o for o in server.search('Observation', _count=1000) if o['code']['coding'][0]['code'] == '73985-4']
+    assert len(ran) == runs
+    assert all(o['identifier'][0]['system'] == 'urn:kneewrap:run' for o in ran)
+    first = Gateway._read(g.db, 'SELECT id, minutes FROM runs ORDER BY id LIMIT 1')
+    [o] = server.search('Observation', identifier=f'urn:kneewrap:run|{WRAP}/run/{first[0]}')
+    assert o['component'][0]['code']['coding'][0]['code'] == '55411-3'
+    assert o['component'][0]['valueQuantity']['value'] == first[1]
     patients = server.search('Patient')
     assert len(patients) == 1 and len(server.search('Device')) == 1
     # The clinic's reference rides as a second identifier: how the clinic finds its patient.
     assert any(i.get('value') == 'PT-2026-12' for i in patients[0]['identifier'])
     flags = server.search('Flag', _count=100)
     assert {f['status'] for f in flags} == {'active', 'inactive'}   # one was acknowledged
+
+
+def rejected(g, *extra):
+    r = subprocess.run([UPLINK, '--config', g.conf, '--rejected', '--json', *extra], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def duplicate(server, value):
+    """The clinic's server holds two Procedures with one session_id (a bad import, say): a
+    conditional create or update on that identifier is refused for good, 412 or 400, as
+    http.html says for criteria that match several resources."""
+    made = []
+    for _ in range(2):
+        status, res = server.fhir('POST', 'Procedure', {
+            'resourceType': 'Procedure', 'status': 'completed', 'subject': {'display': 'imported'},
+            'identifier': [{'system': SESSION_SYSTEM, 'value': value}]})
+        assert status == 201, res
+        made.append(res['id'])
+    return made
+
+
+def test_refused_record_does_not_block_the_queue(gw, server):
+    """A record the server refuses for good (412: its ifNoneExist matches two resources) is
+    found in its Bundle (the engine does not say which entry), kept with the server's
+    OperationOutcome, and the queue moves on: every other record arrives exactly once. Once
+    the clinic fixed its server, --retry-rejected and a reload deliver it, once."""
+    g = gw()
+    ids = g.seed('sessions', WRAP, 12, T0)
+    bad = ids[3]
+    dups = duplicate(server, bad)
+    g.start()
+    g.wait_delivered(60)
+    others = [i for i in ids if i != bad]
+    counts = {i: server.count_identifier('Procedure', SESSION_SYSTEM, i) for i in others}
+    assert set(counts.values()) == {1}, counts
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, bad) == 2      # only the clinic's two
+
+    [x] = rejected(g)
+    assert (x['kind'], x['key'], x['http_status'], x['attempts']) == ('session', bad, 412, 1)
+    assert x['delivered_at'] is None and x['retry'] is False
+    assert x['operation_outcome']['resourceType'] == 'OperationOutcome'
+    assert 'Multiple resources' in x['diagnostics']
+    # What was sent is kept: the Procedure with its identifier, and the wrap's Patient and
+    # Device when they rode in its Bundle.
+    sent = [e['resource'] for e in x['payload']]
+    assert any(r['resourceType'] == 'Procedure' and r['identifier'][0]['value'] == bad for r in sent)
+    log = g.logtext()
+    assert log.count(f'refused session {bad}') == 1 and 'one by one' in log
+    out = subprocess.run([UPLINK, '--config', g.conf, '--rejected'], capture_output=True, text=True, timeout=30).stdout
+    assert f'REFUSED   session {bad}' in out and 'HTTP 412' in out
+    # Where the gateway's owner looks: kneewrapctl uplink (and so kneewrapd's STATUS= and bridge/health).
+    conf = os.path.join(g.dir, 'kneewrapd.conf')
+    with open(conf, 'w') as f:
+        f.write(f'[store]\npath = {g.db}\nuplink_state = {g.state}\n')
+    ctl = subprocess.run([KNEEWRAPCTL, '--config', conf, 'uplink', '--json'], capture_output=True, text=True, timeout=10)
+    assert json.loads(ctl.stdout)['rejected'] == 1, ctl.stderr
+
+    # Later records are not held behind it.
+    more = g.seed('sessions', WRAP, 3, T0 + 100 * 86400)
+    g.wait_delivered(30)
+    assert all(server.count_identifier('Procedure', SESSION_SYSTEM, i) == 1 for i in more)
+
+    # The clinic removes its duplicates; the refused record is sent again on request.
+    for d in dups:
+        assert server.fhir('DELETE', f'Procedure/{d}')[0] == 200
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected'], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and '1 refused records will be sent again' in r.stdout, r.stdout + r.stderr
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: rejected(g)[0]['delivered_at'] is not None, 30, 0.1)
+    assert_once(server, ids + more)
+    assert 'was delivered on retry' in g.logtext()
+
+
+def test_refused_entry_named_by_the_server(gw, server):
+    """A corrected record whose conditional update matches two resources: the engine answers
+    400 and names the entry (Bundle.entry[n].request.url), so that record alone is kept
+    aside, with no one-by-one search, and the rest of its Bundle goes through at once."""
+    g = gw()
+    ids = g.seed('sessions', WRAP, 4, T0)
+    assert g.once().returncode == 0
+    dups = duplicate(server, ids[1])
+    g.seed('correct', ids[1], 700)
+    more = g.seed('sessions', WRAP, 4, T0 + 100 * 86400)
+    r = g.once()
+    assert r.returncode == 0, r.stderr
+    assert g.pending() == 0
+    [x] = rejected(g)
+    assert (x['key'], x['http_status'], x['rev']) == (ids[1], 400, 2)
+    assert 'matched multiple' in x['diagnostics']
+    assert 'one by one' not in r.stderr
+    assert all(server.count_identifier('Procedure', SESSION_SYSTEM, i) == 1 for i in ids[:1] + ids[2:] + more)
+    # Still refused: a retry counts one more attempt, and the queue stays free.
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected', '--once'], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    [x] = rejected(g)
+    assert x['attempts'] == 2 and x['delivered_at'] is None and x['retry'] is False
+    for d in dups:
+        server.fhir('DELETE', f'Procedure/{d}')
+    # The original (created before the duplicates) is all that is left: updated on retry.
+    r = subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected', '--once'], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert rejected(g)[0]['delivered_at'] is not None
+    assert_once(server, ids + more)
+    [p] = server.search('Procedure', identifier=f'{SESSION_SYSTEM}|{ids[1]}')
+    assert p['performedPeriod']['end'] == time.strftime('%Y-%m-%dT%H:%M:%S+00:00', time.gmtime(T0 + 7200 + 1 + 700))
+
+
+def test_which_answers_are_refusals(gw, server):
+    """How each answer is taken (FHIR R4 http.html): a 404 or a 403 for the whole request, or
+    a 409 twice, is the server's or the credentials' problem, retried until the record goes;
+    a 422 with an OperationOutcome, or a 409 three times in a row, refuses that one record,
+    which is kept aside while the queue goes on. (The injector answers each fault with an
+    OperationOutcome naming no entry; each record here is alone in its Bundle.)"""
+    g = gw(retry_max=1)
+    first = g.seed('sessions', WRAP, 1, T0)
+    g.start()
+    g.wait_delivered(30)
+    refused, faulted = [], 0
+    for day, (status, count, is_refusal) in enumerate(((404, 1, False), (403, 1, False), (409, 2, False),
+                                                       (409, 3, True), (422, 1, True)), start=1):
+        server.faults(status=status, count=count)
+        [sid] = g.seed('sessions', WRAP, 1, T0 + day * 86400)
+        g.wait_delivered(60)
+        faulted += count
+        assert server.stats()['faulted'] == faulted, (status, server.stats())
+        if is_refusal:
+            refused.append((sid, status))
+            assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 0, status
+        else:
+            assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 1, status
+        assert [(x['key'], x['http_status']) for x in rejected(g)] == refused, status
+    assert 'HTTP 403' in g.logtext() and 'refused session' in g.logtext()
+    # Sent again on request: both go, once.
+    subprocess.run([UPLINK, '--config', g.conf, '--retry-rejected'], check=True, capture_output=True, timeout=30)
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: all(x['delivered_at'] for x in rejected(g)), 30, 0.1)
+    for sid, _ in refused:
+        assert server.count_identifier('Procedure', SESSION_SYSTEM, sid) == 1
+    assert server.count_identifier('Procedure', SESSION_SYSTEM, first[0]) == 1

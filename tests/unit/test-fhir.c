@@ -241,10 +241,74 @@ static void test_flag(void **state) {
         j = fhir_flag(&a, PATIENT, NULL);
         assert_string_equal(str_at(j, "status"), "inactive");
         assert_non_null(at(j, "period.end"));
+
+        /* No session: no flag-detail. */
+        assert_null(at(j, "extension"));
+        json_decref(j);
+
+        /* About a session: R4's flag-detail extension, a logical reference to its Procedure. */
+        a.kind = ALERT_SAFETY_STOP;
+        snprintf(a.session_id, sizeof a.session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
+        j = fhir_flag(&a, PATIENT, DEVICE);
+        assert_non_null(j);
+        assert_int_equal(json_array_size(at(j, "extension")), 1);
+        assert_string_equal(str_at(j, "extension.0.url"), "http://hl7.org/fhir/StructureDefinition/flag-detail");
+        assert_string_equal(str_at(j, "extension.0.valueReference.type"), "Procedure");
+        assert_string_equal(str_at(j, "extension.0.valueReference.identifier.system"), FHIR_SYSTEM_SESSION);
+        assert_string_equal(str_at(j, "extension.0.valueReference.identifier.value"), a.session_id);
         json_decref(j);
 
         a.kind = ALERT_NONE;
         assert_null(fhir_flag(&a, PATIENT, NULL));
+}
+
+static void test_run(void **state) {
+        RunRecord r = { .id = 4, .wrap = "wrap_aabbcc001122", .ended_at = T0, .minutes = 42, .meters = 8200,
+                        .source = SOURCE_CLI, .recorded_at = T0 + 5 };
+        json_t *j = fhir_run_observation(&r, PATIENT);
+
+        assert_non_null(j);
+        assert_string_equal(str_at(j, "resourceType"), "Observation");
+        assert_string_equal(str_at(j, "status"), "final");
+        assert_string_equal(str_at(j, "identifier.0.system"), "urn:kneewrap:run");
+        assert_string_equal(str_at(j, "identifier.0.value"), "wrap_aabbcc001122/run/4");
+        assert_string_equal(str_at(j, "category.0.coding.0.code"), "activity");
+        assert_string_equal(str_at(j, "code.coding.0.system"), "http://loinc.org");
+        assert_string_equal(str_at(j, "code.coding.0.code"), "73985-4");
+        assert_string_equal(str_at(j, "valueCodeableConcept.text"), "Running");
+        assert_string_equal(str_at(j, "subject.reference"), PATIENT);
+        assert_string_equal(str_at(j, "performer.0.reference"), PATIENT);
+        /* 42 minutes ending at T0 (TZ=UTC). */
+        assert_string_equal(str_at(j, "effectivePeriod.start"), "2026-11-18T10:24:40+00:00");
+        assert_string_equal(str_at(j, "effectivePeriod.end"), "2026-11-18T11:06:40+00:00");
+        assert_null(at(j, "effectiveDateTime"));
+        assert_string_equal(str_at(j, "component.0.code.coding.0.code"), "55411-3");
+        assert_true(json_real_value(at(j, "component.0.valueQuantity.value")) == 42.0);
+        assert_string_equal(str_at(j, "component.0.valueQuantity.system"), "http://unitsofmeasure.org");
+        assert_string_equal(str_at(j, "component.0.valueQuantity.code"), "min");
+        assert_true(json_real_value(at(j, "component.1.valueQuantity.value")) == 8.2);
+        assert_string_equal(str_at(j, "component.1.valueQuantity.code"), "km");
+        assert_non_null(strstr(str_at(j, "note.0.text"), "cli"));
+        json_decref(j);
+
+        /* "I just ran": neither minutes nor km; a time, no components (FHIR has no empty arrays). */
+        r.minutes = r.meters = 0;
+        j = fhir_run_observation(&r, PATIENT);
+        assert_non_null(j);
+        assert_string_equal(str_at(j, "effectiveDateTime"), "2026-11-18T11:06:40+00:00");
+        assert_null(at(j, "effectivePeriod"));
+        assert_null(at(j, "component"));
+        json_decref(j);
+
+        r.meters = 5000;
+        j = fhir_run_observation(&r, PATIENT);
+        assert_int_equal(json_array_size(at(j, "component")), 1);
+        assert_string_equal(str_at(j, "component.0.code.text"), "Distance of the run");
+        json_decref(j);
+
+        r.id = 0;
+        assert_null(fhir_run_observation(&r, PATIENT));
+        assert_null(fhir_run_observation(NULL, PATIENT));
 }
 
 static void test_bundle(void **state) {
@@ -296,8 +360,17 @@ static int print_bundle(void) {
                 AlertRecord a = { .id = bit + 1, .wrap = "wrap_aabbcc001122", .kind = (AlertKind) (1u << bit),
                                   .at = T0, .text = "detail", .acked_at = bit % 2 ? T0 + 5 : 0 };
 
+                if (bit % 3 == 0)
+                        uuid_generate_str(a.session_id);
                 r |= fhir_urn_uuid(urn);
                 r |= fhir_bundle_add(b, urn, fhir_flag(&a, PATIENT, bit % 2 ? DEVICE : NULL));
+        }
+        for (unsigned k = 0; k < 4; k++) {
+                RunRecord run = { .id = k + 1, .wrap = "wrap_aabbcc001122", .ended_at = T0 + k,
+                                  .minutes = k % 2 ? 30 : 0, .meters = k >= 2 ? 5250 : 0, .source = SOURCE_MQTT };
+
+                r |= fhir_urn_uuid(urn);
+                r |= fhir_bundle_add(b, urn, fhir_run_observation(&run, PATIENT));
         }
         if (r != 0 || json_dumpf(b, stdout, JSON_INDENT(1)) < 0) {
                 json_decref(b);
@@ -315,6 +388,7 @@ int main(int argc, char *argv[]) {
                 cmocka_unit_test(test_procedure_refusal),
                 cmocka_unit_test(test_observation),
                 cmocka_unit_test(test_flag),
+                cmocka_unit_test(test_run),
                 cmocka_unit_test(test_bundle),
         };
 

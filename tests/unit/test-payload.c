@@ -184,7 +184,7 @@ static void test_alert_msg(void **state) {
                           .text = "Sudden swelling after a \"pop\": see a doctor today." };
         OutboxMsg m = { 0 };
 
-        assert_int_equal(payload_alert_msg(&c, &a, true, NULL, &m), 0);
+        assert_int_equal(payload_alert_msg(&c, &a, true, &m), 0);
         assert_string_equal(m.topic, "kneewrap/wrap_aabbccddeeff/alert");
         assert_int_equal(m.qos, 1);
         assert_true(m.retain);
@@ -199,7 +199,8 @@ static void test_alert_msg(void **state) {
         a.kind = ALERT_SEE_PHYSIO;
         a.acked_at = T0 + 60;
         snprintf(a.text, sizeof a.text, "ok");
-        assert_int_equal(payload_alert_msg(&c, &a, false, "0f8fad5b-d9cb-469f-a165-70867728950e", &m), 0);
+        snprintf(a.session_id, sizeof a.session_id, "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_int_equal(payload_alert_msg(&c, &a, false, &m), 0);
         assert_false(m.retain);
         assert_string_equal(m.payload,
                 "{\"id\":7,\"event_type\":\"acknowledged\",\"alert\":\"see_physio\",\"severity\":\"warning\","

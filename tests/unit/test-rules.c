@@ -366,6 +366,7 @@ static void test_heat_boundary(void **state) {
         /* One second before: refused, one minute left. */
         d = start(&s, THERAPY_HEAT, T0 + 604799);
         assert_deny(d, DENY_HEAT_TOO_SOON, 1);
+        assert_int_equal(d.allowed_at, T0 + 604800);   /* what MQTT shows as heat_allowed_at */
         assert_why_names(d, "R2");
         assert_false(rules_heat_allowed(&s, T0 + 604799, &from));
         assert_int_equal(from, T0 + 604800);
@@ -515,6 +516,7 @@ static void test_rest_interval(void **state) {
         /* 59:59 after: one minute left. */
         d = start(&s, THERAPY_COLD, T0 + 3599);
         assert_deny(d, DENY_REST_INTERVAL, 1);
+        assert_int_equal(d.allowed_at, T0 + 3600);
         assert_why_names(d, "R6");
         /* 60:00 after: allowed. */
         d = start(&s, THERAPY_COLD, T0 + 3600);
@@ -1073,6 +1075,7 @@ static void test_r4_heat_cap(void **state) {
         /* It may start once the hour that ends with it holds only 5 of the earlier 15 minutes:
          * the new session [t, t+900] with t + 900 − 3600 = T0 − 300, so t = T0 + 2400 (40 min). */
         assert_int_equal(d.minutes_left, 40);
+        assert_int_equal(d.allowed_at, T0 + 2400);
         d = start(&s, THERAPY_HEAT, T0 + 2400 - 1);
         assert_int_equal(d.action, RULES_DENY);
         assert_int_equal(d.minutes_left, 1);
@@ -1156,6 +1159,7 @@ static void test_r4_heat_cap_edges(void **state) {
         assert_int_equal(d.action, RULES_DENY);
         assert_int_equal(d.deny, DENY_CLOCK_UNSYNCED);
         assert_int_equal(d.minutes_left, 0);
+        assert_int_equal(d.allowed_at, 0);      /* unknown: it ends when the clock is trusted */
 }
 
 /* ---- R10: time the gateway can trust ---- */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -244,7 +245,7 @@ static void test_not_a_store(void **state) {
         for (int i = 0; i < 100; i++)
                 assert_int_equal(write(fd, "not a database, just some words\n", 32), 32);
         close(fd);
-        assert_int_equal(store_open_err(path, &f->s, &msg), -EIO);
+        assert_int_equal(store_open_err(path, &f->s, &msg), -EUCLEAN);
         assert_null(f->s);
         assert_non_null(msg);
         assert_non_null(strstr(msg, "not a database"));
@@ -365,7 +366,7 @@ static void test_corrupt_file(void **state) {
         overwrite(f->path, 3 * 4096, 4096);
         overwrite(f->path, 6 * 4096, 4096);
         k = store_open_err(f->path, &f->s, &msg);
-        assert_true(k == 0 || k == -EIO);
+        assert_true(k == 0 || k == -EUCLEAN);
         free(msg);
         if (k == 0) {
                 int a = store_wrap_list(f->s, &wl, &n);
@@ -373,18 +374,18 @@ static void test_corrupt_file(void **state) {
                 int c = store_check(f->s);
 
                 free(wl);
-                assert_true(a == 0 || a == -EIO);
-                assert_true(b == 0 || b == -ENOENT || b == -EIO);
-                assert_true(c == 0 || c == -EIO);
+                assert_true(a == 0 || a == -EUCLEAN);
+                assert_true(b == 0 || b == -ENOENT || b == -EUCLEAN);
+                assert_true(c == 0 || c == -EUCLEAN);
                 /* At least one of them met the damage, and said so. */
-                assert_true(a == -EIO || b == -EIO || c == -EIO);
+                assert_true(a == -EUCLEAN || b == -EUCLEAN || c == -EUCLEAN);
                 assert_non_null(store_errmsg(f->s));
                 f->s = store_close(f->s);
         }
 
         /* Garbage over the header. */
         overwrite(f->path, 0, 100);
-        assert_int_equal(store_open_err(f->path, &f->s, &msg), -EIO);
+        assert_int_equal(store_open_err(f->path, &f->s, &msg), -EUCLEAN);
         assert_null(f->s);
         assert_non_null(msg);
         assert_true(strlen(msg) > 0);
@@ -427,8 +428,8 @@ static void test_wraps(void **state) {
         assert_string_equal(list[1].wrap, WRAP_B);
         free(list);
 
-        assert_int_equal(store_wrap_remove(f->s, WRAP_A), 0);
-        assert_int_equal(store_wrap_remove(f->s, WRAP_A), -ENOENT);
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, NULL), 0);
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, NULL), -ENOENT);
         assert_int_equal(store_wrap_get(f->s, WRAP_A, &w), -ENOENT);
         assert_int_equal(store_wrap_list(f->s, &list, &n), 0);
         assert_int_equal(n, 1);
@@ -450,14 +451,14 @@ static void test_prescription(void **state) {
         assert_int_equal(store_prescription_get(f->s, WRAP_A, NULL, &got, &prescribed), 0);
         assert_false(prescribed);
         assert_memory_equal(&got, &def, sizeof(def));
-        assert_int_equal(store_prescription_clear(f->s, WRAP_A), -ENOENT);
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, NULL), -ENOENT);
 
         rx = def;
         rx.cold_s = 720;
         rx.heat_wait_s = 10 * 86400;
         rx.cold_rest_s = 7200;
         rx.cold_setpoint = 1200;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000), 0);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000, NULL), 0);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
         assert_true(prescribed);
         assert_memory_equal(&got, &rx, sizeof(rx));
@@ -465,17 +466,17 @@ static void test_prescription(void **state) {
         /* The schema refuses what the rules refuse, as a second line. */
         RulesPrescription bad = rx;
         bad.cold_s = 1000;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001), -EINVAL);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001, NULL), -EINVAL);
         assert_non_null(strstr(store_errmsg(f->s), "CHECK"));
         bad = rx;
         bad.heat_wait_s = 3 * 86400;
-        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001), -EINVAL);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &bad, 5001, NULL), -EINVAL);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
         assert_memory_equal(&got, &rx, sizeof(rx));
         /* A wrap never adopted. */
-        assert_int_equal(store_prescription_set(f->s, WRAP_B, &rx, 5001), -ENOENT);
+        assert_int_equal(store_prescription_set(f->s, WRAP_B, &rx, 5001, NULL), -ENOENT);
 
-        assert_int_equal(store_prescription_clear(f->s, WRAP_A), 0);
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, NULL), 0);
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
         assert_false(prescribed);
 }
@@ -504,8 +505,8 @@ static void test_rules_state(void **state) {
         assert_true(rs.has_injury);
         assert_int_equal(rs.injury_at, 200000);
         assert_int_equal(rs.injury_from, 200000);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300000), 0);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300001), -ENOENT);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300000, NULL), 0);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 300001, NULL), -ENOENT);
         assert_int_equal(store_rules_state(f->s, WRAP_A, &def, &rs), 0);
         assert_false(rs.has_injury);
 
@@ -1047,6 +1048,7 @@ static void test_alert_records(void **state) {
         assert_int_equal(store_alert_get(f->s, id1, &a), 0);
         assert_string_equal(a.text, "Battery 8 %");
         assert_string_equal(a.wrap, WRAP_A);
+        assert_string_equal(a.session_id, "");
         /* Acknowledging the older alert: its message is not the latest (not retained). */
         assert_int_equal(store_alert_ack(f->s, id1, 150, test_alert_msg, &calls, &a), 0);
         assert_int_equal(a.acked_at, 150);
@@ -1064,14 +1066,23 @@ static void test_alert_records(void **state) {
         assert_true(got[3].retain);
         outbox_msgs_free(got, n);
         assert_int_equal(calls, 4);
+        /* An alert about a session keeps its session_id. */
+        snprintf(other.wrap, sizeof other.wrap, "%s", WRAP_A);
+        snprintf(other.session_id, sizeof other.session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
+        other.kind = ALERT_SAFETY_STOP;
+        assert_int_equal(store_alert_add(f->s, &other, NULL, NULL), 0);
+        assert_int_equal(store_alert_get(f->s, other.id, &a), 0);
+        assert_string_equal(a.session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
+        assert_int_equal(store_alert_ack(f->s, other.id, 120, NULL, NULL, NULL), 0);
 
         assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, true, &list, &n), 0);
         assert_int_equal(n, 0);
         free(list);
         assert_int_equal(store_alerts_list(f->s, WRAP_A, 0, INT64_MAX, false, &list, &n), 0);
-        assert_int_equal(n, 2);
+        assert_int_equal(n, 3);
         assert_int_equal(list[1].id, id2);
         assert_int_equal(list[1].acked_at, 170);
+        assert_string_equal(list[2].session_id, "6f1c2a52-0d4e-4c1b-9a77-3a1d2a9b8c01");
         free(list);
         assert_int_equal(store_alerts_list(f->s, NULL, 0, 150, false, &list, &n), 0);
         assert_int_equal(n, 1);
@@ -1142,10 +1153,30 @@ static void test_uplink_changes(void **state) {
         assert_int_equal(store_changes_pending(f->s, 0, &pending, NULL), 0);
         assert_int_equal(pending, 3);
 
+        /* A run goes to the clinic too (schema step 6), by its id. */
+        RunRecord run = { .wrap = WRAP_A, .ended_at = 2600, .minutes = 30, .meters = 6000, .source = SOURCE_CLI,
+                          .recorded_at = 2600 }, got_run;
+        int64_t run_id = 0;
+        assert_int_equal(store_run_add(f->s, &run, NULL, &run_id), 0);
+        assert_int_equal(store_changes_after(f->s, 5, 10, &c, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(c[0].kind, CHANGE_RUN);
+        assert_int_equal(c[0].seq, 6);
+        assert_string_equal(change_kind_to_string(c[0].kind), "run");
+        assert_int_equal(change_kind_from_string("run"), CHANGE_RUN);
+        assert_int_equal(change_kind_from_string("later"), CHANGE_UNKNOWN);
+        free(c);
+        assert_int_equal(store_run_get(f->s, run_id, &got_run), 0);
+        assert_int_equal(got_run.meters, 6000);
+        assert_string_equal(got_run.wrap, WRAP_A);
+        assert_int_equal(store_run_get(f->s, run_id + 1, &got_run), -ENOENT);
+        assert_int_equal(store_changes_pending(f->s, 0, &pending, NULL), 0);
+        assert_int_equal(pending, 4);
+
         /* Read-only, as the uplink (another user) opens it: the same view, no writes. */
         assert_int_equal(store_open_readonly(f->path, &ro, &why), 0);
         assert_int_equal(store_changes_pending(ro, 0, &pending, NULL), 0);
-        assert_int_equal(pending, 3);
+        assert_int_equal(pending, 4);
         assert_int_equal(store_identity(ro, &created), 0);
         assert_true(created > 0);
         assert_true(store_diary_add(ro, WRAP_A, &e, NULL, NULL, NULL) < 0);
@@ -1253,7 +1284,7 @@ static void test_injuries_list(void **state) {
         size_t n = 0;
 
         assert_int_equal(store_injury_add(f->s, WRAP_A, 0, "2026-11-01", 5000), 0);
-        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6000), 0);
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6000, NULL), 0);
         assert_int_equal(store_injury_add(f->s, WRAP_A, 1800000000, NULL, 7000), 0);
         assert_int_equal(store_injuries_list(f->s, WRAP_A, &list, &n), 0);
         assert_int_equal(n, 2);
@@ -1263,6 +1294,129 @@ static void test_injuries_list(void **state) {
         assert_int_equal(list[1].at, 1800000000);
         assert_int_equal(list[1].resolved_at, 0);
         free(list);
+}
+
+/* ---- the change history, in the change's own transaction ---- */
+
+static AuditRecord audit_of(const char *wrap, const char *what, const char *detail) {
+        AuditRecord a = { .at = 7000, .source = SOURCE_DBUS, .uid = 1000 };
+
+        snprintf(a.wrap, sizeof a.wrap, "%s", wrap ? wrap : "");
+        snprintf(a.what, sizeof a.what, "%s", what);
+        snprintf(a.detail, sizeof a.detail, "%s", detail);
+        return a;
+}
+
+static size_t audit_count(Fixture *f) {
+        AuditRecord *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_audit_list(f->s, NULL, &list, &n), 0);
+        free(list);
+        return n;
+}
+
+static size_t injury_count(Fixture *f, bool open_only) {
+        InjuryRecord *list = NULL;
+        size_t n = 0, k = 0;
+
+        assert_int_equal(store_injuries_list(f->s, WRAP_A, &list, &n), 0);
+        for (size_t i = 0; i < n; i++)
+                k += !open_only || list[i].resolved_at == 0;
+        free(list);
+        return k;
+}
+
+/*
+ * Each change and its history row are one transaction: when the row cannot be written (here a
+ * trigger another connection adds refuses it, after the change's own statement ran), the
+ * change is rolled back with it, and the store is as before. Then both go in together.
+ */
+static void test_audit_in_change_transaction(void **state) {
+        Fixture *f = *state;
+        RulesTime rec = { .wall = 6000, .wall_ok = true };
+        RulesPrescription def, rx, got;
+        AuditRecord a, bad = { .source = SOURCE_MQTT };
+        StoredWrap sw;
+        bool prescribed;
+
+        rules_prescription_default(&def);
+        rx = def;
+        rx.cold_s = 720;
+        assert_int_equal(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-01", &rec, NULL, NULL), 0);
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5000, NULL), 0);
+        assert_int_equal(audit_count(f), 0);
+
+        /* A history row that is not valid: nothing changes. */
+        rx.cold_s = 780;
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5001, &bad), -EINVAL);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
+        assert_int_equal(got.cold_s, 720);
+
+        raw_exec(f->path, "CREATE TRIGGER refuse_history BEFORE INSERT ON audit BEGIN "
+                          "SELECT RAISE(ABORT, 'no history today'); END");
+        a = audit_of(WRAP_A, "prescription", "cold_s=780");
+        assert_true(store_prescription_set(f->s, WRAP_A, &rx, 5001, &a) < 0);
+        assert_non_null(strstr(store_errmsg(f->s), "no history today"));
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
+        assert_int_equal(got.cold_s, 720);
+        a = audit_of(WRAP_A, "prescription_cleared", "");
+        assert_true(store_prescription_clear(f->s, WRAP_A, &a) < 0);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, &prescribed), 0);
+        assert_true(prescribed);
+        a = audit_of(WRAP_A, "injury", "2026-11-20");
+        assert_true(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-20", &rec, NULL, &a) < 0);
+        assert_int_equal(injury_count(f, false), 1);
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_true(store_injury_resolve(f->s, WRAP_A, 6500, &a) < 0);
+        assert_int_equal(injury_count(f, true), 1);
+        a = audit_of(WRAP_A, "removal", "");
+        assert_true(store_wrap_remove(f->s, WRAP_A, &a) < 0);
+        assert_int_equal(store_wrap_get(f->s, WRAP_A, &sw), 0);
+        a = audit_of(NULL, "adoption", "open 60 s");
+        assert_true(store_audit_add(f->s, &a) < 0);
+        assert_int_equal(audit_count(f), 0);
+
+        /* The history takes rows again: each change goes in with its row. */
+        raw_exec(f->path, "DROP TRIGGER refuse_history");
+        a = audit_of(WRAP_A, "prescription", "cold_s=780");
+        assert_int_equal(store_prescription_set(f->s, WRAP_A, &rx, 5001, &a), 0);
+        assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
+        assert_int_equal(got.cold_s, 780);
+        a = audit_of(WRAP_A, "injury", "2026-11-20");
+        a.source = SOURCE_MQTT;
+        a.uid = -1;
+        snprintf(a.topic, sizeof a.topic, "kneewrap/%s/set", WRAP_A);
+        snprintf(a.claimed_client, sizeof a.claimed_client, "nurse-app");
+        assert_int_equal(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-20", &rec, NULL, &a), 0);
+        {
+                AuditRecord *list = NULL;
+                size_t n = 0;
+
+                assert_int_equal(store_audit_list(f->s, WRAP_A, &list, &n), 0);
+                assert_int_equal(n, 2);
+                assert_string_equal(list[0].topic, "");
+                assert_string_equal(list[0].claimed_client, "");
+                assert_int_equal(list[0].uid, 1000);
+                assert_int_equal(list[1].source, SOURCE_MQTT);
+                assert_int_equal(list[1].uid, -1);
+                assert_string_equal(list[1].topic, "kneewrap/" WRAP_A "/set");
+                assert_string_equal(list[1].claimed_client, "nurse-app");
+                free(list);
+        }
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6500, &a), 0);
+        assert_int_equal(injury_count(f, true), 0);
+        a = audit_of(WRAP_A, "prescription_cleared", "");
+        assert_int_equal(store_prescription_clear(f->s, WRAP_A, &a), 0);
+        a = audit_of(WRAP_A, "removal", "");
+        assert_int_equal(store_wrap_remove(f->s, WRAP_A, &a), 0);
+        assert_int_equal(store_wrap_get(f->s, WRAP_A, &sw), -ENOENT);
+        assert_int_equal(audit_count(f), 5);
+        /* A change that does not happen writes no row either. */
+        a = audit_of(WRAP_A, "injury_resolved", "");
+        assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6600, &a), -ENOENT);
+        assert_int_equal(audit_count(f), 5);
 }
 
 /* ---- a full disk ---- */
@@ -1376,6 +1530,71 @@ static void test_full_disk(void **state) {
         assert_int_equal(depth, 1);
         f->s = store_close(f->s);
         assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+}
+
+/*
+ * A file-size limit (RLIMIT_FSIZE, what LimitFSIZE= sets; the faults suite's "full disk"
+ * without root) makes SQLite's writes fail with EFBIG, which SQLite reports as a disk I/O
+ * error, not SQLITE_FULL: the store still says "no room" (-ENOSPC), never "corrupt" (-EUCLEAN),
+ * and works again, with nothing lost, when the limit goes.
+ */
+static void test_file_size_limit(void **state) {
+        Fixture *f = *state;
+        struct rlimit old, lim;
+        SessionRecord r, got;
+        char ids[40][UUID_STR_MAX];
+        char big[16384];
+        void (*old_handler)(int);
+        struct stat st;
+        int k = 0, rr;
+
+        for (int i = 0; i < 3; i++) {
+                assert_int_equal(uuid_generate_str(ids[i]), 0);
+                r = session(ids[i], WRAP_A, THERAPY_COLD, 10000 + i * 5000, 900, OUTCOME_COMPLETED);
+                assert_int_equal(store_session_put(f->s, &r, NULL), 0);
+        }
+        k = 3;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        old_handler = signal(SIGXFSZ, SIG_IGN);
+        {
+                char wal[160];
+                off_t size = 0;
+
+                snprintf(wal, sizeof wal, "%s-wal", f->path);
+                if (stat(f->path, &st) == 0)
+                        size = st.st_size;
+                if (stat(wal, &st) == 0 && st.st_size > size)
+                        size = st.st_size;
+                lim = (struct rlimit) { .rlim_cur = (rlim_t) size, .rlim_max = old.rlim_max };
+        }
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+
+        memset(big, 'p', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        OutboxMsg m = { .topic = (char *) "kneewrap/session", .payload = big, .qos = 1 };
+        /* Until the files have to grow, writes go into their free pages. */
+        do {
+                assert_true(k < 40);
+                assert_int_equal(uuid_generate_str(ids[k]), 0);
+                r = session(ids[k], WRAP_A, THERAPY_COLD, 10000 + k * 5000, 900, OUTCOME_COMPLETED);
+                m.id = 0;
+                rr = store_session_put(f->s, &r, &m);
+                if (rr == 0)
+                        k++;
+        } while (rr == 0);
+        assert_int_equal(rr, -ENOSPC);
+        assert_int_equal(store_check(f->s), -ENOSPC);
+        assert_int_equal(store_session_get(f->s, ids[k], &got), -ENOENT);
+
+        /* Room again: the probe says so, the write goes through, and nothing was lost. */
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        (void) signal(SIGXFSZ, old_handler);
+        assert_int_equal(store_check(f->s), 0);
+        assert_int_equal(store_session_put(f->s, &r, &m), 0);
+        f->s = store_close(f->s);
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        for (int i = 0; i <= k; i++)
+                assert_int_equal(store_session_get(f->s, ids[i], &got), 0);
 }
 
 /* ---- SIGKILL ---- */
@@ -1510,8 +1729,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_uplink_changes, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_runs_followed, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_injuries_list, setup_open, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_in_change_transaction, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_sigkill_durability, setup_open, teardown),
                 /* Last: it moves this process into a private mount namespace. */
+                cmocka_unit_test_setup_teardown(test_file_size_limit, setup_open, teardown),
                 cmocka_unit_test_setup_teardown(test_full_disk, setup, teardown),
         };
 
