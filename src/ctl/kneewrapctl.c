@@ -619,8 +619,9 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
                                 continue; /* still running: its record is not final */
                         r = payload_session(s, &line);
                         if (r < 0) {
-                                free(recs);
-                                return fail_errno(r, "cannot format session %s: %m", s->session_id);
+                                fail_errno(r, "cannot format session %s: %m", s->session_id);
+                                free(recs); /* after: s points into it */
+                                return EXIT_FAILURE;
                         }
                         puts(line);
                 } else {
