@@ -882,30 +882,50 @@ int store_wrap_add(Store *s, const char *address, const char *name, int64_t now)
         return 0;
 }
 
-static int wrap_remove(Store *s, void *userdata) {
+/*
+ * A change to a wrap's rows that must change one (an UPDATE or DELETE whose ?1 is the wrap and
+ * ?2, when the statement has one, `now`): -ENOENT, with `none` said of the wrap, when nothing
+ * was there to change. Run inside tx_with_audit().
+ */
+typedef struct WrapChange {
+        StmtId id;
+        const char *wrap;
+        int64_t now;
+        const char *none;             /* "not adopted", "no prescription", ... */
+} WrapChange;
+
+static int wrap_change(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *wrap = userdata;
+        const WrapChange *c = userdata;
         int r;
 
-        r = stmt_get(s, STMT_WRAP_REMOVE, &st);
+        r = stmt_get(s, c->id, &st);
         if (r < 0)
                 return r;
-        bind_text(st, 1, wrap);
+        bind_text(st, 1, c->wrap);
+        if (sqlite3_bind_parameter_count(st) >= 2)
+                sqlite3_bind_int64(st, 2, c->now);
         r = stmt_exec(s, st);
         if (r < 0)
                 return r;
         if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "no adopted wrap %s", wrap);
+                return store_errorf(s, -ENOENT, "wrap %s: %s", c->wrap, c->none);
         return 0;
 }
 
-int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit) {
+/* wrap_change() with its history row, in one transaction. */
+static int wrap_change_audited(Store *s, const AuditRecord *audit, StmtId id, const char *wrap, int64_t now,
+                               const char *none) {
         int r;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
                 return r;
-        return tx_with_audit(s, audit, wrap_remove, (void *) wrap);
+        return tx_with_audit(s, audit, wrap_change, &(WrapChange) { id, wrap, now, none });
+}
+
+int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit) {
+        return wrap_change_audited(s, audit, STMT_WRAP_REMOVE, wrap, 0, "not adopted");
 }
 
 static int wrap_get(Store *s, StmtId id, const char *wrap, StoredWrap *ret) {
@@ -1148,42 +1168,19 @@ int store_newest_time(Store *s, int64_t *ret) {
         return stmt_int64(s, STMT_NEWEST_TIME, ret);
 }
 
-typedef struct WrapAt {
+int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit) {
+        return wrap_change_audited(s, audit, STMT_INJURY_RESOLVE, wrap, now, "no unresolved injury");
+}
+
+typedef struct PrescriptionSet {
         const char *wrap;
         int64_t now;
         const RulesPrescription *rx;
-} WrapAt;
-
-static int injury_resolve(Store *s, void *userdata) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const WrapAt *w = userdata;
-        int r;
-
-        r = stmt_get(s, STMT_INJURY_RESOLVE, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, w->wrap);
-        sqlite3_bind_int64(st, 2, w->now);
-        r = stmt_exec(s, st);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "wrap %s has no unresolved injury", w->wrap);
-        return 0;
-}
-
-int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit) {
-        int r;
-
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
-        return tx_with_audit(s, audit, injury_resolve, &(WrapAt) { .wrap = wrap, .now = now });
-}
+} PrescriptionSet;
 
 static int prescription_set(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const WrapAt *w = userdata;
+        const PrescriptionSet *w = userdata;
         int r;
 
         r = stmt_get(s, STMT_RX_SET, &st);
@@ -1209,33 +1206,11 @@ int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *
                 return r;
         if (!rx)
                 return store_errorf(s, -EINVAL, "no prescription");
-        return tx_with_audit(s, audit, prescription_set, &(WrapAt) { .wrap = wrap, .now = now, .rx = rx });
-}
-
-static int prescription_clear(Store *s, void *userdata) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *wrap = userdata;
-        int r;
-
-        r = stmt_get(s, STMT_RX_CLEAR, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, wrap);
-        r = stmt_exec(s, st);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "wrap %s has no prescription", wrap);
-        return 0;
+        return tx_with_audit(s, audit, prescription_set, &(PrescriptionSet) { .wrap = wrap, .now = now, .rx = rx });
 }
 
 int store_prescription_clear(Store *s, const char *wrap, const AuditRecord *audit) {
-        int r;
-
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
-        return tx_with_audit(s, audit, prescription_clear, (void *) wrap);
+        return wrap_change_audited(s, audit, STMT_RX_CLEAR, wrap, 0, "no prescription");
 }
 
 int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *defaults,
