@@ -31,7 +31,20 @@ def wait_for(cond, timeout, step=0.02):
 
 # kneewrapd decides at most one request of a kind (a session start, a diary entry, a run, an
 # injury, a prescription, a profile, the adoption) per wrap per second of its clock (10 ms of
-# real time at KNEEWRAP_TIME_SCALE=100); the next within it is dropped and answered so.
+# real time at KNEEWRAP_TIME_SCALE=100); the next within it is dropped. A request with an answer
+# (kneewrapctl, D-Bus, MQTT) is answered "too many requests": until_decided() asks again. A press
+# of the wrap's button has no answer: after_a_request() waits out the window first.
+REQUEST_INTERVAL_S = 1.0
+
+
+def after_a_request(scale=1):
+    """Call once the previous request's decision on a wrap is seen (an answer, a write to the
+    wrap, a record): waits out that wrap's window, so the next request is decided, not dropped.
+    time.sleep never returns early and the daemon's window is real monotonic time times the
+    scale, so this holds on a machine of any speed."""
+    time.sleep(REQUEST_INTERVAL_S * 1.2 / (scale or 1))
+
+
 TOO_MANY = 'too many requests'
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import kwmqtt
 from kwmqtt import Broker, Collector, Gateway, broker, wrap_id  # noqa: F401
-from kwtestutil import private_bus, wait_for  # noqa: F401
+from kwtestutil import after_a_request, private_bus, wait_for  # noqa: F401
 
 COLD, STOP = 1, 3
 
@@ -64,6 +64,7 @@ def records_again(gw, fast_bus, col, A):  # noqa: N803
     """After the store came back: a new session is recorded, and every record reached the broker."""
     wait_for(lambda: fast_bus.wrap(A)['state'] == 0, 20)
     n = len(gw.sql('select * from sessions'))
+    after_a_request(100)
     fast_bus.mock.PressButton(A, COLD)
     wait_for(lambda: len(gw.sql('select * from sessions')) > n, 20)
     print(f'records on the broker: {nothing_lost(gw, col)}')
@@ -144,7 +145,7 @@ def test_store_full_without_root(tmp_path, fast_bus, broker):  # noqa: F811
 
         # No more room: every write past the current file sizes fails with EFBIG.
         fill_disk(gw)
-        time.sleep(0.2)
+        after_a_request(100)
         fast_bus.mock.PressButton(A, COLD)
         wait_for(lambda: gw.notify.last_status().startswith('Store unavailable'), 20)
         status = gw.notify.last_status()
@@ -327,6 +328,7 @@ def test_tls_ca_dir(tmp_path, private_bus):  # noqa: F811
     gw = Gateway(tmp_path, private_bus, b, seed=(), extra=f'tls_ca_dir = {cadir}\n')
     try:
         col.wait(lambda: online(col), timeout=20)
+        col.wait(lambda: col.last_json('kneewrap/bridge/info'))   # published just after the online state
         assert col.last_json('kneewrap/bridge/info')['config']['tls'] is True
         alive(gw)
     finally:
@@ -603,7 +605,7 @@ def test_broker_stops_sending_puback(tmp_path, fast_bus, broker):  # noqa: F811
         gw.wait_log(f'{A}: connected, notifications on')
         proxy.eat = True
         for i in range(3):
-            time.sleep(0.02)
+            after_a_request(100)
             fast_bus.mock.PressButton(A, 2)                 # heat, then stop: a closed record each
             wait_for(lambda: fast_bus.wrap(A)['state'] == 2, 10)
             fast_bus.mock.PressButton(A, STOP)

@@ -29,6 +29,7 @@ def test_tls_password_acl(tmp_path, private_bus):  # noqa: F811
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
         col.wait(lambda: col.on(f'homeassistant/sensor/{gw.wrap}/skin_temperature/config'))
+        col.wait(lambda: col.last_json('kneewrap/bridge/info'))
         info = col.last_json('kneewrap/bridge/info')
         assert info['config']['tls'] is True and info['config']['username'] is True
         assert 'gw pass' not in json.dumps(info) and 'gw pass' not in gw.log()
