@@ -38,7 +38,8 @@
  *             diary entry, a run, an injury, a prescription, a profile, the adoption)
  *             decided less than a second ago (scaled clock): this one is dropped, neither
  *             decided nor recorded, and counted in m->requests_dropped (bridge/health), so a
- *             flood cannot fill the store. door_stop is never limited
+ *             flood cannot fill the store. It is met after the request is checked, just
+ *             before the write: a malformed request takes no turn. door_stop is never limited
  *   -EALREADY (an alert) it was acknowledged before
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.

@@ -90,11 +90,13 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
-        r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
-        if (r < 0)
-                return r;
 
+        /* The request limit is met just before the write: a malformed request records nothing
+         * and takes no turn. */
         if (!iso_or_null) {
+                r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+                if (r < 0)
+                        return r;
                 r = store_injury_resolve(m->store, wrap, now, audit);
                 if (r == -ENOENT) {
                         set_error(ret_error, "%s has no unresolved injury", wrap);
@@ -115,15 +117,19 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
 
                 manager_stamp(m, &rec.wall, &rec.boot_s);
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                if (!rec.wall_ok && !m->boot_id[0]) {
+                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
+                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
+                        return -EINVAL;
+                }
+                r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+                if (r < 0)
+                        return r;
                 if (rec.wall_ok) {
                         if (streq(iso_or_null, "today"))
                                 r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL, audit);
                         else
                                 r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL, audit);
-                } else if (!m->boot_id[0]) {
-                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
-                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
-                        return -EINVAL;
                 } else
                         r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null, audit);
                 if (r < 0)
@@ -161,6 +167,9 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 return -EINVAL;
         }
 
+        r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+        if (r < 0)
+                return r;
         {
                 RulesTime rec = { .wall_ok = trusted };
 
@@ -281,9 +290,6 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
         r = wrap_known(m, wrap, NULL, ret_error);
         if (r < 0)
                 return r;
-        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
-        if (r < 0)
-                return r;
 
         r = store_prescription_get(m->store, wrap, &m->config.therapy, &rx, &prescribed);
         if (r < 0)
@@ -295,6 +301,10 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 set_error(ret_error, "%s: %s", rx_field_name(field), why);
                 return -ERANGE;
         }
+        /* Just before the write: a prescription the rules refuse records nothing, takes no turn. */
+        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
+        if (r < 0)
+                return r;
         /* The history keeps the whole prescription in force, not only the fields sent. */
         snprintf(audit->detail, sizeof audit->detail,
                  "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
@@ -526,8 +536,8 @@ static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const cha
                         log_wrap(LOG_WARNING, *wrap ? wrap : NULL, "More than one %s request a second: dropped, "
                                  "not recorded (%" PRIu64 " dropped since start).", rate_kind_name[kind],
                                  m->requests_dropped);
-                set_error(ret_error, "too many requests: at most one %s request a second per wrap; this one was dropped",
-                          rate_kind_name[kind]);
+                set_error(ret_error, "too many requests: at most one %s request a second %s; this one was dropped",
+                          rate_kind_name[kind], *wrap ? "per wrap" : "for the gateway");
                 return -ENOBUFS;
         }
         d->decided_usec[kind] = now;
