@@ -34,9 +34,12 @@
  *   -EAGAIN   the store is unavailable (closed after a failure, being retried)
  *   store_is_broken(r): the store failed during the action; it is now unavailable
  *   -EBUSY    the store is busy (another writer): try again
- *   -ENOBUFS  (door_start) the wrap had a request decided less than a second ago (scaled
- *             clock): this one is dropped, neither decided nor recorded, and counted in
- *             m->requests_dropped (bridge/health), so a flood cannot fill the store
+ *   -ENOBUFS  the wrap had a request of the same kind (DoorRateKind: a session start, a
+ *             diary entry, a run, an injury, a prescription, a profile, the adoption)
+ *             decided less than a second ago (scaled clock): this one is dropped, neither
+ *             decided nor recorded, and counted in m->requests_dropped (bridge/health), so a
+ *             flood cannot fill the store. It is met after the request is checked, just
+ *             before the write: a malformed request takes no turn. door_stop is never limited
  *   -EALREADY (an alert) it was acknowledged before
  * With every error, *ret_error (when ret_error is not NULL) is a sentence for the asker,
  * valid until the next door call.
@@ -44,19 +47,39 @@
 
 /*
  * Who asks, for the append-only change history (store_audit_*) that the injury, prescription,
- * adoption and removal doors write after each change: the interface, the D-Bus caller's uid
- * (-1 when not known), and what MQTT tells of the publisher. NULL: the command line.
+ * adoption and removal doors write with each change: the interface, the D-Bus caller's uid
+ * (-1 when not known), and what MQTT tells of the publisher: the topic, and the client id an
+ * MQTT 5 publisher claims (not verified: the broker's ACL is the authority). NULL: the
+ * command line.
  */
 typedef struct DoorActor {
         RequestSource source;
         int64_t uid;
-        const char *client;
+        const char *topic;
+        const char *claimed_client;
 } DoorActor;
 
-/* When a wrap's last session request was decided (Manager.rates): one per wrap that asked. */
+/*
+ * What the request limit counts apart: at most one request of each kind per wrap per second
+ * is decided, so a diary entry just after a session start is not dropped. STOP is no kind:
+ * a stop always passes (safety). Alert acknowledgements and removals are not limited either:
+ * each changes an existing row once and creates none.
+ */
+typedef enum DoorRateKind {
+        DOOR_RATE_SESSION,           /* a session start (door_start) */
+        DOOR_RATE_DIARY,
+        DOOR_RATE_RUN,
+        DOOR_RATE_INJURY,            /* recording or resolving one */
+        DOOR_RATE_PRESCRIPTION,      /* setting or clearing one */
+        DOOR_RATE_PROFILE,
+        DOOR_RATE_ADOPTION,          /* the gateway's: its wrap is "" */
+        _DOOR_RATE_MAX,
+} DoorRateKind;
+
+/* When a wrap's last request of each kind was decided (Manager.rates): one per wrap that asked. */
 typedef struct DoorRate {
         char wrap[WRAP_ID_MAX];
-        uint64_t decided_usec;       /* clock_mono_usec(), the scaled clock */
+        uint64_t decided_usec[_DOOR_RATE_MAX];  /* clock_mono_usec(), the scaled clock; 0: never */
 } DoorRate;
 
 /* Sessions. press_usec: mono_usec() when the wrap's button was pressed, for the latency

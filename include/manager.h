@@ -41,9 +41,9 @@ typedef struct Manager {
 
         uint64_t started_usec;       /* monotonic, for uptime */
         uint64_t malformed;          /* GATT values rejected by the wire codec */
-        uint64_t requests_dropped;   /* session requests over one a second per wrap (door.c) */
+        uint64_t requests_dropped;   /* requests over one a second per wrap and kind (door.c) */
         uint64_t request_interval_usec; /* door.c's limit: USEC_PER_SEC from manager_new; 0: none */
-        struct DoorRate *rates;      /* door.c: when each wrap's last request was decided */
+        struct DoorRate *rates;      /* door.c: when each wrap's last request of each kind was decided */
         size_t n_rates;
 
         bool ready;                  /* READY=1 sent */

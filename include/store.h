@@ -266,7 +266,11 @@ struct AuditRecord {
         char detail[256];             /* the value set: a date, the prescription, the window */
         RequestSource source;         /* the interface */
         int64_t uid;                  /* the D-Bus caller's uid; -1 when not known (MQTT, the wrap) */
-        char client[128];             /* MQTT: what is known of the publisher */
+        /* MQTT: a subscriber is not told who published. The topic it came on (the broker's
+         * ACL decides who may publish there), and what an MQTT 5 publisher claims to be in
+         * the user property "client": never verified, only recorded. "" when none. */
+        char topic[256];
+        char claimed_client[128];
 };
 
 int store_audit_add(Store *s, const AuditRecord *a);

@@ -959,7 +959,7 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
 static int cmd_history(Ctl *c, int argc, char **argv) {
         _cleanup_free_ AuditRecord *list = NULL;
         const char *arg = NULL;
-        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->client];
+        char id[WRAP_ID_MAX], at[CLOCK_ISO_MAX], who[sizeof list->claimed_client + 32];
         bool json = false;
         size_t n = 0;
         int r;
@@ -992,10 +992,14 @@ static int cmd_history(Ctl *c, int argc, char **argv) {
                 const AuditRecord *e = &list[i];
                 if (e->uid >= 0)
                         snprintf(who, sizeof who, "uid %" PRId64, e->uid);
+                else if (*e->claimed_client)
+                        /* MQTT 5's user property: what the publisher says, nobody checked. */
+                        snprintf(who, sizeof who, "claims \"%s\" (not verified)", e->claimed_client);
                 else
-                        snprintf(who, sizeof who, "%s", *e->client ? e->client : "-");
-                printf("%-25s %-18s %-20s %-5s %-10s %s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
-                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-");
+                        snprintf(who, sizeof who, "-");
+                printf("%-25s %-18s %-20s %-5s %-10s %s%s%s\n", clock_format_iso(e->at, at), *e->wrap ? e->wrap : "-",
+                       e->what, request_source_to_string(e->source), who, *e->detail ? e->detail : "-",
+                       *e->topic ? "  on " : "", e->topic);
         }
         return EXIT_SUCCESS;
 }

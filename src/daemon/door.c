@@ -38,6 +38,8 @@ static const char *set_error(const char **ret_error, const char *fmt, ...) {
         return error_buf;
 }
 
+static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const char **ret_error);
+
 static int need_store(Manager *m, const char **ret_error) {
         if (m->store)
                 return 0;
@@ -89,7 +91,12 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
         if (r < 0)
                 return r;
 
+        /* The request limit is met just before the write: a malformed request records nothing
+         * and takes no turn. */
         if (!iso_or_null) {
+                r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+                if (r < 0)
+                        return r;
                 r = store_injury_resolve(m->store, wrap, now, audit);
                 if (r == -ENOENT) {
                         set_error(ret_error, "%s has no unresolved injury", wrap);
@@ -110,15 +117,19 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
 
                 manager_stamp(m, &rec.wall, &rec.boot_s);
                 snprintf(rec.boot_id, sizeof rec.boot_id, "%s", m->boot_id);
+                if (!rec.wall_ok && !m->boot_id[0]) {
+                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
+                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
+                        return -EINVAL;
+                }
+                r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+                if (r < 0)
+                        return r;
                 if (rec.wall_ok) {
                         if (streq(iso_or_null, "today"))
                                 r = store_injury_add_stamped(m->store, wrap, 0, clock_format_date(now, date), &rec, NULL, audit);
                         else
                                 r = store_injury_add_stamped(m->store, wrap, now, NULL, &rec, NULL, audit);
-                } else if (!m->boot_id[0]) {
-                        set_error(ret_error, "the clock is not synchronised and this boot has no id: "
-                                  "give the injury's date (YYYY-MM-DD) instead of \"%s\"", iso_or_null);
-                        return -EINVAL;
                 } else
                         r = store_injury_add_stamped(m->store, wrap, 0, NULL, &rec, iso_or_null, audit);
                 if (r < 0)
@@ -156,6 +167,9 @@ static int set_injury(Manager *m, const char *wrap, const char *iso_or_null, con
                 return -EINVAL;
         }
 
+        r = rate_limit(m, wrap, DOOR_RATE_INJURY, ret_error);
+        if (r < 0)
+                return r;
         {
                 RulesTime rec = { .wall_ok = trusted };
 
@@ -199,6 +213,9 @@ int door_add_diary(Manager *m, const char *wrap, const DiaryEntry *e, const char
                 return -EINVAL;
         }
         r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, DOOR_RATE_DIARY, ret_error);
         if (r < 0)
                 return r;
 
@@ -284,6 +301,10 @@ static int set_prescription(Manager *m, const char *wrap, const RulesPrescriptio
                 set_error(ret_error, "%s: %s", rx_field_name(field), why);
                 return -ERANGE;
         }
+        /* Just before the write: a prescription the rules refuse records nothing, takes no turn. */
+        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
+        if (r < 0)
+                return r;
         /* The history keeps the whole prescription in force, not only the fields sent. */
         snprintf(audit->detail, sizeof audit->detail,
                  "cold_s=%u cold_setpoint=%d heat_s=%u heat_setpoint=%d heat_wait_s=%u cold_rest_s=%u",
@@ -306,6 +327,9 @@ static int clear_prescription(Manager *m, const char *wrap, const AuditRecord *a
         int r;
 
         r = wrap_known(m, wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, wrap, DOOR_RATE_PRESCRIPTION, ret_error);
         if (r < 0)
                 return r;
         r = store_prescription_clear(m->store, wrap, audit);
@@ -366,12 +390,17 @@ static void audit_prepare(Manager *m, const DoorActor *who, const char *wrap, co
         snprintf(ret->wrap, sizeof ret->wrap, "%s", wrap ? wrap : "");
         snprintf(ret->what, sizeof ret->what, "%s", what);
         snprintf(ret->detail, sizeof ret->detail, "%s", detail ? detail : "");
-        snprintf(ret->client, sizeof ret->client, "%s", who && who->client ? who->client : "");
+        snprintf(ret->topic, sizeof ret->topic, "%s", who && who->topic ? who->topic : "");
+        snprintf(ret->claimed_client, sizeof ret->claimed_client, "%s",
+                 who && who->claimed_client ? who->claimed_client : "");
 }
 
 static void audit_log(const AuditRecord *a) {
-        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s (uid %" PRId64 ").", a->what, a->detail,
-                 request_source_to_string(a->source), a->client[0] ? " " : "", a->client, a->uid);
+        log_wrap(LOG_NOTICE, a->wrap[0] ? a->wrap : NULL, "Change: %s %s by %s%s%s%s%s%s (uid %" PRId64 ").",
+                 a->what, a->detail, request_source_to_string(a->source),
+                 a->topic[0] ? " on " : "", a->topic,
+                 a->claimed_client[0] ? ", claiming to be \"" : "", a->claimed_client,
+                 a->claimed_client[0] ? "\" (not verified)" : "", a->uid);
 }
 
 int door_set_injury(Manager *m, const DoorActor *who, const char *wrap, const char *iso_or_null,
@@ -418,6 +447,9 @@ int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const
                 set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
                 return -EINVAL;
         }
+        r = rate_limit(m, "", DOOR_RATE_ADOPTION, ret_error);
+        if (r < 0)
+                return r;
         snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
         audit_prepare(m, who, NULL, "adoption", detail, &a);
         /* The window is not in the store: its row goes first, so that no window opens without
@@ -463,11 +495,22 @@ static int session_wrap(Manager *m, const char *wrap, Wrap **ret, const char **r
 }
 
 /*
- * At most one session request per wrap per second is decided: every decision is a record, so
- * a flood (a stuck button, a script on the broker) would otherwise fill the store. The extra
- * ones are dropped before anything is recorded, and counted.
+ * At most one request of a kind per wrap per second is decided: every decision is a record,
+ * so a flood (a stuck button, a script on the broker) would otherwise fill the store. The
+ * extra ones are dropped before anything is recorded, and counted. Kinds are apart, so that
+ * a diary entry right after a session start passes; STOP never comes here.
  */
-static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
+static const char *const rate_kind_name[_DOOR_RATE_MAX] = {
+        [DOOR_RATE_SESSION] = "session",
+        [DOOR_RATE_DIARY] = "diary",
+        [DOOR_RATE_RUN] = "run",
+        [DOOR_RATE_INJURY] = "injury",
+        [DOOR_RATE_PRESCRIPTION] = "prescription",
+        [DOOR_RATE_PROFILE] = "profile",
+        [DOOR_RATE_ADOPTION] = "adoption",
+};
+
+static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const char **ret_error) {
         uint64_t now = clock_mono_usec();
         DoorRate *d = NULL;
 
@@ -485,16 +528,19 @@ static int rate_limit(Manager *m, const char *wrap, const char **ret_error) {
                 }
                 m->rates = n;
                 d = m->rates + m->n_rates++;
+                *d = (DoorRate) { 0 };
                 snprintf(d->wrap, sizeof d->wrap, "%s", wrap);
-        } else if (now < d->decided_usec + m->request_interval_usec) {
+        } else if (d->decided_usec[kind] != 0 && now < d->decided_usec[kind] + m->request_interval_usec) {
                 /* Logged once per 100 so that the flood does not fill the journal instead. */
                 if (m->requests_dropped++ % 100 == 0)
-                        log_wrap(LOG_WARNING, wrap, "More than one session request a second: dropped, not recorded "
-                                 "(%" PRIu64 " dropped since start).", m->requests_dropped);
-                set_error(ret_error, "too many requests: at most one a second per wrap; this one was dropped");
+                        log_wrap(LOG_WARNING, *wrap ? wrap : NULL, "More than one %s request a second: dropped, "
+                                 "not recorded (%" PRIu64 " dropped since start).", rate_kind_name[kind],
+                                 m->requests_dropped);
+                set_error(ret_error, "too many requests: at most one %s request a second per wrap; this one was dropped",
+                          rate_kind_name[kind]);
                 return -ENOBUFS;
         }
-        d->decided_usec = now;
+        d->decided_usec[kind] = now;
         return 0;
 }
 
@@ -557,7 +603,7 @@ int door_start(Manager *m, const char *wrap, TherapyMode mode, RequestSource sou
         r = session_wrap(m, wrap, &w, ret_error);
         if (r < 0)
                 return r;
-        r = rate_limit(m, wrap, ret_error);
+        r = rate_limit(m, wrap, DOOR_RATE_SESSION, ret_error);
         if (r < 0)
                 return r;
         rec = ret_record ? ret_record : &local;
@@ -619,6 +665,9 @@ int door_record_run(Manager *m, const RunRecord *run, int64_t *ret_id, const cha
         r = wrap_known(m, r0.wrap, NULL, ret_error);
         if (r < 0)
                 return r;
+        r = rate_limit(m, r0.wrap, DOOR_RATE_RUN, ret_error);
+        if (r < 0)
+                return r;
         r0.recorded_at = now;
         r = store_run_add(m->store, &r0, NULL, &id);
         if (r < 0)
@@ -665,6 +714,9 @@ int door_set_profile(Manager *m, const PatientProfile *p, const char **ret_error
         if (r < 0)
                 return r;
         r = wrap_known(m, q.wrap, NULL, ret_error);
+        if (r < 0)
+                return r;
+        r = rate_limit(m, q.wrap, DOOR_RATE_PROFILE, ret_error);
         if (r < 0)
                 return r;
         r = store_profile_set(m->store, &q, manager_now(m));

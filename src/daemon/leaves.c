@@ -219,8 +219,10 @@ static void mq_store_failed(void *userdata, int error) {
 
 /* The commands, through the one door; "today" and a diary entry's missing time are ours. */
 static int mq_command(void *userdata, const char *wrap, const Command *c, char **ret_data, const char **ret_error) {
-        /* MQTT does not name the publisher to subscribers: the history says it came over MQTT. */
-        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1 };
+        /* MQTT does not name the publisher to subscribers: the history keeps the topic, and a
+         * client id an MQTT 5 publisher claims, as a claim (docs/mqtt.md). */
+        const DoorActor who = { .source = SOURCE_MQTT, .uid = -1, .topic = c->topic,
+                                .claimed_client = c->claimed_client[0] ? c->claimed_client : NULL };
         Manager *m = userdata;
         int r = -EINVAL;
 

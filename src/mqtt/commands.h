@@ -14,6 +14,8 @@
 #define COMMAND_TEXT_MAX     40
 #define COMMAND_NAME_MAX     64          /* a bridge request's name or a wrap id, with its NUL */
 #define COMMAND_PAYLOAD_MAX  (64 * 1024) /* larger inbound payloads are dropped unparsed */
+#define COMMAND_CLIENT_MAX   128         /* a claimed client id, with its NUL */
+#define COMMAND_CLIENT_PROPERTY "client" /* the MQTT 5 user property that carries it */
 
 /* What an inbound topic is for. */
 typedef enum TopicKind {
@@ -66,6 +68,12 @@ typedef struct Command {
         uint32_t run_minutes, run_meters;        /* RUN: 0 = not given */
 
         int64_t alert_id;                        /* ACK_ALERT */
+
+        /* Where it came from, as far as MQTT tells a subscriber (filled by mqtt.c, not by
+         * command_parse): the topic, and the MQTT 5 user property "client" the publisher set,
+         * a claim nobody verified ("" when none; never with MQTT 3.1.1). */
+        char topic[256];
+        char claimed_client[COMMAND_CLIENT_MAX];
 } Command;
 
 /*

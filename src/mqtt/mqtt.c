@@ -647,7 +647,8 @@ static void on_publish(struct mosquitto *mosq, void *userdata, int mid) {
         }
 }
 
-static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg);
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg,
+                       const mosquitto_property *props);
 
 /* ---- TLS: the broker's certificate checked against [mqtt] host, not the address dialled ---- */
 
@@ -777,7 +778,7 @@ static int connect_addr(Mqtt *q) {
                                     s->protocol == MQTT_PROTOCOL_V5 ? 5 : 4 /* MQTT 5, 3.1.1 */);
         mosquitto_connect_callback_set(q->mosq, on_connect);
         mosquitto_publish_callback_set(q->mosq, on_publish);
-        mosquitto_message_callback_set(q->mosq, on_message);
+        mosquitto_message_v5_callback_set(q->mosq, on_message);   /* props: NULL with MQTT 3.1.1 */
         mosquitto_log_callback_set(q->mosq, on_log);
 
         {
@@ -1412,8 +1413,12 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
 
         if (q->hooks.command)
                 r = q->hooks.command(q->hooks.userdata, wrap, c, &data, &error);
-        if (r == -ENOBUFS)
-                return; /* over one request a second: dropped, unanswered; the door counts and logs it */
+        if (r == -ENOBUFS) {
+                /* Over one request of its kind a second: dropped, not recorded. It is answered
+                 * like any refused command; the door counts it and logs one line per 100. */
+                respond(q, response_topic, c, NULL, err_text(r, error, buf));
+                return;
+        }
         if (r < 0 || error) {
                 /* A refusal by the rules is a record in the outbox too: it goes out below. */
                 respond(q, response_topic, c, r < 0 ? NULL : data, err_text(r, error, buf));
@@ -1425,7 +1430,39 @@ static void run_command(Mqtt *q, const char *wrap, const Command *c, const char 
         schedule_flush(q);
 }
 
-static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg) {
+/*
+ * What the publisher of a command claims to be: the MQTT 5 user property "client". A
+ * subscriber is never told who published (MQTT 3.1.1 and 5 alike), so this is recorded as a
+ * claim, never as an identity; the broker's ACL is the authority. A value that is too long or
+ * holds control characters is not recorded.
+ */
+static void claimed_client(const mosquitto_property *props, const char *topic, char out[static COMMAND_CLIENT_MAX]) {
+        const mosquitto_property *p;
+        char *name = NULL, *value = NULL;
+        bool skip = false;
+
+        out[0] = '\0';
+        for (p = props; (p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, skip));
+             skip = true) {
+                bool found = streq(name, COMMAND_CLIENT_PROPERTY), ok = value && strlen(value) < COMMAND_CLIENT_MAX;
+
+                for (const char *c = value; ok && *c; c++)
+                        ok = (unsigned char) *c >= 0x20 && *c != 0x7f;
+                if (found && ok)
+                        snprintf(out, COMMAND_CLIENT_MAX, "%s", value);
+                else if (found)
+                        log_notice("MQTT: a command on %s claims a client id that is too long or not text: "
+                                   "not recorded.", topic);
+                free(name);
+                free(value);
+                name = value = NULL;
+                if (found)
+                        break;
+        }
+}
+
+static void on_message(struct mosquitto *mosq, void *userdata, const struct mosquitto_message *msg,
+                       const mosquitto_property *props) {
         Mqtt *q = userdata;
         const char *t = msg->topic;
         char error[COMMAND_ERROR_MAX], name[COMMAND_NAME_MAX];
@@ -1464,6 +1501,8 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
                         log_notice("MQTT: bad request on %s: %s", t, error);
                         return;
                 }
+                snprintf(c.topic, sizeof c.topic, "%s", t);
+                claimed_client(props, t, c.claimed_client);
                 run_command(q, c.wrap[0] ? c.wrap : NULL, &c, resp);
                 return;
         }
@@ -1479,6 +1518,8 @@ static void on_message(struct mosquitto *mosq, void *userdata, const struct mosq
         }
         if (c.type == COMMAND_ADOPT || c.type == COMMAND_REMOVE || c.type == COMMAND_PRESCRIPTION)
                 return;
+        snprintf(c.topic, sizeof c.topic, "%s", t);
+        claimed_client(props, t, c.claimed_client);
         run_command(q, name, &c, resp);
 }
 

@@ -390,12 +390,20 @@ static void history_table(FILE *f, const ReportData *r) {
                         fputs(": ", f);
                         esc(f, e->detail);
                 }
-                fprintf(f, "</td><td>%s</td><td>", request_source_to_string(e->source));
+                fprintf(f, "</td><td>%s", request_source_to_string(e->source));
+                if (*e->topic) {
+                        fputs(" (", f);
+                        esc(f, e->topic);
+                        fputs(")", f);
+                }
+                fputs("</td><td>", f);
                 if (e->uid >= 0)
                         fprintf(f, "uid %" PRId64, e->uid);
-                else if (*e->client)
-                        esc(f, e->client);
-                else
+                else if (*e->claimed_client) {
+                        fputs("claims &ldquo;", f);
+                        esc(f, e->claimed_client);
+                        fputs("&rdquo; (not verified)", f);
+                } else
                         fputs("-", f);
                 fputs("</td></tr>\n", f);
         }

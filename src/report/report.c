@@ -224,9 +224,10 @@ json_t *report_alert_json(const AlertRecord *a) {
                          "session_id", str_or_null(a->session_id[0] ? a->session_id : NULL));
 }
 
-/* One change: uid is null when not known (MQTT, the wrap), client null when not MQTT. */
+/* One change: uid is null when not known (MQTT, the wrap); topic and claimed_client are what
+ * MQTT tells (null otherwise): the client id is what an MQTT 5 publisher claims, unverified. */
 json_t *report_audit_json(const AuditRecord *e) {
-        return json_pack("{s:I, s:o, s:o, s:s, s:s, s:s, s:o, s:o}",
+        return json_pack("{s:I, s:o, s:o, s:s, s:s, s:s, s:o, s:o, s:o}",
                          "id", (json_int_t) e->id,
                          "at", iso_or_null(e->at),
                          "wrap", str_or_null(e->wrap),
@@ -234,7 +235,8 @@ json_t *report_audit_json(const AuditRecord *e) {
                          "detail", e->detail,
                          "source", request_source_to_string(e->source),
                          "uid", e->uid >= 0 ? json_integer((json_int_t) e->uid) : json_null(),
-                         "client", str_or_null(e->client));
+                         "topic", str_or_null(e->topic),
+                         "claimed_client", str_or_null(e->claimed_client));
 }
 
 /* Appends each element's JSON to a new array; NULL when one cannot be built. */
@@ -531,7 +533,8 @@ static void csv_alerts(Csv *c, const ReportData *d) {
 }
 
 static void csv_history(Csv *c, const ReportData *d) {
-        static const char *const head[] = { "id", "wrap", "at", "what", "detail", "source", "uid", "client", NULL };
+        static const char *const head[] = { "id", "wrap", "at", "what", "detail", "source", "uid", "topic", "claimed_client",
+                                            NULL };
 
         csv_header(c, head);
         for (size_t i = 0; i < d->n_history; i++) {
@@ -547,7 +550,8 @@ static void csv_history(Csv *c, const ReportData *d) {
                         csv_fieldf(c, "%" PRId64, e->uid);
                 else
                         csv_field(c, NULL);
-                csv_field(c, *e->client ? e->client : NULL);
+                csv_field(c, *e->topic ? e->topic : NULL);
+                csv_field(c, *e->claimed_client ? e->claimed_client : NULL);
                 csv_end(c);
         }
 }

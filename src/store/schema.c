@@ -351,6 +351,17 @@ static const char *const schema_step6[] = {
 };
 #undef UPLINK_BUMP
 
+/*
+ * 7: what MQTT tells of a change's origin: the topic it came on (the broker's ACL, the authority,
+ * is per topic) and, renamed from `client`, what an MQTT 5 publisher claims to be in a user
+ * property: never verified, so the column says so. (`client` was never written before.)
+ */
+static const char *const schema_step7[] = {
+        "ALTER TABLE audit RENAME COLUMN client TO claimed_client;\n",
+        "ALTER TABLE audit ADD COLUMN topic TEXT CHECK (topic IS NULL OR length(CAST(topic AS BLOB)) < 256);\n",
+        NULL,
+};
+
 static const char *const *const schema_steps[] = {
         schema_step1,       /* 1: the first schema */
         schema_step2,       /* 2: alert records, runs, patient profiles, device information */
@@ -358,6 +369,7 @@ static const char *const *const schema_steps[] = {
         schema_step4,       /* 4: the clinic uplink's change sequence */
         schema_step5,       /* 5: the append-only history of changes to injuries, prescriptions, adoption */
         schema_step6,       /* 6: runs to the clinic; an alert's session */
+        schema_step7,       /* 7: the history's MQTT topic and claimed client */
 };
 
 size_t schema_version_latest(void) {

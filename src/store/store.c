@@ -225,9 +225,10 @@ static const char *const stmt_sql[_STMT_MAX] = {
         [STMT_ALERT_ACK] = "UPDATE alerts SET acked_at = ?2 WHERE id = ?1 AND acked_at IS NULL",
         [STMT_ALERT_LATEST] = "SELECT max(id) FROM alerts WHERE wrap = ?1",
         [STMT_AUDIT_ADD] =
-                "INSERT INTO audit (at, wrap, what, detail, source, uid, client) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO audit (at, wrap, what, detail, source, uid, claimed_client, topic) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         [STMT_AUDIT_LIST] =
-                "SELECT id, at, wrap, what, detail, source, uid, client FROM audit "
+                "SELECT id, at, wrap, what, detail, source, uid, claimed_client, topic FROM audit "
                 "WHERE ?1 IS NULL OR wrap = ?1 OR wrap IS NULL ORDER BY id",
         [STMT_RUN_ADD] =
                 "INSERT INTO runs (wrap, ended_at, minutes, meters, source, recorded_at) "
@@ -881,30 +882,50 @@ int store_wrap_add(Store *s, const char *address, const char *name, int64_t now)
         return 0;
 }
 
-static int wrap_remove(Store *s, void *userdata) {
+/*
+ * A change to a wrap's rows that must change one (an UPDATE or DELETE whose ?1 is the wrap and
+ * ?2, when the statement has one, `now`): -ENOENT, with `none` said of the wrap, when nothing
+ * was there to change. Run inside tx_with_audit().
+ */
+typedef struct WrapChange {
+        StmtId id;
+        const char *wrap;
+        int64_t now;
+        const char *none;             /* "not adopted", "no prescription", ... */
+} WrapChange;
+
+static int wrap_change(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *wrap = userdata;
+        const WrapChange *c = userdata;
         int r;
 
-        r = stmt_get(s, STMT_WRAP_REMOVE, &st);
+        r = stmt_get(s, c->id, &st);
         if (r < 0)
                 return r;
-        bind_text(st, 1, wrap);
+        bind_text(st, 1, c->wrap);
+        if (sqlite3_bind_parameter_count(st) >= 2)
+                sqlite3_bind_int64(st, 2, c->now);
         r = stmt_exec(s, st);
         if (r < 0)
                 return r;
         if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "no adopted wrap %s", wrap);
+                return store_errorf(s, -ENOENT, "wrap %s: %s", c->wrap, c->none);
         return 0;
 }
 
-int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit) {
+/* wrap_change() with its history row, in one transaction. */
+static int wrap_change_audited(Store *s, const AuditRecord *audit, StmtId id, const char *wrap, int64_t now,
+                               const char *none) {
         int r;
 
         r = check_wrap_arg(s, wrap);
         if (r < 0)
                 return r;
-        return tx_with_audit(s, audit, wrap_remove, (void *) wrap);
+        return tx_with_audit(s, audit, wrap_change, &(WrapChange) { id, wrap, now, none });
+}
+
+int store_wrap_remove(Store *s, const char *wrap, const AuditRecord *audit) {
+        return wrap_change_audited(s, audit, STMT_WRAP_REMOVE, wrap, 0, "not adopted");
 }
 
 static int wrap_get(Store *s, StmtId id, const char *wrap, StoredWrap *ret) {
@@ -1147,42 +1168,19 @@ int store_newest_time(Store *s, int64_t *ret) {
         return stmt_int64(s, STMT_NEWEST_TIME, ret);
 }
 
-typedef struct WrapAt {
+int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit) {
+        return wrap_change_audited(s, audit, STMT_INJURY_RESOLVE, wrap, now, "no unresolved injury");
+}
+
+typedef struct PrescriptionSet {
         const char *wrap;
         int64_t now;
         const RulesPrescription *rx;
-} WrapAt;
-
-static int injury_resolve(Store *s, void *userdata) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const WrapAt *w = userdata;
-        int r;
-
-        r = stmt_get(s, STMT_INJURY_RESOLVE, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, w->wrap);
-        sqlite3_bind_int64(st, 2, w->now);
-        r = stmt_exec(s, st);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "wrap %s has no unresolved injury", w->wrap);
-        return 0;
-}
-
-int store_injury_resolve(Store *s, const char *wrap, int64_t now, const AuditRecord *audit) {
-        int r;
-
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
-        return tx_with_audit(s, audit, injury_resolve, &(WrapAt) { .wrap = wrap, .now = now });
-}
+} PrescriptionSet;
 
 static int prescription_set(Store *s, void *userdata) {
         _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const WrapAt *w = userdata;
+        const PrescriptionSet *w = userdata;
         int r;
 
         r = stmt_get(s, STMT_RX_SET, &st);
@@ -1208,33 +1206,11 @@ int store_prescription_set(Store *s, const char *wrap, const RulesPrescription *
                 return r;
         if (!rx)
                 return store_errorf(s, -EINVAL, "no prescription");
-        return tx_with_audit(s, audit, prescription_set, &(WrapAt) { .wrap = wrap, .now = now, .rx = rx });
-}
-
-static int prescription_clear(Store *s, void *userdata) {
-        _cleanup_reset_ sqlite3_stmt *st = NULL;
-        const char *wrap = userdata;
-        int r;
-
-        r = stmt_get(s, STMT_RX_CLEAR, &st);
-        if (r < 0)
-                return r;
-        bind_text(st, 1, wrap);
-        r = stmt_exec(s, st);
-        if (r < 0)
-                return r;
-        if (sqlite3_changes(s->db) == 0)
-                return store_errorf(s, -ENOENT, "wrap %s has no prescription", wrap);
-        return 0;
+        return tx_with_audit(s, audit, prescription_set, &(PrescriptionSet) { .wrap = wrap, .now = now, .rx = rx });
 }
 
 int store_prescription_clear(Store *s, const char *wrap, const AuditRecord *audit) {
-        int r;
-
-        r = check_wrap_arg(s, wrap);
-        if (r < 0)
-                return r;
-        return tx_with_audit(s, audit, prescription_clear, (void *) wrap);
+        return wrap_change_audited(s, audit, STMT_RX_CLEAR, wrap, 0, "no prescription");
 }
 
 int store_prescription_get(Store *s, const char *wrap, const RulesPrescription *defaults,
@@ -2160,7 +2136,8 @@ static int audit_insert(Store *s, const AuditRecord *a) {
         bind_text(st, 5, request_source_to_string(a->source));
         if (a->uid >= 0)
                 sqlite3_bind_int64(st, 6, a->uid);
-        bind_text(st, 7, a->client[0] ? a->client : NULL);
+        bind_text(st, 7, a->claimed_client[0] ? a->claimed_client : NULL);
+        bind_text(st, 8, a->topic[0] ? a->topic : NULL);
         return stmt_exec(s, st);
 }
 
@@ -2212,7 +2189,8 @@ static int audit_row(Store *s, sqlite3_stmt *st, void *elem) {
         copy_text(a->wrap, sizeof(a->wrap), st, 2);
         copy_text(a->what, sizeof(a->what), st, 3);
         copy_text(a->detail, sizeof(a->detail), st, 4);
-        copy_text(a->client, sizeof(a->client), st, 7);
+        copy_text(a->claimed_client, sizeof(a->claimed_client), st, 7);
+        copy_text(a->topic, sizeof(a->topic), st, 8);
         return 0;
 }
 

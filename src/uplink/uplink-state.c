@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <sqlite3.h>
 
@@ -74,6 +75,29 @@ static int errno_of(int rc) {
         }
 }
 
+/*
+ * Makes sure `path` exists (mode for a new one). Made by root (kneewrap-uplink --retry-rejected
+ * run with sudo, before the service ever ran), it goes to the owner of its directory, the
+ * service's StateDirectory: a file root kept would lock the service out of its own state.
+ */
+static int file_ensure(const char *path, mode_t mode) {
+        _cleanup_free_ char *copy = strdup(path);
+        struct stat dir;
+        int fd, r = 0;
+
+        if (!copy)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, mode);
+        if (fd < 0 && errno == EEXIST)
+                fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        else if (fd >= 0 && geteuid() == 0 && stat(dirname(copy), &dir) == 0 && fchown(fd, dir.st_uid, dir.st_gid) < 0)
+                r = -errno;
+        if (fd < 0)
+                return -errno;
+        close(fd);
+        return r;
+}
+
 /* The open refusals, counted where kneewrapd and kneewrapctl can read them. */
 static int rejected_count_sync(UplinkState *u) {
         int rc = sqlite3_exec(u->db, "UPDATE main.uplink SET rejected = "
@@ -94,10 +118,8 @@ static int rejected_attach(UplinkState *u, const char *state_path, bool readonly
         if (!copy || asprintf(&file, "%s/" REJECTED_FILE, dirname(copy)) < 0)
                 return SQLITE_NOMEM;
         if (!readonly) {
-                int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-                if (fd < 0)
+                if (file_ensure(file, 0600) < 0)
                         return SQLITE_CANTOPEN;
-                close(fd);
         } else if (access(file, R_OK) < 0) {
                 u->rejected = errno == ENOENT ? 0 : -EACCES;
                 return SQLITE_OK;
@@ -136,15 +158,13 @@ int uplink_state_open(const char *path, bool readonly, UplinkState **ret, char *
                 return -ENOMEM;
         if (!readonly) {
                 /* Only counts and times: anyone may read them (kneewrapd is another user). */
-                int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-                if (fd < 0) {
-                        r = -errno;
+                r = file_ensure(path, 0644);
+                if (r < 0) {
                         if (ret_errmsg)
                                 (void) asprintf(ret_errmsg, "cannot open %s: %s", path, strerror(-r));
                         free(u);
                         return r;
                 }
-                close(fd);
         } else if (access(path, R_OK) < 0) {
                 r = -errno;
                 if (ret_errmsg)

@@ -156,9 +156,11 @@ class Gateway:
                                      stderr=subprocess.STDOUT, env={**os.environ, 'TZ': 'UTC'})
         return self
 
-    def once(self, timeout=600):
+    def once(self, timeout=600, notify=None):
+        """--once; notify: a kwtestutil.Notify that gets its sd_notify messages."""
+        env = {**os.environ, 'TZ': 'UTC', **({'NOTIFY_SOCKET': notify.path} if notify else {})}
         return subprocess.run([UPLINK, '--config', self.conf, '--once'], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, 'TZ': 'UTC'})
+                              timeout=timeout, env=env)
 
     def stop(self, sig=None):
         if self.proc and self.proc.poll() is None:

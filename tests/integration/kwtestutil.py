@@ -29,6 +29,53 @@ def wait_for(cond, timeout, step=0.02):
     raise AssertionError(f'timed out after {timeout} s waiting for {cond}')
 
 
+# kneewrapd decides at most one request of a kind (a session start, a diary entry, a run, an
+# injury, a prescription, a profile, the adoption) per wrap per second of its clock (10 ms of
+# real time at KNEEWRAP_TIME_SCALE=100); the next within it is dropped. A request with an answer
+# (kneewrapctl, D-Bus, MQTT) is answered "too many requests": until_decided() asks again. A press
+# of the wrap's button has no answer: after_a_request() waits out the window first.
+REQUEST_INTERVAL_S = 1.0
+
+
+def after_a_request(scale=1):
+    """Call once the previous request's decision on a wrap is seen (an answer, a write to the
+    wrap, a record): waits out that wrap's window, so the next request is decided, not dropped.
+    time.sleep never returns early and the daemon's window is real monotonic time times the
+    scale, so this holds on a machine of any speed."""
+    time.sleep(REQUEST_INTERVAL_S * 1.2 / (scale or 1))
+
+
+TOO_MANY = 'too many requests'
+
+
+def _limited(answer):
+    if isinstance(answer, subprocess.CompletedProcess):
+        return TOO_MANY in (answer.stderr or '')
+    if isinstance(answer, tuple):                       # (returncode, output)
+        return any(isinstance(x, str) and ('TooManyRequests' in x or TOO_MANY in x) for x in answer)
+    if isinstance(answer, dict):                        # an MQTT response
+        return answer.get('status') == 'error' and TOO_MANY in (answer.get('error') or '')
+    return False
+
+
+def until_decided(request, timeout=20):
+    """request() again while kneewrapd answers it "too many requests" (its per-wrap limit):
+    a test waits for the request to be decided, never for a duration, and never assumes two
+    requests are far apart. request() returns a CompletedProcess, (returncode, output) or an
+    MQTT response dict, or raises (a D-Bus error: TooManyRequests is retried)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            answer = request()
+        except Exception as e:  # noqa: BLE001 - only the limit's refusal is retried
+            if 'TooManyRequests' not in str(getattr(e, 'get_dbus_name', lambda: '')()) or time.monotonic() > end:
+                raise
+        else:
+            if not _limited(answer) or time.monotonic() > end:
+                return answer
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def private_bus():
     """A bare dbus-daemon on a private socket, standing in for the system bus (no BlueZ): its address."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kwmqtt import SEED, wrap_id
-from kwtestutil import daemon_running, private_bus, write_config  # noqa: F401
+from kwtestutil import daemon_running, private_bus, until_decided, write_config  # noqa: F401
 
 A = 'AA:BB:CC:00:12:20'
 NOBODY, NOGROUP, USERS = 65534, 65534, 100
@@ -25,7 +25,7 @@ def call(address, uid, gid, groups, method, sig='', *args):
             method]
     if sig:
         cmd += [sig, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    r = until_decided(lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=10))
     return r.returncode, r.stdout + r.stderr
 
 

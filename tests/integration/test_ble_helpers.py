@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from kwtestutil import KNEEWRAPCTL, Notify, start_daemon, stop_daemon
+from kwtestutil import KNEEWRAPCTL, Notify, start_daemon, stop_daemon, until_decided
 
 STATUS = "fac50002-c475-4e93-816c-09c2563ceaf2"
 BUTTON = "fac50003-c475-4e93-816c-09c2563ceaf2"
@@ -99,8 +99,8 @@ class Gateway:
         return self.wait_log(re.escape(address) + r": connected, notifications on", timeout, count)
 
     def ctl(self, *args, check=True):
-        p = subprocess.run([KNEEWRAPCTL, "--config", str(self.conf), "--db", self.db, *args],
-                           capture_output=True, text=True, timeout=20, env=self.bus.env())
+        p = until_decided(lambda: subprocess.run([KNEEWRAPCTL, "--config", str(self.conf), "--db", self.db, *args],
+                                                 capture_output=True, text=True, timeout=20, env=self.bus.env()))
         if check:
             assert p.returncode == 0, f"kneewrapctl {args}: {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p

@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from kwtestutil import after_a_request
 from test_ble_helpers import HEAT, STOP, Gateway, addr, press
 
 
@@ -23,7 +24,7 @@ def presses(bus, tmp_path, db, n):
     try:
         g.wait_connected(a)
         for i in range(n):
-            time.sleep(0.12)                              # one request a second per wrap is decided (100 ms at scale 10)
+            after_a_request(g.scale)                      # one request a second per wrap is decided (100 ms at scale 10)
             press(bus, a, HEAT)                           # no injury: heat is allowed, no rest interval; R4 as above
             g.wait_cp(a, "0102a00f8403", timeout=5, count=i + 1)
             press(bus, a, STOP)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kwtestutil import BUILDDIR, KNEEWRAPCTL
+from kwtestutil import BUILDDIR, KNEEWRAPCTL, until_decided
 from test_ble_helpers import Gateway
 
 SEED = os.environ.get('KW_STORE_SEED', os.path.join(BUILDDIR, 'tests', 'integration', 'kw-store-seed'))
@@ -51,8 +51,8 @@ class Ctl:
             self.gw.close()
 
     def __call__(self, *args, rc=0):
-        r = subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), *args],
-                           capture_output=True, text=True, timeout=10, env=self.env)
+        r = until_decided(lambda: subprocess.run([KNEEWRAPCTL, '--config', str(self.conf), *args],
+                                                 capture_output=True, text=True, timeout=10, env=self.env))
         if r.returncode != rc:
             print(r.stdout, r.stderr)
         assert r.returncode == rc

@@ -183,8 +183,9 @@ def test_authority_default(tmp_path, private_bus, broker):  # noqa: F811
         r = ask(col, set_t, {'injury': 'today'}, resp)
         assert r['status'] == 'ok', r
         assert gw.sql('select count(*) from injuries where resolved_at is null')[0][0] == 1
-        # In the append-only history, as coming over MQTT (which does not name the publisher).
-        assert gw.sql('select what, wrap, source, uid from audit') == [('injury', w, 'mqtt', None)]
+        # In the append-only history, as coming over MQTT on its topic (MQTT does not name the publisher).
+        assert gw.sql('select what, wrap, source, uid, topic, claimed_client from audit') == [
+            ('injury', w, 'mqtt', None, set_t, None)]
         r = ask(col, set_t, {'pain': {'score': 3}}, resp)
         assert r['status'] == 'ok', r
 

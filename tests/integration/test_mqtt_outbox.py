@@ -5,7 +5,7 @@ import re
 import time
 
 from kwmqtt import Broker, Collector, Gateway, broker  # noqa: F401
-from kwtestutil import private_bus, wait_for  # noqa: F401
+from kwtestutil import after_a_request, private_bus, wait_for  # noqa: F401
 
 HEAT, STOP = 2, 3
 A = 'AA:BB:CC:00:11:41'
@@ -43,7 +43,7 @@ def test_broker_down_while_20_sessions_happen(tmp_path, fast_bus):
         # R3 allows it and no rest interval applies), each ended by the wrap's stop button once
         # the wrap is heating.
         for i in range(20):
-            time.sleep(0.02)           # the gateway decides one request a second per wrap (scaled: 10 ms)
+            after_a_request(100)       # the gateway decides one request a second per wrap (scaled: 10 ms)
             fast_bus.mock.PressButton(A, HEAT)
             wait_for(lambda: fast_bus.wrap(A)['state'] == 2, 10)
             fast_bus.mock.PressButton(A, STOP)
@@ -79,10 +79,10 @@ def test_sigkill_with_unacknowledged_records(tmp_path, fast_bus):
         gw.wait_log(f'{A}: connected, notifications on')
         injured_today(col, gw)
         b.stop()
-        for _ in range(5):
+        for i in range(5):
+            after_a_request(100)
             fast_bus.mock.PressButton(A, HEAT)
-            time.sleep(0.1)
-        wait_for(lambda: len(gw.outbox_sessions()) == 5, 20)
+            wait_for(lambda: len(gw.outbox_sessions()) == i + 1, 20)
         order = gw.outbox_sessions()
         gw.kill()                      # nothing acknowledged, no goodbye
         n = col.connects

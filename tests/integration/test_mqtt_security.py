@@ -5,7 +5,7 @@ import json
 import subprocess
 
 from kwmqtt import ALL_COMMANDS, Broker, Collector, Gateway
-from kwtestutil import KNEEWRAPD, private_bus, wait_for  # noqa: F401
+from kwtestutil import KNEEWRAPD, private_bus, until_decided, wait_for  # noqa: F401
 
 ACL = '''user gateway
 topic readwrite kneewrap/#
@@ -29,6 +29,7 @@ def test_tls_password_acl(tmp_path, private_bus):  # noqa: F811
     try:
         col.wait(lambda: col.last('kneewrap/bridge/state') == b'{"state":"online"}')
         col.wait(lambda: col.on(f'homeassistant/sensor/{gw.wrap}/skin_temperature/config'))
+        col.wait(lambda: col.last_json('kneewrap/bridge/info'))
         info = col.last_json('kneewrap/bridge/info')
         assert info['config']['tls'] is True and info['config']['username'] is True
         assert 'gw pass' not in json.dumps(info) and 'gw pass' not in gw.log()
@@ -122,6 +123,29 @@ def test_mqtt_5_when_configured(tmp_path, private_bus):  # noqa: F811
         col.publish(f'kneewrap/{gw.wrap}/set', {'injury': 'today', 'transaction': 5})
         col.wait(lambda: col.on(f'kneewrap/{gw.wrap}/response'))
         assert col.last_json(f'kneewrap/{gw.wrap}/response') == {'status': 'ok', 'data': {}, 'transaction': 5}
+
+        # Who made the change: MQTT names no publisher to a subscriber. The history keeps the
+        # topic, and what an MQTT 5 publisher claims in the user property "client", as a claim.
+        set_t, resp = f'kneewrap/{gw.wrap}/set', f'kneewrap/{gw.wrap}/response'
+
+        def pub5(payload, client):
+            def once():
+                n = len(col.on(resp))
+                subprocess.run(['mosquitto_pub', '-V', '5', '-h', '127.0.0.1', '-p', str(b.port), '-t', set_t,
+                                '-m', json.dumps(payload), '-D', 'publish', 'user-property', 'client', client],
+                               check=True, timeout=10)
+                col.wait(lambda: len(col.on(resp)) > n)
+                return json.loads(col.on(resp)[-1][0])
+            return until_decided(once)
+        assert pub5({'injury': '2026-11-20'}, 'nurse-app')['status'] == 'ok'
+        assert pub5({'injury': '2026-11-21'}, 'x' * 200)['status'] == 'ok'     # too long: not recorded
+        gw.wait_log('claims a client id that is too long or not text')
+        assert gw.sql('select what, source, uid, topic, claimed_client from audit order by id') == [
+            ('injury', 'mqtt', None, set_t, None), ('injury', 'mqtt', None, set_t, 'nurse-app'),
+            ('injury', 'mqtt', None, set_t, None)]
+        history = gw.ctl('history').stdout
+        assert 'claims "nurse-app" (not verified)' in history and f'on {set_t}' in history, history
+        assert gw.log().count('claiming to be "nurse-app" (not verified)') == 1
     finally:
         gw.stop()
         col.close()

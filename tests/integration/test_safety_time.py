@@ -10,7 +10,7 @@ import pytest
 
 from kwmqtt import Collector, ask, broker  # noqa: F401
 from kwmqtt import Gateway as MqttGateway
-from kwtestutil import private_bus  # noqa: F401
+from kwtestutil import private_bus, until_decided  # noqa: F401
 from test_ble_helpers import COLD, HEAT, Gateway, addr, deny_minutes, press, wrap_id
 
 DAY = 86400
@@ -32,7 +32,7 @@ def injury(bus, wrap, iso):
     conn = dbus.bus.BusConnection(bus.address)
     try:
         m = dbus.Interface(conn.get_object("org.kneewrap1", "/org/kneewrap1"), "org.kneewrap1.Manager")
-        m.SetInjury(wrap, iso)
+        until_decided(lambda: m.SetInjury(wrap, iso))
     finally:
         conn.close()
 

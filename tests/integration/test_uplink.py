@@ -14,7 +14,7 @@ import pytest
 
 from kwmqtt import Collector, broker, mqtt_config  # noqa: F401
 from fhirserver import CLIENT_SECRET, SESSION_SYSTEM, UPLINK, FhirServer, Gateway
-from kwtestutil import BUILDDIR, SRCDIR, daemon_running, private_bus, wait_for, write_config  # noqa: F401
+from kwtestutil import BUILDDIR, SRCDIR, Notify, daemon_running, private_bus, wait_for, write_config  # noqa: F401
 
 WRAP_ADDR = 'AA:BB:CC:00:11:22'
 WRAP = 'wrap_aabbcc001122'
@@ -494,9 +494,13 @@ def test_refused_entry_named_by_the_server(gw, server):
     dups = duplicate(server, ids[1])
     g.seed('correct', ids[1], 700)
     more = g.seed('sessions', WRAP, 4, T0 + 100 * 86400)
-    r = g.once()
+    notify = Notify(g.dir)
+    r = g.once(notify=notify)
     assert r.returncode == 0, r.stderr
     assert g.pending() == 0
+    # The uplink's own STATUS= says it, and where to look.
+    assert notify.last_status().endswith('; 1 refused by the server (kneewrap-uplink --rejected)'), notify.statuses()
+    notify.close()
     [x] = rejected(g)
     assert (x['key'], x['http_status'], x['rev']) == (ids[1], 400, 2)
     assert 'matched multiple' in x['diagnostics']

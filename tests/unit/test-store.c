@@ -1384,7 +1384,26 @@ static void test_audit_in_change_transaction(void **state) {
         assert_int_equal(store_prescription_get(f->s, WRAP_A, &def, &got, NULL), 0);
         assert_int_equal(got.cold_s, 780);
         a = audit_of(WRAP_A, "injury", "2026-11-20");
+        a.source = SOURCE_MQTT;
+        a.uid = -1;
+        snprintf(a.topic, sizeof a.topic, "kneewrap/%s/set", WRAP_A);
+        snprintf(a.claimed_client, sizeof a.claimed_client, "nurse-app");
         assert_int_equal(store_injury_add_stamped(f->s, WRAP_A, 0, "2026-11-20", &rec, NULL, &a), 0);
+        {
+                AuditRecord *list = NULL;
+                size_t n = 0;
+
+                assert_int_equal(store_audit_list(f->s, WRAP_A, &list, &n), 0);
+                assert_int_equal(n, 2);
+                assert_string_equal(list[0].topic, "");
+                assert_string_equal(list[0].claimed_client, "");
+                assert_int_equal(list[0].uid, 1000);
+                assert_int_equal(list[1].source, SOURCE_MQTT);
+                assert_int_equal(list[1].uid, -1);
+                assert_string_equal(list[1].topic, "kneewrap/" WRAP_A "/set");
+                assert_string_equal(list[1].claimed_client, "nurse-app");
+                free(list);
+        }
         a = audit_of(WRAP_A, "injury_resolved", "");
         assert_int_equal(store_injury_resolve(f->s, WRAP_A, 6500, &a), 0);
         assert_int_equal(injury_count(f, true), 0);

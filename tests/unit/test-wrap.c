@@ -299,25 +299,49 @@ static void test_no_store_denies_other(void **state) {
         assert_int_equal(store_open(f->db, &f->m.store), 0);
 }
 
-/* One session request per wrap per second is decided: the next is dropped, unrecorded, counted. */
+/* One request of each kind per wrap per second is decided: the next of that kind is dropped,
+ * unrecorded, counted; another kind passes, and a stop always does. */
 static void test_second_request_within_a_second_dropped(void **state) {
         Fixture *f = *state;
         SessionRecord r;
+        DiaryEntry e = { .score = 3, .where = WHERE_FRONT };
+        RunRecord run = { .source = SOURCE_MQTT };
         const char *err = NULL;
+        int64_t id;
 
         /* The fixture's Manager has no limit (presses a few µs apart at scale 10000 would race
          * it); manager_new() sets the daemon's. */
         f->m.request_interval_usec = USEC_PER_SEC;
         assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_MQTT, 0, &r, &err), 0);
         assert_int_equal(n_sent, 1);
-        /* At scale 10000 a scaled second is 100 µs of real time: move the decision an hour into
-         * the scaled future rather than race the clock, so the next request is inside its second. */
+        e.at = manager_now(&f->m);
+        assert_int_equal(door_add_diary(&f->m, WRAP, &e, &err), 0);
+        snprintf(run.wrap, sizeof run.wrap, "%s", WRAP);
+        assert_int_equal(door_record_run(&f->m, &run, &id, &err), 0);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-01-01", &err), 0);
+        /* At scale 10000 a scaled second is 100 µs of real time: move every decision an hour
+         * into the scaled future rather than race the clock, so the next requests are inside
+         * their second. */
         assert_int_equal(f->m.n_rates, 1);
-        f->m.rates[0].decided_usec = clock_mono_usec() + 3600 * USEC_PER_SEC;
+        for (int k = 0; k < _DOOR_RATE_MAX; k++)
+                f->m.rates[0].decided_usec[k] = clock_mono_usec() + 3600 * USEC_PER_SEC;
         assert_int_equal(door_start(&f->m, WRAP, THERAPY_HEAT, SOURCE_CLI, 0, &r, &err), -ENOBUFS);
-        assert_non_null(strstr(err, "at most one a second"));
-        assert_int_equal(f->m.requests_dropped, 1);
+        assert_non_null(strstr(err, "at most one session request a second"));
+        assert_int_equal(door_add_diary(&f->m, WRAP, &e, &err), -ENOBUFS);
+        assert_non_null(strstr(err, "at most one diary request a second"));
+        assert_int_equal(door_record_run(&f->m, &run, &id, &err), -ENOBUFS);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, "2026-01-02", &err), -ENOBUFS);
+        assert_int_equal(door_set_injury(&f->m, NULL, WRAP, NULL, &err), -ENOBUFS);
+        assert_int_equal(f->m.requests_dropped, 5);
         assert_int_equal(n_sent, 1);
+        {
+                DiaryEntry *list = NULL;
+                size_t n = 0;
+
+                assert_int_equal(store_diary_list(f->m.store, WRAP, 0, &list, &n), 0);
+                free(list);
+                assert_int_equal(n, 1);
+        }
         /* The stop is never limited. */
         assert_int_equal(door_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
 }

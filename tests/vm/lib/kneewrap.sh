@@ -26,8 +26,23 @@ kw_sim() {
         "$KW_BUILD/kneewrap-sim" --control "$KW_SIM_SOCK" --send "$*"
 }
 
+# kneewrapctl; asked again while kneewrapd answers "too many requests" (it decides one request
+# of a kind per wrap a second of its clock): wait for the request to be decided, never assume
+# two requests are far apart.
 kw_ctl() {
-        "$KW_BUILD/kneewrapctl" --config "$KW_CONF" "$@"
+        local err rc tries=0
+
+        err=$(mktemp)
+        while :; do
+                "$KW_BUILD/kneewrapctl" --config "$KW_CONF" "$@" 2> "$err"
+                rc=$?
+                [ $rc -ne 0 ] && [ $tries -lt 1000 ] && grep -q "too many requests" "$err" || break
+                tries=$((tries + 1))
+                sleep 0.02
+        done
+        cat "$err" >&2
+        rm -f "$err"
+        return $rc
 }
 
 # kw_sim_field NAME: one field of the sim's "status" answer.
