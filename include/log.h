@@ -26,6 +26,7 @@ int log_internal(int level, int error, const char *wrap, const char *session,
 #define log_notice(...)  log_internal(LOG_NOTICE, 0, NULL, NULL, __VA_ARGS__)
 #define log_warning(...) log_internal(LOG_WARNING, 0, NULL, NULL, __VA_ARGS__)
 #define log_error(...)   log_internal(LOG_ERR, 0, NULL, NULL, __VA_ARGS__)
+#define log_debug_errno(e, ...)   log_internal(LOG_DEBUG, e, NULL, NULL, __VA_ARGS__)
 #define log_warning_errno(e, ...) log_internal(LOG_WARNING, e, NULL, NULL, __VA_ARGS__)
 #define log_error_errno(e, ...)   log_internal(LOG_ERR, e, NULL, NULL, __VA_ARGS__)
 
@@ -33,3 +34,4 @@ int log_internal(int level, int error, const char *wrap, const char *session,
 #define log_wrap(level, wrap, ...) log_internal(level, 0, wrap, NULL, __VA_ARGS__)
 #define log_wrap_errno(level, e, wrap, ...) log_internal(level, e, wrap, NULL, __VA_ARGS__)
 #define log_session(level, wrap, session, ...) log_internal(level, 0, wrap, session, __VA_ARGS__)
+#define log_session_errno(level, e, wrap, session, ...) log_internal(level, e, wrap, session, __VA_ARGS__)

@@ -97,16 +97,38 @@ static void help(void) {
                program_invocation_short_name, KW_DEFAULT_CONFIG);
 }
 
+/* Prints "kneewrapctl: message"; %m is `error` (a positive or negative errno), or errno when
+ * `error` is 0. Returns EXIT_FAILURE. */
+static int vfail(int error, const char *fmt, va_list ap) {
+        int e = error < 0 ? -error : error ? error : errno;
+
+        fprintf(stderr, "%s: ", program_invocation_short_name);
+        errno = e;
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        return EXIT_FAILURE;
+}
+
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...) {
         va_list ap;
+        int r;
 
-        fprintf(stderr, "%s: ", program_invocation_short_name);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        r = vfail(0, fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
-        return EXIT_FAILURE;
+        return r;
+}
+
+static int fail_errno(int error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail_errno(int error, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vfail(error, fmt, ap);
+        va_end(ap);
+        return r;
 }
 
 /* The daemon's store is its user's, mode 0600: as root, act as that user, so that no file
@@ -137,13 +159,13 @@ static int ctl_open(Ctl *c) {
                 if (r == -EINVAL)
                         return -fail("%s has errors (above); fix them first.", c->config_path);
                 if (r < 0)
-                        return -fail("cannot read %s: %s", c->config_path, strerror(-r));
+                        return -fail_errno(r, "cannot read %s: %m", c->config_path);
         }
         db = c->db_path ? c->db_path : c->config.store_path;
 
         r = drop_to_store_owner(db);
         if (r < 0)
-                return -fail("cannot switch to the owner of %s: %s", db, strerror(-r));
+                return -fail_errno(r, "cannot switch to the owner of %s: %m", db);
 
         /* Read-only: every change goes through the daemon (D-Bus). A store that does not exist
          * yet (kneewrapd has never run) holds nothing: read an empty one in memory rather
@@ -163,7 +185,7 @@ static int ctl_open(Ctl *c) {
                 r = store_open_err(path, &c->store, &why);
         }
         if (r < 0)
-                return why ? -fail("the store: %s", why) : -fail("cannot open the store %s: %s", db, strerror(-r));
+                return why ? -fail("the store: %s", why) : -fail_errno(r, "cannot open the store %s: %m", db);
         return 0;
 }
 
@@ -227,7 +249,7 @@ static int bus_fail(const char *what, const sd_bus_error *e, int r) {
                 return fail("%s", e->message ? e->message : e->name);
         if (sd_bus_error_is_set(e))
                 return fail("%s: %s", what, e->message ? e->message : e->name);
-        return fail("%s: %s", what, strerror(r < 0 ? -r : r));
+        return fail_errno(r, "%s: %m", what);
 }
 
 static int bus_open(sd_bus **ret) {
@@ -236,7 +258,7 @@ static int bus_open(sd_bus **ret) {
         /* DBUS_SYSTEM_BUS_ADDRESS, when set, names the bus: tests and the demo use their own. */
         r = sd_bus_open_system(ret);
         if (r < 0)
-                return -fail("cannot connect to the system bus: %s", strerror(-r));
+                return -fail_errno(r, "cannot connect to the system bus: %m");
         return 0;
 }
 
@@ -248,7 +270,7 @@ static int api_message(const char *what, const char *member, sd_bus **ret_bus, s
                 return -EXIT_FAILURE;
         r = sd_bus_message_new_method_call(*ret_bus, ret_msg, BUS_API_NAME, BUS_API_PATH, BUS_API_INTERFACE, member);
         if (r < 0)
-                return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+                return -fail_errno(r, "%s: cannot build the D-Bus call: %m", what);
         return 0;
 }
 
@@ -275,7 +297,7 @@ static int api_call(const char *what, const char *member, sd_bus_message **reply
                 r = sd_bus_message_appendv(msg, types, ap);
                 va_end(ap);
                 if (r < 0)
-                        return -fail("%s: cannot build the D-Bus call: %s", what, strerror(-r));
+                        return -fail_errno(r, "%s: cannot build the D-Bus call: %m", what);
         }
         return api_send(what, bus, msg, reply);
 }
@@ -291,7 +313,7 @@ static int cmd_wraps(Ctl *c, int argc, char **argv) {
                 return fail("wraps takes no arguments");
         r = store_wrap_list(c->store, &w, &n);
         if (r < 0)
-                return fail("cannot list the wraps: %s (%s)", strerror(-r), store_errmsg(c->store));
+                return fail_errno(r, "cannot list the wraps: %m (%s)", store_errmsg(c->store));
         if (n == 0) {
                 printf("No wraps adopted yet. Adopt one with the daemon running: kneewrapctl adopt\n");
                 return EXIT_SUCCESS;
@@ -522,14 +544,14 @@ static int cmd_prescribe(Ctl *c, int argc, char **argv) {
         if (r >= 0)
                 r = sd_bus_message_close_container(msg);
         if (r < 0)
-                return fail("prescribe: cannot build the D-Bus call: %s", strerror(-r));
+                return fail_errno(r, "prescribe: cannot build the D-Bus call: %m");
         if (api_send("prescribe", bus, msg, NULL) < 0)
                 return EXIT_FAILURE;
 
         /* What is in force now, read back from the store. */
         r = store_prescription_get(c->store, wrap, &c->config.therapy, &rx, &prescribed);
         if (r < 0)
-                return fail("prescribed, but cannot read it back: %s", strerror(-r));
+                return fail_errno(r, "prescribed, but cannot read it back: %m");
         printf("%s: prescribed: cold %" PRIu32 " min at %.2f °C, heat %" PRIu32 " min at %.2f °C, "
                "heat waits %" PRIu32 " days after an injury, %" PRIu32 " min rest between cold sessions.\n",
                wrap, rx.cold_s / 60, rx.cold_setpoint / 100.0, rx.heat_s / 60, rx.heat_setpoint / 100.0,
@@ -584,7 +606,7 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
         }
         r = store_sessions_list(c->store, wrap, since, INT64_MAX, &recs, &n);
         if (r < 0)
-                return fail("cannot read the sessions: %s", strerror(-r));
+                return fail_errno(r, "cannot read the sessions: %m");
 
         if (!json)
                 printf("%-25s %-18s %-4s %-6s %-18s %8s %-9s %s\n", "REQUESTED", "WRAP", "MODE", "SOURCE",
@@ -597,8 +619,9 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
                                 continue; /* still running: its record is not final */
                         r = payload_session(s, &line);
                         if (r < 0) {
-                                free(recs);
-                                return fail("cannot format session %s: %s", s->session_id, strerror(-r));
+                                fail_errno(r, "cannot format session %s: %m", s->session_id);
+                                free(recs); /* after: s points into it */
+                                return EXIT_FAILURE;
                         }
                         puts(line);
                 } else {
@@ -616,7 +639,7 @@ static int sessions_or_export(Ctl *c, int argc, char **argv, bool export) {
         }
         free(recs);
         if (fflush(stdout) != 0)
-                return fail("cannot write: %s", strerror(errno));
+                return fail("cannot write: %m");
         return EXIT_SUCCESS;
 }
 
@@ -654,7 +677,7 @@ static int cmd_uplink(Ctl *c, int argc, char **argv) {
                 return fail("usage: uplink [--json]");
         r = uplink_report(c->store, c->config.uplink_state_path, &u);
         if (r < 0)
-                return fail("cannot read the uplink's state %s: %s", c->config.uplink_state_path, strerror(-r));
+                return fail_errno(r, "cannot read the uplink's state %s: %m", c->config.uplink_state_path);
 
         if (json) {
                 json_t *j = json_pack("{s:b, s:o, s:o, s:o, s:o, s:I, s:I}",
@@ -707,7 +730,7 @@ static int cmd_start(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = sd_bus_message_read(reply, "sssqs", &session, &outcome, &refusal, &minutes, &message);
         if (r < 0)
-                return fail("start: unexpected answer from kneewrapd: %s", strerror(-r));
+                return fail_errno(r, "start: unexpected answer from kneewrapd: %m");
 
         if (streq(outcome, "started")) {
                 printf("%s: %s session started: %s (session %s).\n", wrap, argv[2], message, session);
@@ -819,7 +842,7 @@ static int cmd_status(Ctl *c, int argc, char **argv) {
                        connected ? "connected" : "not connected", session);
         }
         if (r < 0)
-                return fail("status: unexpected answer from kneewrapd: %s", strerror(-r));
+                return fail_errno(r, "status: unexpected answer from kneewrapd: %m");
         if (n == 0)
                 printf("No wraps adopted yet: kneewrapctl adopt\n");
         return EXIT_SUCCESS;
@@ -877,7 +900,7 @@ static int known_wrap(Ctl *c, const char *arg, char id[static WRAP_ID_MAX], Stor
         if (r == -ENOENT)
                 return -fail("no adopted wrap is called \"%s\"", arg);
         if (r < 0)
-                return -fail("cannot read the wrap: %s", strerror(-r));
+                return -fail_errno(r, "cannot read the wrap: %m");
         return 0;
 }
 
@@ -889,7 +912,7 @@ static int print_json(json_t *j) {
         r = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
         json_decref(j);
         if (r < 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0)
-                return fail("cannot write: %s", strerror(errno));
+                return fail("cannot write: %m");
         return EXIT_SUCCESS;
 }
 
@@ -935,7 +958,7 @@ static int cmd_injuries(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_injuries_list(c->store, id, &list, &n);
         if (r < 0)
-                return fail("cannot read the injuries: %s", strerror(-r));
+                return fail_errno(r, "cannot read the injuries: %m");
         if (json) {
                 json_t *a = json_array();
                 for (size_t i = 0; a && i < n; i++)
@@ -976,7 +999,7 @@ static int cmd_history(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_audit_list(c->store, arg ? id : NULL, &list, &n);
         if (r < 0)
-                return fail("cannot read the history: %s", strerror(-r));
+                return fail_errno(r, "cannot read the history: %m");
         if (json) {
                 json_t *a = json_array();
                 for (size_t i = 0; a && i < n; i++)
@@ -1018,7 +1041,7 @@ static int diary_list(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_diary_list(c->store, id, p.since, &list, &n);
         if (r < 0)
-                return fail("cannot read the diary: %s", strerror(-r));
+                return fail_errno(r, "cannot read the diary: %m");
         if (json) {
                 json_t *a = json_array();
                 for (size_t i = 0; a && i < n; i++)
@@ -1050,7 +1073,7 @@ static int cmd_prescription(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_prescription_get(c->store, id, &c->config.therapy, &rx, &prescribed);
         if (r < 0)
-                return fail("cannot read the prescription: %s", strerror(-r));
+                return fail_errno(r, "cannot read the prescription: %m");
         if (json)
                 return print_json(report_prescription_json(&rx, prescribed));
         printf("%s: %s\n"
@@ -1077,7 +1100,7 @@ static int cmd_runs(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_runs_list(c->store, id, p.since, p.until, &list, &n);
         if (r < 0)
-                return fail("cannot read the runs: %s", strerror(-r));
+                return fail_errno(r, "cannot read the runs: %m");
         if (json)
                 a = json_array();
         else
@@ -1207,7 +1230,7 @@ static int cmd_profile(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_profile_get(c->store, id, &p);
         if (r < 0)
-                return fail("cannot read the profile: %s", strerror(-r));
+                return fail_errno(r, "cannot read the profile: %m");
 
         if (label || knee || ref) {
                 /* What is not given stays as it is: the daemon sets the whole profile. */
@@ -1217,7 +1240,7 @@ static int cmd_profile(Ctl *c, int argc, char **argv) {
                         return EXIT_FAILURE;
                 r = store_profile_get(c->store, id, &p);
                 if (r < 0)
-                        return fail("cannot read the profile back: %s", strerror(-r));
+                        return fail_errno(r, "cannot read the profile back: %m");
         }
         if (json)
                 return print_json(report_profile_json(&p));
@@ -1287,7 +1310,7 @@ static int cmd_alerts(Ctl *c, int argc, char **argv) {
 
         r = store_alerts_list(c->store, arg ? id : NULL, 0, INT64_MAX, !all, &list, &n);
         if (r < 0)
-                return fail("cannot read the alerts: %s", strerror(-r));
+                return fail_errno(r, "cannot read the alerts: %m");
         if (json) {
                 json_t *a = json_array();
                 for (size_t i = 0; a && i < n; i++)
@@ -1325,7 +1348,7 @@ static int cmd_compliance(Ctl *c, int argc, char **argv) {
                 return EXIT_FAILURE;
         r = store_compliance(c->store, id, p.since, p.until, &co);
         if (r < 0)
-                return fail("cannot compute compliance: %s", strerror(-r));
+                return fail_errno(r, "cannot compute compliance: %m");
         clock_format_date(p.since, from);
         clock_format_date(p.until - 1, to);
         if (json) {
@@ -1435,12 +1458,12 @@ static int cmd_report(Ctl *c, int argc, char **argv) {
 
         r = report_load(c->store, id, &c->config.therapy, p.since, p.until, clock_real_sec(), &d);
         if (r < 0)
-                return fail("cannot read the records: %s (%s)", strerror(-r), store_errmsg(c->store));
+                return fail_errno(r, "cannot read the records: %m (%s)", store_errmsg(c->store));
         if (out) {
                 f = open_output(out, &tmp);
                 if (!f) {
                         report_data_done(&d);
-                        return fail("cannot write %s: %s", out, strerror(errno));
+                        return fail("cannot write %s: %m", out);
                 }
         }
         if (streq(format, "csv"))
@@ -1465,7 +1488,7 @@ static int cmd_report(Ctl *c, int argc, char **argv) {
                         unlink(tmp);
         }
         if (r < 0)
-                return fail("cannot write the report: %s", strerror(-r));
+                return fail_errno(r, "cannot write the report: %m");
         if (out)
                 fprintf(stderr, "%s: %s report written to %s\n", id, format, out);
         return EXIT_SUCCESS;

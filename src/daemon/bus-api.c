@@ -93,7 +93,7 @@ static void adoption_timer_arm(BusApi *a) {
                                       on_adoption_timer, a);
         if (r < 0)
                 log_warning_errno(r, "D-Bus API: cannot time the end of adoption; AdoptionOpen may not "
-                                  "signal its change: %s", strerror(-r));
+                                  "signal its change: %m");
 }
 
 void bus_api_changed(BusApi *a) {
@@ -156,7 +156,7 @@ void bus_api_changed(BusApi *a) {
                 return;
         r = sd_bus_emit_properties_changed_strv(m->bus, BUS_API_PATH, BUS_API_INTERFACE, (char **) changed);
         if (r < 0)
-                log_debug("D-Bus API: cannot emit PropertiesChanged: %s", strerror(-r));
+                log_debug_errno(r, "D-Bus API: cannot emit PropertiesChanged: %m");
 }
 
 /* ---- arguments and errors ---- */

@@ -536,8 +536,8 @@ static int rate_limit(Manager *m, const char *wrap, DoorRateKind kind, const cha
                         log_wrap(LOG_WARNING, *wrap ? wrap : NULL, "More than one %s request a second: dropped, "
                                  "not recorded (%" PRIu64 " dropped since start).", rate_kind_name[kind],
                                  m->requests_dropped);
-                set_error(ret_error, "too many requests: at most one %s request a second per wrap; this one was dropped",
-                          rate_kind_name[kind]);
+                set_error(ret_error, "too many requests: at most one %s request a second %s; this one was dropped",
+                          rate_kind_name[kind], *wrap ? "per wrap" : "for the gateway");
                 return -ENOBUFS;
         }
         d->decided_usec[kind] = now;

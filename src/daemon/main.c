@@ -41,7 +41,8 @@ static int check_config(const char *path) {
                 return EXIT_FAILURE;
         }
         if (r < 0) {
-                fprintf(stderr, "%s: cannot read: %s\n", path, strerror(-r));
+                errno = -r;
+                fprintf(stderr, "%s: cannot read: %m\n", path);
                 return EXIT_FAILURE;
         }
         printf("%s: valid\n", path);

@@ -381,8 +381,8 @@ int manager_reload(Manager *m) {
                         log_error("Reload: %s has the errors above; keeping the running configuration.",
                                   m->config_path);
                 else
-                        log_error_errno(r, "Reload: cannot read %s (%s); keeping the running configuration.",
-                                        m->config_path, strerror(abs(r)));
+                        log_error_errno(r, "Reload: cannot read %s (%m); keeping the running configuration.",
+                                        m->config_path);
                 config_done(&new);
                 (void) sd_notify(false, "READY=1");
                 free(m->status);

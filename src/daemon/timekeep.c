@@ -145,7 +145,7 @@ static void sync_poll_arm(Manager *m) {
                 r = sd_event_add_time(m->event, &m->sync_timer, CLOCK_MONOTONIC, now_real + every,
                                       every / 4, on_sync_poll, m);
         if (r < 0)
-                log_warning_errno(r, "Cannot watch the clock's sync state: %s", strerror(abs(r)));
+                log_warning_errno(r, "Cannot watch the clock's sync state: %m");
 }
 
 /* The wall clock moved against the boot clock since the last look: it was set. Within 2 s is
@@ -169,8 +169,8 @@ void manager_clock_check(Manager *m) {
 
         if (s < 0) {
                 if (m->clock_sync >= 0 || m->event)
-                        log_warning_errno(s, "Cannot read the clock's sync state (adjtimex): %s; "
-                                          "taking it as not synchronised", strerror(abs(s)));
+                        log_warning_errno(s, "Cannot read the clock's sync state (adjtimex): %m; "
+                                          "taking it as not synchronised");
                 s = 0;
         }
         if (s != m->clock_sync && m->event)
@@ -186,7 +186,7 @@ void manager_clock_check(Manager *m) {
                 int r = correct_records(m);
                 if (r < 0 && m->store)
                         log_error_errno(r, "R10: cannot correct the records taken before the clock was trusted: %s",
-                                        m->store ? store_errmsg(m->store) : strerror(abs(r)));
+                                        store_errmsg(m->store));
         }
         if (now != was && m->event)
                 log_notice("R10: %s.", manager_clock_status(m));
@@ -261,8 +261,8 @@ int manager_time_setup(Manager *m) {
         r = clock_boot_id(m->boot_id);
         if (r < 0) {
                 m->boot_id[0] = '\0';
-                log_warning_errno(r, "Cannot read this boot's id: %s; every wait rests on the wall clock "
-                                  "or this boot's uptime (R10)", strerror(abs(r)));
+                log_warning_errno(r, "Cannot read this boot's id: %m; every wait rests on the wall clock "
+                                  "or this boot's uptime (R10)");
         }
         if (m->store) {
                 r = store_newest_time(m->store, &m->newest_wall);
@@ -273,7 +273,7 @@ int manager_time_setup(Manager *m) {
 
         r = m->event ? time_change_watch(m) : 0;
         if (r < 0)
-                log_warning_errno(r, "Cannot watch for clock changes: %s; polling instead", strerror(abs(r)));
+                log_warning_errno(r, "Cannot watch for clock changes: %m; polling instead");
 
         m->clock_was_trusted = false;
         manager_clock_check(m);

@@ -272,8 +272,8 @@ static void send_stop(Wrap *w, StopReason reason) {
         int r = send_request(w, &req);
 
         if (r < 0)
-                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send STOP (reason %d): %s; the wrap's own "
-                               "fail-safe ends the session at its duration", (int) reason, strerror(abs(r)));
+                log_wrap_errno(LOG_WARNING, r, w->address, "cannot send STOP (reason %d): %m; the wrap's own "
+                               "fail-safe ends the session at its duration", (int) reason);
 }
 
 /* ---- Session timing ---- */
@@ -707,7 +707,7 @@ int wrap_request_start(Wrap *w, TherapyMode mode, RequestSource source, uint64_t
         if (source == SOURCE_BUTTON)
                 latency_add(w, press_usec);
         if (r < 0) {
-                log_session(LOG_ERR, w->address, rec.session_id, "cannot send START: %s", strerror(-r));
+                log_session_errno(LOG_ERR, r, w->address, rec.session_id, "cannot send START: %m");
                 w->rec.started_at = 0;
                 session_close(w, OUTCOME_NOT_STARTED, 0, 0, "START could not be sent");
                 if (ret_record)

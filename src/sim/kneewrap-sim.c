@@ -220,7 +220,7 @@ static void fw_emit(const WrapFwOutput *o, void *userdata) {
                 return;
         r = sd_bus_emit_properties_changed(s->bus, c->path, BZ_CHR, "Value", NULL);
         if (r < 0)
-                log_warning_errno(r, "cannot signal %s's value: %s", c->uuid, strerror(abs(r)));
+                log_warning_errno(r, "cannot signal %s's value: %m", c->uuid);
 }
 
 static int on_fw_timer(sd_event_source *es, uint64_t usec, void *userdata);
@@ -243,7 +243,7 @@ static void fw_kick(Sim *s) {
         if (!s->fw_timer) {
                 r = sd_event_add_time(s->ev, &s->fw_timer, CLOCK_MONOTONIC, next, 0, on_fw_timer, s);
                 if (r < 0)
-                        log_error_errno(r, "cannot arm the firmware timer: %s", strerror(abs(r)));
+                        log_error_errno(r, "cannot arm the firmware timer: %m");
                 return;
         }
         (void) sd_event_source_set_time(s->fw_timer, next);
@@ -656,7 +656,7 @@ static int call_async(Sim *s, const char *path, const char *iface, const char *m
 static void device_disconnect(Sim *s, Device *d) {
         int r = call_async(s, d->path, BZ_DEVICE, "Disconnect", NULL, NULL);
         if (r < 0)
-                log_warning_errno(r, "cannot disconnect %s: %s", d->path, strerror(abs(r)));
+                log_warning_errno(r, "cannot disconnect %s: %m", d->path);
 }
 
 static int device_prop(sd_bus_message *m, const char *key, const char *contents, void *userdata) {
@@ -892,7 +892,7 @@ static void adv_update(Sim *s) {
         else
                 r = call_adv(a, "UnregisterAdvertisement", on_unregister_adv, "o", a->path);
         if (r < 0)
-                log_warning_errno(r, "cannot call LEAdvertisingManager1: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot call LEAdvertisingManager1: %m");
         else
                 s->adv_pending = true;
 }
@@ -935,7 +935,7 @@ static void bluez_register(Sim *s) {
                                              "org.freedesktop.DBus.Properties", "Set", NULL, NULL,
                                              "ssv", BZ_ADAPTER, "Powered", "b", 1);
                 if (r < 0)
-                        log_warning_errno(r, "cannot power %s on: %s", s->adapter, strerror(abs(r)));
+                        log_warning_errno(r, "cannot power %s on: %m", s->adapter);
         }
         /* A central reads the GAP Device Name after connecting, and BlueZ then shows that as
          * the device's Name: bluetoothd serves the adapter's alias there, so the alias is the
@@ -943,18 +943,18 @@ static void bluez_register(Sim *s) {
         r = sd_bus_call_method_async(s->bus, NULL, BZ_NAME, s->adapter_path, "org.freedesktop.DBus.Properties",
                                      "Set", NULL, NULL, "ssv", BZ_ADAPTER, "Alias", "s", s->name);
         if (r < 0)
-                log_warning_errno(r, "cannot set %s's alias: %s", s->adapter, strerror(abs(r)));
+                log_warning_errno(r, "cannot set %s's alias: %m", s->adapter);
         if (!s->agent_registered) {
                 r = call_async(s, "/org/bluez", BZ_AGENT_MANAGER, "RegisterAgent", on_register_agent,
                                "os", s->agent_path, "NoInputNoOutput");
                 if (r < 0)
-                        log_warning_errno(r, "cannot register the agent: %s", strerror(abs(r)));
+                        log_warning_errno(r, "cannot register the agent: %m");
         }
         if (!s->app_registered && !s->app_pending) {
                 r = call_async(s, s->adapter_path, BZ_GATT_MANAGER, "RegisterApplication",
                                on_register_app, "oa{sv}", s->root, 0);
                 if (r < 0)
-                        log_error_errno(r, "cannot register the GATT application: %s", strerror(abs(r)));
+                        log_error_errno(r, "cannot register the GATT application: %m");
                 else
                         s->app_pending = true;
         }
@@ -980,7 +980,7 @@ static int on_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *r
                         r = sd_bus_message_exit_container(m);
         }
         if (r < 0) {
-                log_warning_errno(r, "cannot parse bluetoothd's objects: %s", strerror(abs(r)));
+                log_warning_errno(r, "cannot parse bluetoothd's objects: %m");
                 return 0;
         }
         if (!s->adapter_present) {
@@ -1018,7 +1018,7 @@ static void bluez_appeared(Sim *s, const char *owner) {
         r = call_async(s, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects",
                        on_managed_objects, NULL);
         if (r < 0)
-                log_error_errno(r, "cannot ask bluetoothd for its objects: %s", strerror(abs(r)));
+                log_error_errno(r, "cannot ask bluetoothd for its objects: %m");
 }
 
 static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -1378,22 +1378,25 @@ static int control_send(const char *path, const char *cmd) {
         }
         memcpy(sa.sun_path, path, strlen(path));
         fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        if (fd < 0) {
+                fprintf(stderr, "%s: %m\n", path);
                 return EXIT_FAILURE;
+        }
         /* Autobind to an abstract address, so the answer finds its way back. */
         if (bind(fd, (struct sockaddr *) &(struct sockaddr_un) { .sun_family = AF_UNIX }, sizeof(sa_family_t)) < 0 ||
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
             sendto(fd, cmd, strlen(cmd), 0, (struct sockaddr *) &sa, sizeof sa) < 0) {
-                fprintf(stderr, "%s: %s\n", path, strerror(errno));
+                fprintf(stderr, "%s: %m\n", path);
                 close(fd);
                 return EXIT_FAILURE;
         }
         n = recv(fd, out, sizeof out - 1, 0);
-        close(fd);
         if (n < 0) {
-                fprintf(stderr, "%s: no answer: %s\n", path, strerror(errno));
+                fprintf(stderr, "%s: no answer: %m\n", path);
+                close(fd);
                 return EXIT_FAILURE;
         }
+        close(fd);
         out[n] = 0;
         printf("%s\n", out);
         return strncmp(out, "ok", 2) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -1492,13 +1495,13 @@ static int sim_connect(Sim *s) {
 
         r = sd_bus_open_system(&s->bus);
         if (r < 0)
-                return log_error_errno(r, "cannot connect to the system bus: %s", strerror(abs(r)));
+                return log_error_errno(r, "cannot connect to the system bus: %m");
         r = sd_bus_attach_event(s->bus, s->ev, 0);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "cannot attach the bus to the event loop: %m");
         r = sim_export(s);
         if (r < 0)
-                return log_error_errno(r, "cannot export the GATT objects: %s", strerror(abs(r)));
+                return log_error_errno(r, "cannot export the GATT objects: %m");
 
         r = sd_bus_add_match_async(s->bus, NULL,
                                    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
@@ -1519,10 +1522,13 @@ static int sim_connect(Sim *s) {
                 r = sd_bus_add_match_async(s->bus, NULL, rule, on_props_changed, NULL, s);
         }
         if (r < 0)
-                return log_error_errno(r, "cannot subscribe to bluetoothd's signals: %s", strerror(abs(r)));
-        return sd_bus_call_method_async(s->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                        "org.freedesktop.DBus", "GetNameOwner", on_get_name_owner, s,
-                                        "s", BZ_NAME);
+                return log_error_errno(r, "cannot subscribe to bluetoothd's signals: %m");
+        r = sd_bus_call_method_async(s->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetNameOwner", on_get_name_owner, s,
+                                     "s", BZ_NAME);
+        if (r < 0)
+                return log_error_errno(r, "cannot ask who owns %s: %m", BZ_NAME);
+        return 0;
 }
 
 static void help(void) {
@@ -1702,8 +1708,8 @@ int main(int argc, char *argv[]) {
         if (s->control_path) {
                 r = control_open(s);
                 if (r < 0) {
-                        log_error_errno(r, "cannot open the control socket %s: %s", s->control_path, strerror(abs(r)));
-                        goto fail;
+                        log_error_errno(r, "cannot open the control socket %s: %m", s->control_path);
+                        goto logged;
                 }
         }
         {
@@ -1723,12 +1729,13 @@ int main(int argc, char *argv[]) {
 
         r = sim_connect(s);
         if (r < 0)
-                goto fail;
+                goto logged;
         r = sd_event_loop(s->ev);
         sim_done(s);
         return r == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 fail:
-        log_error_errno(r, "kneewrap-sim failed: %s", strerror(abs(r)));
+        log_error_errno(r, "kneewrap-sim failed: %m");
+logged:
         sim_done(s);
         return EXIT_FAILURE;
 }
