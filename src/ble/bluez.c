@@ -1709,7 +1709,7 @@ int bluez_new(sd_event *event, sd_bus *bus, const Config *config, const BluezHoo
                 return -EINVAL;
         b = calloc(1, sizeof *b);
         if (!b)
-                return -ENOMEM;
+                return log_error_errno(ENOMEM, "BlueZ client: out of memory");
         b->event = sd_event_ref(event);
         b->bus = sd_bus_ref(bus);
         b->config = config;
@@ -1717,7 +1717,7 @@ int bluez_new(sd_event *event, sd_bus *bus, const Config *config, const BluezHoo
                 b->hooks = *hooks;
         snprintf(b->adapter_why, sizeof b->adapter_why, "bluetoothd not seen yet");
 
-        /* Each step says what failed: the daemon logs it once, with this text. */
+        /* Each step logs what failed, once: the daemon only passes the error on. */
         r = sd_event_add_defer(event, &b->update, on_update, b);
         if (r >= 0)
                 r = sd_event_source_set_enabled(b->update, SD_EVENT_OFF);

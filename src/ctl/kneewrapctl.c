@@ -99,6 +99,7 @@ static void help(void) {
 
 /* Prints "kneewrapctl: message"; %m is `error` (a positive or negative errno), or errno when
  * `error` is 0. Returns EXIT_FAILURE. */
+static int vfail(int error, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static int vfail(int error, const char *fmt, va_list ap) {
         int e = error < 0 ? -error : error ? error : errno;
 

@@ -605,7 +605,7 @@ int manager_new(const char *config_path, Manager **ret) {
         manager_ble_hooks(m, &hooks);
         r = bluez_new(m->event, m->bus, &m->config, &hooks, &m->bluez);
         if (r < 0)
-                return log_error_errno(r, "Cannot start the BlueZ client: %m");
+                return r; /* it logged which step failed */
         m->link_ops = &manager_link_ops;
         m->link_userdata = m;
         r = manager_wraps_load(m);

@@ -692,7 +692,7 @@ static int on_tls_verify(int ok, X509_STORE_CTX *x) {
  */
 static int tls_context(Mqtt *q, SSL_CTX **ret) {
         const MqttSettings *s = &q->s;
-        char ip[LOOKUP_ADDR_MAX];
+        char ip[LOOKUP_ADDR_MAX] = "";
         const char *what = "TLS";
         X509_VERIFY_PARAM *param;
         unsigned long e;
@@ -721,8 +721,9 @@ static int tls_context(Mqtt *q, SSL_CTX **ret) {
         param = SSL_CTX_get0_param(ctx);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         what = s->host;
-        if (lookup_numeric(s->host, ip) ? X509_VERIFY_PARAM_set1_ip_asc(param, ip) != 1
-                                        : X509_VERIFY_PARAM_set1_host(param, s->host, 0) != 1)
+        if (lookup_numeric(s->host, ip))
+                ip[strcspn(ip, "%")] = 0;   /* a link-local address's scope is no part of the certificate's */
+        if (ip[0] ? X509_VERIFY_PARAM_set1_ip_asc(param, ip) != 1 : X509_VERIFY_PARAM_set1_host(param, s->host, 0) != 1)
                 goto fail;
         SSL_CTX_set_app_data(ctx, q);
         SSL_CTX_set_info_callback(ctx, on_tls_info);

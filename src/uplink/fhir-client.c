@@ -342,11 +342,12 @@ static void check_response(const Buffer *body, size_t n_entries, FhirOutcome *o)
 
         if (!j || !streq_ptr(json_string_value(json_object_get(j, "resourceType")), "Bundle") ||
             !streq_ptr(type, "transaction-response")) {
-                outcome_set(o, FHIR_REJECTED, "HTTP %ld but no transaction-response Bundle", o->http_status);
+                /* Not a FHIR server's answer (a proxy's page, say): no verdict on a record. */
+                outcome_set(o, FHIR_RETRY, "HTTP %ld but no transaction-response Bundle", o->http_status);
                 goto done;
         }
         if (json_array_size(entries) != n_entries) {
-                outcome_set(o, FHIR_REJECTED, "the transaction-response has %zu entries for %zu sent",
+                outcome_set(o, FHIR_RETRY, "the transaction-response has %zu entries for %zu sent",
                             json_array_size(entries), n_entries);
                 goto done;
         }

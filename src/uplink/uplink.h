@@ -47,7 +47,8 @@ typedef struct Fhir Fhir;
  */
 typedef enum FhirResult {
         FHIR_OK,                      /* 2xx, and every entry 2xx */
-        FHIR_RETRY,                   /* down, timeout, 5xx, 408, 409, 429, not a FHIR answer,
+        FHIR_RETRY,                   /* down, timeout, 5xx, 408, 409, 429, not a FHIR answer
+                                       * (a 2xx that is no transaction-response included),
                                        * 404/405/406/415 for the whole request (the URL or the
                                        * server is wrong): try again later */
         FHIR_AUTH,                    /* 401 after one fresh token, 403, 407, or no token to be had */

@@ -779,12 +779,13 @@ def own_etc_or_skip(tmp_path, monkeypatch, hang, hosts='127.0.0.1 broker.test\n'
     os.mkfifo(d / 'hosts.fifo')
     os.mkfifo(d / 'fix')
     first = d / ('hosts.fifo' if hang else 'hosts')
+    # The helper that mounts the fix waits on etc/fix; the test's finally lets it go (release_fifo_if_waiting).
+    fix = f'{{ read -r go <{d}/fix && mount --bind {d}/hosts /etc/hosts && : >{d}/fixed; }} </dev/null & ' if hang else ''
     wrapper = tmp_path / 'kneewrapd-etc'
     wrapper.write_text(
         '#!/bin/sh\n'
         'exec unshare -rm sh -c \''
-        f'mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && mount --bind {first} /etc/hosts || exit 1; '
-        f'{{ read -r go <{d}/fix && mount --bind {d}/hosts /etc/hosts && : >{d}/fixed; }} </dev/null & '
+        f'mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && mount --bind {first} /etc/hosts || exit 1; {fix}'
         f'exec unshare --user --map-user={os.getuid()} --map-group={os.getgid()} "$@"\' '
         f'sh {kwtestutil.KNEEWRAPD} "$@"\n')
     wrapper.chmod(0o755)
@@ -851,7 +852,7 @@ def test_name_lookup_hangs(tmp_path, private_bus, broker, monkeypatch):  # noqa:
     finally:
         gw.stop()
         col.close()
-        release_fifo_if_waiting(d / 'fix')
+        let_fix_helper_go(d)
 
 
 def test_reload_and_stop_drop_a_hung_lookup(tmp_path, private_bus, broker, monkeypatch):  # noqa: F811
@@ -885,8 +886,7 @@ def test_reload_and_stop_drop_a_hung_lookup(tmp_path, private_bus, broker, monke
     finally:
         gw.stop()
         col.close()
-        release_fifo_if_waiting(d / 'hosts.fifo')
-        release_fifo_if_waiting(d / 'fix')
+        let_fix_helper_go(d)
 
 
 def test_name_tls_checked_against_name(tmp_path, private_bus, monkeypatch):  # noqa: F811
@@ -939,8 +939,7 @@ def test_tls_sni_names_the_host(tmp_path, private_bus, monkeypatch, host, sni): 
         srv.close()
 
 
-def release_fifo_if_waiting(path):
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
+def let_fix_helper_go(d):
+    """The wrapper's helper waits on etc/fix unless it mounted the fix: EOF ends it."""
+    if not (d / 'fixed').exists():
+        release_fifo(d / 'fix')
