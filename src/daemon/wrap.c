@@ -34,7 +34,9 @@
 #define SKIN_SILENCE_USEC       ((uint64_t) RULES_SKIN_SILENCE_S * USEC_PER_SEC)
 /*
  * A session the gateway ended that the wrap still reports running, counted in its Statuses
- * (one every 5 s while it runs): the first may have crossed the STOP; STOP goes again at the
+ * (one every 5 s while it runs) from its answer to the STOP (those before it may have crossed
+ * the STOP), or from STOP_BUTTON_WAIT_USEC of real time if it does not answer; in that count
+ * the first may still have crossed the answer; STOP goes again at the
  * 2nd, 4th, 8th and 16th, then every 16th (80 s); at the 3rd, two STOPs went unheeded: a
  * safety alert. Counted, not timed, so that a busy host neither hurries nor delays it.
  */
@@ -98,6 +100,7 @@ struct Wrap {
         uint64_t closed_real_usec;
         char closed_session[UUID_STR_MAX];
         unsigned closed_running;      /* its Statuses since, showing it still running */
+        bool stop_answered;           /* the wrap has answered a STOP since */
 };
 
 /* ---- Lookup and getters ---- */
@@ -404,6 +407,7 @@ static void closed_set(Wrap *w, bool have_seq, uint8_t seq, const char *session_
         w->closed_real_usec = mono_usec();
         snprintf(w->closed_session, sizeof w->closed_session, "%s", session_id);
         w->closed_running = 0;
+        w->stop_answered = false;
 }
 
 /* Ends the open session with `outcome`, records it and publishes it. */
@@ -847,10 +851,16 @@ static void stray_session(Wrap *w, const WireStatus *s) {
 /* The wrap still runs the session the gateway ended: STOP again, less and less often, and
  * say so when it does not heed it (the gateway watches what it supervises). */
 static void stop_unheeded(Wrap *w, const WireStatus *s) {
-        unsigned n = ++w->closed_running;
         char text[ALERT_TEXT_MAX];
+        unsigned n;
         int r;
 
+        /* Until the wrap answers the STOP, a running Status may have been sent before the STOP
+         * reached it (the answer comes in order with the Statuses): only one that follows the
+         * answer counts, or any once a wrap that does not answer has had the real time to. */
+        if (!w->stop_answered && mono_usec() < w->closed_real_usec + STOP_BUTTON_WAIT_USEC)
+                return;
+        n = ++w->closed_running;
         if (n >= 2 && (n < STOP_AGAIN_MAX ? (n & (n - 1)) == 0 : n % STOP_AGAIN_MAX == 0)) {
                 log_session(LOG_WARNING, w->address, w->closed_session, "the wrap still runs the session the gateway "
                             "ended (sequence %u, %u Statuses since): STOP again", (unsigned) s->seq, n);
@@ -1053,6 +1063,8 @@ void wrap_on_temperature(Wrap *w, const WireTemperature *t) {
 }
 
 void wrap_on_response(Wrap *w, const WireResponse *r) {
+        if (r->opcode == WIRE_OP_STOP && w->phase == PHASE_NONE)
+                w->stop_answered = true;
         if (r->opcode != WIRE_OP_START) {
                 if (r->result != WIRE_RESULT_SUCCESS)
                         log_wrap(LOG_INFO, w->address, "the wrap answered opcode 0x%02x with %s", r->opcode,
