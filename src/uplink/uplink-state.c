@@ -434,7 +434,10 @@ int uplink_state_delivered(UplinkState *u, int64_t store_created_at, ChangeKind 
         sqlite3_bind_text(st, 4, key, -1, SQLITE_TRANSIENT);
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
-        return rc == SQLITE_DONE ? rejected_count_sync(u) : errno_of(rc);
+        if (rc != SQLITE_DONE)
+                return errno_of(rc);
+        /* Asked for every record confirmed while any is refused: a write only when one was. */
+        return sqlite3_changes(u->db) > 0 ? rejected_count_sync(u) : 0;
 }
 
 int uplink_state_retry_refused(UplinkState *u, int64_t id, long http_status, const char *diagnostics,
