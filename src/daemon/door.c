@@ -447,9 +447,15 @@ int door_open_adoption(Manager *m, const DoorActor *who, unsigned seconds, const
                 set_error(ret_error, "adoption opens for at most %d seconds, not %u", DOOR_ADOPTION_MAX_S, seconds);
                 return -EINVAL;
         }
-        r = rate_limit(m, "", DOOR_RATE_ADOPTION, ret_error);
-        if (r < 0)
-                return r;
+        /* Closing only tightens, like a STOP: it is never limited; closing a closed window
+         * changes nothing and records nothing. */
+        if (seconds == 0 && m->adoption_until <= manager_now(m))
+                return 0;
+        if (seconds > 0) {
+                r = rate_limit(m, "", DOOR_RATE_ADOPTION, ret_error);
+                if (r < 0)
+                        return r;
+        }
         snprintf(detail, sizeof detail, seconds ? "open %u s" : "closed", seconds);
         audit_prepare(m, who, NULL, "adoption", detail, &a);
         /* The window is not in the store: its row goes first, so that no window opens without

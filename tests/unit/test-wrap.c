@@ -346,6 +346,39 @@ static void test_second_request_within_a_second_dropped(void **state) {
         assert_int_equal(door_stop(&f->m, WRAP, SOURCE_CLI, &err), 0);
 }
 
+static size_t n_audit(Fixture *f) {
+        AuditRecord *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_audit_list(f->m.store, NULL, &list, &n), 0);
+        free(list);
+        return n;
+}
+
+/* Opening adoption is limited (for the gateway); closing it only tightens: never limited, and
+ * closing a closed window records nothing. */
+static void test_adoption_close_never_limited(void **state) {
+        Fixture *f = *state;
+        const char *err = NULL;
+        size_t rows;
+
+        f->m.request_interval_usec = USEC_PER_SEC;
+        assert_int_equal(door_open_adoption(&f->m, NULL, 60, &err), 0);
+        assert_true(f->m.adoption_until > manager_now(&f->m));
+        rows = n_audit(f);
+        /* Every decision an hour into the scaled future, as above: the next are inside it. */
+        for (size_t i = 0; i < f->m.n_rates; i++)
+                for (int k = 0; k < _DOOR_RATE_MAX; k++)
+                        f->m.rates[i].decided_usec[k] = clock_mono_usec() + 3600 * USEC_PER_SEC;
+        assert_int_equal(door_open_adoption(&f->m, NULL, 120, &err), -ENOBUFS);
+        assert_int_equal(n_audit(f), rows);
+        assert_int_equal(door_open_adoption(&f->m, NULL, 0, &err), 0);
+        assert_int_equal(f->m.adoption_until, 0);
+        assert_int_equal(n_audit(f), rows + 1);
+        assert_int_equal(door_open_adoption(&f->m, NULL, 0, &err), 0);
+        assert_int_equal(n_audit(f), rows + 1);
+}
+
 static void test_start_refused_by_wrap_is_not_started(void **state) {
         Fixture *f = *state;
         SessionRecord r;
@@ -1852,6 +1885,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_unknown_running_session_stopped_and_recorded, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_late_status_after_stop_is_not_unknown, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stopped_session_still_running_backs_off, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_adoption_close_never_limited, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_statuses_before_the_stop_is_answered_do_not_count, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_with_fault_stops_for_safety, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_restart_open_record_too_long_capped, setup, teardown),
