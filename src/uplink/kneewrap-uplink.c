@@ -83,25 +83,26 @@ static void status(Uplink *u, const char *fmt, ...) {
                 (void) sd_notifyf(false, "STATUS=%s", line);
 }
 
-/* A failure: recorded for `kneewrapctl uplink`, logged when it is news, retried later. */
-static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) {
+/* A failure: recorded for `kneewrapctl uplink`, logged when it is news, retried later.
+ * `error`, a positive or negative errno or 0, is the format's %m. */
+static void vfailed(Uplink *u, int error, uint64_t retry_after_s, const char *fmt, va_list ap)
+        __attribute__((format(printf, 4, 0)));
+static void vfailed(Uplink *u, int error, uint64_t retry_after_s, const char *fmt, va_list ap) {
         const uint64_t max = (uint64_t) u->config.retry_max_s * USEC_PER_SEC;
         char why[256];
         uint64_t delay;
-        va_list ap;
 
-        va_start(ap, fmt);
+        if (error)
+                errno = error < 0 ? -error : error;
         vsnprintf(why, sizeof why, fmt, ap);
-        va_end(ap);
 
         if (u->state)
                 (void) uplink_state_error(u->state, why, clock_real_sec());
         if (!streq(why, u->last_error)) {
-                log_warning("Clinic uplink: %s; retrying", why);
+                log_full_errno(LOG_WARNING, error, "Clinic uplink: %s; retrying", why);
                 snprintf(u->last_error, sizeof u->last_error, "%s", why);
         } else
-                log_debug("Clinic uplink: %s; retrying", why);
+                log_full_errno(LOG_DEBUG, error, "Clinic uplink: %s; retrying", why);
 
         /* The project's one backoff: 1 s doubling to retry_max, with jitter, so a thousand
          * gateways that lost the server together do not come back together. */
@@ -120,6 +121,24 @@ static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) {
                 return;
         }
         schedule(u, delay);
+}
+
+static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void failed(Uplink *u, uint64_t retry_after_s, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vfailed(u, 0, retry_after_s, fmt, ap);
+        va_end(ap);
+}
+
+static void failed_errno(Uplink *u, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void failed_errno(Uplink *u, int error, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vfailed(u, error, 0, fmt, ap);
+        va_end(ap);
 }
 
 static int store_ready(Uplink *u) {
@@ -201,7 +220,7 @@ static int reject(Uplink *u, int64_t created, const StoreChange *c, const char *
         r = uplink_state_reject(u->state, created, c, o->http_status, o->error, o->operation_outcome, payload,
                                 clock_real_sec());
         if (r < 0) {
-                failed(u, 0, "cannot keep the record the server refused (%s): %s", o->error, strerror(-r));
+                failed_errno(u, r, "cannot keep the record the server refused (%s): %m", o->error);
                 return r;
         }
         log_warning("Clinic uplink: the server refused %s %s (change %lld) for good: %s. It is kept with the "
@@ -229,7 +248,7 @@ static int send_changes(Uplink *u, const StoreChange *changes, size_t n, FhirOut
                 r = -E2BIG;
         }
         if (r < 0) {
-                failed(u, 0, "cannot build the Bundle: %s (%s)", strerror(-r), store_errmsg(u->store));
+                failed_errno(u, r, "cannot build the Bundle: %m (%s)", store_errmsg(u->store));
                 return r;
         }
         if (entries > 0) {
@@ -277,7 +296,7 @@ static int retry_one(Uplink *u, int64_t created) {
         if (r == -ENOENT)
                 return 0;
         if (r < 0) {
-                failed(u, 0, "cannot read the refused records: %s", strerror(-r));
+                failed_errno(u, r, "cannot read the refused records: %m");
                 return r;
         }
         if (rj.store_created_at == created) {
@@ -295,7 +314,7 @@ static int retry_one(Uplink *u, int64_t created) {
         if (o.result == FHIR_OK) {
                 r = uplink_state_delivered(u->state, created, rj.change.kind, rj.change.key, clock_real_sec());
                 if (r < 0) {
-                        failed(u, 0, "cannot save the state: %s", strerror(-r));
+                        failed_errno(u, r, "cannot save the state: %m");
                         goto done;
                 }
                 log_notice("Clinic uplink: %s %s, refused before, was delivered on retry", change_name(rj.change.kind),
@@ -305,7 +324,7 @@ static int retry_one(Uplink *u, int64_t created) {
                 r = uplink_state_retry_refused(u->state, rj.id, o.http_status, o.error, o.operation_outcome,
                                                clock_real_sec());
                 if (r < 0) {
-                        failed(u, 0, "cannot save the state: %s", strerror(-r));
+                        failed_errno(u, r, "cannot save the state: %m");
                         goto done;
                 }
                 log_warning("Clinic uplink: the server refused %s %s again: %s", change_name(rj.change.kind),
@@ -370,14 +389,14 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         last_read = n > 0 ? changes[n - 1].seq : 0;
         r = drop_rejected(u, created, changes, &n);
         if (r < 0) {
-                failed(u, 0, "cannot read the refused records: %s", strerror(-r));
+                failed_errno(u, r, "cannot read the refused records: %m");
                 return 0;
         }
         if (n == 0 && last_read > 0) {
                 /* Only refused records were left in this stretch: the cursor moves past them. */
                 r = uplink_state_confirm(u->state, created, last_read, 0, clock_real_sec());
                 if (r < 0)
-                        failed(u, 0, "cannot save the cursor: %s", strerror(-r));
+                        failed_errno(u, r, "cannot save the cursor: %m");
                 else
                         schedule(u, 0);
                 return 0;
@@ -440,7 +459,7 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         /* Confirmed: the cursor moves, durably, before anything else is sent. */
         r = uplink_state_confirm(u->state, created, changes[used - 1].seq, used - skipped, clock_real_sec());
         if (r < 0) {
-                failed(u, 0, "cannot save the cursor: %s", strerror(-r));
+                failed_errno(u, r, "cannot save the cursor: %m");
                 goto out;
         }
         /* A record refused before and corrected since went through: its refusal is over. */
@@ -506,10 +525,10 @@ static int setup(Uplink *u) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "Failed to block signals: %s", strerror(errno));
+                return log_error_errno(errno, "Failed to block signals: %m");
         r = sd_event_default(&u->event);
         if (r < 0)
-                return log_error_errno(r, "Failed to create the event loop: %s", strerror(-r));
+                return log_error_errno(r, "Failed to create the event loop: %m");
         (void) sd_event_add_signal(u->event, NULL, SIGTERM, on_signal, u);
         (void) sd_event_add_signal(u->event, NULL, SIGINT, on_signal, u);
         (void) sd_event_add_signal(u->event, NULL, SIGHUP, on_sighup, u);
@@ -520,11 +539,11 @@ static int setup(Uplink *u) {
                 return log_error_errno(r, "Failed to open the uplink's state: %s", why ? why : strerror(-r));
         r = fhir_client_new(&u->config, &u->fhir);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up libcurl: %s", strerror(-r));
+                return log_error_errno(r, "Failed to set up libcurl: %m");
 
         r = sd_event_add_time(u->event, &u->timer, CLOCK_MONOTONIC, 0, 0, on_timer, u);
         if (r < 0)
-                return log_error_errno(r, "Failed to add a timer: %s", strerror(-r));
+                return log_error_errno(r, "Failed to add a timer: %m");
         (void) sd_event_source_set_enabled(u->timer, SD_EVENT_ONESHOT);
 
         /* A new record is a commit to the store's -wal (or the file itself): follow it at once
@@ -539,7 +558,7 @@ static int setup(Uplink *u) {
                 r = sd_event_add_inotify(u->event, &u->inotify, dirname(dir),
                                          IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE, on_inotify, u);
                 if (r < 0)
-                        log_warning_errno(r, "Cannot watch %s (%s): looking every %u s instead", dir, strerror(-r), u->config.poll_s);
+                        log_warning_errno(r, "Cannot watch %s (%m): looking every %u s instead", dir, u->config.poll_s);
         }
         return 0;
 }
@@ -764,7 +783,7 @@ int main(int argc, char *argv[]) {
                 (void) sd_notify(false, "READY=1\nSTATUS=Starting");
                 r = sd_event_loop(u.event);
                 if (r < 0)
-                        log_error_errno(r, "The event loop failed: %s", strerror(-r));
+                        log_error_errno(r, "The event loop failed: %m");
         }
         if (r < 0)
                 u.exit_code = EXIT_FAILURE;

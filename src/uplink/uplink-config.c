@@ -153,7 +153,7 @@ int uplink_config_load(UplinkConfig *c, const char *path, FILE *errors) {
         if (!p.file) {
                 r = -errno;
                 if (errors)
-                        fprintf(errors, "%s: %s\n", path, strerror(-r));
+                        fprintf(errors, "%s: %m\n", path);
                 return r;
         }
         /* As kneewrapd.conf: no continuation lines or inline comments to hide a mistake. */
