@@ -404,6 +404,7 @@ static int store_errorf(Store *s, int r, const char *fmt, ...) __attribute__((fo
 static int store_errorf(Store *s, int r, const char *fmt, ...) {
         va_list ap;
 
+        errno = r < 0 ? -r : r; /* for %m */
         va_start(ap, fmt);
         vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
         va_end(ap);
@@ -705,7 +706,7 @@ int store_open_err(const char *path, Store **ret, char **ret_errmsg) {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
         if (fd < 0) {
                 r = -errno;
-                store_errorf(s, r, "cannot open %s: %s", path, strerror(-r));
+                store_errorf(s, r, "cannot open %s: %m", path);
                 goto fail;
         }
         (void) fchmod(fd, 0640);   /* a store made 0600 by an older build */
@@ -767,7 +768,7 @@ int store_open_readonly(const char *path, Store **ret, char **ret_errmsg) {
         /* The file must exist: a reader never creates the daemon's store. */
         if (access(path, R_OK) < 0) {
                 r = -errno;
-                store_errorf(s, r, "cannot read %s: %s", path, strerror(-r));
+                store_errorf(s, r, "cannot read %s: %m", path);
                 goto fail;
         }
         rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
