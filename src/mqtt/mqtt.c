@@ -772,7 +772,7 @@ static int connect_addr(Mqtt *q) {
         drop_connection(q);
         q->mosq = mosquitto_new(s->client_id, true, q);
         if (!q->mosq)
-                return log_error_errno(errno ? errno : ENOMEM, "MQTT: cannot create the client: %s", strerror(abs(errno ? errno : ENOMEM)));
+                return log_error_errno(errno ? errno : ENOMEM, "MQTT: cannot create the client: %m");
 
         (void) mosquitto_int_option(q->mosq, MOSQ_OPT_PROTOCOL_VERSION,
                                     s->protocol == MQTT_PROTOCOL_V5 ? 5 : 4 /* MQTT 5, 3.1.1 */);
