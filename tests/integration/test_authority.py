@@ -72,7 +72,11 @@ def test_dbus_authority(tmp_path, private_bus):  # noqa: F811
         assert rc == 0, out
         rc, out = call(private_bus, NOBODY, USERS, [NOGROUP], 'SetInjury', 'ss', w, '')
         assert rc == 0, out
-        rc, out = call(private_bus, 0, 0, [], 'OpenAdoption', 'u', '0')
+        rc, out = call(private_bus, 0, 0, [], 'OpenAdoption', 'u', '60')
+        assert rc == 0, out
+        rc, out = call(private_bus, 0, 0, [], 'OpenAdoption', 'u', '0')     # closing is never limited
+        assert rc == 0, out
+        rc, out = call(private_bus, 0, 0, [], 'OpenAdoption', 'u', '0')     # closed already: nothing to record
         assert rc == 0, out
         assert d.poll() is None
 
@@ -85,7 +89,7 @@ def test_dbus_authority(tmp_path, private_bus):  # noqa: F811
         import json
         h = [(e['what'], e['wrap'], e['source'], e['uid'], e['detail']) for e in json.loads(r.stdout)]
         assert h == [('injury', w, 'dbus', NOBODY, '2026-01-02'), ('injury_resolved', w, 'dbus', NOBODY, ''),
-                     ('adoption', None, 'dbus', 0, 'closed')], h
+                     ('adoption', None, 'dbus', 0, 'open 60 s'), ('adoption', None, 'dbus', 0, 'closed')], h
         r = subprocess.run([KNEEWRAPCTL, '--config', str(conf), 'history', w], capture_output=True, text=True,
                            env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=private_bus), timeout=10)
         assert 'injury_resolved' in r.stdout and 'uid 65534' in r.stdout, r.stdout
