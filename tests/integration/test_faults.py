@@ -505,6 +505,15 @@ def test_request_flood(tmp_path, fast_bus, broker):  # noqa: F811
 
 # ---- 3: a broker that stops sending PUBACK ----
 
+def _shut(*socks):
+    """Both ends of a proxied connection: shut, whatever state each is in."""
+    for s in socks:
+        try:
+            s.shutdown(2)
+        except OSError:
+            pass
+
+
 class PubackEater:
     """A TCP proxy in front of the real broker that, while .eat is set, drops every PUBACK
     (packet type 4) the broker sends to the gateway and forwards everything else, PINGRESP
@@ -546,11 +555,7 @@ class PubackEater:
                 dst.sendall(d)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(2)
-            except OSError:
-                pass
+        _shut(src, dst)
 
     def _from_broker(self, src, dst):
         buf = b''
@@ -579,11 +584,7 @@ class PubackEater:
                     dst.sendall(pkt)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(2)
-            except OSError:
-                pass
+        _shut(src, dst)
 
     def close(self):
         self.stop = True
